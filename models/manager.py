@@ -1,0 +1,162 @@
+"""The pipeline manager: one copy of the base model's weights, every pipeline derived from it.
+
+txt2img, img2img and inpaint pipelines are derived with `from_pipe`, so they share the same tokenizer, text
+encoder, U-Net and VAE objects. Each request runs on a throw-away pipeline view holding its own fresh
+scheduler, under one lock, so no request sees or leaves behind another request's settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from diffusers import (
+    DiffusionPipeline,
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionInpaintPipeline,
+    StableDiffusionPipeline,
+)
+from diffusers.utils import logging as diffusers_logging
+from PIL import Image
+
+from models import loading
+from models.device import Runtime, resolve_runtime
+from models.request import MAX_SEED, GenerationRequest
+from models.samplers import make_scheduler
+
+log = logging.getLogger(__name__)
+
+StepCallback = Callable[[int, int], None]  # (steps done, steps in total)
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    images: list[Image.Image]
+    seeds: list[int]
+    interrupted: bool
+
+
+class PipelineManager:
+    def __init__(self, base: DiffusionPipeline, source: loading.ModelSource, runtime: Runtime, model_hash: str = ""):
+        self.source = source
+        self.runtime = runtime
+        self.model_hash = model_hash
+        self.lock = threading.Lock()
+        self._interrupt = threading.Event()
+        base.to(runtime.device)
+        if runtime.attention == "xformers":
+            base.enable_xformers_memory_efficient_attention()
+        base.set_progress_bar_config(disable=True)
+        self.pipelines = self._derive_pipelines(base)
+
+    @classmethod
+    def load(cls, spec: str, device: str = "auto", single_file_config: str | None = None) -> PipelineManager:
+        """Load a model by name ('demo', Hub id, diffusers folder or .safetensors file) on the best device."""
+        source = loading.identify(spec)
+        runtime = resolve_runtime(device)
+        diffusers_logging.set_verbosity_error()  # the disabled-safety-checker notice on every derived pipeline
+        path = loading.local_path(source)
+        base = loading.load_pipeline(source, path, runtime.dtype, single_file_config)
+        manager = cls(base, source, runtime, loading.model_hash(source, path))
+        log.info("model %s (%s) on %s", source.name, source.kind, runtime.describe())
+        return manager
+
+    @staticmethod
+    def _derive_pipelines(base: DiffusionPipeline) -> dict[str, DiffusionPipeline]:
+        """A 9-channel (inpainting) U-Net runs every mode through the inpaint pipeline with a full mask."""
+        if base.unet.config.in_channels == 9:
+            inpaint = StableDiffusionInpaintPipeline.from_pipe(base)
+            return {"txt2img": inpaint, "img2img": inpaint, "inpaint": inpaint}
+        return {
+            "txt2img": StableDiffusionPipeline.from_pipe(base),
+            "img2img": StableDiffusionImg2ImgPipeline.from_pipe(base),
+            "inpaint": StableDiffusionInpaintPipeline.from_pipe(base),
+        }
+
+    # -- facts about the loaded model -------------------------------------------------------------------
+
+    @property
+    def is_inpainting_model(self) -> bool:
+        return self.pipelines["inpaint"].unet.config.in_channels == 9
+
+    @property
+    def default_size(self) -> int:
+        pipe = self.pipelines["txt2img"]
+        return pipe.unet.config.sample_size * pipe.vae_scale_factor
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the text encoder would see, without the start and end tokens (A1111 counts the same way)."""
+        return len(self.pipelines["txt2img"].tokenizer(text, truncation=False).input_ids) - 2
+
+    @property
+    def max_prompt_tokens(self) -> int:
+        return self.pipelines["txt2img"].tokenizer.model_max_length - 2
+
+    def describe(self) -> str:
+        kind = "inpainting (9-channel U-Net)" if self.is_inpainting_model else "4-channel U-Net"
+        return f"model: {self.source.name} [{self.model_hash}] · {kind} · {self.runtime.describe()}"
+
+    # -- running ----------------------------------------------------------------------------------------
+
+    def interrupt(self) -> None:
+        """Ask the running job to stop after its current step; it returns what it has."""
+        self._interrupt.set()
+
+    def generate(self, request: GenerationRequest, on_step: StepCallback | None = None) -> GenerationResult:
+        with self.lock:
+            self._interrupt.clear()
+            # 1. seeds: image i of the batch uses seed + i
+            first = request.seed if request.seed != -1 else random.randint(0, MAX_SEED - request.batch_size + 1)
+            seeds = [first + i for i in range(request.batch_size)]
+            # 2. a throw-away view of the shared pipeline with this request's own scheduler
+            shared = self.pipelines[request.mode]
+            scheduler = make_scheduler(request.sampler, shared.scheduler.config, seeds)
+            pipe = type(shared)(**{**shared.components, "scheduler": scheduler})
+            pipe.set_progress_bar_config(disable=True)
+            # 3. run
+            images = pipe(**self._call_arguments(request, seeds), callback_on_step_end=self._step_end(on_step)).images
+            return GenerationResult(images=images, seeds=seeds, interrupted=self._interrupt.is_set())
+
+    def _call_arguments(self, request: GenerationRequest, seeds: list[int]) -> dict:
+        # Everything is given per image (prompt, image, mask, generator lists of the batch's length), so image
+        # i draws all its randomness from its own generator and equals a single generation with seed + i.
+        width, height, batch = int(request.width), int(request.height), len(seeds)
+        arguments = {
+            "prompt": [request.prompt] * batch,
+            "negative_prompt": [request.negative_prompt] * batch,
+            "num_inference_steps": int(request.steps),
+            "guidance_scale": float(request.guidance_scale),
+            # CPU generators: the same seed gives the same noise on every device.
+            "generator": [torch.Generator("cpu").manual_seed(seed) for seed in seeds],
+        }
+        if request.mode == "txt2img" and not self.is_inpainting_model:
+            return {**arguments, "width": width, "height": height}
+        image = request.image.convert("RGB") if request.image is not None else Image.new("RGB", (width, height))
+        if request.mode == "img2img" and not self.is_inpainting_model:
+            image = image.resize((width, height), Image.LANCZOS)
+            return {**arguments, "image": [image] * batch, "strength": float(request.strength)}
+        full_mask = Image.new("L", image.size, 255)
+        mask = request.mask.convert("L") if request.mode == "inpaint" else full_mask
+        strength = 1.0 if request.mode == "txt2img" else float(request.strength)
+        return {
+            **arguments,
+            "image": [image] * batch,
+            "mask_image": [mask] * batch,
+            "width": width,
+            "height": height,
+            "strength": strength,
+        }
+
+    def _step_end(self, on_step: StepCallback | None):
+        def callback(pipe, step: int, timestep, tensors: dict) -> dict:
+            if self._interrupt.is_set():
+                pipe._interrupt = True  # the denoising loop skips the remaining steps, then decodes
+            if on_step is not None:
+                on_step(step + 1, pipe.num_timesteps)
+            return tensors
+
+        return callback

@@ -1,0 +1,79 @@
+"""A generation request: a frozen, validated description of one job. Invalid values raise ValueError
+naming the field and the value; nothing is clamped silently."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PIL import Image
+
+from models.samplers import DEFAULT_SAMPLER, check_sampler
+
+MODES = ("txt2img", "img2img", "inpaint")
+SIZE_RANGE = (64, 2048)
+STEPS_RANGE = (1, 150)
+CFG_RANGE = (1.0, 30.0)
+BATCH_RANGE = (1, 8)
+MAX_SEED = 2**32 - 1  # A1111 seeds are 32-bit
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    mode: str
+    prompt: str
+    negative_prompt: str = ""
+    steps: int = 20
+    guidance_scale: float = 7.0
+    width: int = 512
+    height: int = 512
+    sampler: str = DEFAULT_SAMPLER
+    seed: int = -1  # -1: a random seed
+    batch_size: int = 1
+    strength: float = 0.75  # img2img and inpaint only ("Denoising strength")
+    image: Image.Image | None = None
+    mask: Image.Image | None = None  # white = repaint
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        for field in ("prompt", "negative_prompt"):
+            if not isinstance(getattr(self, field), str):
+                raise ValueError(f"{field} must be text, got {getattr(self, field)!r}")
+        for field in ("width", "height"):
+            value = _integer(field, getattr(self, field))
+            if not SIZE_RANGE[0] <= value <= SIZE_RANGE[1] or value % 8:
+                raise ValueError(
+                    f"{field} must be a multiple of 8 from {SIZE_RANGE[0]} to {SIZE_RANGE[1]}, got {value}"
+                )
+        _in_range("steps", _integer("steps", self.steps), STEPS_RANGE)
+        _in_range("guidance_scale", self.guidance_scale, CFG_RANGE)
+        _in_range("batch_size", _integer("batch_size", self.batch_size), BATCH_RANGE)
+        seed = _integer("seed", self.seed)
+        if not (seed == -1 or 0 <= seed <= MAX_SEED):
+            raise ValueError(f"seed must be -1 (random) or from 0 to {MAX_SEED}, got {seed}")
+        check_sampler(self.sampler)
+        if self.mode != "txt2img":
+            if not isinstance(self.strength, (int, float)) or not 0.0 < self.strength <= 1.0:
+                raise ValueError(f"strength must be in (0, 1], got {self.strength!r}")
+            if self.image is None:
+                raise ValueError(f"image is required for {self.mode}")
+        if self.mode == "inpaint":
+            if self.mask is None:
+                raise ValueError("mask is required for inpaint")
+            if self.mask.size != self.image.size:
+                raise ValueError(f"mask size {self.mask.size} differs from image size {self.image.size}")
+            if self.mask.convert("L").getbbox() is None:
+                raise ValueError("mask is empty: paint the area to repaint (white in an uploaded mask)")
+
+
+def _integer(field: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ValueError(f"{field} must be a whole number, got {value!r}")
+    return value
+
+
+def _in_range(field: str, value, bounds: tuple) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not bounds[0] <= value <= bounds[1]:
+        raise ValueError(f"{field} must be from {bounds[0]} to {bounds[1]}, got {value!r}")

@@ -1,0 +1,164 @@
+"""Export a diffusers Stable Diffusion 1.x pipeline folder as one LDM / AUTOMATIC1111 ``.safetensors`` file.
+
+Used by the tests (the demo model is stored as a diffusers folder; its single-file form is made from it on
+the fly) and by the user-facing export of a model in the A1111 checkpoint format.
+
+It is the inverse of diffusers' own single-file conversion (``diffusers/loaders/single_file_utils.py``:
+``convert_ldm_unet_checkpoint``, ``convert_ldm_vae_checkpoint``, ``convert_ldm_clip_checkpoint``) and a
+generalisation of diffusers' ``scripts/convert_diffusers_to_original_stable_diffusion.py``: the number of
+blocks and ``layers_per_block`` come from each component's ``config.json`` instead of SD 1.5's 4 x 2.
+Keys of the written file:
+
+    model.diffusion_model.*            U-Net  (input_blocks / middle_block / output_blocks / time_embed / out)
+    first_stage_model.*                VAE    (encoder.down / decoder.up / mid.attn_1 as 1x1 convs)
+    cond_stage_model.transformer.*     CLIP text encoder (text_model.* as in transformers < 5.6)
+
+Tensors are copied unchanged (same dtype and values; only the VAE mid-attention weights get a 1x1 shape),
+so loading the file back gives the original weights exactly. Load it back, offline, with the diffusers
+folder (or a copy of its config files and tokenizer) as ``config``:
+
+    StableDiffusionInpaintPipeline.from_single_file(path, config=folder, local_files_only=True)
+
+(``StableDiffusionPipeline`` for a 4-channel U-Net.) ``local_files_only=True`` keeps diffusers from asking
+the Hub for anything; with a local ``config`` folder nothing else is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+UNET_PREFIX = "model.diffusion_model."
+VAE_PREFIX = "first_stage_model."
+CLIP_PREFIX = "cond_stage_model.transformer."
+
+_UNET_FIXED = {
+    "time_embedding.linear_1": "time_embed.0",
+    "time_embedding.linear_2": "time_embed.2",
+    "conv_in": "input_blocks.0.0",
+    "conv_norm_out": "out.0",
+    "conv_out": "out.2",
+}
+_UNET_RESNET = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "time_emb_proj": "emb_layers.1",
+    "conv_shortcut": "skip_connection",
+}
+_VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+
+
+def save_single_file(pipeline_folder: str | Path, out_path: str | Path) -> Path:
+    """Write the U-Net, VAE and text encoder of ``pipeline_folder`` to ``out_path`` in LDM key format."""
+    folder, out_path = Path(pipeline_folder), Path(out_path)
+    unet, unet_config = _load_component(folder / "unet")
+    vae, vae_config = _load_component(folder / "vae")
+    text_encoder, _ = _load_component(folder / "text_encoder")
+
+    checkpoint = {}
+    checkpoint.update({UNET_PREFIX + k: v for k, v in unet_to_ldm(unet, unet_config).items()})
+    checkpoint.update({VAE_PREFIX + k: v for k, v in vae_to_ldm(vae, vae_config).items()})
+    checkpoint.update({CLIP_PREFIX + k: v for k, v in clip_to_ldm(text_encoder).items()})
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in checkpoint.items()}, str(out_path), metadata={"format": "pt"})
+    return out_path
+
+
+def unet_to_ldm(state_dict: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
+    """Rename a diffusers ``UNet2DConditionModel`` state dict to LDM ``UNetModel`` keys (without prefix)."""
+    n = config["layers_per_block"] + 1  # LDM blocks per level: L resnets (+ downsample) / L + 1 resnets up
+    up_with_attention = {int(k.split(".")[1]) for k in state_dict if re.match(r"up_blocks\.\d+\.attentions\.", k)}
+
+    def rename(key: str) -> str:
+        if m := re.fullmatch(r"(.+)\.(weight|bias)", key):
+            if m[1] in _UNET_FIXED:
+                return f"{_UNET_FIXED[m[1]]}.{m[2]}"
+        if m := re.fullmatch(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
+            i, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
+            sub = f"0.{_resnet(rest)}" if kind == "resnets" else f"1.{rest}"
+            return f"input_blocks.{n * i + j + 1}.{sub}"
+        if m := re.fullmatch(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
+            return f"input_blocks.{n * (int(m[1]) + 1)}.0.op.{m[2]}"
+        if m := re.fullmatch(r"mid_block\.resnets\.(\d+)\.(.+)", key):
+            return f"middle_block.{2 * int(m[1])}.{_resnet(m[2])}"
+        if m := re.fullmatch(r"mid_block\.attentions\.0\.(.+)", key):
+            return f"middle_block.1.{m[1]}"
+        if m := re.fullmatch(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
+            i, kind, j, rest = int(m[1]), m[2], int(m[3]), m[4]
+            sub = f"0.{_resnet(rest)}" if kind == "resnets" else f"1.{rest}"
+            return f"output_blocks.{n * i + j}.{sub}"
+        if m := re.fullmatch(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", key):
+            i = int(m[1])
+            return f"output_blocks.{n * i + n - 1}.{2 if i in up_with_attention else 1}.conv.{m[2]}"
+        raise ValueError(f"U-Net key without an LDM equivalent: {key}")
+
+    return {rename(k): v for k, v in state_dict.items()}
+
+
+def vae_to_ldm(state_dict: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
+    """Rename a diffusers ``AutoencoderKL`` state dict to LDM ``AutoencoderKL`` keys (without prefix)."""
+    num_up = len(config["up_block_types"])
+
+    def rename(key: str) -> str:
+        if m := re.fullmatch(r"(encoder|decoder)\.conv_norm_out\.(.+)", key):
+            return f"{m[1]}.norm_out.{m[2]}"
+        if re.fullmatch(r"(encoder|decoder)\.conv_(in|out)\.\w+|(post_)?quant_conv\.\w+", key):
+            return key
+        if m := re.fullmatch(r"encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
+            return f"encoder.down.{m[1]}.block.{m[2]}.{_vae_resnet(m[3])}"
+        if m := re.fullmatch(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.(.+)", key):
+            return f"encoder.down.{m[1]}.downsample.{m[2]}"
+        if m := re.fullmatch(r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
+            return f"decoder.up.{num_up - 1 - int(m[1])}.block.{m[2]}.{_vae_resnet(m[3])}"
+        if m := re.fullmatch(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.(.+)", key):
+            return f"decoder.up.{num_up - 1 - int(m[1])}.upsample.{m[2]}"
+        if m := re.fullmatch(r"(encoder|decoder)\.mid_block\.resnets\.(\d+)\.(.+)", key):
+            return f"{m[1]}.mid.block_{int(m[2]) + 1}.{_vae_resnet(m[3])}"
+        if m := re.fullmatch(r"(encoder|decoder)\.mid_block\.attentions\.0\.(.+)\.(weight|bias)", key):
+            if m[2] in _VAE_ATTENTION:
+                return f"{m[1]}.mid.attn_1.{_VAE_ATTENTION[m[2]]}.{m[3]}"
+        raise ValueError(f"VAE key without an LDM equivalent: {key}")
+
+    out = {}
+    for key, tensor in state_dict.items():
+        ldm_key = rename(key)
+        if re.search(r"mid\.attn_1\.(q|k|v|proj_out)\.weight$", ldm_key) and tensor.ndim == 2:
+            tensor = tensor.reshape(*tensor.shape, 1, 1)  # linear -> 1x1 conv, as LDM stores them
+        out[ldm_key] = tensor
+    return out
+
+
+def clip_to_ldm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CLIP text encoder keys as LDM's ``FrozenCLIPEmbedder.transformer`` has them: ``text_model.*``."""
+    # transformers >= 5.6 flattened CLIPTextModel (no ``text_model.`` level); LDM checkpoints keep it.
+    return {k if k.startswith("text_model.") else f"text_model.{k}": v for k, v in state_dict.items()}
+
+
+def _resnet(rest: str) -> str:
+    name, _, param = rest.rpartition(".")
+    return f"{_UNET_RESNET.get(name, name)}.{param}"
+
+
+def _vae_resnet(rest: str) -> str:
+    return rest.replace("conv_shortcut", "nin_shortcut")
+
+
+def _load_component(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    files = [f for f in (folder / "diffusion_pytorch_model.safetensors", folder / "model.safetensors") if f.is_file()]
+    if not files:  # sharded weights
+        index = next(folder.glob("*.safetensors.index.json"), None)
+        if index is None:
+            raise FileNotFoundError(f"no safetensors weights in {folder}")
+        files = sorted({folder / f for f in json.loads(index.read_text())["weight_map"].values()})
+    state_dict = {}
+    for f in files:
+        state_dict.update(load_file(str(f)))
+    return state_dict, config
