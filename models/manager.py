@@ -160,3 +160,18 @@ class PipelineManager:
             return tensors
 
         return callback
+
+
+def load_or_demo(spec: str, device: str = "auto") -> tuple[PipelineManager, str]:
+    """Load `spec`; when it is a Hub model that cannot be had offline, load the demo model and say why."""
+    try:
+        return PipelineManager.load(spec, device), ""
+    except OSError as error:
+        if loading.identify(spec).kind != "hub" or not loading.hub_unreachable():
+            raise
+        notice = (
+            f"Could not load {spec!r}: the Hugging Face Hub is unreachable and the model is not in the local "
+            "cache. Running the embedded demo model instead."
+        )
+        log.warning("%s (%s)", notice, str(error).splitlines()[0])
+        return PipelineManager.load("demo", device), notice

@@ -1,7 +1,7 @@
 """Export a diffusers Stable Diffusion 1.x pipeline folder as one LDM / AUTOMATIC1111 ``.safetensors`` file.
 
-Used by the tests (the demo model is stored as a diffusers folder; its single-file form is made from it on
-the fly) and by the user-facing export of a model in the A1111 checkpoint format.
+Used by the tests, which need the single-file form of a diffusers model (the demo model is stored only as
+a diffusers folder), and by the user-facing export of a model in the A1111 checkpoint format.
 
 It is the inverse of diffusers' own single-file conversion (``diffusers/loaders/single_file_utils.py``:
 ``convert_ldm_unet_checkpoint``, ``convert_ldm_vae_checkpoint``, ``convert_ldm_clip_checkpoint``) and a
@@ -17,10 +17,11 @@ Tensors are copied unchanged (same dtype and values; only the VAE mid-attention 
 so loading the file back gives the original weights exactly. Load it back, offline, with the diffusers
 folder (or a copy of its config files and tokenizer) as ``config``:
 
-    StableDiffusionInpaintPipeline.from_single_file(path, config=folder, local_files_only=True)
+    StableDiffusionInpaintPipeline.from_single_file(str(path), config=str(folder), local_files_only=True)
 
-(``StableDiffusionPipeline`` for a 4-channel U-Net.) ``local_files_only=True`` keeps diffusers from asking
-the Hub for anything; with a local ``config`` folder nothing else is needed.
+(``StableDiffusionPipeline`` for a 4-channel U-Net.) ``config`` must be a ``str`` (diffusers 0.42 rejects a
+``Path``). With a local ``config`` folder diffusers makes no network call even without ``local_files_only``;
+passing ``local_files_only=True`` guarantees it never tries. No other keyword is needed.
 """
 
 from __future__ import annotations
@@ -74,7 +75,9 @@ def save_single_file(pipeline_folder: str | Path, out_path: str | Path) -> Path:
 def unet_to_ldm(state_dict: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
     """Rename a diffusers ``UNet2DConditionModel`` state dict to LDM ``UNetModel`` keys (without prefix)."""
     n = config["layers_per_block"] + 1  # LDM blocks per level: L resnets (+ downsample) / L + 1 resnets up
-    up_with_attention = {int(k.split(".")[1]) for k in state_dict if re.match(r"up_blocks\.\d+\.attentions\.", k)}
+    up_with_attention = {  # upsampler follows the resnet (.1) or the resnet and its attention (.2)
+        int(k.split(".")[1]) for k in state_dict if re.match(r"up_blocks\.\d+\.attentions\.", k)
+    }
 
     def rename(key: str) -> str:
         if m := re.fullmatch(r"(.+)\.(weight|bias)", key):
@@ -152,7 +155,8 @@ def _vae_resnet(rest: str) -> str:
 
 def _load_component(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    files = [f for f in (folder / "diffusion_pytorch_model.safetensors", folder / "model.safetensors") if f.is_file()]
+    names = ("diffusion_pytorch_model.safetensors", "model.safetensors")
+    files = [folder / name for name in names if (folder / name).is_file()]
     if not files:  # sharded weights
         index = next(folder.glob("*.safetensors.index.json"), None)
         if index is None:

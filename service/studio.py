@@ -1,0 +1,146 @@
+"""The studio service: the one place every interface (UI, gradio_client, REST) goes through.
+
+It turns raw inputs into a validated GenerationRequest, runs it on the shared manager, and writes each image
+as a PNG carrying A1111's infotext. Bad input raises ValueError naming the field and the value; the interfaces
+turn that into gr.Error or an HTTP error.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from models.manager import PipelineManager, StepCallback
+from models.request import GenerationRequest
+from models.samplers import split_name
+from service.infotext import format_infotext, save_png
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Generation:
+    files: list[Path]
+    infotexts: list[str]
+    seeds: list[int]
+    warnings: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+
+class StudioService:
+    def __init__(self, manager: PipelineManager, output_dir: str | Path, notice: str = ""):
+        self.manager = manager
+        self.output_dir = Path(output_dir)
+        self.notice = notice  # e.g. "fell back to the demo model because ..."
+        self._save_lock = threading.Lock()
+
+    # -- facts for the interfaces -----------------------------------------------------------------------
+
+    def system_line(self) -> str:
+        return self.manager.describe()
+
+    @property
+    def default_size(self) -> int:
+        return self.manager.default_size
+
+    def interrupt(self) -> None:
+        self.manager.interrupt()
+
+    # -- generation -------------------------------------------------------------------------------------
+
+    def generate(self, mode: str, on_step: StepCallback | None = None, **raw) -> Generation:
+        # 1. validate
+        request, warnings = self.build_request(mode, **raw)
+        # 2. run on the shared model (the manager holds its lock while configuring and running)
+        result = self.manager.generate(request, on_step=on_step)
+        if result.interrupted:
+            warnings.append(f"interrupted: the image shows the state after the last finished step")
+        # 3. attach metadata and save
+        infotexts = [self.infotext(request, seed) for seed in result.seeds]
+        files = [self._save(mode, image, seed, text) for image, seed, text in zip(result.images, result.seeds, infotexts)]
+        for warning in warnings:
+            log.warning(warning)
+        return Generation(files, infotexts, result.seeds, warnings, result.interrupted)
+
+    def build_request(self, mode: str, **raw) -> tuple[GenerationRequest, list[str]]:
+        warnings: list[str] = []
+        for name in ("prompt", "negative_prompt"):
+            text = raw.get(name)
+            if text is None:
+                raw[name] = ""
+            elif isinstance(text, str) and self.manager.count_tokens(text) > self.manager.max_prompt_tokens:
+                warnings.append(
+                    f"{name} is {self.manager.count_tokens(text)} tokens long; only the first "
+                    f"{self.manager.max_prompt_tokens} reach the text encoder, the rest is cut off"
+                )
+        if "image" in raw:
+            raw["image"] = load_image(raw["image"], "image")
+        if "mask" in raw:
+            raw["mask"] = load_mask(raw["mask"])
+            image = raw.get("image")
+            if raw["mask"] is not None and image is not None and raw["mask"].size != image.size:
+                warnings.append(
+                    "mask was {}x{}, resized to the image's {}x{}".format(*raw["mask"].size, *image.size)
+                )
+                raw["mask"] = raw["mask"].resize(image.size, Image.NEAREST)
+        for name in ("width", "height", "steps", "seed", "batch_size"):
+            if isinstance(raw.get(name), float) and raw[name].is_integer():
+                raw[name] = int(raw[name])  # JSON and sliders send 512.0
+        return GenerationRequest(mode=mode, **raw), warnings
+
+    def infotext(self, request: GenerationRequest, seed: int) -> str:
+        sampler, schedule_type = split_name(request.sampler)
+        parameters = {
+            "Steps": request.steps,
+            "Sampler": sampler,
+            "Schedule type": schedule_type,
+            "CFG scale": request.guidance_scale,
+            "Seed": seed,
+            "Size": f"{request.width}x{request.height}",
+            "Model hash": self.manager.model_hash or None,
+            "Model": self.manager.source.name,
+            "Denoising strength": request.strength if request.mode != "txt2img" else None,
+        }
+        return format_infotext(request.prompt, request.negative_prompt, parameters)
+
+    def _save(self, mode: str, image: Image.Image, seed: int, infotext: str) -> Path:
+        folder = self.output_dir / f"{mode}-images" / datetime.date.today().isoformat()
+        with self._save_lock:  # A1111's numbering: 00000-seed.png, 00001-seed.png, ...
+            number = len(list(folder.glob("*.png"))) if folder.is_dir() else 0
+            return save_png(image, folder / f"{number:05d}-{seed}.png", infotext)
+
+
+def load_image(value, field: str) -> Image.Image | None:
+    """An image from what an interface hands over: a PIL image, an array, a file path or a gradio file dict."""
+    if value is None or isinstance(value, Image.Image):
+        return value
+    if isinstance(value, np.ndarray):
+        return Image.fromarray(value)
+    if isinstance(value, dict) and "path" in value:
+        value = value["path"]
+    if not isinstance(value, (str, Path)):
+        raise ValueError(f"{field} must be an image file, got {type(value).__name__}")
+    try:
+        with Image.open(value) as image:
+            image.load()
+            return image
+    except FileNotFoundError:
+        raise ValueError(f"{field}: file {str(value)!r} does not exist") from None
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"{field}: {str(value)!r} is not a readable image ({error})") from None
+
+
+def load_mask(value) -> Image.Image | None:
+    """A mask as grayscale, white = repaint. A mask with transparency counts its opaque (painted) pixels."""
+    mask = load_image(value, "mask")
+    if mask is None:
+        return None
+    if mask.mode in ("RGBA", "LA") and mask.getchannel("A").getextrema()[0] < 255:
+        return mask.getchannel("A")
+    return mask.convert("L")

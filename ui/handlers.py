@@ -1,0 +1,100 @@
+"""Gradio-facing handlers: translate component values into service calls and service errors into gr.Error.
+
+Parameter names are the API's keyword names (`gradio_client` calls `/txt2img` with `prompt=`, `seed=`, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import gradio as gr
+from PIL import Image
+
+from service.studio import Generation, StudioService
+
+log = logging.getLogger(__name__)
+
+
+class Handlers:
+    def __init__(self, service: StudioService):
+        self.service = service
+
+    def txt2img(
+        self, prompt, negative_prompt, seed, steps, guidance_scale, width, height, sampler, batch_size,
+        progress=gr.Progress(),
+    ):
+        return self._run(
+            "txt2img", progress, prompt=prompt, negative_prompt=negative_prompt, seed=seed, steps=steps,
+            guidance_scale=guidance_scale, width=width, height=height, sampler=sampler, batch_size=batch_size,
+        )
+
+    def img2img(
+        self, prompt, image, negative_prompt, seed, steps, guidance_scale, width, height, sampler, batch_size,
+        strength, progress=gr.Progress(),
+    ):
+        return self._run(
+            "img2img", progress, prompt=prompt, image=image, negative_prompt=negative_prompt, seed=seed,
+            steps=steps, guidance_scale=guidance_scale, width=width, height=height, sampler=sampler,
+            batch_size=batch_size, strength=strength,
+        )
+
+    def inpaint(
+        self, prompt, image, mask, negative_prompt, seed, steps, guidance_scale, width, height, sampler,
+        batch_size, strength, progress=gr.Progress(),
+    ):
+        return self._run(
+            "inpaint", progress, prompt=prompt, image=image, mask=mask, negative_prompt=negative_prompt,
+            seed=seed, steps=steps, guidance_scale=guidance_scale, width=width, height=height, sampler=sampler,
+            batch_size=batch_size, strength=strength,
+        )
+
+    def inpaint_editor(
+        self, prompt, editor, mask_upload, negative_prompt, seed, steps, guidance_scale, width, height,
+        sampler, batch_size, strength, progress=gr.Progress(),
+    ):
+        """The inpaint tab: the mask is what was painted in the editor, unless a mask image was uploaded."""
+        image, painted = editor_image_and_mask(editor)
+        return self.inpaint(
+            prompt, image, mask_upload if mask_upload is not None else painted, negative_prompt, seed, steps,
+            guidance_scale, width, height, sampler, batch_size, strength, progress,
+        )
+
+    def interrupt(self) -> None:
+        self.service.interrupt()
+
+    def _run(self, mode: str, progress: gr.Progress, **inputs):
+        def on_step(done: int, total: int) -> None:
+            progress((done, total), desc="Sampling", unit="steps")
+
+        try:
+            result = self.service.generate(mode, on_step=on_step, **inputs)
+        except ValueError as error:
+            raise gr.Error(str(error)) from None
+        except Exception as error:  # never a bare stack trace for the user; the log keeps it
+            log.exception("%s failed", mode)
+            raise gr.Error(f"{mode} failed: {type(error).__name__}: {error}") from None
+        for warning in result.warnings:
+            gr.Warning(warning)
+        return _outputs(result)
+
+
+def _outputs(result: Generation):
+    gallery = [(str(path), f"seed {seed}") for path, seed in zip(result.files, result.seeds)]
+    return gallery, result.infotexts[0] if result.infotexts else "", "\n".join(result.warnings), result.infotexts
+
+
+def editor_image_and_mask(editor) -> tuple[Image.Image | None, Image.Image | None]:
+    """gr.ImageEditor gives {"background", "layers", "composite"}; the painted mask is the layers' alpha."""
+    if not editor or editor.get("background") is None:
+        return None, None
+    background = editor["background"]
+    mask = Image.new("L", background.size, 0)
+    for layer in editor.get("layers") or []:
+        if layer is not None and layer.mode == "RGBA":
+            alpha = layer.getchannel("A").resize(background.size)
+            mask.paste(255, mask=alpha.point(lambda a: 255 if a > 0 else 0))
+    return background.convert("RGB"), mask
+
+
+def select_infotext(infotexts: list[str], event: gr.SelectData) -> str:
+    return infotexts[event.index] if infotexts and event.index < len(infotexts) else ""
