@@ -153,10 +153,10 @@ class PipelineManager:
 
     def _step_end(self, on_step: StepCallback | None):
         def callback(pipe, step: int, timestep, tensors: dict) -> dict:
-            if self._interrupt.is_set():
-                pipe._interrupt = True  # the denoising loop skips the remaining steps, then decodes
             if on_step is not None:
                 on_step(step + 1, pipe.num_timesteps)
+            if self._interrupt.is_set():
+                pipe._interrupt = True  # the denoising loop skips the remaining steps, then decodes
             return tensors
 
         return callback

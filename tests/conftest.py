@@ -1,0 +1,123 @@
+"""Shared fixtures: the demo model, a tiny 4-channel SD model built here, and the launched app."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+# Nothing in the tests may reach the Hub; make any attempt fail at once instead of waiting on the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "models" / "demo" / "sd-demo-inpainting"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def txt2img_folder(tmp_path_factory) -> Path:
+    """A tiny 4-channel SD 1.x pipeline shaped unlike the demo: 2 levels, layers_per_block=2 everywhere."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    folder = tmp_path_factory.mktemp("sd-txt2img")
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=2,
+        block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        layers_per_block=2,
+        block_out_channels=(16, 32),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=8,
+        sample_size=64,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            projection_dim=32,
+            max_position_embeddings=77,
+            vocab_size=49408,
+        )
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=CLIPTokenizer.from_pretrained(DEMO / "tokenizer", model_max_length=77),
+        unet=unet,
+        scheduler=DDIMScheduler(steps_offset=1, clip_sample=False, beta_schedule="scaled_linear",
+                                beta_start=0.00085, beta_end=0.012, set_alpha_to_one=False),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    shutil.rmtree(folder / "tokenizer-src", ignore_errors=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def demo_manager():
+    from models.manager import PipelineManager
+
+    return PipelineManager.load("demo", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def txt2img_manager(txt2img_folder):
+    from models.manager import PipelineManager
+
+    return PipelineManager.load(str(txt2img_folder), device="cpu")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory):
+    """The real app on the demo model, launched on a free local port; yields (url, service)."""
+    import app
+
+    config = app.parse_config(
+        ["--model", "demo", "--device", "cpu", "--port", str(free_port()),
+         "--output-dir", str(tmp_path_factory.mktemp("outputs"))],
+        environ={},
+    )
+    blocks, service = app.build_app(config)
+    blocks.launch(
+        server_name=config.host, server_port=config.port, prevent_thread_lock=True, quiet=True,
+        allowed_paths=[str(config.output_dir)], show_error=True,
+    )
+    yield f"http://{config.host}:{config.port}", service
+    blocks.close()
+
+
+@pytest.fixture(scope="session")
+def client(app_server):
+    from gradio_client import Client
+
+    return Client(app_server[0], verbose=False)
