@@ -55,6 +55,11 @@ class GenerationRequest:
         if self.mode != "txt2img":
             if not isinstance(self.strength, (int, float)) or not 0.0 < self.strength <= 1.0:
                 raise ValueError(f"strength must be in (0, 1], got {self.strength!r}")
+            if int(self.steps * self.strength) < 1:  # diffusers denoises int(steps * strength) steps
+                raise ValueError(
+                    f"steps × strength must give at least one denoising step, got steps {self.steps} × "
+                    f"strength {self.strength} = {self.steps * self.strength:g}: raise steps or strength"
+                )
             if self.image is None:
                 raise ValueError(f"image is required for {self.mode}")
         if self.mode == "inpaint":

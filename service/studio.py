@@ -60,7 +60,7 @@ class StudioService:
         # 2. run on the shared model (the manager holds its lock while configuring and running)
         result = self.manager.generate(request, on_step=on_step)
         if result.interrupted:
-            warnings.append(f"interrupted: the image shows the state after the last finished step")
+            warnings.append("interrupted: the image shows the state after the last finished step")
         # 3. attach metadata and save
         infotexts = [self.infotext(request, seed) for seed in result.seeds]
         files = [self._save(mode, image, seed, text) for image, seed, text in zip(result.images, result.seeds, infotexts)]

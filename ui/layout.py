@@ -79,7 +79,10 @@ def _tab(handlers: Handlers, mode: str, defaults: dict) -> None:
         "img2img": (handlers.img2img, [prompt, *images, *settings, strength]),
         "inpaint": (handlers.inpaint_editor, [prompt, *images, *settings, strength]),
     }[mode]
-    generate.click(fn, inputs, outputs, api_name=f"{mode}_ui", api_visibility="private", **GENERATION_EVENT)
+    generate.click(
+        fn, inputs, outputs, api_name=f"{mode}_ui", api_visibility="private", show_progress_on=[gallery],
+        **GENERATION_EVENT,
+    )
     # Not queued: it must get through while the generation holds the GPU slot.
     interrupt.click(handlers.interrupt, api_name=f"{mode}_interrupt", queue=False, api_visibility="private")
     gallery.select(

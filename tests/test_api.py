@@ -1,0 +1,170 @@
+"""The launched app through gradio_client: named endpoints, keyword arguments, metadata, errors, interrupt."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from gradio_client import handle_file
+from PIL import Image
+
+from service.infotext import parse_infotext, read_png_infotext
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("inputs")
+    Image.new("RGB", (96, 64), "red").save(folder / "image.png")
+    mask = Image.new("L", (96, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    mask.save(folder / "mask.png")
+    Image.new("L", (96, 64), 0).save(folder / "empty.png")
+    Image.new("L", (48, 32), 255).save(folder / "small_mask.png")
+    (folder / "broken.png").write_text("not a png")
+    return folder
+
+
+def test_endpoints_are_named_with_keyword_parameters(client):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/txt2img", "/img2img", "/inpaint", "/interrupt"} <= set(endpoints)
+    parameters = {p["parameter_name"]: p for p in endpoints["/inpaint"]["parameters"]}
+    assert list(parameters) == ["prompt", "image", "mask", "negative_prompt", "seed", "steps", "guidance_scale",
+                                "width", "height", "sampler", "batch_size", "strength"]
+    optional = {name for name, p in parameters.items() if p["parameter_has_default"]}
+    assert optional == set(parameters) - {"prompt", "image", "mask"}
+    assert parameters["width"]["parameter_default"] == 128  # the UI's default for the demo model
+
+
+def check_result(result, prompt, asked: dict, mode_extra: dict | None = None):
+    gallery, infotext, warnings = result
+    assert len(gallery) == asked.get("batch_size", 1)
+    for index, item in enumerate(gallery):
+        stored = read_png_infotext(item["image"])  # the PNG file itself carries the infotext
+        parsed_prompt, negative, parameters = parse_infotext(stored)
+        assert parsed_prompt == prompt and negative == asked.get("negative_prompt", "")
+        assert parameters["Seed"] == str(asked["seed"] + index)
+        assert parameters["Steps"] == str(asked["steps"])
+        assert parameters["Sampler"] == asked["sampler_written"]
+        assert parameters["CFG scale"] == asked["cfg_written"]
+        assert parameters["Size"] == f"{asked['width']}x{asked['height']}"
+        assert parameters["Model"] == "sd-demo-inpainting"
+        for key, value in (mode_extra or {}).items():
+            assert parameters[key] == value
+        assert Image.open(item["image"]).size == (asked["width"], asked["height"])
+    assert infotext == read_png_infotext(gallery[0]["image"])
+    return warnings
+
+
+def test_txt2img(client):
+    asked = dict(seed=11, steps=3, width=64, height=72, batch_size=2, negative_prompt="blurry",
+                 sampler_written="DPM++ 2M", cfg_written="5.5")
+    result = client.predict(
+        prompt="a red circle", negative_prompt="blurry", seed=11, steps=3, guidance_scale=5.5, width=64, height=72,
+        sampler="DPM++ 2M Karras", batch_size=2, api_name="/txt2img",
+    )
+    check_result(result, "a red circle", asked, {"Schedule type": "Karras"})
+    assert "Denoising strength" not in parse_infotext(result[1])[2]
+
+
+def test_img2img(client, files):
+    result = client.predict(
+        prompt="a blue square", image=handle_file(files / "image.png"), seed=5, steps=4, width=96, height=64,
+        strength=0.5, api_name="/img2img",
+    )
+    asked = dict(seed=5, steps=4, width=96, height=64, sampler_written="Euler a", cfg_written="7")
+    check_result(result, "a blue square", asked, {"Denoising strength": "0.5"})
+
+
+def test_inpaint_with_plain_image_and_mask_files(client, files):
+    result = client.predict(
+        prompt="green", image=handle_file(files / "image.png"), mask=handle_file(files / "mask.png"), seed=3,
+        steps=4, width=96, height=64, sampler="DDIM", api_name="/inpaint",
+    )
+    asked = dict(seed=3, steps=4, width=96, height=64, sampler_written="DDIM", cfg_written="7")
+    assert check_result(result, "green", asked, {"Denoising strength": "0.75"}) == ""
+
+
+def test_defaults_come_from_the_ui(client):
+    gallery, infotext, _ = client.predict(prompt="defaults", api_name="/txt2img")
+    parameters = parse_infotext(infotext)[2]
+    assert (parameters["Steps"], parameters["Sampler"], parameters["CFG scale"], parameters["Size"]) == (
+        "20", "Euler a", "7", "128x128")
+    assert 0 <= int(parameters["Seed"]) < 2**32  # -1 picked a random seed and recorded it
+
+
+BAD_TXT2IMG = [
+    ({"width": 100}, "width must be a multiple of 8 from 64 to 2048, got 100"),
+    ({"height": 4096}, "height must be a multiple of 8 from 64 to 2048, got 4096"),
+    ({"steps": 0}, "steps must be from 1 to 150, got 0"),
+    ({"steps": 151}, "steps must be from 1 to 150, got 151"),
+    ({"guidance_scale": 0}, "guidance_scale must be from 1.0 to 30.0, got 0"),
+    ({"guidance_scale": 99}, "guidance_scale must be from 1.0 to 30.0, got 99"),
+    ({"batch_size": 9}, "batch_size must be from 1 to 8, got 9"),
+    ({"sampler": "Euler z"}, "sampler 'Euler z' is unknown"),
+    ({"seed": 1.5}, "seed must be a whole number, got 1.5"),
+]
+
+
+@pytest.mark.parametrize("changes, message", BAD_TXT2IMG)
+def test_bad_txt2img_inputs_get_a_clear_error_and_the_next_request_works(client, changes, message):
+    with pytest.raises(Exception, match=message):
+        client.predict(prompt="x", **{"steps": 2, "width": 64, "height": 64, **changes}, api_name="/txt2img")
+    gallery, _, _ = client.predict(prompt="x", steps=1, width=64, height=64, api_name="/txt2img")
+    assert len(gallery) == 1
+
+
+@pytest.mark.parametrize(
+    "endpoint, changes, message",
+    [
+        ("/img2img", {"strength": 0}, r"strength must be in \(0, 1\], got 0"),
+        ("/img2img", {"strength": 1.2}, r"strength must be in \(0, 1\], got 1.2"),
+        ("/img2img", {"image": None}, "image is required for img2img"),
+        ("/img2img", {"image": "broken.png"}, "image: .*broken.png' is not a readable image"),
+        ("/img2img", {"steps": 1, "strength": 0.5}, "steps × strength must give at least one denoising step"),
+        ("/inpaint", {"mask": "empty.png"}, "mask is empty"),
+        ("/inpaint", {"mask": None}, "mask is required for inpaint"),
+    ],
+)
+def test_bad_image_inputs_get_a_clear_error(client, files, endpoint, changes, message):
+    arguments = {"image": handle_file(files / "image.png"), "steps": 2, "width": 64, "height": 64}
+    if endpoint == "/inpaint":
+        arguments["mask"] = handle_file(files / "mask.png")
+    for key, value in changes.items():
+        arguments[key] = handle_file(files / value) if isinstance(value, str) else value
+    with pytest.raises(Exception, match=message):
+        client.predict(prompt="x", **arguments, api_name=endpoint)
+    gallery, _, _ = client.predict(prompt="x", steps=1, width=64, height=64, api_name="/txt2img")
+    assert len(gallery) == 1
+
+
+def test_mask_of_another_size_is_resized_and_said_so(client, files):
+    _, _, warnings = client.predict(
+        prompt="x", image=handle_file(files / "image.png"), mask=handle_file(files / "small_mask.png"), steps=2,
+        width=64, height=64, api_name="/inpaint",
+    )
+    assert warnings == "mask was 48x32, resized to the image's 96x64"
+
+
+def test_long_prompt_is_truncated_with_a_warning(client):
+    _, infotext, warnings = client.predict(prompt="red " * 80, steps=1, width=64, height=64, api_name="/txt2img")
+    assert "prompt is 80 tokens long; only the first 75 reach the text encoder" in warnings
+    assert infotext.startswith("red red")
+
+
+def test_progress_is_reported_and_interrupt_returns_the_image_early(client):
+    job = client.submit(prompt="slow", steps=150, width=512, height=512, seed=1, api_name="/txt2img")
+    progress = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = job.status()
+        if status.progress_data and status.progress_data[0].index:
+            progress = status.progress_data[0]
+            break
+        time.sleep(0.05)
+    assert progress is not None and progress.length == 150 and progress.unit == "steps"
+    started = time.monotonic()
+    client.predict(api_name="/interrupt")
+    gallery, infotext, warnings = job.result(timeout=60)
+    assert time.monotonic() - started < 10  # one 512 px step of the demo model is well under a second
+    assert "interrupted" in warnings and len(gallery) == 1
+    assert Image.open(gallery[0]["image"]).size == (512, 512)

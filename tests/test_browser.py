@@ -1,0 +1,95 @@
+"""The UI in a real browser: Playwright driving Debian's Chromium against the launched app."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+from PIL import Image
+from playwright.sync_api import Page, expect, sync_playwright
+
+from tests.conftest import ARTIFACTS
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Debian's Chromium as root on a machine without network or GPU (see shared/DESIGN.md).
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, app_server) -> Page:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(app_server[0])
+    yield page
+    page.close()
+
+
+def screenshot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
+
+
+def set_number(page: Page, label: str, value: int) -> None:
+    field = page.locator(f"input[type=number][aria-label='number input for {label}']").first
+    field.fill(str(value))
+    field.press("Enter")
+
+
+def test_txt2img_generate_shows_the_image_and_its_parameters(page):
+    page.locator("#txt2img-prompt textarea").fill("a red apple on a wooden table")
+    page.locator("#txt2img-generate").click()
+    expect(page.locator("#txt2img-gallery img").first).to_be_visible(timeout=30_000)
+    infotext = page.locator("#txt2img-infotext textarea")
+    expect(infotext).to_have_value(
+        re.compile(r"^a red apple on a wooden table\nSteps: 20, Sampler: Euler a, .*Model: sd-demo-inpainting")
+    )
+    expect(page.locator("#system-line")).to_contain_text("cpu · float32 · attention: sdpa")
+    screenshot(page, "txt2img")
+
+
+def test_progress_bar_moves_and_interrupt_returns_the_image_early(page):
+    page.locator("#txt2img-prompt textarea").fill("a slow job")
+    set_number(page, "Sampling steps", 150)
+    set_number(page, "Width", 512)
+    set_number(page, "Height", 512)
+    page.locator("#txt2img-generate").click()
+    progress = page.locator("#txt2img-gallery [role=progressbar]")
+    expect(progress).to_have_attribute("aria-valuetext", "Sampling: 1 / 150 steps", timeout=30_000)
+    expect(progress).not_to_have_attribute("aria-valuetext", "Sampling: 1 / 150 steps", timeout=30_000)
+    screenshot(page, "progress")
+    page.locator("#txt2img-interrupt").click()
+    expect(page.locator("#txt2img-gallery img").first).to_be_visible(timeout=30_000)
+    expect(page.locator("#txt2img-notes textarea")).to_have_value(re.compile("^interrupted"))
+
+
+def test_inpaint_error_then_painted_mask_generates(page, tmp_path):
+    page.get_by_role("tab", name="inpaint").click()
+    page.locator("#inpaint-prompt textarea").fill("a cat")
+    page.locator("#inpaint-generate").click()  # no image yet
+    expect(page.locator(".toast-body").first).to_contain_text("image is required for inpaint")
+
+    Image.new("RGB", (128, 128), "navy").save(tmp_path / "navy.png")
+    page.locator("#inpaint-editor input[type=file]").first.set_input_files(tmp_path / "navy.png")
+    canvas = page.locator("#inpaint-editor canvas").first
+    expect(canvas).to_be_visible()
+    box = canvas.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x - 40, y)
+    page.mouse.down()
+    page.mouse.move(x + 40, y, steps=10)
+    page.mouse.up()
+    page.locator("#inpaint-generate").click()
+    expect(page.locator("#inpaint-gallery img").first).to_be_visible(timeout=30_000)
+    expect(page.locator("#inpaint-infotext textarea")).to_have_value(re.compile("Denoising strength: 0.75"))
+    screenshot(page, "inpaint")
