@@ -73,7 +73,7 @@ def local_path(source: ModelSource) -> str:
 
 def load_pipeline(source: ModelSource, path: str, dtype: torch.dtype, config: str | None = None) -> DiffusionPipeline:
     """Load the base pipeline from `path` on the CPU in `dtype`. `config` overrides a single file's configs."""
-    common = {"torch_dtype": dtype, "safety_checker": None, "requires_safety_checker": False}
+    common = {"dtype": dtype, "safety_checker": None, "requires_safety_checker": False}
     if source.kind == "single_file":
         in_channels = single_file_unet_channels(path)
         cls = StableDiffusionInpaintPipeline if in_channels == 9 else StableDiffusionPipeline

@@ -1,0 +1,12 @@
+"""Every benchmark in one run; the printed lines are what the README's figures come from.
+
+    python -m bench.run_all
+"""
+
+from bench import cold_start, cuda_speed, memory, overhead
+
+if __name__ == "__main__":
+    overhead.main()
+    memory.main()
+    cold_start.main()
+    cuda_speed.main()
