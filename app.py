@@ -23,6 +23,8 @@ ENVIRONMENT = {
     "port": ("SD_PORT", os.environ.get("GRADIO_SERVER_PORT", "7860")),
     "device": ("SD_DEVICE", "auto"),
     "lora_dir": ("SD_LORA_DIR", str(ROOT / "models" / "Lora")),
+    "lora_cap": ("SD_LORA_CAP", "16"),
+    "lora_fuse": ("SD_LORA_FUSE", "off"),
     "controlnet_dir": ("SD_CONTROLNET_DIR", str(ROOT / "models" / "ControlNet")),
     "output_dir": ("SD_OUTPUT_DIR", str(ROOT / "outputs")),
     "queue_size": ("SD_QUEUE_SIZE", "16"),
@@ -36,6 +38,8 @@ class AppConfig:
     port: int
     device: str
     lora_dir: Path
+    lora_cap: int  # LoRA adapters kept loaded; the least recently used one goes first
+    lora_fuse: bool  # fuse the active LoRA set into the weights when the same set comes again
     controlnet_dir: Path
     output_dir: Path
     queue_size: int
@@ -48,24 +52,31 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
     for option, (variable, default) in ENVIRONMENT.items():
         parser.add_argument(f"--{option.replace('_', '-')}", default=environ.get(variable, default))
     args = parser.parse_args(argv)
-    try:
-        port, queue_size = int(args.port), int(args.queue_size)
-    except ValueError:
-        parser.error(f"--port and --queue-size must be whole numbers, got {args.port!r} and {args.queue_size!r}")
+    numbers = {}
+    for option in ("port", "queue_size", "lora_cap"):
+        value = getattr(args, option)
+        if not str(value).isdigit() or int(value) < 1:
+            parser.error(f"--{option.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
+        numbers[option] = int(value)
+    if str(args.lora_fuse).lower() not in ("on", "off", "1", "0", "true", "false"):
+        parser.error(f"--lora-fuse must be on or off, got {args.lora_fuse!r}")
     return AppConfig(
-        model=args.model, host=args.host, port=port, device=args.device, lora_dir=Path(args.lora_dir),
-        controlnet_dir=Path(args.controlnet_dir), output_dir=Path(args.output_dir), queue_size=queue_size,
+        model=args.model, host=args.host, device=args.device, lora_dir=Path(args.lora_dir),
+        lora_fuse=str(args.lora_fuse).lower() in ("on", "1", "true"), controlnet_dir=Path(args.controlnet_dir),
+        output_dir=Path(args.output_dir), **numbers,
     )
 
 
 def build_app(config: AppConfig):
     """Load the model (or the demo model when offline) and build the UI; returns (blocks, service)."""
+    from extensions import lora
     from models.manager import load_or_demo
     from service.studio import StudioService
     from ui.layout import build_ui
 
     manager, notice = load_or_demo(config.model, config.device)
-    service = StudioService(manager, config.output_dir, notice=notice)
+    loras = lora.install(manager, config.lora_dir, cap=config.lora_cap, fuse=config.lora_fuse)
+    service = StudioService(manager, config.output_dir, notice=notice, loras=loras)
     logging.getLogger("sd-studio").info(service.system_line())
     return build_ui(service, queue_size=config.queue_size), service
 

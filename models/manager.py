@@ -11,7 +11,7 @@ import logging
 import random
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from diffusers import (
@@ -21,6 +21,7 @@ from diffusers import (
     StableDiffusionPipeline,
 )
 from diffusers.utils import logging as diffusers_logging
+from transformers.utils import logging as transformers_logging
 from PIL import Image
 
 from models import loading
@@ -31,6 +32,8 @@ from models.samplers import make_scheduler
 log = logging.getLogger(__name__)
 
 StepCallback = Callable[[int, int], None]  # (steps done, steps in total)
+# An extension's hook: sets the shared model's state for a request (under the lock), returns infotext entries.
+Configurer = Callable[[DiffusionPipeline, GenerationRequest], dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class GenerationResult:
     images: list[Image.Image]
     seeds: list[int]
     interrupted: bool
+    parameters: dict[str, str] = field(default_factory=dict)  # what extensions add to the infotext
 
 
 class PipelineManager:
@@ -47,6 +51,7 @@ class PipelineManager:
         self.model_hash = model_hash
         self.lock = threading.Lock()
         self._interrupt = threading.Event()
+        self.configurers: list[Configurer] = []  # extensions (LoRA, ...) in the order they were added
         base.to(runtime.device)
         if runtime.attention == "xformers":
             base.enable_xformers_memory_efficient_attention()
@@ -59,6 +64,7 @@ class PipelineManager:
         source = loading.identify(spec)
         runtime = resolve_runtime(device)
         diffusers_logging.set_verbosity_error()  # the disabled-safety-checker notice on every derived pipeline
+        transformers_logging.set_verbosity_error()  # a load report per LoRA adapter added to the text encoder
         path = loading.local_path(source)
         base = loading.load_pipeline(source, path, runtime.dtype, single_file_config)
         manager = cls(base, source, runtime, loading.model_hash(source, path))
@@ -112,14 +118,18 @@ class PipelineManager:
             # 1. seeds: image i of the batch uses seed + i
             first = request.seed if request.seed != -1 else random.randint(0, MAX_SEED - request.batch_size + 1)
             seeds = [first + i for i in range(request.batch_size)]
-            # 2. a throw-away view of the shared pipeline with this request's own scheduler
+            # 2. extensions set the whole state this request needs on the shared model (adapters, ...)
             shared = self.pipelines[request.mode]
+            parameters: dict[str, str] = {}
+            for configure in self.configurers:
+                parameters.update(configure(shared, request))
+            # 3. a throw-away view of the shared pipeline with this request's own scheduler
             scheduler = make_scheduler(request.sampler, shared.scheduler.config, seeds)
             pipe = type(shared)(**{**shared.components, "scheduler": scheduler})
             pipe.set_progress_bar_config(disable=True)
-            # 3. run
+            # 4. run
             images = pipe(**self._call_arguments(request, seeds), callback_on_step_end=self._step_end(on_step)).images
-            return GenerationResult(images=images, seeds=seeds, interrupted=self._interrupt.is_set())
+            return GenerationResult(images, seeds, self._interrupt.is_set(), parameters)
 
     def _call_arguments(self, request: GenerationRequest, seeds: list[int]) -> dict:
         # Everything is given per image (prompt, image, mask, generator lists of the batch's length), so image

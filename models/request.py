@@ -32,6 +32,7 @@ class GenerationRequest:
     strength: float = 0.75  # img2img and inpaint only ("Denoising strength")
     image: Image.Image | None = None
     mask: Image.Image | None = None  # white = repaint
+    loras: tuple[tuple[str, float], ...] = ()  # (name, weight) pairs; the prompt holds no <lora:...> tags
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -52,6 +53,9 @@ class GenerationRequest:
         if not (seed == -1 or 0 <= seed <= MAX_SEED):
             raise ValueError(f"seed must be -1 (random) or from 0 to {MAX_SEED}, got {seed}")
         check_sampler(self.sampler)
+        for name, weight in self.loras:
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not -10 <= weight <= 10:
+                raise ValueError(f"LoRA {name!r} weight must be a number from -10 to 10, got {weight!r}")
         if self.mode != "txt2img":
             if not isinstance(self.strength, (int, float)) or not 0.0 < self.strength <= 1.0:
                 raise ValueError(f"strength must be in (0, 1], got {self.strength!r}")

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from extensions.lora import LoraAdapters, parse_tags
 from models.manager import PipelineManager, StepCallback
 from models.request import GenerationRequest
 from models.samplers import split_name
@@ -34,10 +35,13 @@ class Generation:
 
 
 class StudioService:
-    def __init__(self, manager: PipelineManager, output_dir: str | Path, notice: str = ""):
+    def __init__(
+        self, manager: PipelineManager, output_dir: str | Path, notice: str = "", loras: LoraAdapters | None = None
+    ):
         self.manager = manager
         self.output_dir = Path(output_dir)
         self.notice = notice  # e.g. "fell back to the demo model because ..."
+        self.loras = loras  # None: LoRA is off and <lora:...> tags are refused
         self._save_lock = threading.Lock()
 
     # -- facts for the interfaces -----------------------------------------------------------------------
@@ -61,8 +65,9 @@ class StudioService:
         result = self.manager.generate(request, on_step=on_step)
         if result.interrupted:
             warnings.append("interrupted: the image shows the state after the last finished step")
-        # 3. attach metadata and save
-        infotexts = [self.infotext(request, seed) for seed in result.seeds]
+        # 3. attach metadata (the prompt as typed, <lora:...> tags included) and save
+        typed_prompt = raw.get("prompt") or ""
+        infotexts = [self.infotext(request, seed, typed_prompt, result.parameters) for seed in result.seeds]
         files = [self._save(mode, image, seed, text) for image, seed, text in zip(result.images, result.seeds, infotexts)]
         for warning in warnings:
             log.warning(warning)
@@ -70,6 +75,8 @@ class StudioService:
 
     def build_request(self, mode: str, **raw) -> tuple[GenerationRequest, list[str]]:
         warnings: list[str] = []
+        if isinstance(raw.get("prompt"), str):
+            raw["prompt"], raw["loras"] = self._lora_tags(raw["prompt"])
         for name in ("prompt", "negative_prompt"):
             text = raw.get(name)
             if text is None:
@@ -94,7 +101,16 @@ class StudioService:
                 raw[name] = int(raw[name])  # JSON and sliders send 512.0
         return GenerationRequest(mode=mode, **raw), warnings
 
-    def infotext(self, request: GenerationRequest, seed: int) -> str:
+    def _lora_tags(self, prompt: str) -> tuple[str, tuple]:
+        """The prompt without its <lora:name:weight> tags, and the tags; an unknown LoRA is an error now."""
+        text, tags = parse_tags(prompt)
+        if tags and self.loras is None:
+            raise ValueError("prompt: <lora:...> tags need LoRA support, which is off in this app")
+        for tag in tags:
+            self.loras.library.resolve(tag.name)
+        return text, tags
+
+    def infotext(self, request: GenerationRequest, seed: int, typed_prompt: str, extra: dict[str, str]) -> str:
         sampler, schedule_type = split_name(request.sampler)
         parameters = {
             "Steps": request.steps,
@@ -106,8 +122,9 @@ class StudioService:
             "Model hash": self.manager.model_hash or None,
             "Model": self.manager.source.name,
             "Denoising strength": request.strength if request.mode != "txt2img" else None,
+            **extra,
         }
-        return format_infotext(request.prompt, request.negative_prompt, parameters)
+        return format_infotext(typed_prompt, request.negative_prompt, parameters)
 
     def _save(self, mode: str, image: Image.Image, seed: int, infotext: str) -> Path:
         folder = self.output_dir / f"{mode}-images" / datetime.date.today().isoformat()

@@ -99,11 +99,17 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def app_server(tmp_path_factory):
-    """The real app on the demo model, launched on a free local port; yields (url, service)."""
+    """The real app on the demo model, launched on a free local port, with one LoRA ("ink") in its LoRA folder;
+    yields (url, service)."""
     import app
+    from diffusers import StableDiffusionInpaintPipeline
 
+    from extensions.lora.synthetic import make_lora
+
+    lora_dir = tmp_path_factory.mktemp("Lora")
+    make_lora(StableDiffusionInpaintPipeline.from_pretrained(DEMO, safety_checker=None), lora_dir / "ink.safetensors", seed=7)
     config = app.parse_config(
-        ["--model", "demo", "--device", "cpu", "--port", str(free_port()),
+        ["--model", "demo", "--device", "cpu", "--port", str(free_port()), "--lora-dir", str(lora_dir),
          "--output-dir", str(tmp_path_factory.mktemp("outputs"))],
         environ={},
     )

@@ -168,3 +168,17 @@ def test_progress_is_reported_and_interrupt_returns_the_image_early(client):
     assert time.monotonic() - started < 10  # one 512 px step of the demo model is well under a second
     assert "interrupted" in warnings and len(gallery) == 1
     assert Image.open(gallery[0]["image"]).size == (512, 512)
+
+
+def test_lora_tags_in_the_prompt_reach_every_endpoint(client, files):
+    _, infotext, _ = client.predict(prompt="a cat <lora:ink:0.8>", steps=2, width=64, height=64, api_name="/txt2img")
+    assert infotext.startswith("a cat <lora:ink:0.8>\n") and 'Lora hashes: "ink: ' in infotext
+    _, infotext, _ = client.predict(
+        prompt="<lora:ink> a door", image=handle_file(files / "image.png"), mask=handle_file(files / "mask.png"),
+        steps=2, width=64, height=64, api_name="/inpaint",
+    )
+    assert 'Lora hashes: "ink: ' in infotext
+    with pytest.raises(Exception, match="LoRA 'nope' is not in the LoRA folder"):
+        client.predict(prompt="a cat <lora:nope:1>", steps=2, width=64, height=64, api_name="/txt2img")
+    gallery, _, _ = client.predict(prompt="a cat", steps=1, width=64, height=64, api_name="/txt2img")
+    assert len(gallery) == 1

@@ -40,7 +40,7 @@ def screenshot(page: Page, name: str) -> None:
     page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
 
 
-def set_number(page: Page, label: str, value: int) -> None:
+def set_number(page: Page, label: str, value: float) -> None:
     field = page.locator(f"input[type=number][aria-label='number input for {label}']").first
     field.fill(str(value))
     field.press("Enter")
@@ -93,3 +93,19 @@ def test_inpaint_error_then_painted_mask_generates(page, tmp_path):
     expect(page.locator("#inpaint-gallery img").first).to_be_visible(timeout=30_000)
     expect(page.locator("#inpaint-infotext textarea")).to_have_value(re.compile("Denoising strength: 0.75"))
     screenshot(page, "inpaint")
+
+
+def test_lora_picker_writes_tags_and_weights_into_the_prompt(page):
+    prompt = page.locator("#txt2img-prompt textarea")
+    prompt.fill("a cat")
+    page.locator("#txt2img-lora").click()
+    page.locator("#txt2img-lora-choice input").click()
+    page.get_by_role("option", name="ink", exact=True).click()
+    expect(prompt).to_have_value("a cat <lora:ink:1>")
+    set_number(page, "ink weight", 0.5)
+    expect(prompt).to_have_value("a cat <lora:ink:0.5>")
+    page.locator("#txt2img-generate").click()
+    expect(page.locator("#txt2img-infotext textarea")).to_have_value(
+        re.compile(r'^a cat <lora:ink:0.5>\n.*Lora hashes: "ink: [0-9a-f]{12}"')
+    )
+    screenshot(page, "lora")

@@ -14,6 +14,7 @@ def test_defaults():
     assert config.model == "stable-diffusion-v1-5/stable-diffusion-inpainting"
     assert (config.host, config.port, config.device, config.queue_size) == ("127.0.0.1", 7860, "auto", 16)
     assert config.lora_dir == app.ROOT / "models" / "Lora"
+    assert (config.lora_cap, config.lora_fuse) == (16, False)
 
 
 def test_environment_then_flags():
@@ -24,9 +25,16 @@ def test_environment_then_flags():
     assert (config.lora_dir, config.controlnet_dir, config.host) == (Path("/l"), Path("/c"), "0.0.0.0")
     config = app.parse_config(["--model", "x/y", "--port", "9001", "--lora-dir", "/l2"], environ=environ)
     assert (config.model, config.port, config.lora_dir) == ("x/y", 9001, Path("/l2"))
+    config = app.parse_config(["--lora-cap", "4"], environ={"SD_LORA_CAP": "8", "SD_LORA_FUSE": "on"})
+    assert (config.lora_cap, config.lora_fuse) == (4, True)
 
 
-def test_bad_port_is_named(capsys):
+@pytest.mark.parametrize("argv, named", [
+    (["--port", "http"], "--port must be a whole number of at least 1, got 'http'"),
+    (["--lora-cap", "0"], "--lora-cap must be a whole number of at least 1, got '0'"),
+    (["--lora-fuse", "maybe"], "--lora-fuse must be on or off, got 'maybe'"),
+])
+def test_bad_values_are_named(capsys, argv, named):
     with pytest.raises(SystemExit):
-        app.parse_config(["--port", "http"], environ={})
-    assert "--port" in capsys.readouterr().err
+        app.parse_config(argv, environ={})
+    assert named in capsys.readouterr().err

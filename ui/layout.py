@@ -9,6 +9,7 @@ from models.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES
 from service.studio import StudioService
 from ui.api import register_api
 from ui.handlers import Handlers, select_infotext
+from ui.lora_picker import lora_picker
 
 GPU_SLOT = "gpu"  # every generation event shares this concurrency slot
 TITLE = "SD Studio"
@@ -47,6 +48,8 @@ def _tab(handlers: Handlers, mode: str, defaults: dict) -> None:
         with gr.Column(scale=4):
             prompt = gr.Textbox(label="Prompt", lines=3, elem_id=f"{mode}-prompt")
             negative = gr.Textbox(value=defaults["negative_prompt"], label="Negative prompt", lines=2, elem_id=f"{mode}-negative")
+            if handlers.service.loras is not None:
+                lora_picker(prompt, handlers.service.loras.library, mode)
         with gr.Column(scale=1, min_width=160):
             generate = gr.Button("Generate", variant="primary", elem_id=f"{mode}-generate")
             interrupt = gr.Button("Interrupt", elem_id=f"{mode}-interrupt")

@@ -1,0 +1,143 @@
+"""LoRA adapters kept loaded over the shared U-Net and text encoder, switched per request.
+
+Each file is loaded once as a named peft adapter (keyed by its path, modification time and size, so a changed
+file is reloaded) and kept until the cap evicts the least recently used one. Every request sets the whole LoRA
+state it needs: exactly its own adapters with its weights, or LoRA disabled when it has none, so nothing is
+left over for the next request. Called under the manager's lock.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from diffusers import DiffusionPipeline
+
+from extensions.lora.files import addnet_hash, read_lora
+from extensions.lora.library import LoraLibrary
+from extensions.lora.switch import activate, lora_layers
+from extensions.lora.tags import LoraTag
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CAP = 16
+
+
+@dataclass(frozen=True)
+class LoadedLora:
+    adapter: str  # the peft adapter name (dots are not allowed there, so not the LoRA's own name)
+    path: Path
+    stamp: tuple[int, int]  # (mtime_ns, size): a changed file is reloaded
+    hash: str  # A1111's short hash, for the infotext's "Lora hashes"
+
+
+class LoraAdapters:
+    def __init__(self, library: LoraLibrary, cap: int = DEFAULT_CAP, fuse: bool = False):
+        if cap < 1:
+            raise ValueError(f"lora cap must be at least 1, got {cap}")
+        self.library = library
+        self.cap = cap
+        self.fuse = fuse  # fuse the active set into the weights when the same set comes again
+        self._loaded: OrderedDict[str, LoadedLora] = OrderedDict()  # least recently used first
+        self._numbers = itertools.count()
+        self._last_set: tuple | None = None
+        self._fused_set: tuple | None = None
+        self._layers: list = []  # the LoRA layers of the shared U-Net and text encoder
+
+    @property
+    def loaded_names(self) -> list[str]:
+        return list(self._loaded)
+
+    def configure(self, pipe: DiffusionPipeline, tags: tuple[tuple[str, float], ...]) -> dict[str, str]:
+        """Make `tags` ((name, weight) pairs) the active LoRA state of the shared model; returns
+        {name: short hash} for the infotext."""
+        tags = tuple(LoraTag(*tag) for tag in tags)
+        wanted = tuple((tag.name, tag.weight) for tag in tags)
+        if self._fused_set is not None and self._fused_set != wanted:
+            self._unfuse(pipe)
+        # 1. every LoRA of the request loaded and current
+        loaded = [self._ensure_loaded(pipe, tag.name) for tag in tags]
+        # 2. the cap: drop the least recently used adapters this request does not use
+        self._evict(pipe, keep={tag.name for tag in tags})
+        # 3. activate exactly this set (weight 0 is the same as absent)
+        active = [(item.adapter, tag.weight) for item, tag in zip(loaded, tags) if tag.weight != 0]
+        if self._fused_set != wanted:
+            activate(self._layers, [adapter for adapter, _ in active], [weight for _, weight in active])
+            if active and self.fuse and self._last_set == wanted:
+                self._fuse(pipe, [adapter for adapter, _ in active], wanted)
+        self._last_set = wanted
+        return {tag.name: item.hash[:12] for tag, item in zip(tags, loaded)}
+
+    def _ensure_loaded(self, pipe: DiffusionPipeline, name: str) -> LoadedLora:
+        path = self.library.resolve(name)
+        stat = path.stat()
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        current = self._loaded.get(name)
+        if current is not None and current.path == path and current.stamp == stamp:
+            self._loaded.move_to_end(name)
+            return current
+        if self._fused_set is not None:
+            self._unfuse(pipe)
+        if current is not None:
+            log.info("LoRA %s changed on disk; reloading", name)
+            self._unload(pipe, name)
+        tensors = read_lora(path, {"unet": pipe.unet, "text_encoder": pipe.text_encoder})
+        adapter = f"lora_{next(self._numbers)}"
+        try:
+            with warnings.catch_warnings():  # peft warns that a model holds several adapters: it is meant to
+                warnings.simplefilter("ignore")
+                pipe.load_lora_weights(tensors, adapter_name=adapter)
+        except Exception as error:
+            self._delete_adapter(pipe, adapter)  # leave the loaded state as it was
+            raise ValueError(f"LoRA file {path.name}: could not be loaded ({type(error).__name__}: {error})") from None
+        item = LoadedLora(adapter, path, stamp, addnet_hash(path))
+        self._loaded[name] = item
+        self._layers = lora_layers(pipe.unet, pipe.text_encoder)
+        log.info("LoRA %s loaded from %s (%d adapters loaded)", name, path, len(self._loaded))
+        return item
+
+    def _evict(self, pipe: DiffusionPipeline, keep: set[str]) -> None:
+        for name in list(self._loaded):
+            if len(self._loaded) <= self.cap:
+                return
+            if name not in keep:
+                self._unload(pipe, name)
+
+    def _unload(self, pipe: DiffusionPipeline, name: str) -> None:
+        item = self._loaded.pop(name)
+        self._delete_adapter(pipe, item.adapter)
+        self._layers = lora_layers(pipe.unet, pipe.text_encoder)
+        log.info("LoRA %s unloaded", name)
+
+    @staticmethod
+    def _delete_adapter(pipe: DiffusionPipeline, adapter: str) -> None:
+        present = {name for names in pipe.get_list_adapters().values() for name in names}
+        if adapter in present:
+            with warnings.catch_warnings():  # peft says which adapter it made active instead: we set that anyway
+                warnings.simplefilter("ignore")
+                pipe.delete_adapters(adapter)
+
+    def _fuse(self, pipe: DiffusionPipeline, adapters: list[str], wanted: tuple) -> None:
+        pipe.fuse_lora(components=["unet", "text_encoder"], lora_scale=1.0, adapter_names=adapters)
+        self._fused_set = wanted
+
+    def _unfuse(self, pipe: DiffusionPipeline) -> None:
+        pipe.unfuse_lora(components=["unet", "text_encoder"])
+        self._fused_set = None
+
+
+def install(manager, folder: str | Path, cap: int = DEFAULT_CAP, fuse: bool = False) -> LoraAdapters:
+    """Add LoRA to a PipelineManager: every request then sets its own adapters (or none) before it runs."""
+    adapters = LoraAdapters(LoraLibrary(folder), cap, fuse)
+
+    def configure(pipe: DiffusionPipeline, request) -> dict[str, str]:
+        hashes = adapters.configure(pipe, request.loras)
+        # A1111 writes: Lora hashes: "name: 0123456789ab, other: ba9876543210"
+        return {"Lora hashes": ", ".join(f"{name}: {short}" for name, short in hashes.items())} if hashes else {}
+
+    manager.configurers.append(configure)
+    return adapters

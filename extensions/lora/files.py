@@ -1,0 +1,104 @@
+"""Reading a LoRA file safely and checking it fits the loaded model before anything is loaded.
+
+Accepted layouts, U-Net and text-encoder parts alike:
+- kohya-ss / A1111: `lora_unet_<module_path_with_underscores>.lora_down.weight`, `.lora_up.weight`, `.alpha`
+  and `lora_te_<...>` for the text encoder;
+- diffusers / PEFT: `unet.<module.path>.lora_A.weight` / `.lora_B.weight` (or the older `.lora.down.weight` /
+  `.lora.up.weight`) and `text_encoder.<module.path>...`.
+Every key must name a layer the model has, with matching input and output widths; otherwise the file was made
+for another base (SDXL, SD 2.x) or is not a plain LoRA, and it is refused naming the file and the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+SDXL_MARKERS = ("lora_te1_", "lora_te2_", "text_encoder_2.")
+KOHYA_PREFIXES = {"lora_unet_": "unet", "lora_te_": "text_encoder"}
+DIFFUSERS_PREFIXES = {"unet.": "unet", "text_encoder.": "text_encoder"}
+# suffix -> which matrix it is
+KOHYA_SUFFIXES = {".lora_down.weight": "down", ".lora_up.weight": "up", ".alpha": "alpha"}
+DIFFUSERS_SUFFIXES = {
+    ".lora_A.weight": "down", ".lora_B.weight": "up", ".lora.down.weight": "down", ".lora.up.weight": "up",
+    ".alpha": "alpha",
+}
+
+
+def read_lora(path: Path, models: dict[str, torch.nn.Module]) -> dict[str, torch.Tensor]:
+    """The file's tensors, after checking every key against `models` ({"unet": ..., "text_encoder": ...})."""
+    try:
+        tensors = load_file(str(path))
+    except Exception as error:  # safetensors raises several kinds for a damaged file
+        raise ValueError(f"LoRA file {path.name}: not a readable .safetensors file, perhaps truncated ({error})") from None
+    if not tensors:
+        raise ValueError(f"LoRA file {path.name}: holds no tensors")
+    check_fits(path.name, tensors, models)
+    return tensors
+
+
+def check_fits(file_name: str, tensors: dict[str, torch.Tensor], models: dict[str, torch.nn.Module]) -> None:
+    if any(key.startswith(SDXL_MARKERS) for key in tensors):
+        raise ValueError(f"LoRA file {file_name}: made for SDXL (it has a second text encoder); this model is SD 1.x")
+    layers = {component: _layer_table(model) for component, model in models.items()}
+    for key, tensor in tensors.items():
+        component, layer_path, role = _split_key(key)
+        if component is None:
+            raise ValueError(f"LoRA file {file_name}: unknown key {key!r} (not a kohya-ss or diffusers LoRA layer)")
+        layer = layers[component].get(layer_path)
+        if layer is None:
+            raise ValueError(f"LoRA file {file_name}: key {key!r} names no layer of this model's {component}")
+        if role == "alpha":
+            continue
+        width_in, width_out = _widths(layer)
+        if role == "down" and tensor.shape[1] != width_in or role == "up" and tensor.shape[0] != width_out:
+            expected = width_in if role == "down" else width_out
+            got = tensor.shape[1] if role == "down" else tensor.shape[0]
+            raise ValueError(
+                f"LoRA file {file_name}: made for another base model (SDXL or SD 2.x?): {key!r} has width {got}, "
+                f"this model's layer has {expected}"
+            )
+
+
+def _split_key(key: str) -> tuple[str | None, str, str]:
+    """(component, layer path as in the table, role) or (None, '', '') for a key of no known layout."""
+    for prefixes, suffixes, kohya in ((KOHYA_PREFIXES, KOHYA_SUFFIXES, True), (DIFFUSERS_PREFIXES, DIFFUSERS_SUFFIXES, False)):
+        for prefix, component in prefixes.items():
+            if not key.startswith(prefix):
+                continue
+            for suffix, role in suffixes.items():
+                if key.endswith(suffix):
+                    layer = key[len(prefix):-len(suffix)]
+                    return component, layer.replace(".", "_") if not kohya else layer, role
+    return None, "", ""
+
+
+def _layer_table(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """Linear and conv layers by kohya-style name (dots as underscores). A layer that already carries adapters
+    is peft's wrapper around `<name>.base_layer`; the adapters' own layers are not targets."""
+    table = {}
+    for name, module in model.named_modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and ".lora_" not in name:
+            table[name.removesuffix(".base_layer").replace(".", "_")] = module
+    return table
+
+
+def _widths(layer: torch.nn.Module) -> tuple[int, int]:
+    if isinstance(layer, torch.nn.Linear):
+        return layer.in_features, layer.out_features
+    return layer.in_channels, layer.out_channels
+
+
+def addnet_hash(path: Path) -> str:
+    """A1111's LoRA hash for .safetensors ("addnet" hash): sha256 of the file after its JSON header."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        header_length = struct.unpack("<Q", file.read(8))[0]
+        file.seek(8 + header_length)
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
