@@ -3,10 +3,11 @@
     python -m bench.run_all
 """
 
-from bench import cold_start, cuda_speed, memory, overhead
+from bench import cold_start, cuda_speed, lora, memory, overhead
 
 if __name__ == "__main__":
     overhead.main()
     memory.main()
     cold_start.main()
+    lora.main()
     cuda_speed.main()
