@@ -75,6 +75,7 @@ def build_app(config: AppConfig):
     from ui.layout import build_ui
 
     manager, notice = load_or_demo(config.model, config.device)
+    config.lora_dir.mkdir(parents=True, exist_ok=True)  # so users see where to drop their LoRA files
     loras = lora.install(manager, config.lora_dir, cap=config.lora_cap, fuse=config.lora_fuse)
     service = StudioService(manager, config.output_dir, notice=notice, loras=loras)
     logging.getLogger("sd-studio").info(service.system_line())
