@@ -10,6 +10,8 @@ import torch
 from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionInpaintPipeline
 from PIL import Image
 
+from models.request import GenerationRequest
+
 
 def interleaved(candidates: dict[str, Callable[[], object]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
     """Run the candidates in turn, round after round, so machine noise hits all of them alike."""
@@ -32,7 +34,16 @@ def median_ratio(numerator: list[float], denominator: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(numerator, denominator))
 
 
-def plain_inpaint_txt2img(components: dict, size: int, steps: int, seed: int, device: str = "cpu") -> Callable[[], object]:
+def manager_vs_plain(manager, size: int, steps: int, rounds: int, warmup: int = 1) -> dict[str, list[float]]:
+    """One txt2img generation through the manager and the same call to plain diffusers on the same weights
+    (sampler Euler a, seed, size, steps), interleaved; the times of each."""
+    request = GenerationRequest("txt2img", "a photo of a cat", width=size, height=size, steps=steps, seed=1,
+                                sampler="Euler a")
+    plain = _plain_inpaint_txt2img(manager.pipelines["inpaint"].components, size, steps, seed=1)
+    return interleaved({"manager": lambda: manager.generate(request), "plain": plain}, rounds, warmup)
+
+
+def _plain_inpaint_txt2img(components: dict, size: int, steps: int, seed: int, device: str = "cpu") -> Callable[[], object]:
     """What a user of plain diffusers writes for txt2img on an inpainting model: full mask, strength 1."""
     pipe = StableDiffusionInpaintPipeline(**components)
     pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)

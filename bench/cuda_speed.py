@@ -13,7 +13,7 @@ import statistics
 
 import torch
 
-from bench.common import interleaved, median_ratio, plain_inpaint_txt2img
+from bench.common import manager_vs_plain, median_ratio
 from bench.sd15_random import cached
 
 SIZE, STEPS = 512, 20
@@ -24,12 +24,9 @@ def main(rounds: int = 5) -> dict | None:
         print("cuda speed  skipped: no CUDA device on this machine")
         return None
     from models.manager import PipelineManager
-    from models.request import GenerationRequest
 
     manager = PipelineManager.load(str(cached(inpainting=True)), device="cuda")
-    request = GenerationRequest("txt2img", "a photo of a cat", width=SIZE, height=SIZE, steps=STEPS, seed=1)
-    plain = plain_inpaint_txt2img(manager.pipelines["inpaint"].components, SIZE, STEPS, seed=1)
-    times = interleaved({"manager": lambda: manager.generate(request), "plain": plain}, rounds, warmup=2)
+    times = manager_vs_plain(manager, SIZE, STEPS, rounds, warmup=2)
     result = {
         "device": torch.cuda.get_device_name(), "attention": manager.runtime.attention,
         "manager_steps_per_s": STEPS / statistics.median(times["manager"]),

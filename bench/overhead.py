@@ -11,18 +11,13 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from bench.common import interleaved, median_ratio, plain_inpaint_txt2img
+from bench.common import manager_vs_plain, median_ratio
 from bench.sd15_random import cached
 from models.manager import PipelineManager
-from models.request import GenerationRequest
 
 
 def measure(model: str, size: int, steps: int, rounds: int) -> dict:
-    manager = PipelineManager.load(model, device="cpu")
-    request = GenerationRequest("txt2img", "a photo of a cat", width=size, height=size, steps=steps, seed=1,
-                                sampler="Euler a")
-    plain = plain_inpaint_txt2img(manager.pipelines["inpaint"].components, size, steps, seed=1)
-    times = interleaved({"manager": lambda: manager.generate(request), "plain": plain}, rounds)
+    times = manager_vs_plain(PipelineManager.load(model, device="cpu"), size, steps, rounds)
     return {
         "model": model if model == "demo" else "SD 1.5 architecture, random weights",
         "size": size, "steps": steps, "rounds": rounds,

@@ -13,7 +13,8 @@ def lora_picker(prompt: gr.Textbox, library: LoraLibrary, mode: str) -> None:
     with gr.Accordion("LoRA", open=False, elem_id=f"{mode}-lora"):
         with gr.Row():
             chosen = gr.Dropdown(
-                library.names(), value=[], multiselect=True, allow_custom_value=True, label="LoRA", scale=5, elem_id=f"{mode}-lora-choice",
+                library.names(), value=[], multiselect=True, allow_custom_value=True, label="LoRA", scale=5,
+                elem_id=f"{mode}-lora-choice",
                 info=f"from {library.folder}; or type <lora:name:weight> in the prompt",
             )
             refresh = gr.Button("Refresh", scale=1, min_width=80, elem_id=f"{mode}-lora-refresh")
@@ -22,8 +23,8 @@ def lora_picker(prompt: gr.Textbox, library: LoraLibrary, mode: str) -> None:
         def weights(names: list[str], text: str):
             current = _tags_or_empty(text)
             for name in names or []:
-                slider = gr.Slider(-2, 2, value=current.get(name, 1.0), step=0.05, label=f"{name} weight", interactive=True,
-                                   elem_id=f"{mode}-lora-weight-{name}")
+                slider = gr.Slider(-2, 2, value=current.get(name, 1.0), step=0.05, label=f"{name} weight",
+                                   interactive=True, elem_id=f"{mode}-lora-weight-{name}")
                 slider.input(
                     lambda weight, text, name=name: _set_weight(text, name, weight), [slider, prompt], [prompt],
                     queue=False,

@@ -11,7 +11,8 @@ import re
 import threading
 from pathlib import Path
 
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+from models.loading import PICKLE_SUFFIXES
+
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(/[\w-][\w./-]*\.safetensors)?$")
 
 
