@@ -25,6 +25,8 @@ ENVIRONMENT = {
     "lora_dir": ("SD_LORA_DIR", str(ROOT / "models" / "Lora")),
     "lora_cap": ("SD_LORA_CAP", "16"),
     "lora_fuse": ("SD_LORA_FUSE", "off"),
+    "lora_rank": ("SD_LORA_RANK", "64"),
+    "compile": ("SD_COMPILE", "off"),
     "controlnet_dir": ("SD_CONTROLNET_DIR", str(ROOT / "models" / "ControlNet")),
     "output_dir": ("SD_OUTPUT_DIR", str(ROOT / "outputs")),
     "queue_size": ("SD_QUEUE_SIZE", "16"),
@@ -40,6 +42,8 @@ class AppConfig:
     lora_dir: Path
     lora_cap: int  # LoRA adapters kept loaded; the least recently used one goes first
     lora_fuse: bool  # fuse the active LoRA set into the weights when the same set comes again
+    lora_rank: int  # with --compile: the most LoRA rank used at once (the hot-swapped slot's rank)
+    compile: bool  # torch.compile the U-Net (worth it on CUDA; the first image then waits for the compile)
     controlnet_dir: Path
     output_dir: Path
     queue_size: int
@@ -53,17 +57,22 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
         parser.add_argument(f"--{option.replace('_', '-')}", default=environ.get(variable, default))
     args = parser.parse_args(argv)
     numbers = {}
-    for option in ("port", "queue_size", "lora_cap"):
+    for option in ("port", "queue_size", "lora_cap", "lora_rank"):
         value = getattr(args, option)
         if not str(value).isdigit() or int(value) < 1:
             parser.error(f"--{option.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
         numbers[option] = int(value)
-    if str(args.lora_fuse).lower() not in ("on", "off", "1", "0", "true", "false"):
-        parser.error(f"--lora-fuse must be on or off, got {args.lora_fuse!r}")
+    switches = {}
+    for option in ("lora_fuse", "compile"):
+        value = str(getattr(args, option)).lower()
+        if value not in ("on", "off", "1", "0", "true", "false"):
+            parser.error(f"--{option.replace('_', '-')} must be on or off, got {getattr(args, option)!r}")
+        switches[option] = value in ("on", "1", "true")
+    if switches["lora_fuse"] and switches["compile"]:
+        parser.error("--lora-fuse cannot be combined with --compile: the compiled U-Net's LoRA slot is hot-swapped")
     return AppConfig(
         model=args.model, host=args.host, device=args.device, lora_dir=Path(args.lora_dir),
-        lora_fuse=str(args.lora_fuse).lower() in ("on", "1", "true"), controlnet_dir=Path(args.controlnet_dir),
-        output_dir=Path(args.output_dir), **numbers,
+        controlnet_dir=Path(args.controlnet_dir), output_dir=Path(args.output_dir), **numbers, **switches,
     )
 
 
@@ -76,7 +85,10 @@ def build_app(config: AppConfig):
 
     manager, notice = load_or_demo(config.model, config.device)
     config.lora_dir.mkdir(parents=True, exist_ok=True)  # so users see where to drop their LoRA files
-    loras = lora.install(manager, config.lora_dir, cap=config.lora_cap, fuse=config.lora_fuse)
+    loras = lora.install(manager, config.lora_dir, cap=config.lora_cap, fuse=config.lora_fuse,
+                         compiled_rank=config.lora_rank if config.compile else None)
+    if config.compile:  # after the extensions that add layers to the U-Net
+        manager.compile_unet()
     service = StudioService(manager, config.output_dir, notice=notice, loras=loras)
     logging.getLogger("sd-studio").info(service.system_line())
     return build_ui(service, queue_size=config.queue_size), service

@@ -44,7 +44,15 @@ def switch_latency(folder: Path, generation_ms: float) -> dict:
         # diffusers' own switch over the same adapters, for comparison (what issue diffusers #11816 is about)
         ids = [adapters._loaded[f"l{index}"].adapter for index in (0, 1)]
         theirs = median_ms(lambda: (pipe.set_adapters(ids, [0.7, 0.4]), pipe.set_adapters(ids[1:], [1.0])), 10) / 2
-        results[count] = {"ours_ms": ours, "diffusers_set_adapters_ms": theirs}
+        # the compiled-U-Net mode: the same switches written into the one hot-swapped slot (not compiled here:
+        # compiling changes the step, not what a switch writes)
+        slotted = PipelineManager.load("demo", device="cpu")
+        slot_adapters = lora.install(slotted, folder, cap=64, compiled_rank=16)
+        slot_pipe = slotted.pipelines["inpaint"]
+        for index in range(count):
+            slot_adapters.configure(slot_pipe, ((f"l{index}", 1.0),))
+        slot = median_ms(lambda: [slot_adapters.configure(slot_pipe, chosen) for chosen in sets]) / 2
+        results[count] = {"ours_ms": ours, "diffusers_set_adapters_ms": theirs, "compiled_slot_ms": slot}
     manager = PipelineManager.load("demo", device="cpu")
     pipe = manager.pipelines["inpaint"]
 
@@ -55,7 +63,8 @@ def switch_latency(folder: Path, generation_ms: float) -> dict:
     load_ms = median_ms(load_every_time, 10)
     for count, row in results.items():
         print(f"lora switch  {count:2d} adapters loaded: {row['ours_ms']:.2f} ms "
-              f"(diffusers set_adapters: {row['diffusers_set_adapters_ms']:.1f} ms)")
+              f"(diffusers set_adapters: {row['diffusers_set_adapters_ms']:.1f} ms; "
+              f"compiled-U-Net slot, rank 16: {row['compiled_slot_ms']:.1f} ms)")
     print(f"lora switch  N=32 over N=2: {results[32]['ours_ms'] / results[2]['ours_ms']:.2f}; "
           f"{results[32]['ours_ms'] / generation_ms * 100:.2f}% of a 20-step demo generation ({generation_ms:.0f} ms); "
           f"loading the file every request instead: {load_ms:.1f} ms, {load_ms / results[32]['ours_ms']:.0f}x slower")

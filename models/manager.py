@@ -52,6 +52,7 @@ class PipelineManager:
         self.lock = threading.Lock()
         self._interrupt = threading.Event()
         self.configurers: list[Configurer] = []  # extensions (LoRA, ...) in the order they were added
+        self.unet_compiled = False
         base.to(runtime.device)
         if runtime.attention == "xformers":
             base.enable_xformers_memory_efficient_attention()
@@ -105,6 +106,12 @@ class PipelineManager:
     def describe(self) -> str:
         kind = "inpainting (9-channel U-Net)" if self.is_inpainting_model else "4-channel U-Net"
         return f"model: {self.source.name} [{self.model_hash}] · {kind} · {self.runtime.describe()}"
+
+    def compile_unet(self, backend: str = "inductor") -> None:
+        """torch.compile the shared U-Net in place, so every derived pipeline runs the compiled one. Extensions
+        that add layers to it (the LoRA slot) must be installed first: a structural change recompiles."""
+        self.pipelines["txt2img"].unet.compile(backend=backend)
+        self.unet_compiled = True
 
     # -- running ----------------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ def test_defaults():
     assert config.model == "stable-diffusion-v1-5/stable-diffusion-inpainting"
     assert (config.host, config.port, config.device, config.queue_size) == ("127.0.0.1", 7860, "auto", 16)
     assert config.lora_dir == app.ROOT / "models" / "Lora"
-    assert (config.lora_cap, config.lora_fuse) == (16, False)
+    assert (config.lora_cap, config.lora_fuse, config.lora_rank, config.compile) == (16, False, 64, False)
 
 
 def test_environment_then_flags():
@@ -27,12 +27,17 @@ def test_environment_then_flags():
     assert (config.model, config.port, config.lora_dir) == ("x/y", 9001, Path("/l2"))
     config = app.parse_config(["--lora-cap", "4"], environ={"SD_LORA_CAP": "8", "SD_LORA_FUSE": "on"})
     assert (config.lora_cap, config.lora_fuse) == (4, True)
+    config = app.parse_config(["--compile", "on"], environ={"SD_LORA_RANK": "128"})
+    assert (config.compile, config.lora_rank) == (True, 128)
 
 
 @pytest.mark.parametrize("argv, named", [
     (["--port", "http"], "--port must be a whole number of at least 1, got 'http'"),
     (["--lora-cap", "0"], "--lora-cap must be a whole number of at least 1, got '0'"),
     (["--lora-fuse", "maybe"], "--lora-fuse must be on or off, got 'maybe'"),
+    (["--compile", "fast"], "--compile must be on or off, got 'fast'"),
+    (["--lora-rank", "-8"], "--lora-rank must be a whole number of at least 1, got '-8'"),
+    (["--compile", "on", "--lora-fuse", "on"], "--lora-fuse cannot be combined with --compile"),
 ])
 def test_bad_values_are_named(capsys, argv, named):
     with pytest.raises(SystemExit):

@@ -12,12 +12,13 @@ import itertools
 import logging
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from diffusers import DiffusionPipeline
 
 from extensions.lora.files import addnet_hash, read_lora
+from extensions.lora.hotswap import Factors, UnetSlot
 from extensions.lora.library import LoraLibrary
 from extensions.lora.switch import activate, lora_layers
 from extensions.lora.tags import LoraTag
@@ -33,15 +34,19 @@ class LoadedLora:
     path: Path
     stamp: tuple[int, int]  # (mtime_ns, size): a changed file is reloaded
     hash: str  # A1111's short hash, for the infotext's "Lora hashes"
+    unet_factors: Factors = field(default_factory=dict)  # with a compiled U-Net: its part, for the slot
 
 
 class LoraAdapters:
-    def __init__(self, library: LoraLibrary, cap: int = DEFAULT_CAP, fuse: bool = False):
+    def __init__(self, library: LoraLibrary, cap: int = DEFAULT_CAP, fuse: bool = False, slot: UnetSlot | None = None):
         if cap < 1:
             raise ValueError(f"lora cap must be at least 1, got {cap}")
+        if fuse and slot is not None:
+            raise ValueError("lora fuse cannot be combined with a compiled U-Net (its LoRA slot is swapped in place)")
         self.library = library
         self.cap = cap
         self.fuse = fuse  # fuse the active set into the weights when the same set comes again
+        self.slot = slot  # with a compiled U-Net, its LoRA parts go through this one fixed slot
         self._loaded: OrderedDict[str, LoadedLora] = OrderedDict()  # least recently used first
         self._numbers = itertools.count()
         self._last_set: tuple | None = None
@@ -67,6 +72,10 @@ class LoraAdapters:
         active = [(item.adapter, tag.weight) for item, tag in zip(loaded, tags) if tag.weight != 0]
         if self._fused_set != wanted:
             activate(self._layers, [adapter for adapter, _ in active], [weight for _, weight in active])
+            if self.slot is not None:
+                self.slot.write(
+                    tuple(active), [(tag.name, item.unet_factors, tag.weight) for item, tag in zip(loaded, tags)]
+                )
             if active and self.fuse and self._last_set == wanted:
                 self._fuse(pipe, [adapter for adapter, _ in active], wanted)
         self._last_set = wanted
@@ -87,16 +96,28 @@ class LoraAdapters:
             self._unload(pipe, name)
         tensors = read_lora(path, {"unet": pipe.unet, "text_encoder": pipe.text_encoder})
         adapter = f"lora_{next(self._numbers)}"
+        factors: Factors = {}
         try:
             with warnings.catch_warnings():  # peft warns that a model holds several adapters: it is meant to
                 warnings.simplefilter("ignore")
-                pipe.load_lora_weights(tensors, adapter_name=adapter)
+                if self.slot is None:
+                    pipe.load_lora_weights(tensors, adapter_name=adapter)
+                else:  # the U-Net part waits for the slot; the text encoder part is an ordinary adapter
+                    state_dict, alphas = pipe.lora_state_dict(tensors)
+                    factors = self.slot.factors(name, state_dict, alphas)
+                    pipe.load_lora_into_text_encoder(
+                        state_dict, network_alphas=alphas, text_encoder=pipe.text_encoder, adapter_name=adapter,
+                        _pipeline=pipe,
+                    )
+        except ValueError:
+            self._delete_adapter(pipe, adapter)
+            raise
         except Exception as error:
             self._delete_adapter(pipe, adapter)  # leave the loaded state as it was
             raise ValueError(f"LoRA file {path.name}: could not be loaded ({type(error).__name__}: {error})") from None
-        item = LoadedLora(adapter, path, stamp, addnet_hash(path))
+        item = LoadedLora(adapter, path, stamp, addnet_hash(path), factors)
         self._loaded[name] = item
-        self._layers = lora_layers(pipe.unet, pipe.text_encoder)
+        self._layers = self._lora_layers(pipe)
         log.info("LoRA %s loaded from %s (%d adapters loaded)", name, path, len(self._loaded))
         return item
 
@@ -110,8 +131,12 @@ class LoraAdapters:
     def _unload(self, pipe: DiffusionPipeline, name: str) -> None:
         item = self._loaded.pop(name)
         self._delete_adapter(pipe, item.adapter)
-        self._layers = lora_layers(pipe.unet, pipe.text_encoder)
+        self._layers = self._lora_layers(pipe)
         log.info("LoRA %s unloaded", name)
+
+    def _lora_layers(self, pipe: DiffusionPipeline) -> list:
+        """The layers whose active adapters we set per request (the slot's U-Net layers are always on)."""
+        return lora_layers(pipe.text_encoder) if self.slot is not None else lora_layers(pipe.unet, pipe.text_encoder)
 
     @staticmethod
     def _delete_adapter(pipe: DiffusionPipeline, adapter: str) -> None:
@@ -130,9 +155,18 @@ class LoraAdapters:
         self._fused_set = None
 
 
-def install(manager, folder: str | Path, cap: int = DEFAULT_CAP, fuse: bool = False) -> LoraAdapters:
-    """Add LoRA to a PipelineManager: every request then sets its own adapters (or none) before it runs."""
-    adapters = LoraAdapters(LoraLibrary(folder), cap, fuse)
+def install(
+    manager, folder: str | Path, cap: int = DEFAULT_CAP, fuse: bool = False, compiled_rank: int | None = None
+) -> LoraAdapters:
+    """Add LoRA to a PipelineManager: every request then sets its own adapters (or none) before it runs.
+    `compiled_rank`: the U-Net is to be compiled; LoRA then goes through one hot-swapped slot of that rank
+    (install before compiling)."""
+    slot = None
+    if compiled_rank is not None:
+        if manager.unet_compiled:
+            raise ValueError("install LoRA before compiling the U-Net: the slot must exist when it compiles")
+        slot = UnetSlot(manager.pipelines["txt2img"], compiled_rank)
+    adapters = LoraAdapters(LoraLibrary(folder), cap, fuse, slot)
 
     def configure(pipe: DiffusionPipeline, request) -> dict[str, str]:
         hashes = adapters.configure(pipe, request.loras)

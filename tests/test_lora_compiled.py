@@ -1,0 +1,86 @@
+"""LoRA over a compiled U-Net: one hot-swapped slot, so switching never recompiles, with the same images as
+ordinary adapters. Compiled with dynamo's eager backend here (CPU, seconds); the guards that decide on a
+recompile are the same as with inductor on CUDA."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from extensions import lora
+from extensions.lora.switch import lora_layers
+from extensions.lora.synthetic import make_lora
+from models.manager import PipelineManager
+from models.request import GenerationRequest
+
+RANK_LIMIT = 16
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("Lora")
+    pipe = PipelineManager.load("demo", device="cpu").pipelines["txt2img"]
+    make_lora(pipe, folder / "a.safetensors", seed=1, layout="kohya")  # rank 4
+    make_lora(pipe, folder / "b.safetensors", seed=2, layout="diffusers", rank=8)
+    make_lora(pipe, folder / "wide.safetensors", seed=3, rank=12, text_encoder=False)
+    resnet = pipe.unet.down_blocks[0].resnets[0].time_emb_proj
+    save_file({"unet.down_blocks.0.resnets.0.time_emb_proj.lora_A.weight": torch.zeros(4, resnet.in_features),
+               "unet.down_blocks.0.resnets.0.time_emb_proj.lora_B.weight": torch.zeros(resnet.out_features, 4)},
+              str(folder / "resnet.safetensors"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def managers(folder):
+    """(compiled, plain): the same model and LoRA folder, with and without the compiled slot."""
+    compiled = PipelineManager.load("demo", device="cpu")
+    compiled.lora = lora.install(compiled, folder, compiled_rank=RANK_LIMIT)
+    compiled.compile_unet(backend="eager")
+    plain = PipelineManager.load("demo", device="cpu")
+    plain.lora = lora.install(plain, folder)
+    return compiled, plain
+
+
+def generate(manager, loras=()) -> np.ndarray:
+    request = GenerationRequest("txt2img", "a cat", width=64, height=64, steps=3, seed=5, loras=loras)
+    return np.asarray(manager.generate(request).images[0]).astype(int)
+
+
+def test_switching_never_recompiles_and_matches_ordinary_adapters(managers):
+    compiled, plain = managers
+    generate(compiled)  # the one compile
+    sets = [(), (("a", 1.0),), (("b", 0.5),), (("a", 0.7), ("b", 1.0)), (("a", 0.0),), (), (("a", 1.0),)]
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        images = [generate(compiled, loras) for loras in sets]
+    base = images[0]
+    assert np.abs(images[1] - base).max() > 10, "a LoRA in the slot changes the output"
+    assert np.array_equal(images[4], base) and np.array_equal(images[5], base), "weight 0 / none: base exactly"
+    assert np.array_equal(images[6], images[1]), "A, then others, then A again: A's pixels"
+    for loras, image in zip(sets, images):
+        assert np.abs(image - generate(plain, loras)).max() <= 2, f"{loras}: same image as ordinary adapters"
+
+
+def test_a_structural_change_would_be_caught(managers):
+    """The check above can fail: changing the U-Net's adapter state the ordinary way does recompile."""
+    compiled, _ = managers
+    generate(compiled)
+    layers = lora_layers(compiled.pipelines["txt2img"].unet)
+    with torch._dynamo.config.patch(error_on_recompile=True), pytest.raises(Exception, match="[Rr]ecompil"):
+        for layer in layers:
+            layer._disable_adapters = True
+        try:
+            generate(compiled)
+        finally:
+            for layer in layers:
+                layer._disable_adapters = False
+
+
+def test_rank_limit_and_layers_outside_the_slot_are_refused_by_name(managers):
+    compiled, _ = managers
+    with pytest.raises(ValueError, match=r"ranks add up to 20, over the compiled U-Net's LoRA rank limit 16"):
+        generate(compiled, (("b", 1.0), ("wide", 1.0)))
+    with pytest.raises(ValueError, match=r"LoRA resnet: .*down_blocks\.0\.resnets\.0\.time_emb_proj"):
+        generate(compiled, (("resnet", 1.0),))
+    assert np.abs(generate(compiled, (("wide", 1.0),)) - generate(compiled)).max() > 10, "the next requests work"
