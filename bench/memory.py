@@ -30,6 +30,31 @@ def rss_mib() -> float:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
+def peak_rss_during(run) -> float:
+    """MiB the process's RSS rose to above where it started, sampled every 2 ms while `run` works."""
+    import threading
+    import time
+
+    import psutil
+
+    process, peak, done = psutil.Process(), [0], threading.Event()
+    start = process.memory_info().rss
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], process.memory_info().rss)
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        run()
+    finally:
+        done.set()
+        sampler.join()
+    return (max(peak[0], start) - start) / 2**20
+
+
 def scenario(name: str, folder: str) -> float:
     """Runs inside the child process; returns its RSS in MiB after the work."""
     import torch

@@ -3,11 +3,12 @@
     python -m bench.run_all
 """
 
-from bench import cold_start, cuda_speed, lora, memory, overhead
+from bench import cold_start, cuda_speed, inpaint, lora, memory, overhead
 
 if __name__ == "__main__":
     overhead.main()
     memory.main()
     cold_start.main()
     lora.main()
+    inpaint.main()
     cuda_speed.main()

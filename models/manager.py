@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from diffusers import (
     DiffusionPipeline,
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 StepCallback = Callable[[int, int], None]  # (steps done, steps in total)
 # An extension's hook: sets the shared model's state for a request (under the lock), returns infotext entries.
 Configurer = Callable[[DiffusionPipeline, GenerationRequest], dict[str, str]]
+# An extension that runs a request on another pipeline built over the same modules (ControlNet): given the
+# request's view and call arguments, returns the pipeline to call and its arguments.
+PipelineHook = Callable[[DiffusionPipeline, GenerationRequest, dict], tuple[DiffusionPipeline, dict]]
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class PipelineManager:
         self.lock = threading.Lock()
         self._interrupt = threading.Event()
         self.configurers: list[Configurer] = []  # extensions (LoRA, ...) in the order they were added
+        self.pipeline_hooks: list[PipelineHook] = []  # extensions that swap the pipeline (ControlNet)
         self.unet_compiled = False
         base.to(runtime.device)
         if runtime.attention == "xformers":
@@ -133,9 +138,12 @@ class PipelineManager:
             # 3. a throw-away view of the shared pipeline with this request's own scheduler
             scheduler = make_scheduler(request.sampler, shared.scheduler.config, seeds)
             pipe = type(shared)(**{**shared.components, "scheduler": scheduler})
+            arguments = self._call_arguments(request, seeds)
+            for hook in self.pipeline_hooks:
+                pipe, arguments = hook(pipe, request, arguments)
             pipe.set_progress_bar_config(disable=True)
             # 4. run
-            images = pipe(**self._call_arguments(request, seeds), callback_on_step_end=self._step_end(on_step)).images
+            images = pipe(**arguments, callback_on_step_end=self._step_end(on_step)).images
             return GenerationResult(images, seeds, self._interrupt.is_set(), parameters)
 
     def _call_arguments(self, request: GenerationRequest, seeds: list[int]) -> dict:
@@ -159,14 +167,31 @@ class PipelineManager:
         full_mask = Image.new("L", image.size, 255)
         mask = request.mask.convert("L") if request.mode == "inpaint" else full_mask
         strength = 1.0 if request.mode == "txt2img" else float(request.strength)
-        return {
-            **arguments,
-            "image": [image] * batch,
-            "mask_image": [mask] * batch,
-            "width": width,
-            "height": height,
-            "strength": strength,
-        }
+        arguments = {**arguments, "mask_image": [mask] * batch, "width": width, "height": height, "strength": strength}
+        if request.latent_fill is not None and request.mode == "inpaint" and not self.is_inpainting_model:
+            latents = self._filled_latents(image.resize((width, height), Image.LANCZOS), mask, request.latent_fill, seeds)
+            # The pipeline takes 4-channel tensors as already-encoded latents (for the start and the kept area).
+            return {**arguments, "image": latents, "masked_image_latents": latents}
+        return {**arguments, "image": [image] * batch}
+
+    def _filled_latents(self, image: Image.Image, mask: Image.Image, fill: str, seeds: list[int]) -> torch.Tensor:
+        """A1111's "latent noise" / "latent nothing": the image's latents with the (rounded) masked area replaced by
+        seeded noise or zeros, one per image of the batch, so the model does not start from the masked pixels."""
+        pipe = self.pipelines["inpaint"]
+        pixels = pipe.image_processor.preprocess(image).to(pipe.device, pipe.vae.dtype)
+        with torch.no_grad():
+            latents = pipe.vae.encode(pixels).latent_dist.mode() * pipe.vae.config.scaling_factor
+        height, width = latents.shape[-2:]
+        area = np.round(np.asarray(mask.resize((width, height), Image.BILINEAR), dtype=np.float32) / 255)
+        area = torch.from_numpy(area).to(latents)
+        filled = []
+        for seed in seeds:
+            if fill == "latent noise":
+                replacement = torch.randn(latents.shape, generator=torch.Generator("cpu").manual_seed(seed)).to(latents)
+            else:
+                replacement = torch.zeros_like(latents)
+            filled.append(latents * (1 - area) + replacement * area)
+        return torch.cat(filled)
 
     def _step_end(self, on_step: StepCallback | None):
         def callback(pipe, step: int, timestep, tensors: dict) -> dict:

@@ -15,6 +15,37 @@ STEPS_RANGE = (1, 150)
 CFG_RANGE = (1.0, 30.0)
 BATCH_RANGE = (1, 8)
 MAX_SEED = 2**32 - 1  # A1111 seeds are 32-bit
+LATENT_FILLS = ("latent noise", "latent nothing")  # A1111's masked content that acts on the starting latents
+CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
+CONTROL_WEIGHT_RANGE = (0.0, 2.0)
+
+
+@dataclass(frozen=True)
+class ControlInput:
+    """One ControlNet unit as the model runs it: the control map is already detected, resized and cropped to
+    the generation size. `model` is a name the ControlNet extension resolves."""
+
+    model: str
+    image: Image.Image
+    weight: float = 1.0
+    guidance_start: float = 0.0  # the fraction of the steps where the unit starts and stops acting
+    guidance_end: float = 1.0
+    control_mode: str = "Balanced"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model:
+            raise ValueError(f"ControlNet model must be a name, got {self.model!r}")
+        if not isinstance(self.image, Image.Image):
+            raise ValueError(f"ControlNet image must be an image, got {type(self.image).__name__}")
+        _in_range("ControlNet weight", self.weight, CONTROL_WEIGHT_RANGE)
+        _in_range("ControlNet guidance_start", self.guidance_start, (0.0, 1.0))
+        _in_range("ControlNet guidance_end", self.guidance_end, (0.0, 1.0))
+        if self.guidance_start > self.guidance_end:
+            raise ValueError(
+                f"ControlNet guidance_start {self.guidance_start} must not be after guidance_end {self.guidance_end}"
+            )
+        if self.control_mode not in CONTROL_MODES:
+            raise ValueError(f"ControlNet control_mode must be one of {', '.join(CONTROL_MODES)}, got {self.control_mode!r}")
 
 
 @dataclass(frozen=True)
@@ -33,6 +64,8 @@ class GenerationRequest:
     image: Image.Image | None = None
     mask: Image.Image | None = None  # white = repaint
     loras: tuple[tuple[str, float], ...] = ()  # (name, weight) pairs; the prompt holds no <lora:...> tags
+    latent_fill: str | None = None  # inpaint with a 4-channel U-Net: start the masked area from noise or zeros
+    controls: tuple[ControlInput, ...] = ()  # ControlNet units, each with its map at the generation size
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -66,6 +99,14 @@ class GenerationRequest:
                 )
             if self.image is None:
                 raise ValueError(f"image is required for {self.mode}")
+        if self.latent_fill is not None and self.latent_fill not in LATENT_FILLS:
+            raise ValueError(f"latent_fill must be one of {', '.join(LATENT_FILLS)}, got {self.latent_fill!r}")
+        for unit in self.controls:
+            if not isinstance(unit, ControlInput):
+                raise ValueError(f"controls must be ControlInput units, got {type(unit).__name__}")
+            if unit.image.size != (self.width, self.height):
+                raise ValueError(f"ControlNet image size {unit.image.size} differs from the generation size "
+                                 f"{(self.width, self.height)}")
         if self.mode == "inpaint":
             if self.mask is None:
                 raise ValueError("mask is required for inpaint")

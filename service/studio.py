@@ -7,6 +7,7 @@ turn that into gr.Error or an HTTP error.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import threading
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from extensions.inpaint import InpaintOptions, InpaintPlan, extend_canvas, prepare_mask
 from extensions.lora import LoraAdapters, parse_tags
 from models.manager import PipelineManager, StepCallback
 from models.request import GenerationRequest
@@ -23,6 +25,9 @@ from models.samplers import split_name
 from service.infotext import format_infotext, save_png
 
 log = logging.getLogger(__name__)
+
+INPAINT_FIELDS = tuple(field.name for field in dataclasses.fields(InpaintOptions))  # mask_blur, invert_mask, ...
+OUTPAINT_FIELDS = ("left", "right", "up", "down", "overlap", "fill")
 
 
 @dataclass(frozen=True)
@@ -59,19 +64,56 @@ class StudioService:
     # -- generation -------------------------------------------------------------------------------------
 
     def generate(self, mode: str, on_step: StepCallback | None = None, **raw) -> Generation:
-        # 1. validate
+        # 1. validate; inpainting first decides what the model sees (whole picture or the masked crop)
+        options = InpaintOptions(**{name: raw.pop(name) for name in INPAINT_FIELDS if name in raw})
+        if mode == "inpaint" and options.invert_mask and raw.get("mask") is not None:
+            raw["mask"], _ = prepare_mask(load_mask(raw["mask"]), invert=True, blur=0)  # refuses a mask left empty
         request, warnings = self.build_request(mode, **raw)
+        job, plan = request, None
+        if mode == "inpaint":
+            plan = InpaintPlan.make(request.image, request.mask, dataclasses.replace(options, invert_mask=False),
+                                    request.width, request.height)
+            job = dataclasses.replace(request, image=plan.image, mask=plan.mask, width=plan.size[0],
+                                      height=plan.size[1], latent_fill=self._latent_fill(options, warnings))
         # 2. run on the shared model (the manager holds its lock while configuring and running)
-        result = self.manager.generate(request, on_step=on_step)
+        result = self.manager.generate(job, on_step=on_step)
         if result.interrupted:
             warnings.append("interrupted: the image shows the state after the last finished step")
-        # 3. attach metadata (the prompt as typed, <lora:...> tags included) and save
+        # 3. inpainting: the generated area back into the picture, every pixel outside the blurred mask untouched
+        images = plan.paste_all(result.images) if plan is not None else result.images
+        # 4. attach metadata (the prompt as typed, <lora:...> tags included) and save
         typed_prompt = raw.get("prompt") or ""
-        infotexts = [self.infotext(request, seed, typed_prompt, result.parameters) for seed in result.seeds]
-        files = [self._save(mode, image, seed, text) for image, seed, text in zip(result.images, result.seeds, infotexts)]
+        extra = {**(options.infotext() if plan is not None else {}), **result.parameters}
+        infotexts = [self.infotext(request, seed, typed_prompt, extra) for seed in result.seeds]
+        files = [self._save(mode, image, seed, text) for image, seed, text in zip(images, result.seeds, infotexts)]
         for warning in warnings:
             log.warning(warning)
         return Generation(files, infotexts, result.seeds, warnings, result.interrupted)
+
+    def outpaint(self, on_step: StepCallback | None = None, **raw) -> Generation:
+        """Extend the canvas (left/right/up/down px), pre-fill the new area and inpaint it with a seam that
+        reaches `overlap` px into the picture; the picture beyond the seam is kept exactly."""
+        settings = {name: raw.pop(name) for name in OUTPAINT_FIELDS if name in raw}
+        image = load_image(raw.pop("image", None), "image")
+        if image is None:
+            raise ValueError("image is required for outpaint")
+        seed = raw.get("seed", -1)
+        canvas, mask = extend_canvas(image, seed=seed if isinstance(seed, int) and seed >= 0 else 0, **settings)
+        overlap = settings.get("overlap", 16)
+        # A blur up to overlap / 8 softens the seam while the picture beyond the band stays 0 in the blurred mask.
+        blur = min(4, int(overlap) // 8) if isinstance(overlap, (int, float)) else 0
+        return self.generate("inpaint", on_step, image=canvas, mask=mask, mask_blur=blur, **raw)
+
+    def _latent_fill(self, options: InpaintOptions, warnings: list[str]) -> str | None:
+        if options.masked_content not in ("latent noise", "latent nothing"):
+            return None
+        if self.manager.is_inpainting_model:
+            warnings.append(
+                f"masked content {options.masked_content!r} acts on 4-channel models; this inpainting model sees the "
+                "masked image itself, so it was inpainted as with 'original'"
+            )
+            return None
+        return options.masked_content
 
     def build_request(self, mode: str, **raw) -> tuple[GenerationRequest, list[str]]:
         warnings: list[str] = []

@@ -26,10 +26,13 @@ def files(tmp_path_factory):
 
 def test_endpoints_are_named_with_keyword_parameters(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/txt2img", "/img2img", "/inpaint", "/interrupt"} <= set(endpoints)
+    assert {"/txt2img", "/img2img", "/inpaint", "/outpaint", "/interrupt"} <= set(endpoints)
     parameters = {p["parameter_name"]: p for p in endpoints["/inpaint"]["parameters"]}
     assert list(parameters) == ["prompt", "image", "mask", "negative_prompt", "seed", "steps", "guidance_scale",
-                                "width", "height", "sampler", "batch_size", "strength"]
+                                "width", "height", "sampler", "batch_size", "strength", "mask_blur", "invert_mask",
+                                "inpaint_area", "padding", "masked_content"]
+    outpaint = [p["parameter_name"] for p in endpoints["/outpaint"]["parameters"]]
+    assert outpaint[:8] == ["prompt", "image", "left", "right", "up", "down", "overlap", "fill"]
     optional = {name for name, p in parameters.items() if p["parameter_has_default"]}
     assert optional == set(parameters) - {"prompt", "image", "mask"}
     assert parameters["width"]["parameter_default"] == 128  # the UI's default for the demo model
@@ -82,6 +85,27 @@ def test_inpaint_with_plain_image_and_mask_files(client, files):
     )
     asked = dict(seed=3, steps=4, width=96, height=64, sampler_written="DDIM", cfg_written="7")
     assert check_result(result, "green", asked, {"Denoising strength": "0.75"}) == ""
+
+
+def test_inpaint_options_and_outpaint(client, files):
+    gallery, infotext, _ = client.predict(
+        prompt="green", image=handle_file(files / "image.png"), mask=handle_file(files / "mask.png"), seed=3,
+        steps=4, width=64, height=64, inpaint_area="Only masked", padding=8, mask_blur=2, api_name="/inpaint",
+    )
+    parameters = parse_infotext(infotext)[2]
+    assert (parameters["Inpaint area"], parameters["Masked area padding"], parameters["Mask blur"]) == (
+        "Only masked", "8", "2")
+    assert Image.open(gallery[0]["image"]).size == (96, 64), "the result has the input's size"
+    gallery, _, _ = client.predict(
+        prompt="a wall", image=handle_file(files / "image.png"), right=40, up=16, steps=3, seed=2,
+        api_name="/outpaint",
+    )
+    assert Image.open(gallery[0]["image"]).size == (96 + 40, 64 + 16)
+    with pytest.raises(Exception, match="inpaint_area must be one of Whole picture, Only masked, got 'All'"):
+        client.predict(prompt="x", image=handle_file(files / "image.png"), mask=handle_file(files / "mask.png"),
+                       inpaint_area="All", api_name="/inpaint")
+    with pytest.raises(Exception, match="left must be a whole number from 0 to 1024, got -8"):
+        client.predict(prompt="x", image=handle_file(files / "image.png"), left=-8, api_name="/outpaint")
 
 
 def test_defaults_come_from_the_ui(client):

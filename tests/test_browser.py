@@ -94,6 +94,19 @@ def test_inpaint_error_then_painted_mask_generates(page, tmp_path):
     expect(page.locator("#inpaint-infotext textarea")).to_have_value(re.compile("Denoising strength: 0.75"))
     screenshot(page, "inpaint")
 
+    page.get_by_label("Only masked", exact=True).check()
+    page.locator("#inpaint-generate").click()
+    expect(page.locator("#inpaint-infotext textarea")).to_have_value(
+        re.compile("Mask blur: 4, Inpaint area: Only masked, Masked area padding: 32"), timeout=30_000
+    )
+    page.locator("#outpaint").get_by_text("Outpaint").first.click()  # open the accordion
+    set_number(page, "Right", 64)
+    page.locator("#outpaint-button").click()
+    first = page.locator("#inpaint-gallery img").first
+    expect(first).to_have_js_property("naturalWidth", 128 + 64, timeout=30_000)
+    expect(first).to_have_js_property("naturalHeight", 128)
+    screenshot(page, "outpaint")
+
 
 def test_lora_picker_writes_tags_and_weights_into_the_prompt(page):
     prompt = page.locator("#txt2img-prompt textarea")

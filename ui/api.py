@@ -1,4 +1,4 @@
-"""The named API endpoints /txt2img, /img2img and /inpaint for gradio_client.
+"""The named API endpoints /txt2img, /img2img, /inpaint and /outpaint for gradio_client.
 
 They are separate from the UI's events so that their inputs are plain values and plain image files (no slider
 bounds or editor layers applied before our own validation, which names the field and the value). Defaults
@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import gradio as gr
 
+from extensions.inpaint.options import InpaintOptions
 from ui.handlers import Handlers
+
+INPAINT_DEFAULTS = InpaintOptions()
 
 
 def register_api(handlers: Handlers, defaults: dict, event: dict) -> None:
@@ -29,6 +32,19 @@ def register_api(handlers: Handlers, defaults: dict, event: dict) -> None:
         strength = gr.Number(value=defaults["strength"], label="strength")
         image = gr.File(label="image", file_types=["image"])
         mask = gr.File(label="mask", file_types=["image"])
+        inpaint_options = [
+            gr.Number(value=INPAINT_DEFAULTS.mask_blur, label="mask_blur"),
+            gr.Checkbox(value=INPAINT_DEFAULTS.invert_mask, label="invert_mask"),
+            gr.Textbox(value=INPAINT_DEFAULTS.inpaint_area, label="inpaint_area"),
+            gr.Number(value=INPAINT_DEFAULTS.padding, label="padding"),
+            gr.Textbox(value=INPAINT_DEFAULTS.masked_content, label="masked_content"),
+        ]
+        outpaint_options = [
+            *(gr.Number(value=0, label=side) for side in ("left", "right", "up", "down")),
+            gr.Number(value=16, label="overlap"),
+            gr.Textbox(value="edge", label="fill"),
+        ]
+        outpaint_strength = gr.Number(value=1.0, label="strength")  # the new area has nothing worth keeping
         outputs = [
             gr.Gallery(format="png", label="images"),
             gr.Textbox(label="infotext"),
@@ -38,7 +54,8 @@ def register_api(handlers: Handlers, defaults: dict, event: dict) -> None:
         for name, fn, inputs in (
             ("txt2img", handlers.txt2img, [prompt, *settings]),
             ("img2img", handlers.img2img, [prompt, image, *settings, strength]),
-            ("inpaint", handlers.inpaint, [prompt, image, mask, *settings, strength]),
+            ("inpaint", handlers.inpaint, [prompt, image, mask, *settings, strength, *inpaint_options]),
+            ("outpaint", handlers.outpaint, [prompt, image, *outpaint_options, *settings, outpaint_strength]),
         ):
             gr.Button(visible=False).click(fn, inputs, outputs, api_name=name, **event)
         gr.Button(visible=False).click(handlers.interrupt, api_name="interrupt", queue=False)

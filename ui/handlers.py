@@ -14,6 +14,8 @@ from service.studio import Generation, StudioService
 
 log = logging.getLogger(__name__)
 
+MASK_MODES = ("Inpaint masked", "Inpaint not masked")  # A1111's words for invert_mask off / on
+
 
 class Handlers:
     def __init__(self, service: StudioService):
@@ -40,23 +42,48 @@ class Handlers:
 
     def inpaint(
         self, prompt, image, mask, negative_prompt, seed, steps, guidance_scale, width, height, sampler,
-        batch_size, strength, progress=gr.Progress(),
+        batch_size, strength, mask_blur, invert_mask, inpaint_area, padding, masked_content, progress=gr.Progress(),
     ):
         return self._run(
             "inpaint", progress, prompt=prompt, image=image, mask=mask, negative_prompt=negative_prompt,
             seed=seed, steps=steps, guidance_scale=guidance_scale, width=width, height=height, sampler=sampler,
-            batch_size=batch_size, strength=strength,
+            batch_size=batch_size, strength=strength, mask_blur=mask_blur, invert_mask=invert_mask,
+            inpaint_area=inpaint_area, padding=padding, masked_content=masked_content,
         )
 
     def inpaint_editor(
         self, prompt, editor, mask_upload, negative_prompt, seed, steps, guidance_scale, width, height,
-        sampler, batch_size, strength, progress=gr.Progress(),
+        sampler, batch_size, strength, mask_blur, mask_mode, inpaint_area, padding, masked_content,
+        progress=gr.Progress(),
     ):
         """The inpaint tab: the mask is what was painted in the editor, unless a mask image was uploaded."""
         image, painted = editor_image_and_mask(editor)
         return self.inpaint(
             prompt, image, mask_upload if mask_upload is not None else painted, negative_prompt, seed, steps,
-            guidance_scale, width, height, sampler, batch_size, strength, progress,
+            guidance_scale, width, height, sampler, batch_size, strength, mask_blur, mask_mode == MASK_MODES[1],
+            inpaint_area, padding, masked_content, progress,
+        )
+
+    def outpaint(
+        self, prompt, image, left, right, up, down, overlap, fill, negative_prompt, seed, steps, guidance_scale,
+        width, height, sampler, batch_size, strength, progress=gr.Progress(),
+    ):
+        return self._run(
+            "outpaint", progress, prompt=prompt, image=image, left=left, right=right, up=up, down=down,
+            overlap=overlap, fill=fill, negative_prompt=negative_prompt, seed=seed, steps=steps,
+            guidance_scale=guidance_scale, width=width, height=height, sampler=sampler, batch_size=batch_size,
+            strength=strength,
+        )
+
+    def outpaint_editor(
+        self, prompt, editor, left, right, up, down, overlap, fill, negative_prompt, seed, steps, guidance_scale,
+        width, height, sampler, batch_size, strength, progress=gr.Progress(),
+    ):
+        """The inpaint tab's Outpaint button: extends the picture in the editor (its painted mask is not used)."""
+        image, _ = editor_image_and_mask(editor)
+        return self.outpaint(
+            prompt, image, left, right, up, down, overlap, fill, negative_prompt, seed, steps, guidance_scale,
+            width, height, sampler, batch_size, strength, progress,
         )
 
     def interrupt(self) -> None:
@@ -67,7 +94,10 @@ class Handlers:
             progress((done, total), desc="Sampling", unit="steps")
 
         try:
-            result = self.service.generate(mode, on_step=on_step, **inputs)
+            if mode == "outpaint":
+                result = self.service.outpaint(on_step=on_step, **inputs)
+            else:
+                result = self.service.generate(mode, on_step=on_step, **inputs)
         except ValueError as error:
             raise gr.Error(str(error)) from None
         except Exception as error:  # never a bare stack trace for the user; the log keeps it

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import gradio as gr
 
+from extensions.inpaint.options import INPAINT_AREAS, MASK_BLUR_RANGE, MASKED_CONTENT, PADDING_RANGE, InpaintOptions
+from extensions.inpaint.outpaint import FILLS, OUTPAINT_MAX, OVERLAP_MAX
 from models.request import BATCH_RANGE, CFG_RANGE, SIZE_RANGE, STEPS_RANGE
 from models.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES
 from service.studio import StudioService
 from ui.api import register_api
-from ui.handlers import Handlers, select_infotext
+from ui.handlers import MASK_MODES, Handlers, select_infotext
 from ui.lora_picker import lora_picker
 
 GPU_SLOT = "gpu"  # every generation event shares this concurrency slot
@@ -68,6 +70,10 @@ def _tab(handlers: Handlers, mode: str, defaults: dict) -> None:
             strength = gr.Slider(
                 0.01, 1.0, value=defaults["strength"], step=0.01, label="Denoising strength", visible=mode != "txt2img"
             )
+            inpaint_settings: list = []
+            if mode == "inpaint":
+                inpaint_settings = _inpaint_settings()
+                outpaint_settings, outpaint = _outpaint_settings()
         with gr.Column():
             gallery = gr.Gallery(label="Results", format="png", columns=2, elem_id=f"{mode}-gallery")
             infotext = gr.Textbox(label="Generation parameters", lines=4, elem_id=f"{mode}-infotext")
@@ -80,17 +86,50 @@ def _tab(handlers: Handlers, mode: str, defaults: dict) -> None:
     fn, inputs = {
         "txt2img": (handlers.txt2img, [prompt, *settings]),
         "img2img": (handlers.img2img, [prompt, *images, *settings, strength]),
-        "inpaint": (handlers.inpaint_editor, [prompt, *images, *settings, strength]),
+        "inpaint": (handlers.inpaint_editor, [prompt, *images, *settings, strength, *inpaint_settings]),
     }[mode]
     generate.click(
         fn, inputs, outputs, api_name=f"{mode}_ui", api_visibility="private", show_progress_on=[gallery],
         **GENERATION_EVENT,
     )
+    if mode == "inpaint":
+        outpaint.click(
+            handlers.outpaint_editor, [prompt, images[0], *outpaint_settings, *settings, strength], outputs,
+            api_name="outpaint_ui", api_visibility="private", show_progress_on=[gallery], **GENERATION_EVENT,
+        )
     # Not queued: it must get through while the generation holds the GPU slot.
     interrupt.click(handlers.interrupt, api_name=f"{mode}_interrupt", queue=False, api_visibility="private")
     gallery.select(
         select_infotext, [infotexts], [infotext], api_name=f"{mode}_select", queue=False, api_visibility="private"
     )
+
+
+def _inpaint_settings() -> list:
+    """A1111's inpaint settings, in its words: [mask_blur, mask_mode, inpaint_area, padding, masked_content]."""
+    default = InpaintOptions()
+    with gr.Group(elem_id="inpaint-settings"):
+        with gr.Row():
+            blur = gr.Slider(*MASK_BLUR_RANGE, value=default.mask_blur, step=1, label="Mask blur")
+            mode = gr.Radio(list(MASK_MODES), value=MASK_MODES[0], label="Mask mode")
+        content = gr.Radio(list(MASKED_CONTENT), value=default.masked_content, label="Masked content",
+                           info="fill / latent noise / latent nothing matter for 4-channel models")
+        with gr.Row():
+            area = gr.Radio(list(INPAINT_AREAS), value=default.inpaint_area, label="Inpaint area")
+            padding = gr.Slider(*PADDING_RANGE, value=default.padding, step=4, label="Only masked padding, pixels")
+    return [blur, mode, area, padding, content]
+
+
+def _outpaint_settings() -> tuple[list, gr.Button]:
+    """Extend the editor's picture: [left, right, up, down, overlap, fill] and the Outpaint button."""
+    with gr.Accordion("Outpaint", open=False, elem_id="outpaint"):
+        with gr.Row():
+            sides = [gr.Slider(0, OUTPAINT_MAX, value=0, step=8, label=side.capitalize())
+                     for side in ("left", "right", "up", "down")]
+        with gr.Row():
+            overlap = gr.Slider(0, OVERLAP_MAX, value=16, step=1, label="Seam overlap, pixels")
+            fill = gr.Radio(list(FILLS), value="edge", label="Pre-fill new area")
+        button = gr.Button("Outpaint", elem_id="outpaint-button")
+    return [*sides, overlap, fill], button
 
 
 def _image_inputs(mode: str) -> list:
