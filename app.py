@@ -28,6 +28,8 @@ ENVIRONMENT = {
     "lora_rank": ("SD_LORA_RANK", "64"),
     "compile": ("SD_COMPILE", "off"),
     "controlnet_dir": ("SD_CONTROLNET_DIR", str(ROOT / "models" / "ControlNet")),
+    "controlnet_cap": ("SD_CONTROLNET_CAP", "3"),
+    "controlnet_units": ("SD_CONTROLNET_UNITS", "3"),
     "output_dir": ("SD_OUTPUT_DIR", str(ROOT / "outputs")),
     "queue_size": ("SD_QUEUE_SIZE", "16"),
 }
@@ -45,6 +47,8 @@ class AppConfig:
     lora_rank: int  # with --compile: the most LoRA rank used at once (the hot-swapped slot's rank)
     compile: bool  # torch.compile the U-Net (worth it on CUDA; the first image then waits for the compile)
     controlnet_dir: Path
+    controlnet_cap: int  # ControlNets kept loaded; the least recently used one goes first
+    controlnet_units: int  # ControlNet units per request (and per tab in the UI)
     output_dir: Path
     queue_size: int
 
@@ -57,7 +61,7 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
         parser.add_argument(f"--{option.replace('_', '-')}", default=environ.get(variable, default))
     args = parser.parse_args(argv)
     numbers = {}
-    for option in ("port", "queue_size", "lora_cap", "lora_rank"):
+    for option in ("port", "queue_size", "lora_cap", "lora_rank", "controlnet_cap", "controlnet_units"):
         value = getattr(args, option)
         if not str(value).isdigit() or int(value) < 1:
             parser.error(f"--{option.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
@@ -79,6 +83,7 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
 def build_app(config: AppConfig):
     """Load the model (or the demo model when offline) and build the UI; returns (blocks, service)."""
     from extensions import lora
+    from extensions.controlnet import pipeline as controlnet
     from models.manager import load_or_demo
     from service.studio import StudioService
     from ui.layout import build_ui
@@ -89,7 +94,10 @@ def build_app(config: AppConfig):
                          compiled_rank=config.lora_rank if config.compile else None)
     if config.compile:  # after the extensions that add layers to the U-Net
         manager.compile_unet()
-    service = StudioService(manager, config.output_dir, notice=notice, loras=loras)
+    config.controlnet_dir.mkdir(parents=True, exist_ok=True)
+    controlnets = controlnet.install(manager, config.controlnet_dir, cap=config.controlnet_cap,
+                                     max_units=config.controlnet_units)
+    service = StudioService(manager, config.output_dir, notice=notice, loras=loras, controlnets=controlnets)
     logging.getLogger("sd-studio").info(service.system_line())
     return build_ui(service, queue_size=config.queue_size), service
 

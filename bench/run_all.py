@@ -3,7 +3,7 @@
     python -m bench.run_all
 """
 
-from bench import cold_start, cuda_speed, inpaint, lora, memory, overhead
+from bench import cold_start, controlnet, cuda_speed, inpaint, lora, memory, overhead
 
 if __name__ == "__main__":
     overhead.main()
@@ -11,4 +11,5 @@ if __name__ == "__main__":
     cold_start.main()
     lora.main()
     inpaint.main()
+    controlnet.main()
     cuda_speed.main()

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from extensions.controlnet.pipeline import ControlNets
+from extensions.controlnet.units import ControlUnit
 from extensions.inpaint import InpaintOptions, InpaintPlan, extend_canvas, prepare_mask
 from extensions.lora import LoraAdapters, parse_tags
 from models.manager import PipelineManager, StepCallback
@@ -41,12 +43,14 @@ class Generation:
 
 class StudioService:
     def __init__(
-        self, manager: PipelineManager, output_dir: str | Path, notice: str = "", loras: LoraAdapters | None = None
+        self, manager: PipelineManager, output_dir: str | Path, notice: str = "", loras: LoraAdapters | None = None,
+        controlnets: ControlNets | None = None,
     ):
         self.manager = manager
         self.output_dir = Path(output_dir)
         self.notice = notice  # e.g. "fell back to the demo model because ..."
         self.loras = loras  # None: LoRA is off and <lora:...> tags are refused
+        self.controlnets = controlnets  # None: ControlNet is off and units are refused
         self._save_lock = threading.Lock()
 
     # -- facts for the interfaces -----------------------------------------------------------------------
@@ -66,6 +70,7 @@ class StudioService:
     def generate(self, mode: str, on_step: StepCallback | None = None, **raw) -> Generation:
         # 1. validate; inpainting first decides what the model sees (whole picture or the masked crop)
         options = InpaintOptions(**{name: raw.pop(name) for name in INPAINT_FIELDS if name in raw})
+        units, unit_warnings = self._control_units(raw.pop("controlnet_units", None))
         if mode == "inpaint" and options.invert_mask and raw.get("mask") is not None:
             raw["mask"], _ = prepare_mask(load_mask(raw["mask"]), invert=True, blur=0)  # refuses a mask left empty
         request, warnings = self.build_request(mode, **raw)
@@ -75,6 +80,13 @@ class StudioService:
                                     request.width, request.height)
             job = dataclasses.replace(request, image=plan.image, mask=plan.mask, width=plan.size[0],
                                       height=plan.size[1], latent_fill=self._latent_fill(options, warnings))
+        warnings += unit_warnings
+        # ControlNet maps: detected, fitted to the generation size (for inpaint: to the picture, then cropped
+        # exactly as the image is, so "only masked" sees the matching part of the map)
+        target = (job.width, job.height)
+        crop = (request.image.size, plan.box) if plan is not None else None
+        controls = tuple(unit.control_input(request.image, target, index, crop) for index, unit in units)
+        job = dataclasses.replace(job, controls=controls)
         # 2. run on the shared model (the manager holds its lock while configuring and running)
         result = self.manager.generate(job, on_step=on_step)
         if result.interrupted:
@@ -84,6 +96,11 @@ class StudioService:
         # 4. attach metadata (the prompt as typed, <lora:...> tags included) and save
         typed_prompt = raw.get("prompt") or ""
         extra = {**(options.infotext() if plan is not None else {}), **result.parameters}
+        for index, unit in units:
+            source = unit.image if unit.image is not None else request.image
+            extra[f"ControlNet {index}"] = unit.infotext(
+                self.controlnets.library.infotext_name(unit.model), source.size if source else None, target
+            )
         infotexts = [self.infotext(request, seed, typed_prompt, extra) for seed in result.seeds]
         files = [self._save(mode, image, seed, text) for image, seed, text in zip(images, result.seeds, infotexts)]
         for warning in warnings:
@@ -103,6 +120,35 @@ class StudioService:
         # A blur up to overlap / 8 softens the seam while the picture beyond the band stays 0 in the blurred mask.
         blur = min(4, int(overlap) // 8) if isinstance(overlap, (int, float)) else 0
         return self.generate("inpaint", on_step, image=canvas, mask=mask, mask_blur=blur, **raw)
+
+    def _control_units(self, raw_units) -> tuple[list[tuple[int, ControlUnit]], list[str]]:
+        """The enabled units with their indexes (as sd-webui-controlnet numbers them), and warnings."""
+        if not raw_units:
+            return [], []
+        if self.controlnets is None:
+            raise ValueError("controlnet_units: ControlNet support is off in this app")
+        if not isinstance(raw_units, (list, tuple)):
+            raise ValueError(f"controlnet_units must be a list of units, got {type(raw_units).__name__}")
+        if len(raw_units) > self.controlnets.max_units:
+            raise ValueError(f"controlnet_units: at most {self.controlnets.max_units} units, got {len(raw_units)}")
+        units, warnings = [], []
+        for index, raw in enumerate(raw_units):
+            unit, ignored = ControlUnit.parse(index, raw)
+            if ignored:
+                warnings.append(f"controlnet unit {index}: ignored unknown fields {', '.join(ignored)}")
+            if unit is not None:
+                self.controlnets.library.resolve(unit.model)  # an unknown model is an error now, not mid-run
+                units.append((index, unit))
+        return units, warnings
+
+    def detect_map(self, image, module: str, processor_res=512, threshold_a=None, threshold_b=None) -> Image.Image:
+        """The preprocessor's map for an image (the Preview button and /controlnet_detect)."""
+        unit, _ = ControlUnit.parse(0, {"module": module, "model": "-", "processor_res": processor_res,
+                                        "threshold_a": threshold_a, "threshold_b": threshold_b})
+        picture = load_image(image, "image")
+        if picture is None:
+            raise ValueError("image is required to detect a map")
+        return unit.detected_map(picture, picture.size)
 
     def _latent_fill(self, options: InpaintOptions, warnings: list[str]) -> str | None:
         if options.masked_content not in ("latent noise", "latent nothing"):

@@ -99,18 +99,21 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def app_server(tmp_path_factory):
-    """The real app on the demo model, launched on a free local port, with one LoRA ("ink") in its LoRA folder;
-    yields (url, service)."""
+    """The real app on the demo model, launched on a free local port, with one LoRA ("ink") and one ControlNet
+    ("edges") in its folders; yields (url, service)."""
     import app
     from diffusers import StableDiffusionInpaintPipeline
 
+    from extensions.controlnet.synthetic import controlnet_for
     from extensions.lora.synthetic import make_lora
 
-    lora_dir = tmp_path_factory.mktemp("Lora")
-    make_lora(StableDiffusionInpaintPipeline.from_pretrained(DEMO, safety_checker=None), lora_dir / "ink.safetensors", seed=7)
+    lora_dir, controlnet_dir = tmp_path_factory.mktemp("Lora"), tmp_path_factory.mktemp("ControlNet")
+    demo = StableDiffusionInpaintPipeline.from_pretrained(DEMO, safety_checker=None)
+    make_lora(demo, lora_dir / "ink.safetensors", seed=7)
+    controlnet_for(demo.unet, seed=1).save_pretrained(controlnet_dir / "edges")
     config = app.parse_config(
         ["--model", "demo", "--device", "cpu", "--port", str(free_port()), "--lora-dir", str(lora_dir),
-         "--output-dir", str(tmp_path_factory.mktemp("outputs"))],
+         "--controlnet-dir", str(controlnet_dir), "--output-dir", str(tmp_path_factory.mktemp("outputs"))],
         environ={},
     )
     blocks, service = app.build_app(config)

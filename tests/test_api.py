@@ -26,11 +26,11 @@ def files(tmp_path_factory):
 
 def test_endpoints_are_named_with_keyword_parameters(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/txt2img", "/img2img", "/inpaint", "/outpaint", "/interrupt"} <= set(endpoints)
+    assert {"/txt2img", "/img2img", "/inpaint", "/outpaint", "/interrupt", "/controlnet_detect"} <= set(endpoints)
     parameters = {p["parameter_name"]: p for p in endpoints["/inpaint"]["parameters"]}
     assert list(parameters) == ["prompt", "image", "mask", "negative_prompt", "seed", "steps", "guidance_scale",
                                 "width", "height", "sampler", "batch_size", "strength", "mask_blur", "invert_mask",
-                                "inpaint_area", "padding", "masked_content"]
+                                "inpaint_area", "padding", "masked_content", "controlnet_units"]
     outpaint = [p["parameter_name"] for p in endpoints["/outpaint"]["parameters"]]
     assert outpaint[:8] == ["prompt", "image", "left", "right", "up", "down", "overlap", "fill"]
     optional = {name for name, p in parameters.items() if p["parameter_has_default"]}

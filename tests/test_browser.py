@@ -122,3 +122,22 @@ def test_lora_picker_writes_tags_and_weights_into_the_prompt(page):
         re.compile(r'^a cat <lora:ink:0.5>\n.*Lora hashes: "ink: [0-9a-f]{12}"')
     )
     screenshot(page, "lora")
+
+
+def test_controlnet_unit_preview_then_generate(page, tmp_path):
+    from PIL import ImageDraw
+
+    ring = Image.new("RGB", (128, 128), "black")
+    ImageDraw.Draw(ring).ellipse([32, 32, 96, 96], outline="white", width=4)
+    ring.save(tmp_path / "ring.png")
+    page.locator("#txt2img-prompt textarea").fill("a ring")
+    page.locator("#txt2img-controlnet").get_by_text("ControlNet").first.click()  # open the accordion
+    page.locator("#txt2img-cn0-image input[type=file]").set_input_files(tmp_path / "ring.png")
+    page.locator("#txt2img-cn0-preview").click()
+    expect(page.locator("#txt2img-cn0-map img")).to_be_visible(timeout=30_000)
+    page.locator("#txt2img-cn0-enabled input").check()
+    page.locator("#txt2img-generate").click()
+    expect(page.locator("#txt2img-infotext textarea")).to_have_value(
+        re.compile(r'ControlNet 0: "Module: canny, Model: edges \[[0-9a-f]{8}\], Weight: 1.0'), timeout=30_000
+    )
+    screenshot(page, "controlnet")

@@ -45,6 +45,8 @@ def register_api(handlers: Handlers, defaults: dict, event: dict) -> None:
             gr.Textbox(value="edge", label="fill"),
         ]
         outpaint_strength = gr.Number(value=1.0, label="strength")  # the new area has nothing worth keeping
+        # [{"module": "canny", "model": "name", "weight": 1.0, "image": "<base64>", ...}], sd-webui-controlnet's fields
+        units = gr.JSON(value=[], label="controlnet_units")
         outputs = [
             gr.Gallery(format="png", label="images"),
             gr.Textbox(label="infotext"),
@@ -52,10 +54,14 @@ def register_api(handlers: Handlers, defaults: dict, event: dict) -> None:
             gr.State([]),
         ]
         for name, fn, inputs in (
-            ("txt2img", handlers.txt2img, [prompt, *settings]),
-            ("img2img", handlers.img2img, [prompt, image, *settings, strength]),
-            ("inpaint", handlers.inpaint, [prompt, image, mask, *settings, strength, *inpaint_options]),
+            ("txt2img", handlers.txt2img, [prompt, *settings, units]),
+            ("img2img", handlers.img2img, [prompt, image, *settings, strength, units]),
+            ("inpaint", handlers.inpaint, [prompt, image, mask, *settings, strength, *inpaint_options, units]),
             ("outpaint", handlers.outpaint, [prompt, image, *outpaint_options, *settings, outpaint_strength]),
         ):
             gr.Button(visible=False).click(fn, inputs, outputs, api_name=name, **event)
         gr.Button(visible=False).click(handlers.interrupt, api_name="interrupt", queue=False)
+        detect_inputs = [image, gr.Textbox(value="canny", label="module"), gr.Number(value=512, label="processor_res"),
+                         gr.Number(value=None, label="threshold_a"), gr.Number(value=None, label="threshold_b")]
+        gr.Button(visible=False).click(handlers.controlnet_detect, detect_inputs,
+                                       gr.Image(type="pil", format="png", label="map"), api_name="controlnet_detect")

@@ -23,46 +23,65 @@ class Handlers:
 
     def txt2img(
         self, prompt, negative_prompt, seed, steps, guidance_scale, width, height, sampler, batch_size,
-        progress=gr.Progress(),
+        controlnet_units=None, progress=gr.Progress(),
     ):
         return self._run(
             "txt2img", progress, prompt=prompt, negative_prompt=negative_prompt, seed=seed, steps=steps,
             guidance_scale=guidance_scale, width=width, height=height, sampler=sampler, batch_size=batch_size,
+            controlnet_units=controlnet_units,
         )
 
     def img2img(
         self, prompt, image, negative_prompt, seed, steps, guidance_scale, width, height, sampler, batch_size,
-        strength, progress=gr.Progress(),
+        strength, controlnet_units=None, progress=gr.Progress(),
     ):
         return self._run(
             "img2img", progress, prompt=prompt, image=image, negative_prompt=negative_prompt, seed=seed,
             steps=steps, guidance_scale=guidance_scale, width=width, height=height, sampler=sampler,
-            batch_size=batch_size, strength=strength,
+            batch_size=batch_size, strength=strength, controlnet_units=controlnet_units,
         )
 
     def inpaint(
         self, prompt, image, mask, negative_prompt, seed, steps, guidance_scale, width, height, sampler,
-        batch_size, strength, mask_blur, invert_mask, inpaint_area, padding, masked_content, progress=gr.Progress(),
+        batch_size, strength, mask_blur, invert_mask, inpaint_area, padding, masked_content, controlnet_units=None,
+        progress=gr.Progress(),
     ):
         return self._run(
             "inpaint", progress, prompt=prompt, image=image, mask=mask, negative_prompt=negative_prompt,
             seed=seed, steps=steps, guidance_scale=guidance_scale, width=width, height=height, sampler=sampler,
             batch_size=batch_size, strength=strength, mask_blur=mask_blur, invert_mask=invert_mask,
             inpaint_area=inpaint_area, padding=padding, masked_content=masked_content,
+            controlnet_units=controlnet_units,
         )
 
     def inpaint_editor(
         self, prompt, editor, mask_upload, negative_prompt, seed, steps, guidance_scale, width, height,
         sampler, batch_size, strength, mask_blur, mask_mode, inpaint_area, padding, masked_content,
-        progress=gr.Progress(),
+        controlnet_units=None, progress=gr.Progress(),
     ):
         """The inpaint tab: the mask is what was painted in the editor, unless a mask image was uploaded."""
         image, painted = editor_image_and_mask(editor)
         return self.inpaint(
             prompt, image, mask_upload if mask_upload is not None else painted, negative_prompt, seed, steps,
             guidance_scale, width, height, sampler, batch_size, strength, mask_blur, mask_mode == MASK_MODES[1],
-            inpaint_area, padding, masked_content, progress,
+            inpaint_area, padding, masked_content, controlnet_units, progress,
         )
+
+    def controlnet_detect(self, image, module, processor_res=512, threshold_a=None, threshold_b=None):
+        """The preprocessor's map of an image (/controlnet_detect)."""
+        try:
+            return self.service.detect_map(image, module, processor_res, threshold_a, threshold_b)
+        except ValueError as error:
+            raise gr.Error(str(error)) from None
+
+    def preview(self, image, module, processor_res, threshold_a, threshold_b, tab_image=None):
+        """A unit's Preview button: its own image, else the tab's (an editor gives its background)."""
+        if image is None and isinstance(tab_image, dict):
+            tab_image = editor_image_and_mask(tab_image)[0]
+        if image is None and tab_image is None:
+            raise gr.Error("Preview: upload a control image first")
+        return self.controlnet_detect(image if image is not None else tab_image, module, processor_res,
+                                      threshold_a, threshold_b)
 
     def outpaint(
         self, prompt, image, left, right, up, down, overlap, fill, negative_prompt, seed, steps, guidance_scale,

@@ -10,6 +10,7 @@ from models.request import BATCH_RANGE, CFG_RANGE, SIZE_RANGE, STEPS_RANGE
 from models.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES
 from service.studio import StudioService
 from ui.api import register_api
+from ui.controlnet_panel import controlnet_panel, with_units
 from ui.handlers import MASK_MODES, Handlers, select_infotext
 from ui.lora_picker import lora_picker
 
@@ -74,6 +75,10 @@ def _tab(handlers: Handlers, mode: str, defaults: dict) -> None:
             if mode == "inpaint":
                 inpaint_settings = _inpaint_settings()
                 outpaint_settings, outpaint = _outpaint_settings()
+            units: list = []
+            controlnets = handlers.service.controlnets
+            if controlnets is not None:
+                units = controlnet_panel(controlnets, mode, handlers.preview, images[0] if images else None)
         with gr.Column():
             gallery = gr.Gallery(label="Results", format="png", columns=2, elem_id=f"{mode}-gallery")
             infotext = gr.Textbox(label="Generation parameters", lines=4, elem_id=f"{mode}-infotext")
@@ -88,6 +93,8 @@ def _tab(handlers: Handlers, mode: str, defaults: dict) -> None:
         "img2img": (handlers.img2img, [prompt, *images, *settings, strength]),
         "inpaint": (handlers.inpaint_editor, [prompt, *images, *settings, strength, *inpaint_settings]),
     }[mode]
+    if units:
+        fn, inputs = with_units(fn, controlnets.max_units), [*inputs, *units]
     generate.click(
         fn, inputs, outputs, api_name=f"{mode}_ui", api_visibility="private", show_progress_on=[gallery],
         **GENERATION_EVENT,

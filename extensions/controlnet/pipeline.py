@@ -1,0 +1,107 @@
+"""ControlNet over the shared model: a request with units runs on a ControlNet pipeline derived from the request's
+own pipeline view with `from_pipe(controlnet=...)`, so the U-Net, VAE and text encoder are the same objects; a
+request without units runs the plain pipeline and pays nothing.
+
+Every request's units go through one `UnitControlNets` (diffusers' MultiControlNet, even for one unit), which adds
+A1111's per-unit control modes: "My prompt is more important" scales the ControlNet's outputs down towards the
+shallow layers (sd-webui-controlnet's soft injection; diffusers computes the same 0.1-to-1 scales in guess mode);
+"ControlNet is more important" also applies it to the conditional half of the batch only, which is diffusers'
+`guess_mode` as a whole, so it cannot be mixed with the other modes in one request.
+"""
+
+from __future__ import annotations
+
+from diffusers import (
+    DiffusionPipeline,
+    StableDiffusionControlNetImg2ImgPipeline,
+    StableDiffusionControlNetInpaintPipeline,
+    StableDiffusionControlNetPipeline,
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionInpaintPipeline,
+    StableDiffusionPipeline,
+)
+from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
+
+from extensions.controlnet.registry import ControlNetCache, ControlNetLibrary
+from models.request import GenerationRequest
+
+PROMPT_FIRST, CONTROL_FIRST = "My prompt is more important", "ControlNet is more important"
+CONTROL_PIPELINES = {  # the pipeline a request runs on -> its ControlNet counterpart
+    StableDiffusionPipeline: StableDiffusionControlNetPipeline,
+    StableDiffusionImg2ImgPipeline: StableDiffusionControlNetImg2ImgPipeline,
+    StableDiffusionInpaintPipeline: StableDiffusionControlNetInpaintPipeline,
+}
+
+
+class UnitControlNets(MultiControlNetModel):
+    """MultiControlNet whose units may each use soft injection (`soft[i]`: the guess-mode layer scales)."""
+
+    def __init__(self, controlnets: list, soft: list[bool]):
+        super().__init__(controlnets)
+        self.soft = list(soft)
+
+    def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale,
+                guess_mode: bool = False, return_dict: bool = True, **kwargs):
+        down, mid = None, None
+        for image, scale, soft, controlnet in zip(controlnet_cond, conditioning_scale, self.soft, self.nets):
+            unit_down, unit_mid = controlnet(
+                sample=sample, timestep=timestep, encoder_hidden_states=encoder_hidden_states, controlnet_cond=image,
+                conditioning_scale=scale, guess_mode=guess_mode or soft, return_dict=False, **kwargs,
+            )
+            if down is None:
+                down, mid = list(unit_down), unit_mid
+            else:
+                down = [total + part for total, part in zip(down, unit_down)]
+                mid = mid + unit_mid
+        return down, mid
+
+
+class ControlNets:
+    """The ControlNet library and the cache of loaded models, and the manager hook that applies a request's units."""
+
+    def __init__(self, library: ControlNetLibrary, cache: ControlNetCache, max_units: int = 3):
+        self.library = library
+        self.cache = cache
+        self.max_units = max_units
+
+    def hook(self, pipe: DiffusionPipeline, request: GenerationRequest, arguments: dict) -> tuple:
+        if len(request.controls) > self.max_units:
+            raise ValueError(f"controlnet units: at most {self.max_units} at once, got {len(request.controls)}")
+        # A unit whose guidance window is empty acts on no step (diffusers refuses start == end): leave it out.
+        units = [unit for unit in request.controls if unit.guidance_end > unit.guidance_start]
+        if not units:
+            return pipe, arguments
+        modes = {unit.control_mode for unit in units}
+        if CONTROL_FIRST in modes and len(modes) > 1:
+            raise ValueError(
+                f"controlnet units: {CONTROL_FIRST!r} applies to the whole batch in diffusers, so every unit of the "
+                f"request must use it or none; got {', '.join(sorted(modes))}"
+            )
+        if "masked_image_latents" in arguments:
+            raise ValueError("ControlNet cannot be combined with masked content 'latent noise' or 'latent nothing' yet")
+        width = pipe.unet.config.cross_attention_dim
+        nets = [self.cache.get(unit.model, cross_attention_dim=width) for unit in units]
+        controlnet = UnitControlNets(nets, [unit.control_mode == PROMPT_FIRST for unit in units])
+        control_class = CONTROL_PIPELINES[type(pipe)]
+        control_pipe = control_class.from_pipe(pipe, controlnet=controlnet)
+        images = [unit.image.convert("RGB") for unit in units]
+        # The txt2img ControlNet pipeline takes the control images as `image`; the others as `control_image`.
+        control_key = "image" if control_class is StableDiffusionControlNetPipeline else "control_image"
+        arguments = {
+            **arguments,
+            control_key: images,
+            "controlnet_conditioning_scale": [float(unit.weight) for unit in units],
+            "control_guidance_start": [float(unit.guidance_start) for unit in units],
+            "control_guidance_end": [float(unit.guidance_end) for unit in units],
+            "guess_mode": CONTROL_FIRST in modes,
+        }
+        return control_pipe, arguments
+
+
+def install(manager, folder, cap: int = 3, max_units: int = 3) -> ControlNets:
+    """Add ControlNet to a PipelineManager: ControlNets load on first use on its device and dtype."""
+    library = ControlNetLibrary(folder)
+    cache = ControlNetCache(library, cap=cap, device=manager.runtime.device, dtype=manager.runtime.dtype)
+    controlnets = ControlNets(library, cache, max_units)
+    manager.pipeline_hooks.append(controlnets.hook)
+    return controlnets

@@ -1,0 +1,307 @@
+"""ControlNet preprocessors ("annotators") by their sd-webui-controlnet module names, and a cache of detected maps.
+
+The weight-free ones (canny, shuffle, threshold, ...) are in `annotators` (OpenCV and NumPy); those that need
+weights (openpose, depth, lineart, hed, ...) come from controlnet-aux through `weighted`, and are listed only where
+controlnet-aux imports and their weights are at hand. This module holds the table, the settings each one takes
+(A1111's "Threshold A/B" sliders and "Processor Res"), their validation, and `detect`, which keeps the last maps
+by image content and settings so that a preview followed by a generation with the same settings detects once.
+
+Every preprocessor takes a PIL image, works with its short side at `resolution`, and returns an RGB map of the
+input's size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import numbers
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from extensions.controlnet import annotators as free
+from extensions.controlnet.annotators import DetectFn
+from extensions.controlnet.weighted import AuxDetector, aux, missing_requirements
+
+RESOLUTION_RANGE = (64, 2048)
+DEFAULT_RESOLUTION = 512
+
+
+@dataclass(frozen=True)
+class Slider:
+    """A threshold as the UI shows it (A1111's "Threshold A" / "Threshold B")."""
+
+    label: str
+    minimum: float
+    maximum: float
+    default: float
+    step: float = 1.0
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    name: str
+    detect_fn: DetectFn = field(repr=False)
+    threshold_a: Slider | None = None
+    threshold_b: Slider | None = None
+    uses_resolution: bool = True
+    weights: tuple[str, ...] = ()  # files of lllyasviel/Annotators it loads
+    packages: tuple[str, ...] = ()  # Python packages it needs beyond OpenCV
+
+    def settings(self, resolution=DEFAULT_RESOLUTION, threshold_a=None, threshold_b=None):
+        """(resolution, threshold_a, threshold_b) validated, None replaced by the default; a setting this
+        preprocessor does not use becomes None (A1111 clients send all three for every module)."""
+        return (
+            _check_resolution(resolution) if self.uses_resolution else None,
+            _check_threshold("threshold_a", threshold_a, self.threshold_a, self.name),
+            _check_threshold("threshold_b", threshold_b, self.threshold_b, self.name),
+        )
+
+    def run(self, image: Image.Image, resolution=DEFAULT_RESOLUTION, threshold_a=None, threshold_b=None) -> Image.Image:
+        """The detected map: an RGB image of `image`'s size."""
+        resolution, threshold_a, threshold_b = self.settings(resolution, threshold_a, threshold_b)
+        rgb = to_rgb_array(image)
+        height, width = rgb.shape[:2]
+        if resolution is not None:
+            rgb = resize_short_side(rgb, resolution)
+        detected = _as_rgb(self.detect_fn(rgb, threshold_a, threshold_b))
+        if detected.shape[:2] != (height, width):
+            shrink = detected.shape[0] * detected.shape[1] > height * width
+            interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+            detected = cv2.resize(detected, (width, height), interpolation=interpolation)
+        return Image.fromarray(detected, "RGB")
+
+
+def to_rgb_array(image: Image.Image) -> np.ndarray:
+    """HxWx3 uint8; transparent pixels become white, as controlnet-aux's HWC3 does."""
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"image must be a PIL.Image, got {type(image).__name__}")
+    if image.width < 1 or image.height < 1:
+        raise ValueError(f"image is empty ({image.width}x{image.height})")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    return np.asarray(image.convert("RGB"))
+
+
+def resize_short_side(rgb: np.ndarray, short_side: int) -> np.ndarray:
+    height, width = rgb.shape[:2]
+    scale = short_side / min(height, width)
+    if scale == 1:
+        return rgb
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+
+
+def _as_rgb(detected: np.ndarray) -> np.ndarray:
+    detected = np.asarray(detected)
+    if detected.dtype != np.uint8:
+        detected = detected.clip(0, 255).astype(np.uint8)
+    if detected.ndim == 2:
+        detected = detected[:, :, None]
+    if detected.shape[2] == 1:
+        detected = np.repeat(detected, 3, axis=2)
+    return np.ascontiguousarray(detected[:, :, :3])
+
+
+def _check_resolution(resolution) -> int:
+    low, high = RESOLUTION_RANGE
+    if resolution is None:
+        return DEFAULT_RESOLUTION
+    whole = isinstance(resolution, numbers.Real) and np.isfinite(resolution) and resolution == int(resolution)
+    if isinstance(resolution, bool) or not whole:
+        raise ValueError(f"resolution must be a whole number of pixels, got {resolution!r}")
+    if not low <= resolution <= high:
+        raise ValueError(f"resolution must be in [{low}, {high}], got {resolution!r}")
+    return int(resolution)
+
+
+def _check_threshold(field_name: str, value, slider: Slider | None, module: str) -> float | None:
+    if slider is None:
+        return None
+    if value is None:
+        return float(slider.default)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+        raise ValueError(f"{field_name} ({slider.label}) must be a number, got {value!r}")
+    if not slider.minimum <= value <= slider.maximum:
+        raise ValueError(
+            f"{field_name} ({slider.label}) of {module} must be in [{slider.minimum:g}, {slider.maximum:g}], "
+            f"got {value!r}"
+        )
+    return float(value)
+
+
+_OPENPOSE = AuxDetector("OpenposeDetector")
+_MIDAS = AuxDetector("MidasDetector")
+_ZOE = AuxDetector("ZoeDetector")
+_LERES = AuxDetector("LeresDetector")
+_NORMAL_BAE = AuxDetector("NormalBaeDetector")
+_LINEART = AuxDetector("LineartDetector")
+_LINEART_ANIME = AuxDetector("LineartAnimeDetector")
+_HED = AuxDetector("HEDdetector")
+_PIDI = AuxDetector("PidiNetDetector")
+_MLSD = AuxDetector("MLSDdetector")
+_MEDIAPIPE = AuxDetector("MediapipeFaceDetector", pretrained=False)
+_OPENPOSE_FILES = ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth")
+
+
+def _weighted(name: str, fn: DetectFn, weights: tuple[str, ...], a: Slider | None = None, b: Slider | None = None,
+              packages: tuple[str, ...] = ("controlnet_aux",)) -> Preprocessor:
+    return Preprocessor(name, fn, a, b, weights=weights, packages=packages)
+
+
+_PERCENT = {"minimum": 0.0, "maximum": 100.0, "default": 0.0, "step": 0.1}
+
+PREPROCESSORS: dict[str, Preprocessor] = {
+    p.name: p
+    for p in (
+        Preprocessor("none", free.passthrough, uses_resolution=False),
+        Preprocessor(
+            "canny", free.canny, Slider("Canny Low Threshold", 1, 255, 100), Slider("Canny High Threshold", 1, 255, 200)
+        ),
+        Preprocessor("invert", free.invert),
+        Preprocessor("lineart_standard", free.lineart_standard),
+        Preprocessor("shuffle", free.shuffle),
+        Preprocessor("threshold", free.threshold, Slider("Binarization Threshold", 0, 255, 127)),
+        Preprocessor("binary", free.binary, Slider("Binary threshold", 0, 255, 0)),
+        Preprocessor("scribble_xdog", free.scribble_xdog, Slider("XDoG Threshold", 1, 64, 32)),
+        Preprocessor("blur_gaussian", free.blur_gaussian, Slider("Sigma", 0.01, 64.0, 9.0, 0.01)),
+        Preprocessor("tile_resample", free.tile_resample, Slider("Down Sampling Rate", 1.0, 8.0, 1.0, 0.01),
+                     uses_resolution=False),
+        Preprocessor("t2ia_color_grid", free.color_grid),
+        Preprocessor("recolor_luminance", free.luminance, Slider("Gamma Correction", 0.1, 2.0, 1.0, 0.001)),
+        Preprocessor("recolor_intensity", free.intensity, Slider("Gamma Correction", 0.1, 2.0, 1.0, 0.001)),
+        _weighted("openpose", aux(_OPENPOSE), _OPENPOSE_FILES[:1]),
+        _weighted("openpose_face", aux(_OPENPOSE, include_face=True), _OPENPOSE_FILES[::2]),
+        _weighted("openpose_faceonly", aux(_OPENPOSE, include_body=False, include_face=True), _OPENPOSE_FILES[2:]),
+        _weighted("openpose_hand", aux(_OPENPOSE, include_hand=True), _OPENPOSE_FILES[:2]),
+        _weighted("openpose_full", aux(_OPENPOSE, include_hand=True, include_face=True), _OPENPOSE_FILES),
+        _weighted("depth_midas", aux(_MIDAS), ("dpt_hybrid-midas-501f0c75.pt",)),
+        _weighted("normal_midas", aux(_MIDAS, depth_and_normal=True, bg_th=lambda a, b: a),
+                  ("dpt_hybrid-midas-501f0c75.pt",), Slider("Normal Background Threshold", 0.0, 1.0, 0.4, 0.01)),
+        _weighted("depth_zoe", aux(_ZOE), ("ZoeD_M12_N.pt",)),
+        _weighted("depth_leres", aux(_LERES, thr_a=lambda a, b: a, thr_b=lambda a, b: b),
+                  ("res101.pth", "latest_net_G.pth"), Slider("Remove Near %", **_PERCENT),
+                  Slider("Remove Background %", **_PERCENT)),
+        _weighted("depth_leres++", aux(_LERES, thr_a=lambda a, b: a, thr_b=lambda a, b: b, boost=True),
+                  ("res101.pth", "latest_net_G.pth"), Slider("Remove Near %", **_PERCENT),
+                  Slider("Remove Background %", **_PERCENT)),
+        _weighted("normal_bae", aux(_NORMAL_BAE), ("scannet.pt",)),
+        _weighted("lineart_realistic", aux(_LINEART), ("sk_model.pth", "sk_model2.pth")),
+        _weighted("lineart_coarse", aux(_LINEART, coarse=True), ("sk_model.pth", "sk_model2.pth")),
+        _weighted("lineart_anime", aux(_LINEART_ANIME), ("netG.pth",)),
+        _weighted("softedge_hed", aux(_HED), ("ControlNetHED.pth",)),
+        _weighted("softedge_hedsafe", aux(_HED, safe=True), ("ControlNetHED.pth",)),
+        _weighted("scribble_hed", aux(_HED, scribble=True), ("ControlNetHED.pth",)),
+        _weighted("softedge_pidinet", aux(_PIDI), ("table5_pidinet.pth",)),
+        _weighted("softedge_pidisafe", aux(_PIDI, safe=True), ("table5_pidinet.pth",)),
+        _weighted("scribble_pidinet", aux(_PIDI, scribble=True), ("table5_pidinet.pth",)),
+        _weighted("mlsd", aux(_MLSD, thr_v=lambda a, b: a, thr_d=lambda a, b: b), ("mlsd_large_512_fp32.pth",),
+                  Slider("MLSD Value Threshold", 0.01, 2.0, 0.1, 0.01),
+                  Slider("MLSD Distance Threshold", 0.01, 20.0, 0.1, 0.01)),
+        _weighted("mediapipe_face", aux(_MEDIAPIPE, max_faces=lambda a, b: int(a), min_confidence=lambda a, b: b),
+                  (), Slider("Max Faces", 1, 10, 1), Slider("Min Face Confidence", 0.01, 1.0, 0.5, 0.01),
+                  packages=("controlnet_aux", "mediapipe")),
+    )
+}
+
+# sd-webui-controlnet's internal module names (its API accepts them) -> the names above.
+ALIASES = {
+    "depth": "depth_midas",
+    "normal_map": "normal_midas",
+    "hed": "softedge_hed",
+    "hed_safe": "softedge_hedsafe",
+    "pidinet": "softedge_pidinet",
+    "pidinet_safe": "softedge_pidisafe",
+    "pidinet_scribble": "scribble_pidinet",
+    "lineart": "lineart_realistic",
+    "color": "t2ia_color_grid",
+    "invert (from white bg & black line)": "invert",
+    "lineart_standard (from white bg & black line)": "lineart_standard",
+}
+
+
+def available() -> list[str]:
+    """The preprocessors that can run here, in table order ("none" and "canny" first)."""
+    return [name for name, preprocessor in PREPROCESSORS.items() if missing(preprocessor) is None]
+
+
+def missing(preprocessor: Preprocessor) -> str | None:
+    """Why `preprocessor` cannot run here, or None (never waits more than a 2-second Hub probe)."""
+    return missing_requirements(preprocessor.packages, preprocessor.weights)
+
+
+def get(name: str) -> Preprocessor:
+    """The preprocessor called `name` (or one of sd-webui-controlnet's internal names), if it can run here."""
+    preprocessor = PREPROCESSORS.get(ALIASES.get(name, name)) if isinstance(name, str) else None
+    reason = missing(preprocessor) if preprocessor else None
+    if preprocessor is None or reason:
+        why = f" ({reason})" if reason else ""
+        raise ValueError(f"preprocessor {name!r} is not available here{why}; available: {', '.join(available())}")
+    return preprocessor
+
+
+class MapCache:
+    """The last `cap` detected maps, keyed by image content, module and settings; thread-safe. Returns copies,
+    so a caller that draws on a map does not change the cached one."""
+
+    def __init__(self, cap: int = 32):
+        if not isinstance(cap, int) or cap < 1:
+            raise ValueError(f"cap must be an integer >= 1, got {cap!r}")
+        self.cap = cap
+        self.hits = 0
+        self.misses = 0
+        self._lock = threading.Lock()
+        self._maps: OrderedDict[tuple, Image.Image] = OrderedDict()
+
+    def detect(self, image: Image.Image, module: str, resolution=DEFAULT_RESOLUTION, threshold_a=None,
+               threshold_b=None) -> Image.Image:
+        preprocessor = get(module)
+        settings = preprocessor.settings(resolution, threshold_a, threshold_b)
+        key = (image_digest(image), preprocessor.name, settings)
+        with self._lock:
+            cached = self._maps.get(key)
+            if cached is not None:
+                self._maps.move_to_end(key)
+                self.hits += 1
+                return cached.copy()
+            self.misses += 1
+        detected = preprocessor.run(image, *settings)
+        with self._lock:
+            self._maps[key] = detected
+            self._maps.move_to_end(key)
+            while len(self._maps) > self.cap:
+                self._maps.popitem(last=False)
+        return detected.copy()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._maps.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._maps)
+
+
+def image_digest(image: Image.Image) -> str:
+    """A hash of the pixels, mode and size (two equal images give one digest, whatever object holds them)."""
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"image must be a PIL.Image, got {type(image).__name__}")
+    digest = hashlib.blake2b(f"{image.mode}|{image.width}x{image.height}|".encode(), digest_size=16)
+    digest.update(image.tobytes())
+    if image.mode == "P":
+        digest.update(bytes(image.getpalette() or []))
+    return digest.hexdigest()
+
+
+_maps = MapCache(32)
+
+
+def detect(image: Image.Image, module: str, resolution=DEFAULT_RESOLUTION, threshold_a=None,
+           threshold_b=None) -> Image.Image:
+    """`get(module).run(...)` through the shared cache of the last 32 maps."""
+    return _maps.detect(image, module, resolution, threshold_a, threshold_b)

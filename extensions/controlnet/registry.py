@@ -1,0 +1,332 @@
+"""The ControlNet library (a folder of models, and Hub ids) and a small LRU cache of loaded ControlNets.
+
+A ControlNet in the folder is either a diffusers folder (`config.json` + `diffusion_pytorch_model.safetensors`)
+or one `.safetensors` file in lllyasviel's original layout (`control_v11p_sd15_canny.safetensors`). A single file
+carries no config, and diffusers would fetch one from the Hub; we pass the SD 1.5 ControlNet config shipped in
+`configs/sd15-controlnet/` instead, so loading works offline. Pickled weights are refused (they can run code),
+and so is anything whose real path lies outside the folder.
+
+Names are paths inside the folder without the suffix ("sub/canny"), and the bare stem where it is unique.
+A name that is not in the folder but looks like a Hub id ("lllyasviel/control_v11p_sd15_canny") is loaded with
+`from_pretrained`. The cache checks a ControlNet fits the base model (cross-attention width: SD 1.x 768,
+SD 2.x 1024, SDXL 2048) before it keeps it; a failed load leaves the cache as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from diffusers import ControlNetModel
+
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")  # as models.loading, without importing torch here
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+SD15_CONFIG = Path(__file__).resolve().parent / "configs" / "sd15-controlnet"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+BASE_NAMES = {768: "SD 1.x", 1024: "SD 2.x", 1280: "SDXL refiner", 2048: "SDXL"}
+HASH_LENGTH = 8  # sd-webui-controlnet writes "Model: control_v11p_sd15_canny [d14c016b]"
+
+
+@dataclass(frozen=True)
+class ControlNetEntry:
+    name: str
+    kind: str  # "folder", "single_file" or "hub"
+    location: str  # the resolved path, or the Hub id
+
+    @property
+    def weights(self) -> Path | None:
+        """The weights file on disk (None for a Hub id)."""
+        if self.kind == "folder":
+            return Path(self.location) / WEIGHTS_NAME
+        return Path(self.location) if self.kind == "single_file" else None
+
+
+class ControlNetLibrary:
+    def __init__(self, folder: str | Path, single_file_config: str | Path = SD15_CONFIG):
+        """`single_file_config`: a folder with the `config.json` that single files are loaded with."""
+        self.folder = Path(folder)
+        self.single_file_config = Path(single_file_config)
+        self._lock = threading.Lock()
+        self._entries: dict[str, ControlNetEntry] = {}
+        self._refused: dict[str, str] = {}
+        self._names: list[str] = []
+
+    def list_names(self) -> list[str]:
+        """Rescan the folder; one name per ControlNet (the stem where unique, else the path inside), sorted."""
+        root = self.folder.resolve()
+        found: dict[str, tuple[str, Path]] = {}  # relative name -> (kind, path)
+        refused: dict[str, str] = {}
+        if root.is_dir():
+            for directory, subdirectories, files in os.walk(root):
+                here = Path(directory)
+                relative = here.relative_to(root).as_posix()
+                if "config.json" in files and here != root:
+                    if WEIGHTS_NAME in files:
+                        found[relative] = ("folder", here)
+                    elif any(f.endswith(PICKLE_SUFFIXES) for f in files):
+                        refused[relative] = _pickle_reason(relative, "a diffusers folder with pickled weights")
+                    subdirectories[:] = []  # the files inside belong to this folder
+                    continue
+                for name in sorted(files) + [d for d in subdirectories if (here / d).is_symlink()]:
+                    path = here / name
+                    stem = path.relative_to(root).with_suffix("").as_posix()
+                    if not path.resolve().is_relative_to(root):
+                        refused[stem] = f"ControlNet {stem!r}: {path} is a link leading out of the folder {root}"
+                    elif path.suffix.lower() == ".safetensors":
+                        found.setdefault(stem, ("single_file", path.resolve()))
+                    elif path.suffix.lower() in PICKLE_SUFFIXES:
+                        refused[stem] = _pickle_reason(stem, f"a pickle file ({path.suffix})")
+        entries, names = {}, []
+        stems = [relative.rsplit("/", 1)[-1] for relative in found]
+        for relative, (kind, path) in found.items():
+            stem = relative.rsplit("/", 1)[-1]
+            unique = stems.count(stem) == 1
+            entry = ControlNetEntry(stem if unique else relative, kind, str(path))
+            entries[relative] = entry
+            if unique:
+                entries.setdefault(stem, entry)
+            names.append(entry.name)
+        for relative, reason in list(refused.items()):
+            refused.setdefault(relative.rsplit("/", 1)[-1], reason)
+        with self._lock:
+            self._entries, self._refused, self._names = entries, refused, sorted(names, key=str.lower)
+            return list(self._names)
+
+    def names(self) -> list[str]:
+        """The names from the last scan (no rescan)."""
+        with self._lock:
+            return list(self._names)
+
+    def resolve(self, name: str) -> ControlNetEntry:
+        """The entry for `name`: from the folder (rescanned once on a miss), else a Hub id."""
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"ControlNet name must be a non-empty string, got {name!r}")
+        name = name.strip()
+        suffix = Path(name).suffix.lower()
+        if suffix in PICKLE_SUFFIXES:
+            raise ValueError(_pickle_reason(name, f"a pickle file ({suffix})"))
+        key = name[: -len(".safetensors")] if suffix == ".safetensors" else name
+        parts = key.split("/")
+        if key.startswith("/") or "\\" in key or ".." in parts or "" in parts:
+            raise ValueError(f"ControlNet name {name!r} is not a path inside the ControlNet folder {self.folder}")
+        for attempt in range(2):
+            with self._lock:
+                entry, reason = self._entries.get(key), self._refused.get(key)
+            if entry is not None:
+                return entry
+            if reason is not None:
+                raise ValueError(reason)
+            if attempt == 0:
+                self.list_names()  # dropped in since the last scan?
+        if HUB_ID.match(key) and not (self.folder / parts[0]).is_dir():
+            return ControlNetEntry(key, "hub", key)
+        available = ", ".join(self.names()) or "nothing (the folder is empty or missing)"
+        raise ValueError(f"ControlNet {name!r} not found in {self.folder}; available: {available}")
+
+    def short_hash(self, name: str) -> str:
+        """A1111's short hash: the first 8 hex digits of the weights file's sha256 ("" for an uncached Hub id)."""
+        entry = self.resolve(name)
+        weights = entry.weights if entry.kind != "hub" else _hub_cached_weights(entry.location)
+        if weights is None or not weights.is_file():
+            return ""
+        from models.loading import _sha256  # cached by path, size and mtime
+
+        return _sha256(weights)[:HASH_LENGTH]
+
+    def infotext_name(self, name: str) -> str:
+        """What the infotext writes for the model: "control_v11p_sd15_canny [d14c016b]"."""
+        entry, digest = self.resolve(name), self.short_hash(name)
+        return f"{entry.name} [{digest}]" if digest else entry.name
+
+    def cross_attention_dim(self, entry: ControlNetEntry) -> int | None:
+        """The width a local ControlNet's cross-attention takes, read without loading it (None if unknown)."""
+        if entry.kind == "folder":
+            try:
+                return json.loads((Path(entry.location) / "config.json").read_text()).get("cross_attention_dim")
+            except (OSError, ValueError, AttributeError):
+                return None  # loading it then says what is wrong
+        if entry.kind == "single_file":
+            shapes = _safetensors_shapes(Path(entry.location))
+            for key, shape in shapes.items():
+                if key.endswith("attn2.to_k.weight") and len(shape) == 2:
+                    return shape[1]
+        return None
+
+
+class ControlNetCache:
+    """Loaded ControlNets by name, at most `cap` of them, least recently used evicted first.
+
+    Keyed by the weights file's path, size and mtime: a file replaced under the same name is loaded again."""
+
+    def __init__(self, library: ControlNetLibrary, cap: int = 3, device: str = "cpu", dtype=None):
+        if not isinstance(cap, int) or cap < 1:
+            raise ValueError(f"cap must be an integer >= 1, got {cap!r}")
+        self.library = library
+        self.cap = cap
+        self.device = device
+        self.dtype = dtype
+        self._lock = threading.Lock()
+        self._models: OrderedDict[tuple, ControlNetModel] = OrderedDict()
+
+    def get(self, name: str, cross_attention_dim: int | None = None) -> ControlNetModel:
+        """The ControlNetModel for `name`, loaded on first use. `cross_attention_dim` is the base model's text
+        width: a ControlNet made for another base is refused, naming the file and both widths."""
+        with self._lock:
+            entry = self.library.resolve(name)
+            key = _cache_key(entry)
+            model = self._models.get(key)
+            if model is not None:
+                _check_width(entry, model.config.cross_attention_dim, cross_attention_dim)
+                self._models.move_to_end(key)
+                return model
+            if cross_attention_dim is not None:
+                _check_width(entry, self.library.cross_attention_dim(entry), cross_attention_dim)
+            model = self._load(entry)
+            _check_width(entry, model.config.cross_attention_dim, cross_attention_dim)
+            for stale in [k for k in self._models if k[0] == key[0]]:  # the same file, changed since
+                del self._models[stale]
+            self._models[key] = model
+            while len(self._models) > self.cap:
+                self._models.popitem(last=False)
+                self._free()
+            return model
+
+    def loaded(self) -> list[str]:
+        """Where the loaded ControlNets come from (path or Hub id), least recently used first."""
+        with self._lock:
+            return [key[0] for key in self._models]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+            self._free()
+
+    def _load(self, entry: ControlNetEntry) -> ControlNetModel:
+        import torch
+        from diffusers import ControlNetModel
+
+        dtype = self.dtype or torch.float32
+        if entry.kind == "single_file":
+            self._check_single_file_config(entry)
+        try:
+            if entry.kind == "single_file":
+                model = ControlNetModel.from_single_file(
+                    entry.location, config=str(self.library.single_file_config), local_files_only=True, dtype=dtype
+                )
+            elif entry.kind == "folder":
+                model = ControlNetModel.from_pretrained(entry.location, use_safetensors=True, dtype=dtype)
+            else:
+                from models.loading import hub_unreachable  # offline: the local HF cache only, no waiting
+
+                model = ControlNetModel.from_pretrained(
+                    entry.location, use_safetensors=True, dtype=dtype, local_files_only=hub_unreachable()
+                )
+        except Exception as error:  # diffusers raises OSError, ValueError, SafetensorError, ... for a bad file
+            if entry.kind == "hub":
+                raise ValueError(
+                    f"ControlNet {entry.name!r}: not in {self.library.folder} and not loaded from the Hub "
+                    f"({type(error).__name__}: {_first_line(error)})"
+                ) from None
+            raise ValueError(
+                f"ControlNet file {_file_name(entry)}: cannot be loaded: truncated, damaged or not shaped as its "
+                f"config says ({type(error).__name__}: {_first_line(error)})"
+            ) from None
+        model = model.to(self.device).eval().requires_grad_(False)
+        if model.device.type == "cpu":
+            _own_memory(model)
+        return model
+
+    def _check_single_file_config(self, entry: ControlNetEntry) -> None:
+        """A single file loads with one config; a ControlNet of another width would fail with a shape error."""
+        config_folder = self.library.single_file_config
+        config_width = json.loads((config_folder / "config.json").read_text()).get("cross_attention_dim")
+        width = self.library.cross_attention_dim(entry)
+        if width is not None and config_width is not None and width != config_width:
+            raise ValueError(
+                f"ControlNet file {_file_name(entry)}: its cross-attention width is {width} "
+                f"({BASE_NAMES.get(width, 'unknown base')}); single files load with the config in {config_folder}, "
+                f"of width {config_width}. Use it as a diffusers folder (config.json + {WEIGHTS_NAME}) instead."
+            )
+
+    def _free(self) -> None:
+        if str(self.device).startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def _own_memory(model) -> None:
+    """Copy the weights out of the file. On the CPU, diffusers leaves them memory-mapped from the .safetensors
+    file: a file overwritten in place (`cp new.safetensors canny.safetensors`) would change the loaded model
+    silently, and a shorter one would crash the process (SIGBUS) on the next access."""
+    import torch
+
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            tensor.data = tensor.data.clone()
+
+
+def _check_width(entry: ControlNetEntry, width: int | None, expected: int | None) -> None:
+    if expected is None or width is None or width == expected:
+        return
+    raise ValueError(
+        f"ControlNet file {_file_name(entry)}: made for another base model: its cross-attention width is {width} "
+        f"({BASE_NAMES.get(width, 'unknown base')}), the base model's is {expected} "
+        f"({BASE_NAMES.get(expected, 'unknown base')})"
+    )
+
+
+def _cache_key(entry: ControlNetEntry) -> tuple:
+    weights = entry.weights
+    if weights is None:
+        return (entry.location, 0, 0)
+    try:
+        stat = weights.stat()
+    except OSError:
+        raise ValueError(f"ControlNet file {_file_name(entry)}: cannot be read (was it removed?)") from None
+    return (entry.location, stat.st_size, stat.st_mtime_ns)
+
+
+def _file_name(entry: ControlNetEntry) -> str:
+    if entry.kind == "folder":
+        return f"{Path(entry.location).name}/{WEIGHTS_NAME}"
+    return Path(entry.location).name if entry.kind == "single_file" else entry.location
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [""])[0][:200]
+
+
+def _pickle_reason(name: str, what: str) -> str:
+    return (
+        f"ControlNet {name!r} is {what}; pickled weights (.ckpt, .pt, .pth, .bin) can run code when loaded, "
+        "so only .safetensors are accepted. Convert it to .safetensors first."
+    )
+
+
+def _safetensors_shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor shapes from a .safetensors header ({} if the header is unreadable: loading then says why)."""
+    try:
+        with path.open("rb") as file:
+            (length,) = struct.unpack("<Q", file.read(8))
+            if length > 100_000_000:
+                return {}
+            header = json.loads(file.read(length))
+    except (OSError, ValueError, struct.error):
+        return {}
+    return {key: value.get("shape", []) for key, value in header.items() if isinstance(value, dict)}
+
+
+def _hub_cached_weights(repo: str) -> Path | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo, WEIGHTS_NAME)
+    return Path(found) if isinstance(found, str) else None

@@ -1,0 +1,165 @@
+"""ControlNet units through the studio service on real (tiny) ControlNets with SD 1.5's 4-channel conv_in: over
+the 9-channel inpainting U-Net and a 4-channel one, in every mode, several at once, switching, bad input, the
+infotext, and the API (units and the canny preview through gradio_client)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+
+import numpy as np
+import pytest
+from gradio_client import handle_file
+from PIL import Image, ImageDraw
+
+from extensions.controlnet import pipeline as controlnet
+from extensions.controlnet.synthetic import controlnet_for
+from extensions.controlnet.units import fit
+from extensions.inpaint import InpaintOptions, InpaintPlan
+from models.manager import PipelineManager
+from service.infotext import parse_infotext
+from service.studio import StudioService
+
+SIZE = 64
+
+
+def circle(size: int = SIZE) -> Image.Image:
+    image = Image.new("RGB", (size, size), "black")
+    ImageDraw.Draw(image).ellipse([size // 4, size // 4, 3 * size // 4, 3 * size // 4], outline="white", width=3)
+    return image
+
+
+def studio(manager: PipelineManager, folder, outputs) -> StudioService:
+    unet, scale = manager.pipelines["txt2img"].unet, manager.pipelines["txt2img"].vae_scale_factor
+    controlnet_for(unet, seed=1, vae_scale_factor=scale).save_pretrained(folder / "cn_a")
+    controlnet_for(unet, seed=2, vae_scale_factor=scale).save_pretrained(folder / "cn_b")
+    (folder / "pickled.pth").write_bytes(b"never unpickled")
+    wide = controlnet_for(unet, seed=3, vae_scale_factor=scale)
+    wide.register_to_config(cross_attention_dim=2048)  # as an SDXL ControlNet declares itself
+    wide.save_pretrained(folder / "sdxl_cn")
+    return StudioService(manager, outputs, controlnets=controlnet.install(manager, folder))
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    return studio(PipelineManager.load("demo", device="cpu"), tmp_path_factory.mktemp("ControlNet"),
+                  tmp_path_factory.mktemp("outputs"))
+
+
+@pytest.fixture(scope="module")
+def service4(txt2img_folder, tmp_path_factory):
+    """The same over a 4-channel U-Net."""
+    return studio(PipelineManager.load(str(txt2img_folder), device="cpu"), tmp_path_factory.mktemp("ControlNet4"),
+                  tmp_path_factory.mktemp("outputs4"))
+
+
+def run(service, mode="txt2img", units=(), **settings) -> np.ndarray:
+    inputs = {"prompt": "a cat", "steps": 3, "seed": 4, "width": SIZE, "height": SIZE}
+    if mode != "txt2img":
+        inputs.update(image=Image.new("RGB", (SIZE, SIZE), "gray"), strength=0.8)
+    if mode == "inpaint":
+        mask = Image.new("L", (SIZE, SIZE), 0)
+        mask.paste(255, (8, 8, 56, 56))
+        inputs["mask"] = mask
+    generation = service.generate(mode, controlnet_units=list(units), **{**inputs, **settings})
+    return np.asarray(Image.open(generation.files[0])).astype(int)
+
+
+def unit(model="cn_a", **settings) -> dict:
+    return {"enabled": True, "module": "canny", "model": model, "image": circle(), **settings}
+
+
+def test_weight_zero_or_guidance_end_zero_equal_no_controlnet_and_a_unit_changes_the_output(service):
+    base = run(service)
+    assert np.array_equal(run(service, units=[unit(weight=0.0)]), base)
+    assert np.array_equal(run(service, units=[unit(guidance_end=0.0)]), base)
+    assert np.array_equal(run(service, units=[{**unit(), "enabled": False}]), base)
+    assert np.abs(run(service, units=[unit()]) - base).max() > 10
+
+
+@pytest.mark.parametrize("mode", ["txt2img", "img2img", "inpaint"])
+def test_every_mode_over_both_unets(service, service4, mode):
+    for studio_service in (service, service4):
+        base = run(studio_service, mode)
+        assert np.abs(run(studio_service, mode, [unit()]) - base).max() > 10, (mode, studio_service.manager)
+
+
+def test_two_units_at_once_and_switching_back_reproduces_and_shares_the_unet(service):
+    unet = service.manager.pipelines["inpaint"].unet
+    a = run(service, units=[unit("cn_a")])
+    b = run(service, units=[unit("cn_b")])
+    both = run(service, units=[unit("cn_a"), unit("cn_b", control_mode="My prompt is more important")])
+    assert np.abs(a - b).max() > 10 and np.abs(both - a).max() > 0 and np.abs(both - b).max() > 0
+    assert np.array_equal(run(service, units=[unit("cn_a")]), a), "A, B, A again: A's pixels"
+    assert all(pipe.unet is unet for pipe in service.manager.pipelines.values()), "the U-Net is never copied"
+
+
+def test_only_masked_crops_the_control_map_like_the_image(service):
+    picture = Image.fromarray(np.random.default_rng(1).integers(0, 256, (150, 200, 3), dtype=np.uint8))
+    mask = Image.new("L", picture.size, 0)
+    mask.paste(255, (120, 30, 160, 70))
+    options = {"inpaint_area": "Only masked", "padding": 8, "mask_blur": 0}
+    seen = []
+    original = service.manager.generate
+    service.manager.generate = lambda job, on_step=None: seen.append(job) or original(job, on_step)
+    try:
+        service.generate("inpaint", prompt="x", image=picture, mask=mask, steps=2, width=SIZE, height=SIZE,
+                         controlnet_units=[{"module": "none", "model": "cn_a"}], **options)
+    finally:
+        del service.manager.generate
+    plan = InpaintPlan.make(picture, mask, InpaintOptions(**options), SIZE, SIZE)
+    control = np.asarray(seen[0].controls[0].image).astype(int)
+    fitted = fit(picture, picture.size, "Crop and Resize")
+    expected = np.asarray(fitted.crop(plan.box).resize((SIZE, SIZE), Image.Resampling.BILINEAR))
+    whole = np.asarray(fitted.resize((SIZE, SIZE), Image.Resampling.BILINEAR))
+    assert np.array_equal(control, expected), "the map is cropped exactly as the image is"
+    assert np.abs(control - whole).mean() > 20, "(and not the whole picture)"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"model": "nowhere"}, "ControlNet 'nowhere' not found in"),
+    ({"model": "pickled"}, "pickled weights .* can run code"),
+    ({"model": "sdxl_cn"}, "made for another base model: its cross-attention width is 2048 .SDXL., the base "
+                           "model's is 32"),
+    ({"image": "bm90IGFuIGltYWdl"}, "controlnet unit 0: image is not a readable base64-encoded image"),
+    ({"weight": 3}, "controlnet unit 0: ControlNet weight must be from 0.0 to 2.0, got 3"),
+    ({"module": "cany"}, "controlnet unit 0: preprocessor 'cany' is not available here; available: none, canny"),
+    ({"resize_mode": "Stretch"}, "resize_mode must be one of Just Resize, Crop and Resize, Resize and Fill"),
+])
+def test_bad_units_are_refused_clearly_and_the_next_request_works(service, change, message):
+    with pytest.raises(ValueError, match=message):
+        run(service, units=[unit(**change)])
+    assert run(service, units=[unit()]).shape == (SIZE, SIZE, 3)
+
+
+def test_txt2img_unit_needs_an_image_and_mixed_guess_mode_is_refused(service):
+    with pytest.raises(ValueError, match="controlnet unit 0: give it an image"):
+        run(service, units=[{"module": "canny", "model": "cn_a"}])
+    with pytest.raises(ValueError, match="every unit of the request must use it or none"):
+        run(service, units=[unit(control_mode="ControlNet is more important"), unit("cn_b")])
+
+
+def encoded(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_units_and_canny_preview_through_gradio_client(client, tmp_path):
+    circle(128).save(tmp_path / "circle.png")
+    detected = client.predict(image=handle_file(tmp_path / "circle.png"), module="canny", threshold_a=50,
+                              threshold_b=150, api_name="/controlnet_detect")
+    edges = np.asarray(Image.open(detected).convert("L"))
+    assert edges.shape == (128, 128) and edges[60:68, 60:68].max() == 0 and edges.max() > 40, "edges on the ring only"
+    gallery, infotext, warnings = client.predict(
+        prompt="a ring", seed=1, steps=2, width=64, height=64, api_name="/txt2img",
+        controlnet_units=[{"module": "canny", "model": "edges", "image": encoded(circle(128)), "weight": 0.8,
+                           "extra_field": 1}],
+    )
+    entry = parse_infotext(infotext)[2]["ControlNet 0"]
+    assert re.fullmatch(
+        r"Module: canny, Model: edges \[[0-9a-f]{8}\], Weight: 0.8, Resize Mode: Crop and Resize, Processor Res: 512, "
+        r"Threshold A: 100, Threshold B: 200, Guidance Start: 0.0, Guidance End: 1.0, Pixel Perfect: False, "
+        r"Control Mode: Balanced", entry)
+    assert "ignored unknown fields extra_field" in warnings
