@@ -32,6 +32,9 @@ ENVIRONMENT = {
     "controlnet_units": ("SD_CONTROLNET_UNITS", "3"),
     "output_dir": ("SD_OUTPUT_DIR", str(ROOT / "outputs")),
     "queue_size": ("SD_QUEUE_SIZE", "16"),
+    "api": ("SD_API", "off"),
+    "api_auth": ("SD_API_AUTH", ""),
+    "auth": ("SD_AUTH", ""),
 }
 
 
@@ -51,6 +54,9 @@ class AppConfig:
     controlnet_units: int  # ControlNet units per request (and per tab in the UI)
     output_dir: Path
     queue_size: int
+    api: bool  # serve AUTOMATIC1111's REST API (/sdapi/v1) beside the UI
+    api_auth: tuple[str, str] | None  # HTTP basic credentials for the REST API
+    auth: tuple[str, str] | None  # credentials for the UI (and gradio_client)
 
 
 def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> AppConfig:
@@ -67,28 +73,31 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
             parser.error(f"--{option.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
         numbers[option] = int(value)
     switches = {}
-    for option in ("lora_fuse", "compile"):
+    for option in ("lora_fuse", "compile", "api"):
         value = str(getattr(args, option)).lower()
         if value not in ("on", "off", "1", "0", "true", "false"):
             parser.error(f"--{option.replace('_', '-')} must be on or off, got {getattr(args, option)!r}")
         switches[option] = value in ("on", "1", "true")
     if switches["lora_fuse"] and switches["compile"]:
         parser.error("--lora-fuse cannot be combined with --compile: the compiled U-Net's LoRA slot is hot-swapped")
+    credentials = {}
+    for option in ("api_auth", "auth"):
+        value = str(getattr(args, option))
+        if value and (":" not in value or not value.split(":", 1)[0] or not value.split(":", 1)[1]):
+            parser.error(f"--{option.replace('_', '-')} must be user:password, got {value!r}")
+        credentials[option] = tuple(value.split(":", 1)) if value else None
     return AppConfig(
         model=args.model, host=args.host, device=args.device, lora_dir=Path(args.lora_dir),
         controlnet_dir=Path(args.controlnet_dir), output_dir=Path(args.output_dir), **numbers, **switches,
+        **credentials,
     )
 
 
-def build_app(config: AppConfig):
-    """Load the model (or the demo model when offline) and build the UI; returns (blocks, service)."""
+def load_model(config: AppConfig, manager):
+    """Install the extensions on a loaded model: (manager, loras, controlnets)."""
     from extensions import lora
     from extensions.controlnet import pipeline as controlnet
-    from models.manager import load_or_demo
-    from service.studio import StudioService
-    from ui.layout import build_ui
 
-    manager, notice = load_or_demo(config.model, config.device)
     config.lora_dir.mkdir(parents=True, exist_ok=True)  # so users see where to drop their LoRA files
     loras = lora.install(manager, config.lora_dir, cap=config.lora_cap, fuse=config.lora_fuse,
                          compiled_rank=config.lora_rank if config.compile else None)
@@ -97,16 +106,80 @@ def build_app(config: AppConfig):
     config.controlnet_dir.mkdir(parents=True, exist_ok=True)
     controlnets = controlnet.install(manager, config.controlnet_dir, cap=config.controlnet_cap,
                                      max_units=config.controlnet_units)
+    return manager, loras, controlnets
+
+
+def build_app(config: AppConfig):
+    """Load the model (or the demo model when offline) and build the UI; returns (blocks, service)."""
+    from models.manager import PipelineManager, load_or_demo
+    from service.studio import StudioService
+    from ui.layout import build_ui
+
+    manager, notice = load_or_demo(config.model, config.device)
+    manager, loras, controlnets = load_model(config, manager)
     service = StudioService(manager, config.output_dir, notice=notice, loras=loras, controlnets=controlnets)
+
+    def switch(spec: str):
+        try:
+            return load_model(config, PipelineManager.load(spec, config.device))
+        except OSError as error:
+            raise ValueError(f"sd_model_checkpoint: could not load {spec!r} ({str(error).splitlines()[0]})") from None
+
+    service.model_loader = switch
     logging.getLogger("sd-studio").info(service.system_line())
     return build_ui(service, queue_size=config.queue_size), service
 
 
+def build_server(config: AppConfig, blocks, service):
+    """One FastAPI app on one port: the REST API (with --api) beside the Gradio UI."""
+    import gradio as gr
+    from fastapi import FastAPI
+
+    server = FastAPI(title="SD Studio")
+    if config.api:
+        from api.queued import QueuedEndpoints
+        from api.sdapi import build_router
+
+        host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
+        queued = QueuedEndpoints(f"http://{host}:{config.port}/", auth=config.auth)
+        server.include_router(build_router(service, queued, config.api_auth))
+    return gr.mount_gradio_app(server, blocks, path="", auth=config.auth, allowed_paths=[str(config.output_dir)],
+                               show_error=True)
+
+
+def start_in_background(config: AppConfig):
+    """The app as `main` serves it, in a background thread (tests, benchmarks); returns (server, service)."""
+    import threading
+    import time
+
+    import uvicorn
+
+    blocks, service = build_app(config)
+    server = uvicorn.Server(uvicorn.Config(build_server(config, blocks, service), host=config.host, port=config.port,
+                                           log_level="warning"))
+    server.thread = threading.Thread(target=server.run, daemon=True)
+    server.thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    return server, service
+
+
+def stop_in_background(server) -> None:
+    server.should_exit = True
+    server.thread.join(timeout=30)
+
+
 def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    from models.zerogpu import on_zerogpu
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = parse_config(argv)
+    if on_zerogpu():  # imports `spaces` before torch touches CUDA, as ZeroGPU needs
+        logging.getLogger("sd-studio").info("running on ZeroGPU: each generation holds a GPU while it runs")
     blocks, service = build_app(config)
-    blocks.launch(server_name=config.host, server_port=config.port, allowed_paths=[str(config.output_dir)], show_error=True)
+    uvicorn.run(build_server(config, blocks, service), host=config.host, port=config.port)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     python -m bench.run_all
 """
 
-from bench import cold_start, controlnet, cuda_speed, inpaint, lora, memory, overhead
+from bench import cold_start, controlnet, cuda_speed, inpaint, lora, memory, overhead, rest
 
 if __name__ == "__main__":
     overhead.main()
@@ -12,4 +12,5 @@ if __name__ == "__main__":
     lora.main()
     inpaint.main()
     controlnet.main()
+    rest.main()
     cuda_speed.main()

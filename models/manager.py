@@ -53,7 +53,7 @@ class PipelineManager:
         self.source = source
         self.runtime = runtime
         self.model_hash = model_hash
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # re-entered by the service, which tracks the job that holds it
         self._interrupt = threading.Event()
         self.configurers: list[Configurer] = []  # extensions (LoRA, ...) in the order they were added
         self.pipeline_hooks: list[PipelineHook] = []  # extensions that swap the pipeline (ControlNet)

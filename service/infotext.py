@@ -15,7 +15,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 # A1111's own pattern (modules/infotext_utils.py): a key, then a quoted or a plain value up to the next comma.
-_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+PARAMETER = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 
 
 def format_value(value) -> str:
@@ -35,7 +35,7 @@ def format_infotext(prompt: str, negative_prompt: str, parameters: dict) -> str:
 def parse_infotext(text: str) -> tuple[str, str, dict[str, str]]:
     """(prompt, negative prompt, parameters as strings) from an infotext, ours or A1111's."""
     *lines, last = text.strip().split("\n")
-    if len(_PARAM.findall(last)) < 3:  # no parameter line: all of it is prompt
+    if len(PARAMETER.findall(last)) < 3:  # no parameter line: all of it is prompt
         lines, last = lines + [last], ""
     prompt, negative, in_negative = [], [], False
     for line in lines:
@@ -43,7 +43,7 @@ def parse_infotext(text: str) -> tuple[str, str, dict[str, str]]:
             in_negative, line = True, line.removeprefix("Negative prompt:").strip()
         (negative if in_negative else prompt).append(line)
     parameters = {}
-    for key, value in _PARAM.findall(last):
+    for key, value in PARAMETER.findall(last):
         if value.startswith('"') and value.endswith('"'):
             value = json.loads(value)
         parameters[key.strip()] = value

@@ -11,6 +11,7 @@ import dataclasses
 import datetime
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,18 @@ INPAINT_FIELDS = tuple(field.name for field in dataclasses.fields(InpaintOptions
 OUTPAINT_FIELDS = ("left", "right", "up", "down", "overlap", "fill")
 
 
+@dataclass
+class JobState:
+    """What runs now, for /sdapi/v1/progress: the job's step, its steps and when it started."""
+
+    running: bool = False
+    step: int = 0
+    steps: int = 0
+    started: float = 0.0
+    job_count: int = 0  # jobs started since the app started
+    interrupted: bool = False
+
+
 @dataclass(frozen=True)
 class Generation:
     files: list[Path]
@@ -51,6 +64,8 @@ class StudioService:
         self.notice = notice  # e.g. "fell back to the demo model because ..."
         self.loras = loras  # None: LoRA is off and <lora:...> tags are refused
         self.controlnets = controlnets  # None: ControlNet is off and units are refused
+        self.state = JobState()
+        self.model_loader = None  # spec -> (manager, loras, controlnets); set by the app to allow switching
         self._save_lock = threading.Lock()
 
     # -- facts for the interfaces -----------------------------------------------------------------------
@@ -63,7 +78,16 @@ class StudioService:
         return self.manager.default_size
 
     def interrupt(self) -> None:
+        self.state.interrupted = self.state.running
         self.manager.interrupt()
+
+    def switch_model(self, spec: str) -> None:
+        """Load another base model and make it the one every request uses (A1111's sd_model_checkpoint). Waits
+        for the running job; the current model stays in use if the new one fails to load."""
+        if self.model_loader is None:
+            raise ValueError("sd_model_checkpoint: switching models is not available in this app")
+        with self.manager.lock:
+            self.manager, self.loras, self.controlnets = self.model_loader(spec)
 
     # -- generation -------------------------------------------------------------------------------------
 
@@ -88,7 +112,7 @@ class StudioService:
         controls = tuple(unit.control_input(request.image, target, index, crop) for index, unit in units)
         job = dataclasses.replace(job, controls=controls)
         # 2. run on the shared model (the manager holds its lock while configuring and running)
-        result = self.manager.generate(job, on_step=on_step)
+        result = self._run_tracked(job, on_step)
         if result.interrupted:
             warnings.append("interrupted: the image shows the state after the last finished step")
         # 3. inpainting: the generated area back into the picture, every pixel outside the blurred mask untouched
@@ -106,6 +130,19 @@ class StudioService:
         for warning in warnings:
             log.warning(warning)
         return Generation(files, infotexts, result.seeds, warnings, result.interrupted)
+
+    def _run_tracked(self, job: GenerationRequest, on_step: StepCallback | None):
+        def step(done: int, total: int) -> None:
+            self.state.step, self.state.steps = done, total
+            if on_step is not None:
+                on_step(done, total)
+
+        with self.manager.lock:  # re-entered by generate: the state describes the job that holds the model
+            self.state = JobState(True, 0, job.steps, time.monotonic(), self.state.job_count + 1)
+            try:
+                return self.manager.generate(job, on_step=step)
+            finally:
+                self.state.running = False
 
     def outpaint(self, on_step: StepCallback | None = None, **raw) -> Generation:
         """Extend the canvas (left/right/up/down px), pre-fill the new area and inpaint it with a seam that

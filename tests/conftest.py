@@ -113,16 +113,13 @@ def app_server(tmp_path_factory):
     controlnet_for(demo.unet, seed=1).save_pretrained(controlnet_dir / "edges")
     config = app.parse_config(
         ["--model", "demo", "--device", "cpu", "--port", str(free_port()), "--lora-dir", str(lora_dir),
-         "--controlnet-dir", str(controlnet_dir), "--output-dir", str(tmp_path_factory.mktemp("outputs"))],
+         "--controlnet-dir", str(controlnet_dir), "--output-dir", str(tmp_path_factory.mktemp("outputs")),
+         "--api", "on"],
         environ={},
     )
-    blocks, service = app.build_app(config)
-    blocks.launch(
-        server_name=config.host, server_port=config.port, prevent_thread_lock=True, quiet=True,
-        allowed_paths=[str(config.output_dir)], show_error=True,
-    )
+    server, service = app.start_in_background(config)
     yield f"http://{config.host}:{config.port}", service
-    blocks.close()
+    app.stop_in_background(server)
 
 
 @pytest.fixture(scope="session")

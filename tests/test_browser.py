@@ -141,3 +141,27 @@ def test_controlnet_unit_preview_then_generate(page, tmp_path):
         re.compile(r'ControlNet 0: "Module: canny, Model: edges \[[0-9a-f]{8}\], Weight: 1.0'), timeout=30_000
     )
     screenshot(page, "controlnet")
+
+
+def test_png_info_send_to_txt2img_regenerates_the_same_pixels(page, app_server, tmp_path):
+    import io
+
+    import numpy as np
+
+    service = app_server[1]
+    original = service.generate("txt2img", prompt="a lighthouse <lora:ink:0.6>", negative_prompt="fog", seed=77,
+                                steps=5, guidance_scale=5.5, sampler="DPM++ 2M Karras", width=64, height=72).files[0]
+    page.get_by_role("tab", name="PNG Info").click()
+    page.locator("#pnginfo-image input[type=file]").set_input_files(original)
+    expect(page.locator("#pnginfo-text textarea")).to_have_value(re.compile("a lighthouse <lora:ink:0.6>"))
+    page.locator("#pnginfo-to-txt2img").click()
+    expect(page.locator("#txt2img-prompt textarea")).to_have_value("a lighthouse <lora:ink:0.6>")
+    page.locator("#txt2img-generate").click()
+    expect(page.locator("#txt2img-infotext textarea")).to_have_value(
+        re.compile(r"Steps: 5, Sampler: DPM\+\+ 2M, Schedule type: Karras, CFG scale: 5.5, Seed: 77, Size: 64x72"),
+        timeout=30_000,
+    )
+    source = page.locator("#txt2img-gallery img").first.get_attribute("src")
+    regenerated = Image.open(io.BytesIO(page.request.get(source).body()))
+    assert np.array_equal(np.asarray(regenerated.convert("RGB")), np.asarray(Image.open(original).convert("RGB")))
+    screenshot(page, "pnginfo")

@@ -10,6 +10,7 @@ import logging
 import gradio as gr
 from PIL import Image
 
+from models.zerogpu import duration_from_call, gpu
 from service.studio import Generation, StudioService
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,11 @@ MASK_MODES = ("Inpaint masked", "Inpaint not masked")  # A1111's words for inver
 class Handlers:
     def __init__(self, service: StudioService):
         self.service = service
+        # On a ZeroGPU Space each generation holds a GPU for a duration estimated from its own arguments;
+        # elsewhere gpu() returns the method itself.
+        for mode in ("txt2img", "img2img", "inpaint", "outpaint"):
+            method = getattr(self, mode)
+            setattr(self, mode, gpu(method, duration_from_call(method, mode)))
 
     def txt2img(
         self, prompt, negative_prompt, seed, steps, guidance_scale, width, height, sampler, batch_size,

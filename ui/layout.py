@@ -13,6 +13,7 @@ from ui.api import register_api
 from ui.controlnet_panel import controlnet_panel, with_units
 from ui.handlers import MASK_MODES, Handlers, select_infotext
 from ui.lora_picker import lora_picker
+from ui.png_info import png_info_tab
 
 GPU_SLOT = "gpu"  # every generation event shares this concurrency slot
 TITLE = "SD Studio"
@@ -33,20 +34,20 @@ def build_ui(service: StudioService, queue_size: int = 16) -> gr.Blocks:
         gr.Markdown(f"# {TITLE}")
         if service.notice:
             gr.Markdown(f"⚠️ **{service.notice}**", elem_id="model-notice")
-        with gr.Tabs():
-            with gr.Tab("txt2img", id="txt2img"):
-                _tab(handlers, "txt2img", defaults)
-            with gr.Tab("img2img", id="img2img"):
-                _tab(handlers, "img2img", defaults)
-            with gr.Tab("inpaint", id="inpaint"):
-                _tab(handlers, "inpaint", defaults)
+        with gr.Tabs() as tabs:
+            targets = {}
+            for mode in ("txt2img", "img2img", "inpaint"):
+                with gr.Tab(mode, id=mode):
+                    targets[mode] = _tab(handlers, mode, defaults)
+            png_info_tab(tabs, targets)
         gr.Markdown(f"`{service.system_line()}`", elem_id="system-line")
         register_api(handlers, defaults, GENERATION_EVENT)
     blocks.queue(max_size=queue_size, default_concurrency_limit=1, api_open=False)
     return blocks
 
 
-def _tab(handlers: Handlers, mode: str, defaults: dict) -> None:
+def _tab(handlers: Handlers, mode: str, defaults: dict) -> dict:
+    """Build one tab; returns its fields by API name (and "image", "mask_mode", "units") for PNG Info's Send to."""
     with gr.Row():
         with gr.Column(scale=4):
             prompt = gr.Textbox(label="Prompt", lines=3, elem_id=f"{mode}-prompt")
@@ -109,6 +110,13 @@ def _tab(handlers: Handlers, mode: str, defaults: dict) -> None:
     gallery.select(
         select_infotext, [infotexts], [infotext], api_name=f"{mode}_select", queue=False, api_visibility="private"
     )
+    fields = {"prompt": prompt, "negative_prompt": negative, "seed": seed, "steps": steps, "guidance_scale": cfg,
+              "width": width, "height": height, "sampler": sampler, "units": units}
+    if mode != "txt2img":
+        fields.update(image=images[0], strength=strength)
+    if mode == "inpaint":
+        fields.update(zip(("mask_blur", "mask_mode", "inpaint_area", "padding", "masked_content"), inpaint_settings))
+    return fields
 
 
 def _inpaint_settings() -> list:

@@ -44,12 +44,13 @@ class ControlUnit:
         the unit and the field."""
         if not isinstance(raw, dict):
             raise ValueError(f"controlnet unit {index}: must be an object of settings, got {type(raw).__name__}")
-        ignored = sorted(set(raw) - set(FIELDS) - {"input_image", "mask", "low_vram", "guessmode", "lowvram"})
+        ignored = sorted(set(raw) - set(FIELDS) - {"input_image", "mask", "low_vram", "guessmode", "lowvram",
+                                                   "hr_option"})
         if not raw.get("enabled", True):
             return None, ignored
         try:
-            values = {name: raw[name] for name in FIELDS if name in raw and name != "enabled" and raw[name] is not None}
-            if "image" not in values and raw.get("input_image") is not None:  # older clients' name
+            values = {name: raw[name] for name in FIELDS if name != "enabled" and raw.get(name) not in (None, "")}
+            if "image" not in values and raw.get("input_image"):  # older clients' name
                 values["image"] = raw["input_image"]
             if "image" in values:
                 values["image"] = decode_image(values["image"])
@@ -132,20 +133,20 @@ def fit(image: Image.Image, size: tuple[int, int], resize_mode: str) -> Image.Im
     return ImageOps.pad(image, size, Image.Resampling.BILINEAR, color="black")
 
 
-def decode_image(value) -> Image.Image:
-    """A control image from the API: a PIL image, or base64 / a data URL as A1111 clients send it. File paths are
-    not accepted: a client must not make the server read its files."""
+def decode_image(value, field_name: str = "image") -> Image.Image:
+    """An image from the API: a PIL image, or base64 / a data URL as A1111 clients send them (also used by the REST
+    API). File paths are not accepted: a client must not make the server read its files."""
     if isinstance(value, Image.Image):
         return value
-    if not isinstance(value, str):
-        raise ValueError(f"image must be a base64-encoded image, got {type(value).__name__}")
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{field_name} must be a base64-encoded image, got {type(value).__name__}")
     data = value.split(",", 1)[1] if value.startswith("data:") else value
     try:
         with Image.open(io.BytesIO(base64.b64decode(data, validate=True))) as image:
             image.load()
             return image
     except (binascii.Error, ValueError, UnidentifiedImageError, OSError):
-        raise ValueError(f"image is not a readable base64-encoded image (starts {value[:24]!r})") from None
+        raise ValueError(f"{field_name} is not a readable base64-encoded image (starts {value[:24]!r})") from None
 
 
 def _plain(number: float) -> float | int:

@@ -1,0 +1,1 @@
+"""AUTOMATIC1111-compatible REST API (/sdapi/v1, /controlnet) served beside the Gradio UI."""

@@ -1,0 +1,142 @@
+"""AUTOMATIC1111's /sdapi/v1 request bodies turned into our endpoint keywords, and our results into its responses.
+
+A1111 clients send every field they know, most with defaults for features this app does not have (hires fix,
+face restoration, ...). Those are ignored and listed in the response's `info`; a value we use but cannot accept
+is a ValueError naming the field, which the route answers with HTTP 422.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+
+from PIL import Image, ImageOps
+
+from extensions.controlnet.units import decode_image
+from extensions.inpaint.options import MASKED_CONTENT
+from models.samplers import join_name
+
+# A1111 field -> our keyword, for fields that mean the same thing
+SHARED = {"prompt": "prompt", "negative_prompt": "negative_prompt", "seed": "seed", "steps": "steps",
+          "cfg_scale": "guidance_scale", "width": "width", "height": "height", "batch_size": "batch_size"}
+# Fields read here rather than passed on
+HANDLED = {"sampler_name", "sampler_index", "scheduler", "n_iter", "alwayson_scripts", "init_images", "mask",
+           "denoising_strength", "mask_blur", "inpainting_fill", "inpaint_full_res", "inpaint_full_res_padding",
+           "inpainting_mask_invert", "resize_mode", "override_settings", "send_images", "save_images"}
+RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
+
+
+@dataclass
+class Job:
+    """One REST request as calls of our endpoints: `n_iter` batches of `kwargs`, the seed advancing by batch."""
+
+    endpoint: str  # "/txt2img", "/img2img" or "/inpaint"
+    kwargs: dict
+    n_iter: int = 1
+    images: dict[str, Image.Image] = field(default_factory=dict)  # endpoint keyword -> image to upload
+    ignored: list[str] = field(default_factory=list)
+
+
+def job_from_payload(payload: dict, route: str, default_sampler: str) -> Job:
+    if not isinstance(payload, dict):
+        raise ValueError(f"the request body must be a JSON object, got {type(payload).__name__}")
+    kwargs = {ours: payload[theirs] for theirs, ours in SHARED.items() if payload.get(theirs) is not None}
+    kwargs["sampler"] = _sampler(payload, default_sampler)
+    units = _controlnet_units(payload.get("alwayson_scripts"))
+    if units:
+        kwargs["controlnet_units"] = units
+    job = Job("/txt2img", kwargs, _whole("n_iter", payload.get("n_iter", 1), 1, 100))
+    job.ignored = sorted(key for key in payload if key not in SHARED and key not in HANDLED)
+    job.ignored += sorted(key for key in (payload.get("override_settings") or {}) if key != "sd_model_checkpoint")
+    if route == "img2img":
+        _img2img(payload, job)
+    return job
+
+
+def _img2img(payload: dict, job: Job) -> None:
+    images = payload.get("init_images")
+    if not isinstance(images, list) or not images:
+        raise ValueError("init_images must be a list with one base64-encoded image")
+    image = decode_image(images[0], "init_images[0]")
+    job.kwargs["strength"] = payload.get("denoising_strength", 0.75)
+    if payload.get("mask"):
+        job.endpoint = "/inpaint"
+        job.images["mask"] = decode_image(payload["mask"], "mask")
+        fill = payload.get("inpainting_fill", 1)
+        if not isinstance(fill, int) or isinstance(fill, bool) or not 0 <= fill < len(MASKED_CONTENT):
+            raise ValueError(f"inpainting_fill must be 0 to 3 ({', '.join(MASKED_CONTENT)}), got {fill!r}")
+        job.kwargs.update(
+            mask_blur=payload.get("mask_blur", 4), masked_content=MASKED_CONTENT[fill],
+            inpaint_area="Only masked" if payload.get("inpaint_full_res") else "Whole picture",
+            padding=payload.get("inpaint_full_res_padding", 32),
+            invert_mask=bool(payload.get("inpainting_mask_invert", 0)),
+        )
+    else:
+        job.endpoint = "/img2img"
+        image = _resized(image, payload.get("resize_mode", 0), job.kwargs.get("width", 512),
+                         job.kwargs.get("height", 512))
+    job.images["image"] = image
+
+
+def _resized(image: Image.Image, mode, width, height) -> Image.Image:
+    """img2img's init image at width x height by A1111's resize_mode (0 stretch, 1 crop, 2 fill, 3 as 0)."""
+    if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode < len(RESIZE_MODES):
+        raise ValueError(f"resize_mode must be 0 to 3 ({', '.join(RESIZE_MODES)}), got {mode!r}")
+    if not all(isinstance(side, int) and side > 0 for side in (width, height)):
+        return image  # the endpoint names the bad size
+    size = (width, height)
+    if mode == 1:
+        return ImageOps.fit(image.convert("RGB"), size, Image.Resampling.LANCZOS)
+    if mode == 2:
+        return ImageOps.pad(image.convert("RGB"), size, Image.Resampling.LANCZOS)
+    return image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+
+
+def _sampler(payload: dict, default: str) -> str:
+    name = payload.get("sampler_name") or payload.get("sampler_index") or default
+    scheduler = str(payload.get("scheduler") or "automatic")
+    return join_name(str(name), scheduler.capitalize()) if scheduler.lower() != "automatic" else str(name)
+
+
+def _controlnet_units(scripts) -> list:
+    """sd-webui-controlnet's units from `alwayson_scripts` ({"controlnet": {"args": [unit, ...]}}, any case)."""
+    if not isinstance(scripts, dict):
+        return []
+    for name, script in scripts.items():
+        if name.lower() == "controlnet":
+            args = script.get("args") if isinstance(script, dict) else None
+            if not isinstance(args, list):
+                raise ValueError("alwayson_scripts.controlnet.args must be a list of units")
+            return [unit for unit in args if isinstance(unit, dict) and unit.get("enabled", True)]
+    return []
+
+
+def _whole(field_name: str, value, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{field_name} must be a whole number from {low} to {high}, got {value!r}")
+    return value
+
+
+def encode_png(path) -> str:
+    """The saved PNG's bytes as base64: the infotext chunk travels with the image."""
+    with open(path, "rb") as file:
+        return base64.b64encode(file.read()).decode()
+
+
+def response(images: list[str], infotexts: list[str], seeds: list[int], payload: dict, job: Job,
+             warnings: list[str]) -> dict:
+    """A1111's response: images, the request's parameters, and `info` as a JSON string."""
+    first = infotexts[0] if infotexts else ""
+    info = {
+        "prompt": payload.get("prompt", ""), "all_prompts": [payload.get("prompt", "")] * len(seeds),
+        "negative_prompt": payload.get("negative_prompt", ""), "seed": seeds[0] if seeds else -1,
+        "all_seeds": seeds, "subseed": -1, "all_subseeds": [-1] * len(seeds),
+        "width": job.kwargs.get("width"), "height": job.kwargs.get("height"),
+        "sampler_name": job.kwargs.get("sampler"), "cfg_scale": job.kwargs.get("guidance_scale"),
+        "steps": job.kwargs.get("steps"), "batch_size": job.kwargs.get("batch_size", 1),
+        "infotexts": infotexts, "job_timestamp": "", "index_of_first_image": 0,
+        "ignored_fields": job.ignored, "warnings": warnings, "info": first,
+    }
+    parameters = {**payload, **{key: None for key in ("init_images", "mask") if key in payload}}  # not echoed back
+    return {"images": images, "parameters": parameters, "info": json.dumps(info)}

@@ -1,0 +1,302 @@
+"""PNG Info: read the generation parameters an image carries and turn them into what our tabs' fields should be.
+
+Images made here or by AUTOMATIC1111 keep their infotext in the PNG `parameters` text chunk. A1111 saves JPEG
+and WebP with the infotext in the EXIF UserComment instead (piexif's `UserComment.dump(text, encoding="unicode")`:
+b"UNICODE\\0" then UTF-16 big-endian), which PIL reads without a new dependency.
+
+`fields_from_infotext` answers "send to tab": only what the infotext says becomes a field, so sending an image
+changes nothing it does not mention. A value that is not a number where one belongs is left out with a warning
+rather than raising: a picture from elsewhere should still fill in everything it can.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from extensions.inpaint.options import INPAINT_AREAS, MASKED_CONTENT, InpaintOptions
+from models.samplers import SAMPLER_NAMES, join_name
+from service.infotext import PARAMETER, parse_infotext
+
+EXIF_IFD = 0x8769  # the Exif sub-IFD, where UserComment lives (not in IFD0)
+USER_COMMENT = 0x9286
+_PREFIXES = {  # EXIF 2.3 UserComment character codes: 8 bytes before the text
+    b"ASCII\0\0\0": "ascii",
+    b"UNICODE\0": "utf-16",
+    b"JIS\0\0\0\0\0": "shift_jis",
+    b"\0\0\0\0\0\0\0\0": "undefined",
+}
+
+# infotext key -> (field, kind of value); see _CONVERTERS
+_SIMPLE = {
+    "Steps": ("steps", "whole"),
+    "CFG scale": ("guidance_scale", "number"),
+    "Seed": ("seed", "whole"),
+    "Denoising strength": ("strength", "number"),
+}
+_TEXTS = {"Model": "model", "Model hash": "model_hash"}
+# A1111 writes "Mask blur" for every inpaint job and leaves the other inpaint settings out at their defaults.
+_INPAINT_KEYS = ("Mask blur", "Inpaint area", "Masked area padding", "Masked content", "Mask mode")
+_MASK_MODES = ("Inpaint masked", "Inpaint not masked")  # invert_mask off / on
+_CONTROLNET = re.compile(r"ControlNet (\d+)$")
+# sd-webui-controlnet's entry "Module: canny, Model: name [hash], Weight: 1.0, ..." -> the API's unit fields
+_UNIT_KEYS = {
+    "Module": ("module", "text"),
+    "Model": ("model", "model"),
+    "Weight": ("weight", "number"),
+    "Resize Mode": ("resize_mode", "text"),
+    "Processor Res": ("processor_res", "whole"),
+    "Threshold A": ("threshold_a", "threshold"),
+    "Threshold B": ("threshold_b", "threshold"),
+    "Guidance Start": ("guidance_start", "number"),
+    "Guidance End": ("guidance_end", "number"),
+    "Pixel Perfect": ("pixel_perfect", "boolean"),
+    "Control Mode": ("control_mode", "text"),
+}
+
+
+# -- reading ------------------------------------------------------------------------------------------------
+
+
+def read_infotext(source) -> str | None:
+    """The infotext of an image (a PIL image, a file path, a gradio file dict or the file's bytes), or None when
+    it carries none."""
+    if isinstance(source, Image.Image):
+        return _infotext_of(source)
+    if isinstance(source, dict) and "path" in source:
+        source = source["path"]
+    if isinstance(source, (bytes, bytearray)):
+        source = io.BytesIO(source)
+    elif not isinstance(source, (str, Path)):
+        raise ValueError(f"image must be a PIL image, a file path or bytes, got {type(source).__name__}")
+    try:
+        with Image.open(source) as image:
+            return _infotext_of(image)
+    except FileNotFoundError:
+        raise ValueError(f"image: file {str(source)!r} does not exist") from None
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"image is not a readable image ({error})") from None
+
+
+def _infotext_of(image: Image.Image) -> str | None:
+    text = image.info.get("parameters")  # PNG tEXt/iTXt, ours and A1111's
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    if not text:
+        text = _user_comment(image)
+    text = (text or "").strip()
+    return text or None
+
+
+def _user_comment(image: Image.Image) -> str | None:
+    try:
+        value = image.getexif().get_ifd(EXIF_IFD).get(USER_COMMENT)
+    except Exception:  # noqa: BLE001 - a broken EXIF block means "no metadata", not a failed upload
+        return None
+    if value is None:
+        return None
+    return value if isinstance(value, str) else decode_user_comment(bytes(value))
+
+
+def decode_user_comment(data: bytes) -> str:
+    """EXIF UserComment bytes as text: an 8-byte character code, then the text. UNICODE is UTF-16 in either byte
+    order (A1111 and piexif write big-endian; some tools follow the TIFF byte order), decided by a BOM or by
+    where the zero bytes of ASCII characters fall. Without a known prefix, A1111's fallback: the bytes as UTF-8."""
+    code = _PREFIXES.get(data[:8])
+    body = data[8:] if code else data
+    if code == "utf-16":
+        text = _decode_utf16(body)
+    elif code == "shift_jis":
+        text = body.decode("shift_jis", errors="replace")
+    else:  # ASCII (often UTF-8 in practice), undefined, or no prefix at all
+        text = body.decode("utf-8", errors="replace")
+    return text.rstrip("\0")
+
+
+def _decode_utf16(body: bytes) -> str:
+    if body[:2] in (b"\xfe\xff", b"\xff\xfe"):
+        return body.decode("utf-16", errors="replace")
+    zeros_first = body[0::2].count(0)  # "A" is 00 41 in big-endian, 41 00 in little-endian
+    zeros_second = body[1::2].count(0)
+    return body.decode("utf-16-le" if zeros_second > zeros_first else "utf-16-be", errors="replace")
+
+
+# -- fields for the tabs ------------------------------------------------------------------------------------
+
+
+def fields_from_infotext(text: str) -> dict:
+    """What the tabs' fields become. Always: prompt and negative_prompt (as written, <lora:...> tags included;
+    A1111 leaves the negative line out when it is empty), `other` (unknown entries, as strings) and `warnings`.
+    The rest only when the infotext has it: steps, sampler, guidance_scale, seed, width, height, strength,
+    model, model_hash, the inpaint settings and controlnet_units."""
+    prompt, negative, parameters = parse_infotext(text)
+    fields: dict = {"prompt": prompt, "negative_prompt": negative}
+    warnings: list[str] = []
+    rest = dict(parameters)
+    for key, (field, kind) in _SIMPLE.items():
+        if key in rest:
+            _put(fields, field, key, rest.pop(key), kind, warnings)
+    for key, field in _TEXTS.items():
+        if key in rest:
+            fields[field] = rest.pop(key)
+    if "Size" in rest:
+        fields.update(_size(rest.pop("Size"), warnings))
+    if "Sampler" in rest:
+        sampler = _sampler(rest.pop("Sampler"), rest.pop("Schedule type", None), warnings)
+        if sampler is not None:
+            fields["sampler"] = sampler
+    if "Mask blur" in rest:
+        fields.update(_inpaint({key: rest.pop(key) for key in _INPAINT_KEYS if key in rest}, warnings))
+    units = _controlnet_units(rest, warnings)
+    if units:
+        fields["controlnet_units"] = units
+    fields["other"] = rest
+    fields["warnings"] = warnings
+    return fields
+
+
+def _put(fields: dict, field: str, key: str, value: str, kind: str, warnings: list[str]) -> None:
+    """fields[field] = the value read as `kind`; a value that does not read is left out with a warning."""
+    convert, description = _CONVERTERS[kind]
+    try:
+        fields[field] = convert(value)
+    except ValueError:
+        warnings.append(f"{key}: {value!r} is not {description}; left out")
+
+
+def _number(value: str) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(value)
+    return number
+
+
+def _whole(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        number = _number(value)  # "20.0"
+        if not number.is_integer():
+            raise
+        return int(number)
+
+
+def _threshold(value: str) -> float | None:
+    """sd-webui-controlnet writes -1 for "the preprocessor's default", which the API's units take as None."""
+    number = _number(value)
+    return None if number == -1 else number
+
+
+def _boolean(value: str) -> bool:
+    if value.lower() not in ("true", "false"):
+        raise ValueError(value)
+    return value.lower() == "true"
+
+
+def _model_name(value: str) -> str:
+    return value.split(" [")[0].strip()  # "name [hash]", as the ControlNet UI shows it
+
+
+_CONVERTERS = {
+    "number": (_number, "a number"),
+    "whole": (_whole, "a whole number"),
+    "threshold": (_threshold, "a number"),
+    "boolean": (_boolean, "True or False"),
+    "model": (_model_name, "a model name"),
+    "text": (str, "text"),
+}
+
+
+def _size(value: str, warnings: list[str]) -> dict:
+    match = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", value)
+    if match is None:
+        warnings.append(f"Size: {value!r} is not WIDTHxHEIGHT; left out")
+        return {}
+    return {"width": int(match[1]), "height": int(match[2])}
+
+
+def _sampler(name: str, schedule_type: str | None, warnings: list[str]) -> str | None:
+    """A1111 1.9+ writes Sampler and Schedule type apart; older infotexts a combined name such as
+    "DPM++ 2M Karras". Either becomes one of our sampler names."""
+    joined = join_name(name, schedule_type)
+    if joined not in SAMPLER_NAMES:
+        warnings.append(f"Sampler: {name!r} is not available here; left out")
+        return None
+    if schedule_type not in (None, "Automatic") and joined == name and not name.endswith(f" {schedule_type}"):
+        warnings.append(f"Schedule type: {schedule_type!r} is not available for {name}; using {name} as it is")
+    return joined
+
+
+def _inpaint(entries: dict[str, str], warnings: list[str]) -> dict:
+    """An inpaint infotext: what it says, and the defaults for what it leaves out (A1111 writes only the
+    inpaint settings that differ from them), so sending it to the inpaint tab reproduces the job."""
+    default = InpaintOptions()
+    fields: dict = {"inpaint_area": default.inpaint_area, "padding": default.padding,
+                    "masked_content": default.masked_content, "invert_mask": default.invert_mask}
+    _put(fields, "mask_blur", "Mask blur", entries["Mask blur"], "whole", warnings)
+    if "Masked area padding" in entries:
+        _put(fields, "padding", "Masked area padding", entries["Masked area padding"], "whole", warnings)
+    for key, field, choices in (("Inpaint area", "inpaint_area", INPAINT_AREAS),
+                                ("Masked content", "masked_content", MASKED_CONTENT)):
+        value = entries.get(key)
+        if value is not None and value not in choices:
+            warnings.append(f"{key}: {value!r} is not one of {', '.join(choices)}; left at {fields[field]!r}")
+        elif value is not None:
+            fields[field] = value
+    mode = entries.get("Mask mode")
+    if mode is not None and mode not in _MASK_MODES:
+        warnings.append(f"Mask mode: {mode!r} is not one of {', '.join(_MASK_MODES)}; left at inpaint masked")
+    elif mode is not None:
+        fields["invert_mask"] = mode == _MASK_MODES[1]
+    return fields
+
+
+def _controlnet_units(rest: dict[str, str], warnings: list[str]) -> list[dict]:
+    """`ControlNet 0`, `ControlNet 1`, ... entries (taken out of `rest`) as API units, ordered by their number."""
+    numbered = sorted((int(match[1]), key) for key in rest if (match := _CONTROLNET.match(key)))
+    units = []
+    for _, key in numbered:
+        unit = _unit(key, rest.pop(key), warnings)
+        if unit is not None:
+            units.append(unit)
+    return units
+
+
+def _unit(key: str, value: str, warnings: list[str]) -> dict | None:
+    unit: dict = {"enabled": True}
+    for name, raw in PARAMETER.findall(value):  # A1111's key/value pattern, inside one ControlNet value
+        name = name.strip()
+        if raw.startswith('"') and raw.endswith('"'):
+            raw = _unquote(raw)
+        if name in _UNIT_KEYS:
+            field, kind = _UNIT_KEYS[name]
+            _put(unit, field, f"{key} {name}", raw.strip(), kind, warnings)
+    if len(unit) == 1:
+        warnings.append(f"{key}: {value!r} has no ControlNet settings; left out")
+        return None
+    return unit
+
+
+def _unquote(raw: str) -> str:
+    try:
+        return json.loads(raw)
+    except ValueError:  # not valid JSON after all: keep what is between the quotes
+        return raw[1:-1]
+
+
+# -- the PNG Info tab -------------------------------------------------------------------------------------
+
+
+def describe(text: str) -> str:
+    """The infotext for reading: the prompt, the negative prompt, then one "key: value" line per entry."""
+    prompt, negative, parameters = parse_infotext(text)
+    lines = [f"Prompt: {prompt}"]
+    if negative:
+        lines.append(f"Negative prompt: {negative}")
+    lines += [f"{key}: {value}" for key, value in parameters.items()]
+    return "\n".join(lines)
