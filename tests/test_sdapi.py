@@ -197,6 +197,17 @@ def locked_server(tmp_path_factory):
     stop_in_background(server)
 
 
+def test_ui_login(locked_server):
+    from gradio_client import Client
+
+    with pytest.raises(Exception):
+        Client(locked_server, verbose=False)  # the UI's config is behind the login
+    with pytest.raises(Exception):
+        Client(locked_server, auth=("me", "nope"), verbose=False)
+    assert "/txt2img" in Client(locked_server, auth=("me", "pw"), verbose=False).view_api(
+        print_info=False, return_format="dict")["named_endpoints"]
+
+
 def test_api_auth_and_a_full_queue(locked_server):
     assert requests.get(f"{locked_server}/sdapi/v1/options", timeout=10).status_code == 401
     assert requests.get(f"{locked_server}/sdapi/v1/options", auth=("bot", "wrong"), timeout=10).status_code == 401
