@@ -122,9 +122,8 @@ class StudioService:
         extra = {**(options.infotext() if plan is not None else {}), **result.parameters}
         for index, unit in units:
             source = unit.image if unit.image is not None else request.image
-            extra[f"ControlNet {index}"] = unit.infotext(
-                self.controlnets.library.infotext_name(unit.model), source.size if source else None, target
-            )
+            label = self.controlnets.library.infotext_name(unit.model)
+            extra[f"ControlNet {index}"] = unit.infotext(label, source.size if source is not None else None, target)
         infotexts = [self.infotext(request, seed, typed_prompt, extra) for seed in result.seeds]
         files = [self._save(mode, image, seed, text) for image, seed, text in zip(images, result.seeds, infotexts)]
         for warning in warnings:
