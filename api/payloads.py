@@ -42,6 +42,7 @@ def job_from_payload(payload: dict, route: str, default_sampler: str) -> Job:
     if not isinstance(payload, dict):
         raise ValueError(f"the request body must be a JSON object, got {type(payload).__name__}")
     kwargs = {ours: payload[theirs] for theirs, ours in SHARED.items() if payload.get(theirs) is not None}
+    kwargs.setdefault("prompt", "")  # A1111's default: an empty prompt is a valid request
     kwargs["sampler"] = _sampler(payload, default_sampler)
     units = _controlnet_units(payload.get("alwayson_scripts"))
     if units:

@@ -139,6 +139,11 @@ def test_bad_values_get_422_naming_the_field_and_the_server_keeps_serving(app_se
     assert ok.status_code == 200
 
 
+def test_an_empty_body_generates_with_the_defaults(app_server):
+    response = requests.post(f"{app_server[0]}/sdapi/v1/txt2img", json={"steps": 2}, timeout=60)
+    assert response.status_code == 200 and json.loads(response.json()["info"])["infotexts"][0].startswith("\nSteps: 2")
+
+
 def test_bad_images_get_422(app_server):
     response = requests.post(f"{app_server[0]}/sdapi/v1/img2img", json={"prompt": "x", "init_images": ["bm90"]},
                              timeout=30)
