@@ -175,6 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     from models.zerogpu import on_zerogpu
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the REST API's loopback client logs every request
     config = parse_config(argv)
     if on_zerogpu():  # imports `spaces` before torch touches CUDA, as ZeroGPU needs
         logging.getLogger("sd-studio").info("running on ZeroGPU: each generation holds a GPU while it runs")

@@ -29,7 +29,8 @@ class QueuedEndpoints:
             if self._client is None:
                 from gradio_client import Client
 
-                self._client = Client(self.url, auth=self.auth, verbose=False)
+                # download_files=False: the results are this process's own files; no second copy in /tmp
+                self._client = Client(self.url, auth=self.auth, verbose=False, download_files=False)
             return self._client
 
     def run(self, endpoint: str, kwargs: dict, images: dict[str, Image.Image]) -> tuple[list[Path], list[int], list[str]]:
@@ -50,6 +51,6 @@ class QueuedEndpoints:
                 raise QueueFull(str(error)) from None
             except AppError as error:
                 raise ValueError(str(error)) from None
-        files = [Path(item["image"]) for item in gallery]
+        files = [Path(item["image"]["path"]) for item in gallery]
         seeds = [int(parse_infotext(read_png_infotext(path) or "")[2].get("Seed", -1)) for path in files]
         return files, seeds, [line for line in warnings.splitlines() if line]
