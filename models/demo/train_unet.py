@@ -1,0 +1,120 @@
+"""Train the shapes model's text encoder and 9-channel inpainting U-Net together, on the epsilon objective over the
+trained VAE's latents. Masks: a full mask (so txt2img and img2img run through the same U-Net), a shape's box (so
+"repaint this shape green" is learnt) or a random rectangle; the caption is dropped 10% of the time for
+classifier-free guidance.
+
+    python -m models.demo.train_unet [--steps 3000] [--batch 32] [--seed 0]
+
+Needs models/demo/shapes-work/vae (train_vae). Resumable from models/demo/shapes-work/unet.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from models.demo.shapes import shape_box
+from models.demo.training import IMAGE_SIZE, WORK_DIR, Run, batches, to_tensor
+
+TOKENIZER = Path(__file__).resolve().parent / "sd-demo-inpainting" / "tokenizer"  # the real CLIP vocabulary
+CAPTION_DROP = 0.1
+BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}  # SD 1.x's schedule
+
+
+def make_text_encoder() -> CLIPTextModel:
+    return CLIPTextModel(CLIPTextConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, projection_dim=64,
+        max_position_embeddings=77, vocab_size=49408,
+    ))
+
+
+def make_unet() -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        sample_size=IMAGE_SIZE // 4, in_channels=9, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64, 64), norm_num_groups=16, cross_attention_dim=64, attention_head_dim=8,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    )
+
+
+def masks(scenes, rng: np.random.Generator) -> torch.Tensor:
+    """One mask per scene (1 = repaint): full, the first shape's box grown a little, or a random rectangle."""
+    out = np.zeros((len(scenes), 1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    for index, scene in enumerate(scenes):
+        kind = rng.random()
+        if kind < 0.35:
+            out[index] = 1
+            continue
+        if kind < 0.7:
+            x0, y0, x1, y1 = (np.array(shape_box(scene.shapes[0])) * IMAGE_SIZE).astype(int)
+            x0, y0, x1, y1 = max(x0 - 3, 0), max(y0 - 3, 0), min(x1 + 3, IMAGE_SIZE), min(y1 + 3, IMAGE_SIZE)
+        else:
+            x0, y0 = rng.integers(0, IMAGE_SIZE - 16, 2)
+            x1, y1 = x0 + rng.integers(16, IMAGE_SIZE - x0 + 1), y0 + rng.integers(16, IMAGE_SIZE - y0 + 1)
+        out[index, 0, y0:y1, x0:x1] = 1
+    return torch.from_numpy(out)
+
+
+def latent_scale(vae: AutoencoderKL, seed: int) -> float:
+    """1 / std of the VAE's latents over a batch, as SD's 0.18215 was chosen."""
+    images, _, _ = next(batches(seed + 1, 256))
+    with torch.no_grad():
+        return float(1 / vae.encode(to_tensor(images)).latent_dist.mode().std())
+
+
+def train(steps: int, batch_size: int, seed: int, lr: float = 5e-4, work: Path = WORK_DIR):
+    vae = AutoencoderKL.from_pretrained(work / "vae" / "model").requires_grad_(False).eval()
+    run = Run(work / "unet", seed)
+    scale = latent_scale(vae, seed)
+    text_encoder = CLIPTextModel.from_pretrained(run.resumable("text_encoder")) if run.resumable("text_encoder") \
+        else make_text_encoder()
+    unet = UNet2DConditionModel.from_pretrained(run.resumable("unet")) if run.resumable("unet") else make_unet()
+    tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER, model_max_length=77)
+    noise_scheduler = DDPMScheduler(num_train_timesteps=1000, **BETAS)
+    parameters = [*unet.parameters(), *text_encoder.parameters()]
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.01)
+    rng = np.random.default_rng([seed, run.step])
+    data = batches(seed, batch_size, run.step)
+    while run.step < steps:
+        images, captions, scenes = next(data)
+        pixels, mask = to_tensor(images), masks(scenes, rng)
+        captions = [caption if rng.random() >= CAPTION_DROP else "" for caption in captions]
+        with torch.no_grad():
+            latents = vae.encode(pixels).latent_dist.sample() * scale
+            masked = vae.encode(pixels * (mask < 0.5)).latent_dist.mode() * scale
+        small_mask = F.interpolate(mask, size=latents.shape[-2:])
+        tokens = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+        noise = torch.randn_like(latents)
+        timesteps = torch.randint(0, 1000, (len(images),))
+        noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+        context = text_encoder(tokens.input_ids)[0]
+        prediction = unet(torch.cat([noisy, small_mask, masked], dim=1), timesteps, context).sample
+        loss = F.mse_loss(prediction, noise)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        run.step += 1
+        if run.step % 100 == 0 or run.step == steps:
+            run.log(f"loss {loss.item():.4f}")
+            run.save({"unet": unet, "text_encoder": text_encoder}, {"latent_scale": scale})
+    return unet, text_encoder, scale
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    train(args.steps, args.batch, args.seed)
+
+
+if __name__ == "__main__":
+    main()

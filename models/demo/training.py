@@ -1,0 +1,59 @@
+"""What the shapes-model training scripts share: batches from the procedural dataset as tensors, and resumable
+runs (weights saved with save_pretrained as safetensors plus a small JSON state; resuming reloads the weights and
+the step, and restarts the optimizer's moments)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.demo.shapes import stream
+
+IMAGE_SIZE = 64
+WORK_DIR = Path(__file__).resolve().parent / "shapes-work"  # checkpoints while training (not shipped)
+
+
+def to_tensor(images) -> torch.Tensor:
+    """PIL RGB images -> a float batch in [-1, 1], NCHW."""
+    return torch.from_numpy(np.stack([np.asarray(image) for image in images])).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def batches(seed: int, batch_size: int, start_step: int = 0, style: str = "plain"):
+    """Endless (images, captions, scenes) batches; batch k is the same on every run, so a resumed run goes on
+    with exactly the batches a straight run would have seen."""
+    items = stream(seed, IMAGE_SIZE, style=style, start=start_step * batch_size)
+    while True:
+        chunk = [next(items) for _ in range(batch_size)]
+        yield [item[0] for item in chunk], [item[1] for item in chunk], [item[2] for item in chunk]
+
+
+class Run:
+    """A resumable training run in `folder`: `step` from state.json, models saved under their names."""
+
+    def __init__(self, folder: Path, seed: int):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        state_file = self.folder / "state.json"
+        state = json.loads(state_file.read_text()) if state_file.exists() else {"step": 0, "seed": seed}
+        if state["seed"] != seed:
+            raise ValueError(f"seed {seed} differs from the seed {state['seed']} this run in {self.folder} started with")
+        self.step, self.seed = state["step"], seed
+        self.started = time.monotonic()
+        torch.manual_seed(seed + self.step)
+
+    def resumable(self, name: str) -> Path | None:
+        path = self.folder / name
+        return path if (path / "config.json").exists() else None
+
+    def save(self, models: dict, extra: dict | None = None) -> None:
+        for name, model in models.items():
+            model.save_pretrained(self.folder / name, safe_serialization=True)
+        state = {"step": self.step, "seed": self.seed, **(extra or {})}
+        (self.folder / "state.json").write_text(json.dumps(state, indent=1))
+
+    def log(self, message: str) -> None:
+        print(f"step {self.step} ({time.monotonic() - self.started:.0f} s): {message}", flush=True)
