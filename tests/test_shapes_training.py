@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from models.demo import assemble_shapes, train_unet, train_vae
+from models.demo import assemble_shapes, train_controlnet, train_lora, train_unet, train_vae
 from models.manager import PipelineManager
 from models.request import GenerationRequest
 
@@ -23,3 +23,24 @@ def test_train_resume_assemble_and_generate(tmp_path):
     assert manager.is_inpainting_model
     request = GenerationRequest("txt2img", "a red circle on a blue background", steps=2, width=64, height=64, seed=1)
     assert manager.generate(request).images[0].size == (64, 64)
+    # the ControlNet and the LoRA train on top of the frozen parts and resume too
+    train_controlnet.train(steps=1, batch_size=2, seed=3, work=tmp_path)
+    train_controlnet.train(steps=2, batch_size=2, seed=3, work=tmp_path)
+    controlnet = tmp_path / "controlnet" / "model"
+    assert json.loads((tmp_path / "controlnet" / "state.json").read_text())["step"] == 2
+    assert (controlnet / "diffusion_pytorch_model.safetensors").exists()
+    lora_file = train_lora.train(steps=1, batch_size=2, seed=3, work=tmp_path)
+    train_lora.train(steps=2, batch_size=2, seed=3, work=tmp_path)
+    assert json.loads((tmp_path / "lora" / "state.json").read_text())["step"] == 2
+    # both load through the app's own extensions
+    from extensions import lora
+    from extensions.controlnet import pipeline as controlnet_extension
+    from models.request import ControlInput
+    from PIL import Image
+
+    adapters = lora.install(manager, lora_file.parent)
+    controlnets = controlnet_extension.install(manager, tmp_path / "controlnet")
+    styled = GenerationRequest("txt2img", "a red circle on a blue background", steps=2, width=64, height=64, seed=1,
+                               loras=(("striped", 1.0),), controls=(ControlInput("model", Image.new("RGB", (64, 64))),))
+    assert manager.generate(styled).images[0].size == (64, 64) and adapters.loaded_names == ["striped"]
+    assert controlnets.cache.loaded()

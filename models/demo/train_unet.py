@@ -10,7 +10,7 @@ Needs models/demo/shapes-work/vae (train_vae). Resumable from models/demo/shapes
 
 from __future__ import annotations
 
-import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +20,12 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from models.demo.shapes import shape_box
-from models.demo.training import IMAGE_SIZE, WORK_DIR, Run, batches, to_tensor
+from models.demo.training import IMAGE_SIZE, WORK_DIR, Run, batches, command_line, to_tensor
 
 TOKENIZER = Path(__file__).resolve().parent / "sd-demo-inpainting" / "tokenizer"  # the real CLIP vocabulary
 CAPTION_DROP = 0.1
 BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}  # SD 1.x's schedule
+NOISE_SCHEDULER = DDPMScheduler(num_train_timesteps=1000, **BETAS)
 
 
 def make_text_encoder() -> CLIPTextModel:
@@ -68,6 +69,42 @@ def latent_scale(vae: AutoencoderKL, seed: int) -> float:
         return float(1 / vae.encode(to_tensor(images)).latent_dist.mode().std())
 
 
+def noisy_inputs(vae, text_encoder, tokenizer, scale: float, pixels: torch.Tensor, mask: torch.Tensor, captions,
+                 rng: np.random.Generator):
+    """One training batch as the U-Net sees it: (noisy latents, the 9-channel input, timesteps, the noise,
+    the caption context). Captions are dropped with CAPTION_DROP for classifier-free guidance."""
+    captions = [caption if rng.random() >= CAPTION_DROP else "" for caption in captions]
+    with torch.no_grad():
+        latents = vae.encode(pixels).latent_dist.sample() * scale
+        masked = vae.encode(pixels * (mask < 0.5)).latent_dist.mode() * scale
+    small_mask = F.interpolate(mask, size=latents.shape[-2:])
+    tokens = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
+    noise = torch.randn_like(latents)
+    timesteps = torch.randint(0, 1000, (len(captions),))
+    noisy = NOISE_SCHEDULER.add_noise(latents, noise, timesteps)
+    context = text_encoder(tokens.input_ids)[0]
+    return noisy, torch.cat([noisy, small_mask, masked], dim=1), timesteps, noise, context
+
+
+def denoising_loss(unet, encoders: tuple, batch: tuple, rng: np.random.Generator) -> torch.Tensor:
+    """The epsilon objective on one (images, captions, scenes) batch; `encoders`: (vae, text_encoder, tokenizer,
+    latent scale)."""
+    images, captions, scenes = batch
+    _, unet_input, timesteps, noise, context = noisy_inputs(*encoders, to_tensor(images), masks(scenes, rng),
+                                                            captions, rng)
+    return F.mse_loss(unet(unet_input, timesteps, context).sample, noise)
+
+
+def frozen_parts(work: Path = WORK_DIR):
+    """The trained VAE, U-Net and text encoder, frozen, with the tokenizer and the latent scale (for training the
+    ControlNet and the LoRA on top of them)."""
+    vae = AutoencoderKL.from_pretrained(work / "vae" / "model").requires_grad_(False).eval()
+    unet = UNet2DConditionModel.from_pretrained(work / "unet" / "unet").requires_grad_(False)
+    text_encoder = CLIPTextModel.from_pretrained(work / "unet" / "text_encoder").requires_grad_(False)
+    scale = json.loads((work / "unet" / "state.json").read_text())["latent_scale"]
+    return vae, unet, text_encoder, CLIPTokenizer.from_pretrained(TOKENIZER, model_max_length=77), scale
+
+
 def train(steps: int, batch_size: int, seed: int, lr: float = 5e-4, work: Path = WORK_DIR):
     vae = AutoencoderKL.from_pretrained(work / "vae" / "model").requires_grad_(False).eval()
     run = Run(work / "unet", seed)
@@ -76,45 +113,23 @@ def train(steps: int, batch_size: int, seed: int, lr: float = 5e-4, work: Path =
         else make_text_encoder()
     unet = UNet2DConditionModel.from_pretrained(run.resumable("unet")) if run.resumable("unet") else make_unet()
     tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER, model_max_length=77)
-    noise_scheduler = DDPMScheduler(num_train_timesteps=1000, **BETAS)
     parameters = [*unet.parameters(), *text_encoder.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.01)
     rng = np.random.default_rng([seed, run.step])
     data = batches(seed, batch_size, run.step)
     while run.step < steps:
-        images, captions, scenes = next(data)
-        pixels, mask = to_tensor(images), masks(scenes, rng)
-        captions = [caption if rng.random() >= CAPTION_DROP else "" for caption in captions]
-        with torch.no_grad():
-            latents = vae.encode(pixels).latent_dist.sample() * scale
-            masked = vae.encode(pixels * (mask < 0.5)).latent_dist.mode() * scale
-        small_mask = F.interpolate(mask, size=latents.shape[-2:])
-        tokens = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
-        noise = torch.randn_like(latents)
-        timesteps = torch.randint(0, 1000, (len(images),))
-        noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-        context = text_encoder(tokens.input_ids)[0]
-        prediction = unet(torch.cat([noisy, small_mask, masked], dim=1), timesteps, context).sample
-        loss = F.mse_loss(prediction, noise)
+        loss = denoising_loss(unet, (vae, text_encoder, tokenizer, scale), next(data), rng)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
-        run.step += 1
-        if run.step % 100 == 0 or run.step == steps:
-            run.log(f"loss {loss.item():.4f}")
-            run.save({"unet": unet, "text_encoder": text_encoder}, {"latent_scale": scale})
+        run.advance(loss, steps, lambda: run.save({"unet": unet, "text_encoder": text_encoder},
+                                                  {"latent_scale": scale}))
     return unet, text_encoder, scale
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    train(args.steps, args.batch, args.seed)
-
+    command_line(train, __doc__, steps=3000, batch=32, argv=argv)
 
 if __name__ == "__main__":
     main()

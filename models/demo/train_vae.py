@@ -8,12 +8,11 @@ Resumable: run it again and it goes on from models/demo/shapes-work/vae.
 
 from __future__ import annotations
 
-import argparse
 
 import torch
 from diffusers import AutoencoderKL
 
-from models.demo.training import IMAGE_SIZE, WORK_DIR, Run, batches, to_tensor
+from models.demo.training import IMAGE_SIZE, WORK_DIR, Run, batches, command_line, to_tensor
 
 KL_WEIGHT = 1e-6
 
@@ -42,22 +41,12 @@ def train(steps: int, batch_size: int, seed: int, lr: float = 1e-3, folder=WORK_
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        run.step += 1
-        if run.step % 50 == 0 or run.step == steps:
-            run.log(f"loss {loss.item():.4f}")
-            run.save({"model": vae})
+        run.advance(loss, steps, lambda: run.save({"model": vae}), every=50)
     return vae
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
-    train(args.steps, args.batch, args.seed)
-
+    command_line(train, __doc__, steps=600, batch=16, argv=argv)
 
 if __name__ == "__main__":
     main()

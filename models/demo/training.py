@@ -4,6 +4,7 @@ the step, and restarts the optimizer's moments)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -57,3 +58,20 @@ class Run:
 
     def log(self, message: str) -> None:
         print(f"step {self.step} ({time.monotonic() - self.started:.0f} s): {message}", flush=True)
+
+    def advance(self, loss: torch.Tensor, steps: int, save, every: int = 100) -> None:
+        """Count a finished step; every `every` steps and at the end, log the loss and `save()`."""
+        self.step += 1
+        if self.step % every == 0 or self.step == steps:
+            self.log(f"loss {loss.item():.4f}")
+            save()
+
+
+def command_line(train, doc: str, steps: int, batch: int = 32, argv: list[str] | None = None) -> None:
+    """`python -m models.demo.train_*` [--steps N] [--batch N] [--seed N] for a train(steps, batch, seed)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    train(args.steps, args.batch, args.seed)

@@ -1,0 +1,67 @@
+"""Train the shapes model's sample LoRA, a "striped" style: the same captions, images whose shapes are filled with
+diagonal stripes. peft adapters on the U-Net's attention layers, trained through the same loss with everything
+else frozen; saved as a diffusers LoRA .safetensors the app's LoRA library loads.
+
+    python -m models.demo.train_lora [--steps 800] [--batch 32] [--seed 0]
+
+Needs models/demo/shapes-work/{vae,unet}. Resumable from models/demo/shapes-work/lora.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import StableDiffusionInpaintPipeline
+from diffusers.utils import convert_state_dict_to_diffusers
+from peft import LoraConfig, set_peft_model_state_dict
+from peft.utils import get_peft_model_state_dict
+from safetensors.torch import load_file
+
+from models.demo.train_unet import denoising_loss, frozen_parts
+from models.demo.training import WORK_DIR, Run, batches, command_line
+
+RANK = 4
+WEIGHTS = "striped.safetensors"
+
+
+def train(steps: int, batch_size: int, seed: int, lr: float = 1e-3, work: Path = WORK_DIR) -> Path:
+    vae, unet, text_encoder, tokenizer, scale = frozen_parts(work)
+    unet.add_adapter(LoraConfig(r=RANK, lora_alpha=RANK, init_lora_weights="gaussian",
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    run = Run(work / "lora", seed)
+    saved = run.folder / WEIGHTS
+    if saved.exists():  # resume: the adapter's weights as last saved (peft's own key layout)
+        set_peft_model_state_dict(unet, load_file(str(run.folder / "peft.safetensors")))
+    trainable = [parameter for parameter in unet.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=lr)
+    rng = np.random.default_rng([seed, run.step])
+    data = batches(seed + 13, batch_size, run.step, style="striped")
+    while run.step < steps:
+        loss = denoising_loss(unet, (vae, text_encoder, tokenizer, scale), next(data), rng)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        run.advance(loss, steps, lambda: _save(unet, run))
+    return saved
+
+
+def _save(unet, run: Run) -> None:
+    from safetensors.torch import save_file
+
+    peft_state = get_peft_model_state_dict(unet)
+    save_file({key: value.contiguous() for key, value in peft_state.items()}, str(run.folder / "peft.safetensors"))
+    StableDiffusionInpaintPipeline.save_lora_weights(
+        run.folder, unet_lora_layers=convert_state_dict_to_diffusers(peft_state), weight_name=WEIGHTS,
+        safe_serialization=True,
+    )
+    (run.folder / "state.json").write_text(json.dumps({"step": run.step, "seed": run.seed}))
+
+
+def main(argv: list[str] | None = None) -> None:
+    command_line(train, __doc__, steps=800, batch=32, argv=argv)
+
+if __name__ == "__main__":
+    main()
