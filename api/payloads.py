@@ -11,11 +11,11 @@ import base64
 import json
 from dataclasses import dataclass, field
 
-from PIL import Image, ImageOps
+from PIL import Image
 
-from extensions.controlnet.units import decode_image
+from extensions.controlnet.units import decode_image, fit
 from extensions.inpaint.options import MASKED_CONTENT
-from models.samplers import join_name
+from models.samplers import DEFAULT_SAMPLER, join_name
 
 # A1111 field -> our keyword, for fields that mean the same thing
 SHARED = {"prompt": "prompt", "negative_prompt": "negative_prompt", "seed": "seed", "steps": "steps",
@@ -25,6 +25,7 @@ HANDLED = {"sampler_name", "sampler_index", "scheduler", "n_iter", "alwayson_scr
            "denoising_strength", "mask_blur", "inpainting_fill", "inpaint_full_res", "inpaint_full_res_padding",
            "inpainting_mask_invert", "resize_mode", "override_settings", "send_images", "save_images"}
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
+FIT_MODES = ("Just Resize", "Crop and Resize", "Resize and Fill", "Just Resize")  # the same, as `fit` names them
 
 
 @dataclass
@@ -38,12 +39,12 @@ class Job:
     ignored: list[str] = field(default_factory=list)
 
 
-def job_from_payload(payload: dict, route: str, default_sampler: str) -> Job:
+def job_from_payload(payload: dict, route: str) -> Job:
     if not isinstance(payload, dict):
         raise ValueError(f"the request body must be a JSON object, got {type(payload).__name__}")
     kwargs = {ours: payload[theirs] for theirs, ours in SHARED.items() if payload.get(theirs) is not None}
     kwargs.setdefault("prompt", "")  # A1111's default: an empty prompt is a valid request
-    kwargs["sampler"] = _sampler(payload, default_sampler)
+    kwargs["sampler"] = _sampler(payload)
     units = _controlnet_units(payload.get("alwayson_scripts"))
     if units:
         kwargs["controlnet_units"] = units
@@ -86,16 +87,11 @@ def _resized(image: Image.Image, mode, width, height) -> Image.Image:
         raise ValueError(f"resize_mode must be 0 to 3 ({', '.join(RESIZE_MODES)}), got {mode!r}")
     if not all(isinstance(side, int) and side > 0 for side in (width, height)):
         return image  # the endpoint names the bad size
-    size = (width, height)
-    if mode == 1:
-        return ImageOps.fit(image.convert("RGB"), size, Image.Resampling.LANCZOS)
-    if mode == 2:
-        return ImageOps.pad(image.convert("RGB"), size, Image.Resampling.LANCZOS)
-    return image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+    return fit(image, (width, height), FIT_MODES[mode], Image.Resampling.LANCZOS)
 
 
-def _sampler(payload: dict, default: str) -> str:
-    name = payload.get("sampler_name") or payload.get("sampler_index") or default
+def _sampler(payload: dict) -> str:
+    name = payload.get("sampler_name") or payload.get("sampler_index") or DEFAULT_SAMPLER
     scheduler = str(payload.get("scheduler") or "automatic")
     return join_name(str(name), scheduler.capitalize()) if scheduler.lower() != "automatic" else str(name)
 

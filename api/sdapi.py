@@ -26,7 +26,7 @@ def build_router(service: StudioService, queued: QueuedEndpoints, credentials: t
 
     def generate(route: str, payload: dict) -> dict:
         try:
-            job = job_from_payload(payload, route, "Euler a")
+            job = job_from_payload(payload, route)
             if "sd_model_checkpoint" in (payload.get("override_settings") or {}):
                 _switch(service, payload["override_settings"]["sd_model_checkpoint"])
             files, seeds, warnings = [], [], []

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from extensions.controlnet import preprocessors
 from extensions.controlnet.pipeline import ControlNets
 from extensions.controlnet.units import ControlUnit
 from extensions.inpaint import InpaintOptions, InpaintPlan, extend_canvas, prepare_mask
@@ -179,12 +180,10 @@ class StudioService:
 
     def detect_map(self, image, module: str, processor_res=512, threshold_a=None, threshold_b=None) -> Image.Image:
         """The preprocessor's map for an image (the Preview button and /controlnet_detect)."""
-        unit, _ = ControlUnit.parse(0, {"module": module, "model": "-", "processor_res": processor_res,
-                                        "threshold_a": threshold_a, "threshold_b": threshold_b})
         picture = load_image(image, "image")
         if picture is None:
             raise ValueError("image is required to detect a map")
-        return unit.detected_map(picture, picture.size)
+        return preprocessors.detect(picture, module, processor_res, threshold_a, threshold_b)
 
     def _latent_fill(self, options: InpaintOptions, warnings: list[str]) -> str | None:
         if options.masked_content not in ("latent noise", "latent nothing"):

@@ -21,15 +21,17 @@ UNIT_FIELDS = ("enabled", "image", "module", "model", "weight", "guidance_start"
 def controlnet_panel(controlnets: ControlNets, mode: str, preview: Callable, tab_image) -> list:
     """Build the panel; returns every unit's components, unit after unit, in UNIT_FIELDS order."""
     components = []
+    modules, names = preprocessors.available(), controlnets.library.list_names()  # once, not once per unit
     with gr.Accordion("ControlNet", open=False, elem_id=f"{mode}-controlnet"):
         with gr.Tabs():
             for index in range(controlnets.max_units):
                 with gr.Tab(f"Unit {index}", id=f"{mode}-cn-unit-{index}"):
-                    components += _unit(controlnets, mode, index, preview, tab_image)
+                    components += _unit(controlnets, mode, index, preview, tab_image, modules, names)
     return components
 
 
-def _unit(controlnets: ControlNets, mode: str, index: int, preview: Callable, tab_image) -> list:
+def _unit(controlnets: ControlNets, mode: str, index: int, preview: Callable, tab_image, modules: list[str],
+          names: list[str]) -> list:
     prefix = f"{mode}-cn{index}"
     with gr.Row():
         image = gr.Image(type="pil", label="Control image (empty: the tab's image)" if mode != "txt2img"
@@ -41,8 +43,7 @@ def _unit(controlnets: ControlNets, mode: str, index: int, preview: Callable, ta
         pixel_perfect = gr.Checkbox(label="Pixel Perfect")
         show = gr.Button("Preview", size="sm", elem_id=f"{prefix}-preview")
     with gr.Row():
-        module = gr.Dropdown(preprocessors.available(), value="canny", label="Preprocessor", elem_id=f"{prefix}-module")
-        names = controlnets.library.list_names()
+        module = gr.Dropdown(modules, value="canny", label="Preprocessor", elem_id=f"{prefix}-module")
         model = gr.Dropdown(names, value=names[0] if names else None, label="Model", allow_custom_value=True,
                             elem_id=f"{prefix}-model", info=f"from {controlnets.library.folder}, or a Hub id")
         refresh = gr.Button("Refresh", size="sm", min_width=80)

@@ -122,15 +122,17 @@ class ControlUnit:
         return ", ".join(f"{key}: {value}" for key, value in parts.items())
 
 
-def fit(image: Image.Image, size: tuple[int, int], resize_mode: str) -> Image.Image:
-    """The map at `size`: stretched (Just Resize), scaled to cover and centre-cropped (Crop and Resize), or scaled
-    to fit and padded with black, which reads as "no control" in edge and line maps (Resize and Fill)."""
+def fit(image: Image.Image, size: tuple[int, int], resize_mode: str,
+        resample: Image.Resampling = Image.Resampling.BILINEAR) -> Image.Image:
+    """The image at `size`: stretched (Just Resize), scaled to cover and centre-cropped (Crop and Resize), or scaled
+    to fit and padded with black, which reads as "no control" in edge and line maps (Resize and Fill). Also the
+    REST API's img2img resize_mode."""
     image = image.convert("RGB")
     if resize_mode == "Just Resize" or image.size == size:
-        return image.resize(size, Image.Resampling.BILINEAR)
+        return image.resize(size, resample)
     if resize_mode == "Crop and Resize":
-        return ImageOps.fit(image, size, Image.Resampling.BILINEAR)
-    return ImageOps.pad(image, size, Image.Resampling.BILINEAR, color="black")
+        return ImageOps.fit(image, size, resample)
+    return ImageOps.pad(image, size, resample, color="black")
 
 
 def decode_image(value, field_name: str = "image") -> Image.Image:
