@@ -5,28 +5,21 @@ Only safetensors weights are accepted: pickled files (`.ckpt`, `.pt`, `.bin`) ca
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-import os
 import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 from diffusers import DiffusionPipeline, StableDiffusionInpaintPipeline, StableDiffusionPipeline
 from safetensors import safe_open
 
-log = logging.getLogger(__name__)
+from models.files import PICKLE_SUFFIXES, sha256
 
 MODELS_DIR = Path(__file__).resolve().parent
 DEMO_MODEL_DIR = MODELS_DIR / "demo" / "sd-demo-inpainting"
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"
 # Component configs of SD 1.5 (no weights), so a single-file checkpoint loads without reaching the Hub.
 SINGLE_FILE_CONFIGS = {4: MODELS_DIR / "configs" / "sd15", 9: MODELS_DIR / "configs" / "sd15-inpainting"}
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _UNET_KEY = "model.diffusion_model.input_blocks.0.0.weight"  # the U-Net's conv_in in A1111 checkpoints
 
@@ -92,44 +85,11 @@ def single_file_unet_channels(path: str) -> int:
     return channels
 
 
-def hub_unreachable() -> bool:
-    """True when the Hub cannot be asked at all (offline mode, or its host does not resolve or answer)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        return True
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=3).close()
-        return False
-    except OSError:
-        return True
-
-
 def model_hash(source: ModelSource, path: str) -> str:
     """A1111's short hash: the first 10 hex digits of the checkpoint's sha256 (the U-Net weights for folders)."""
     if source.kind == "single_file":
-        return _sha256(Path(path))[:10]
+        return sha256(Path(path))[:10]
     weights = sorted((Path(path) / "unet").glob("*.safetensors"))
-    return _sha256(weights[0])[:10] if weights else ""
+    return sha256(weights[0])[:10] if weights else ""
 
 
-def _sha256(path: Path) -> str:
-    """sha256 of a file, cached in a small JSON keyed by path, size and mtime (A1111 caches them too)."""
-    stat = path.stat()
-    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-    cache_file = Path(os.environ.get("SD_STUDIO_CACHE", Path.home() / ".cache" / "sd-studio")) / "hashes.json"
-    try:
-        cache = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    if key not in cache:
-        digest = hashlib.sha256()
-        with path.open("rb") as file:
-            for block in iter(lambda: file.read(1 << 24), b""):
-                digest.update(block)
-        cache[key] = digest.hexdigest()
-        try:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            cache_file.write_text(json.dumps(cache, indent=0))
-        except OSError:
-            log.warning("could not write the hash cache %s", cache_file)
-    return cache[key]

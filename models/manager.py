@@ -26,6 +26,7 @@ from transformers.utils import logging as transformers_logging
 from PIL import Image
 
 from models import loading
+from models.files import hub_unreachable
 from models.device import Runtime, resolve_runtime
 from models.request import MAX_SEED, GenerationRequest
 from models.samplers import make_scheduler
@@ -209,7 +210,7 @@ def load_or_demo(spec: str, device: str = "auto") -> tuple[PipelineManager, str]
     try:
         return PipelineManager.load(spec, device), ""
     except OSError as error:
-        if loading.identify(spec).kind != "hub" or not loading.hub_unreachable():
+        if loading.identify(spec).kind != "hub" or not hub_unreachable():
             raise
         notice = (
             f"Could not load {spec!r}: the Hugging Face Hub is unreachable and the model is not in the local "

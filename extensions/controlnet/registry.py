@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from models.files import PICKLE_SUFFIXES, hub_unreachable, sha256
+
 if TYPE_CHECKING:
     from diffusers import ControlNetModel
 
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")  # as models.loading, without importing torch here
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 SD15_CONFIG = Path(__file__).resolve().parent / "configs" / "sd15-controlnet"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
@@ -137,9 +138,7 @@ class ControlNetLibrary:
         weights = entry.weights if entry.kind != "hub" else _hub_cached_weights(entry.location)
         if weights is None or not weights.is_file():
             return ""
-        from models.loading import _sha256  # cached by path, size and mtime
-
-        return _sha256(weights)[:HASH_LENGTH]
+        return sha256(weights)[:HASH_LENGTH]  # cached by path, size and mtime
 
     def infotext_name(self, name: str) -> str:
         """What the infotext writes for the model: "control_v11p_sd15_canny [d14c016b]"."""
@@ -224,10 +223,9 @@ class ControlNetCache:
             elif entry.kind == "folder":
                 model = ControlNetModel.from_pretrained(entry.location, use_safetensors=True, dtype=dtype)
             else:
-                from models.loading import hub_unreachable  # offline: the local HF cache only, no waiting
-
                 model = ControlNetModel.from_pretrained(
-                    entry.location, use_safetensors=True, dtype=dtype, local_files_only=hub_unreachable()
+                    entry.location, use_safetensors=True, dtype=dtype,
+                    local_files_only=hub_unreachable(),  # offline: the local HF cache only, no waiting
                 )
         except Exception as error:  # diffusers raises OSError, ValueError, SafetensorError, ... for a bad file
             if entry.kind == "hub":

@@ -13,12 +13,11 @@ import functools
 import importlib
 import importlib.util
 import os
-import socket
 import threading
 import time
-from urllib.parse import urlparse
 
 from extensions.controlnet.annotators import DetectFn
+from models.files import hub_unreachable
 
 ANNOTATORS = "lllyasviel/Annotators"
 HUB_PROBE_SECONDS = 60.0  # how long a "Hub reachable?" answer is trusted
@@ -104,17 +103,11 @@ _probe: list = [0.0, False]  # [monotonic time of the last probe, reachable]
 
 
 def _hub_reachable() -> bool:
-    """False at once with HF_HUB_OFFLINE=1; else one connection attempt of at most 2 s, trusted for a minute.
-    (models.loading.hub_unreachable does the same, but importing it loads torch and diffusers.)"""
+    """models.files.hub_unreachable (at once with HF_HUB_OFFLINE=1), with a 2 s probe trusted for a minute: the
+    preprocessor list asks for every weighted detector."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         return False
     with _probe_lock:
         if time.monotonic() - _probe[0] > HUB_PROBE_SECONDS:
-            host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-            try:
-                socket.create_connection((host, 443), timeout=2).close()
-                reachable = True
-            except OSError:
-                reachable = False
-            _probe[:] = [time.monotonic(), reachable]
+            _probe[:] = [time.monotonic(), not hub_unreachable(timeout=2)]
         return _probe[1]

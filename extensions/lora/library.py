@@ -11,7 +11,7 @@ import re
 import threading
 from pathlib import Path
 
-from models.loading import PICKLE_SUFFIXES
+from models.files import PICKLE_SUFFIXES
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(/[\w-][\w./-]*\.safetensors)?$")
 

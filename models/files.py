@@ -1,0 +1,51 @@
+"""File and Hub facts that need no torch, so the extensions can use them without loading the model stack at import:
+which suffixes are pickles, a file's cached sha256, whether the Hugging Face Hub answers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+log = logging.getLogger(__name__)
+
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")  # can run code when loaded: refused everywhere
+
+
+def hub_unreachable(timeout: float = 3) -> bool:
+    """True when the Hub cannot be asked at all (offline mode, or its host does not resolve or answer)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return True
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return False
+    except OSError:
+        return True
+
+
+def sha256(path: Path) -> str:
+    """sha256 of a file, cached in a small JSON keyed by path, size and mtime (A1111 caches them too)."""
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    cache_file = Path(os.environ.get("SD_STUDIO_CACHE", Path.home() / ".cache" / "sd-studio")) / "hashes.json"
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key not in cache:
+        digest = hashlib.sha256()
+        with path.open("rb") as file:
+            for block in iter(lambda: file.read(1 << 24), b""):
+                digest.update(block)
+        cache[key] = digest.hexdigest()
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            cache_file.write_text(json.dumps(cache, indent=0))
+        except OSError:
+            log.warning("could not write the hash cache %s", cache_file)
+    return cache[key]
