@@ -32,15 +32,18 @@ def test_train_resume_assemble_and_generate(tmp_path):
     lora_file = train_lora.train(steps=1, batch_size=2, seed=3, work=tmp_path)
     train_lora.train(steps=2, batch_size=2, seed=3, work=tmp_path)
     assert json.loads((tmp_path / "lora" / "state.json").read_text())["step"] == 2
-    # both load through the app's own extensions
+    # exported as the app ships them, both load through its own extensions
     from extensions import lora
     from extensions.controlnet import pipeline as controlnet_extension
     from models.request import ControlInput
     from PIL import Image
 
-    adapters = lora.install(manager, lora_file.parent)
-    controlnets = controlnet_extension.install(manager, tmp_path / "controlnet")
+    assert lora_file.name == "striped.safetensors"
+    assemble_shapes.export_extensions(tmp_path, controlnet_out=tmp_path / "ControlNet" / "canny",
+                                      lora_out=tmp_path / "Lora" / "striped.safetensors")
+    adapters = lora.install(manager, tmp_path / "Lora")
+    controlnets = controlnet_extension.install(manager, tmp_path / "ControlNet")
     styled = GenerationRequest("txt2img", "a red circle on a blue background", steps=2, width=64, height=64, seed=1,
-                               loras=(("striped", 1.0),), controls=(ControlInput("model", Image.new("RGB", (64, 64))),))
+                               loras=(("striped", 1.0),), controls=(ControlInput("canny", Image.new("RGB", (64, 64))),))
     assert manager.generate(styled).images[0].size == (64, 64) and adapters.loaded_names == ["striped"]
     assert controlnets.cache.loaded()

@@ -1,28 +1,28 @@
-"""Put the trained shapes parts together as a diffusers StableDiffusionInpaintPipeline folder (safetensors, fp16
-to keep the repository small) and measure it with the evaluation metrics over the seeded prompts.
+"""Put the trained shapes parts where the app finds them (safetensors, fp16 to keep the repository small): the
+diffusers StableDiffusionInpaintPipeline folder that `--model demo` loads, the canny ControlNet folder and the
+striped LoRA file. `python -m bench.shapes_model` then measures them.
 
-    python -m models.demo.assemble_shapes [--out models/demo/sd-shapes-inpainting] [--evaluate 50]
+    python -m models.demo.assemble_shapes
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
-from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, ControlNetModel, PNDMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from models.demo.evaluate_shapes import evaluate, seeded_prompts
+from models.demo import shipped
+from models.demo.train_lora import WEIGHTS as LORA_WEIGHTS
 from models.demo.train_unet import BETAS, TOKENIZER
-from models.demo.training import IMAGE_SIZE, WORK_DIR
-
-OUT = Path(__file__).resolve().parent / "sd-shapes-inpainting"
+from models.demo.training import WORK_DIR
 
 
-def assemble(out: Path = OUT, work: Path = WORK_DIR) -> Path:
+def assemble(out: Path = shipped.PIPELINE_DIR, work: Path = WORK_DIR) -> Path:
+    """The pipeline folder from the trained VAE, text encoder and U-Net."""
     state = json.loads((work / "unet" / "state.json").read_text())
     vae = AutoencoderKL.from_pretrained(work / "vae" / "model")
     vae.register_to_config(scaling_factor=state["latent_scale"])
@@ -38,28 +38,19 @@ def assemble(out: Path = OUT, work: Path = WORK_DIR) -> Path:
     return out
 
 
-def measure(folder: Path, count: int = 50, steps: int = 20) -> dict:
-    from models.manager import PipelineManager
-    from models.request import GenerationRequest
-
-    manager = PipelineManager.load(str(folder), device="cpu")
-    prompts = seeded_prompts(count)
-    images = []
-    for index, (caption, _) in enumerate(prompts):
-        request = GenerationRequest("txt2img", caption, steps=steps, width=IMAGE_SIZE, height=IMAGE_SIZE, seed=index,
-                                    guidance_scale=5.0)
-        images.append(np.asarray(manager.generate(request).images[0]))
-    return evaluate(images, [scene for _, scene in prompts])
+def export_extensions(work: Path = WORK_DIR, controlnet_out: Path | None = None, lora_out: Path | None = None) -> None:
+    """The trained ControlNet (fp16 folder) and LoRA (.safetensors file) into the app's default folders."""
+    controlnet_out = controlnet_out or shipped.CONTROLNET_DIR / shipped.CONTROLNET_NAME
+    lora_out = lora_out or shipped.LORA_DIR / f"{shipped.LORA_NAME}.safetensors"
+    ControlNetModel.from_pretrained(work / "controlnet" / "model").to(torch.float16).save_pretrained(
+        controlnet_out, safe_serialization=True)
+    lora_out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(work / "lora" / LORA_WEIGHTS, lora_out)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--evaluate", type=int, default=50, help="seeded prompts to measure (0: none)")
-    args = parser.parse_args(argv)
-    folder = assemble(args.out)
-    if args.evaluate:
-        print(json.dumps(measure(folder, args.evaluate)))
+def main() -> None:
+    print(assemble())
+    export_extensions()
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from diffusers import ControlNetModel, UNet2DConditionModel
 
 from models.demo.shapes import edges
 from models.demo.train_unet import frozen_parts, masks, noisy_inputs
-from models.demo.training import WORK_DIR, Run, batches, command_line, to_tensor
+from models.demo.training import DEVICE, WORK_DIR, Run, batches, command_line, to_tensor
 
 
 def make_controlnet(unet: UNet2DConditionModel) -> ControlNetModel:
@@ -27,10 +27,12 @@ def make_controlnet(unet: UNet2DConditionModel) -> ControlNetModel:
         in_channels=4, block_out_channels=tuple(config.block_out_channels), layers_per_block=config.layers_per_block,
         down_block_types=tuple(config.down_block_types), cross_attention_dim=config.cross_attention_dim,
         attention_head_dim=config.attention_head_dim, norm_num_groups=config.norm_num_groups,
+        addition_embed_type=config.addition_embed_type,
+        addition_embed_type_num_heads=config.addition_embed_type_num_heads,
         conditioning_embedding_out_channels=(16, 32, 64),  # two stride-2 steps: 64 px to the 16x16 latents
     )
     shared = {key: value for key, value in unet.state_dict().items() if not key.startswith("conv_in.")}
-    controlnet.load_state_dict(shared, strict=False)  # the encoder, time embedding and middle block
+    controlnet.load_state_dict(shared, strict=False)  # the encoder, time and text embeddings, middle block
     with torch.no_grad():
         controlnet.conv_in.weight.copy_(unet.conv_in.weight[:, :4])
         controlnet.conv_in.bias.copy_(unet.conv_in.bias)
@@ -40,21 +42,21 @@ def make_controlnet(unet: UNet2DConditionModel) -> ControlNetModel:
 def control_images(images) -> torch.Tensor:
     """Canny edges as the pipeline gives them to a ControlNet: RGB in [0, 1]."""
     stacked = np.stack([np.asarray(edges(image).convert("RGB")) for image in images])
-    return torch.from_numpy(stacked).permute(0, 3, 1, 2).float() / 255
+    return torch.from_numpy(stacked).to(DEVICE).permute(0, 3, 1, 2).float() / 255
 
 
 def train(steps: int, batch_size: int, seed: int, lr: float = 5e-4, work: Path = WORK_DIR) -> ControlNetModel:
     vae, unet, text_encoder, tokenizer, scale = frozen_parts(work)
     run = Run(work / "controlnet", seed)
     folder = run.resumable("model")
-    controlnet = ControlNetModel.from_pretrained(folder) if folder else make_controlnet(unet)
+    controlnet = (ControlNetModel.from_pretrained(folder) if folder else make_controlnet(unet)).to(DEVICE)
     optimizer = torch.optim.AdamW(controlnet.parameters(), lr=lr)
     rng = np.random.default_rng([seed, run.step])
     data = batches(seed + 7, batch_size, run.step)
     while run.step < steps:
         images, captions, scenes = next(data)
         full = rng.random(len(images)) < 0.7  # mostly txt2img with control, sometimes inpainting with it
-        mask = torch.where(torch.from_numpy(full)[:, None, None, None], torch.ones(1), masks(scenes, rng))
+        mask = torch.where(torch.from_numpy(full)[:, None, None, None].to(DEVICE), 1.0, masks(scenes, rng))
         noisy, unet_input, timesteps, noise, context = noisy_inputs(
             vae, text_encoder, tokenizer, scale, to_tensor(images), mask, captions, rng)
         down, mid = controlnet(noisy, timesteps, encoder_hidden_states=context, controlnet_cond=control_images(images),

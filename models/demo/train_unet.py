@@ -3,7 +3,7 @@ trained VAE's latents. Masks: a full mask (so txt2img and img2img run through th
 "repaint this shape green" is learnt) or a random rectangle; the caption is dropped 10% of the time for
 classifier-free guidance.
 
-    python -m models.demo.train_unet [--steps 3000] [--batch 32] [--seed 0]
+    python -m models.demo.train_unet [--steps 5000] [--batch 32] [--seed 0]
 
 Needs models/demo/shapes-work/vae (train_vae). Resumable from models/demo/shapes-work/unet.
 """
@@ -20,10 +20,14 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from models.demo.shapes import shape_box
-from models.demo.training import IMAGE_SIZE, WORK_DIR, Run, batches, command_line, to_tensor
+from models.demo.training import DEVICE, IMAGE_SIZE, WORK_DIR, Run, batches, command_line, decayed, to_tensor
 
 TOKENIZER = Path(__file__).resolve().parent / "sd-demo-inpainting" / "tokenizer"  # the real CLIP vocabulary
 CAPTION_DROP = 0.1
+# Low-frequency noise added to the white noise while training ("offset noise"): a flat background or a large shape
+# shows through white noise at almost every timestep, so without it the U-Net reads the colours off its noisy input
+# and never learns to take them from the caption; at sampling time they then follow the starting noise instead.
+LOW_FREQUENCY_NOISE = {1: 0.5, 4: 0.3}  # grid side -> strength
 BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}  # SD 1.x's schedule
 NOISE_SCHEDULER = DDPMScheduler(num_train_timesteps=1000, **BETAS)
 
@@ -38,7 +42,8 @@ def make_text_encoder() -> CLIPTextModel:
 def make_unet() -> UNet2DConditionModel:
     return UNet2DConditionModel(
         sample_size=IMAGE_SIZE // 4, in_channels=9, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64, 64), norm_num_groups=16, cross_attention_dim=64, attention_head_dim=8,
+        block_out_channels=(32, 64, 64), norm_num_groups=16, cross_attention_dim=64, attention_head_dim=4,
+        addition_embed_type="text", addition_embed_type_num_heads=4,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
     )
@@ -49,17 +54,17 @@ def masks(scenes, rng: np.random.Generator) -> torch.Tensor:
     out = np.zeros((len(scenes), 1, IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
     for index, scene in enumerate(scenes):
         kind = rng.random()
-        if kind < 0.35:
+        if kind < 0.5:
             out[index] = 1
             continue
-        if kind < 0.7:
+        if kind < 0.8:
             x0, y0, x1, y1 = (np.array(shape_box(scene.shapes[0])) * IMAGE_SIZE).astype(int)
             x0, y0, x1, y1 = max(x0 - 3, 0), max(y0 - 3, 0), min(x1 + 3, IMAGE_SIZE), min(y1 + 3, IMAGE_SIZE)
         else:
             x0, y0 = rng.integers(0, IMAGE_SIZE - 16, 2)
             x1, y1 = x0 + rng.integers(16, IMAGE_SIZE - x0 + 1), y0 + rng.integers(16, IMAGE_SIZE - y0 + 1)
         out[index, 0, y0:y1, x0:x1] = 1
-    return torch.from_numpy(out)
+    return torch.from_numpy(out).to(DEVICE)
 
 
 def latent_scale(vae: AutoencoderKL, seed: int) -> float:
@@ -67,6 +72,15 @@ def latent_scale(vae: AutoencoderKL, seed: int) -> float:
     images, _, _ = next(batches(seed + 1, 256))
     with torch.no_grad():
         return float(1 / vae.encode(to_tensor(images)).latent_dist.mode().std())
+
+
+def training_noise(latents: torch.Tensor) -> torch.Tensor:
+    """White noise plus LOW_FREQUENCY_NOISE: random per-channel planes on coarse grids, smoothly upsampled."""
+    noise = torch.randn_like(latents)
+    for side, strength in LOW_FREQUENCY_NOISE.items():
+        coarse = torch.randn(*latents.shape[:2], side, side, device=latents.device)
+        noise += strength * F.interpolate(coarse, size=latents.shape[-2:], mode="bilinear", align_corners=False)
+    return noise
 
 
 def noisy_inputs(vae, text_encoder, tokenizer, scale: float, pixels: torch.Tensor, mask: torch.Tensor, captions,
@@ -79,10 +93,10 @@ def noisy_inputs(vae, text_encoder, tokenizer, scale: float, pixels: torch.Tenso
         masked = vae.encode(pixels * (mask < 0.5)).latent_dist.mode() * scale
     small_mask = F.interpolate(mask, size=latents.shape[-2:])
     tokens = tokenizer(captions, padding="max_length", max_length=77, truncation=True, return_tensors="pt")
-    noise = torch.randn_like(latents)
-    timesteps = torch.randint(0, 1000, (len(captions),))
+    noise = training_noise(latents)
+    timesteps = torch.randint(0, 1000, (len(captions),), device=latents.device)
     noisy = NOISE_SCHEDULER.add_noise(latents, noise, timesteps)
-    context = text_encoder(tokens.input_ids)[0]
+    context = text_encoder(tokens.input_ids.to(latents.device))[0]
     return noisy, torch.cat([noisy, small_mask, masked], dim=1), timesteps, noise, context
 
 
@@ -98,20 +112,21 @@ def denoising_loss(unet, encoders: tuple, batch: tuple, rng: np.random.Generator
 def frozen_parts(work: Path = WORK_DIR):
     """The trained VAE, U-Net and text encoder, frozen, with the tokenizer and the latent scale (for training the
     ControlNet and the LoRA on top of them)."""
-    vae = AutoencoderKL.from_pretrained(work / "vae" / "model").requires_grad_(False).eval()
-    unet = UNet2DConditionModel.from_pretrained(work / "unet" / "unet").requires_grad_(False)
-    text_encoder = CLIPTextModel.from_pretrained(work / "unet" / "text_encoder").requires_grad_(False)
+    vae = AutoencoderKL.from_pretrained(work / "vae" / "model").requires_grad_(False).eval().to(DEVICE)
+    unet = UNet2DConditionModel.from_pretrained(work / "unet" / "unet").requires_grad_(False).to(DEVICE)
+    text_encoder = CLIPTextModel.from_pretrained(work / "unet" / "text_encoder").requires_grad_(False).to(DEVICE)
     scale = json.loads((work / "unet" / "state.json").read_text())["latent_scale"]
     return vae, unet, text_encoder, CLIPTokenizer.from_pretrained(TOKENIZER, model_max_length=77), scale
 
 
 def train(steps: int, batch_size: int, seed: int, lr: float = 5e-4, work: Path = WORK_DIR):
-    vae = AutoencoderKL.from_pretrained(work / "vae" / "model").requires_grad_(False).eval()
+    vae = AutoencoderKL.from_pretrained(work / "vae" / "model").requires_grad_(False).eval().to(DEVICE)
     run = Run(work / "unet", seed)
     scale = latent_scale(vae, seed)
-    text_encoder = CLIPTextModel.from_pretrained(run.resumable("text_encoder")) if run.resumable("text_encoder") \
-        else make_text_encoder()
-    unet = UNet2DConditionModel.from_pretrained(run.resumable("unet")) if run.resumable("unet") else make_unet()
+    text_encoder = (CLIPTextModel.from_pretrained(run.resumable("text_encoder")) if run.resumable("text_encoder")
+                    else make_text_encoder()).to(DEVICE)
+    unet = (UNet2DConditionModel.from_pretrained(run.resumable("unet")) if run.resumable("unet")
+            else make_unet()).to(DEVICE)
     tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER, model_max_length=77)
     parameters = [*unet.parameters(), *text_encoder.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.01)
@@ -119,6 +134,8 @@ def train(steps: int, batch_size: int, seed: int, lr: float = 5e-4, work: Path =
     data = batches(seed, batch_size, run.step)
     while run.step < steps:
         loss = denoising_loss(unet, (vae, text_encoder, tokenizer, scale), next(data), rng)
+        for group in optimizer.param_groups:
+            group["lr"] = decayed(lr, run.step, steps)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -129,7 +146,7 @@ def train(steps: int, batch_size: int, seed: int, lr: float = 5e-4, work: Path =
 
 
 def main(argv: list[str] | None = None) -> None:
-    command_line(train, __doc__, steps=3000, batch=32, argv=argv)
+    command_line(train, __doc__, steps=5000, batch=32, argv=argv)
 
 if __name__ == "__main__":
     main()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from diffusers import AutoencoderKL
 
-from models.demo.training import IMAGE_SIZE, WORK_DIR, Run, batches, command_line, to_tensor
+from models.demo.training import DEVICE, IMAGE_SIZE, WORK_DIR, Run, batches, command_line, to_tensor
 
 KL_WEIGHT = 1e-6
 
@@ -28,7 +28,7 @@ def make_vae() -> AutoencoderKL:
 def train(steps: int, batch_size: int, seed: int, lr: float = 1e-3, folder=WORK_DIR / "vae") -> AutoencoderKL:
     run = Run(folder, seed)
     folder = run.resumable("model")
-    vae = AutoencoderKL.from_pretrained(folder) if folder else make_vae()
+    vae = (AutoencoderKL.from_pretrained(folder) if folder else make_vae()).to(DEVICE)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=lr)
     data = batches(seed, batch_size, run.step)
     while run.step < steps:
@@ -46,7 +46,7 @@ def train(steps: int, batch_size: int, seed: int, lr: float = 1e-3, folder=WORK_
 
 
 def main(argv: list[str] | None = None) -> None:
-    command_line(train, __doc__, steps=600, batch=16, argv=argv)
+    command_line(train, __doc__, steps=1500, batch=16, argv=argv)
 
 if __name__ == "__main__":
     main()

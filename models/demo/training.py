@@ -15,12 +15,14 @@ import torch
 from models.demo.shapes import stream
 
 IMAGE_SIZE = 64
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # trains on a GPU when there is one
 WORK_DIR = Path(__file__).resolve().parent / "shapes-work"  # checkpoints while training (not shipped)
 
 
 def to_tensor(images) -> torch.Tensor:
-    """PIL RGB images -> a float batch in [-1, 1], NCHW."""
-    return torch.from_numpy(np.stack([np.asarray(image) for image in images])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    """PIL RGB images -> a float batch in [-1, 1], NCHW, on DEVICE."""
+    stacked = torch.from_numpy(np.stack([np.asarray(image) for image in images])).to(DEVICE)
+    return stacked.permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
 def batches(seed: int, batch_size: int, start_step: int = 0, style: str = "plain"):
@@ -30,6 +32,13 @@ def batches(seed: int, batch_size: int, start_step: int = 0, style: str = "plain
     while True:
         chunk = [next(items) for _ in range(batch_size)]
         yield [item[0] for item in chunk], [item[1] for item in chunk], [item[2] for item in chunk]
+
+
+def decayed(lr: float, step: int, steps: int, tail: float = 0.3) -> float:
+    """`lr`, falling linearly to a tenth over the last `tail` of the run (a function of the step, so resuming keeps
+    the same schedule)."""
+    left = (steps - step) / (tail * steps)
+    return lr * (0.1 + 0.9 * min(1.0, max(left, 0.0)))
 
 
 class Run:

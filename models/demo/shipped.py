@@ -1,0 +1,9 @@
+"""Where the shapes demo model and its sample extensions ship. The LoRA and the ControlNet sit in the app's
+default LoRA and ControlNet folders, so an offline first run lists them like files a user dropped in."""
+
+from pathlib import Path
+
+MODELS_DIR = Path(__file__).resolve().parents[1]
+PIPELINE_DIR = MODELS_DIR / "demo" / "sd-shapes-inpainting"
+LORA_DIR, LORA_NAME = MODELS_DIR / "Lora", "shapes-striped"
+CONTROLNET_DIR, CONTROLNET_NAME = MODELS_DIR / "ControlNet", "shapes-canny"
