@@ -1,5 +1,5 @@
 """The procedural shapes dataset and its evaluation: captions redraw the scene, the metrics pass the ground truth
-and fail noise, the striped style and the edges are detectable."""
+and fail noise, the pastel style and the edges are detectable."""
 
 from __future__ import annotations
 
@@ -155,15 +155,15 @@ def test_random_noise_scores_near_chance(prompts):
     assert result["background"] <= 0.4 and result["colour"] <= 0.4 and result["shape"] <= 0.6, result
 
 
-def test_striped_style_scores_clearly_higher_than_plain(prompts):
-    scores = {
-        style: [ev.striped(shapes.render(scene, style=style), scene) for _, scene in prompts]
-        for style in shapes.STYLES
-    }
-    assert max(scores["plain"]) < 0.1 < 0.25 < min(scores["striped"]), scores
-    striped_scenes = [scene for _, scene in prompts[:20]]
-    result = ev.evaluate([shapes.render(scene, style="striped") for scene in striped_scenes], striped_scenes)
-    assert min(result["background"], result["colour"], result["shape"]) >= 0.95, result
+def test_pastel_style_scores_clearly_higher_than_plain(prompts):
+    scores = {style: [ev.pastel_share(shapes.render(scene, style=style)) for _, scene in prompts]
+              for style in shapes.STYLES}
+    assert max(scores["plain"]) < 0.15 and min(scores["pastel"]) > 0.9, scores  # plain: anti-aliased rims only
+    for _, scene in prompts:
+        assert ev.pastel_background(shapes.render(scene, style="pastel")) == scene.background
+    pastel_scenes = [scene for _, scene in prompts[:20]]
+    result = ev.evaluate([shapes.render(scene, style="pastel") for scene in pastel_scenes], pastel_scenes)
+    assert result["pastel"] > 0.9 and result["shape"] >= 0.95, result
 
 
 def test_edges_agree_with_their_own_image_and_not_with_another_scene(prompts):

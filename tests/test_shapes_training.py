@@ -38,12 +38,12 @@ def test_train_resume_assemble_and_generate(tmp_path):
     from models.request import ControlInput
     from PIL import Image
 
-    assert lora_file.name == "striped.safetensors"
+    assert lora_file.name == "pastel.safetensors"
     assemble_shapes.export_extensions(tmp_path, controlnet_out=tmp_path / "ControlNet" / "canny",
-                                      lora_out=tmp_path / "Lora" / "striped.safetensors")
+                                      lora_out=tmp_path / "Lora" / "pastel.safetensors")
     adapters = lora.install(manager, tmp_path / "Lora")
     controlnets = controlnet_extension.install(manager, tmp_path / "ControlNet")
     styled = GenerationRequest("txt2img", "a red circle on a blue background", steps=2, width=64, height=64, seed=1,
-                               loras=(("striped", 1.0),), controls=(ControlInput("canny", Image.new("RGB", (64, 64))),))
-    assert manager.generate(styled).images[0].size == (64, 64) and adapters.loaded_names == ["striped"]
+                               loras=(("pastel", 1.0),), controls=(ControlInput("canny", Image.new("RGB", (64, 64))),))
+    assert manager.generate(styled).images[0].size == (64, 64) and adapters.loaded_names == ["pastel"]
     assert controlnets.cache.loaded()

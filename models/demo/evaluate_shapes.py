@@ -1,4 +1,4 @@
-"""Measure whether an image shows the `shapes` scene it was asked for: background, colour, shape, stripes, edges.
+"""Measure whether an image shows the `shapes` scene it was asked for: background, colour, shape, pastel, edges.
 
 Why: the trained demo model (and its sample LoRA and canny ControlNet) must be judged by what it draws, not by its
 loss. Every caption of `models.demo.shapes` parses back to a `Scene`, so a prompt says exactly what should be
@@ -11,7 +11,7 @@ How each check reads an image (PIL image or HxWx3 uint8 array):
 - colour: the per-channel median of the region's foreground, nearest palette colour.
 - shape: the largest 8-connected foreground component, classified by its bounding-box fill ratio and how full
   the corners of that box are (circle ~0.79 / empty corners, square 1 / full, triangle 0.5 / full bottom only).
-- stripes: the share of the component's interior (eroded) that is far from its median colour: ~0 flat, ~0.4 striped.
+- pastel: the share of coloured pixels nearer a pastel colour than a plain one: ~0 plain, ~1 pastel.
 - edges: F1 of Canny edge pixels against control edges, each matched within `EDGE_TOLERANCE` px.
 
 The metrics are defined on single-shape scenes (`seeded_prompts`). For a two-shape scene they check the first
@@ -25,14 +25,15 @@ from collections import deque
 import numpy as np
 from PIL import Image
 
-from models.demo.shapes import COLOURS, KINDS, POSITIONS, SIZES, TEMPLATES, Scene, Shape, caption, edges, shape_box
+from models.demo.shapes import (
+    COLOURS, KINDS, POSITIONS, SIZES, TEMPLATES, Scene, Shape, caption, edges, pastel, shape_box,
+)
 
 RING = 0.1  # border ring width, fraction of the side
 REGION_PAD = 0.15  # padding around the expected box, fraction of the side
 FOREGROUND_DISTANCE = 60.0  # RGB distance from the background that makes a pixel foreground
 MIN_COMPONENT = 0.01  # smallest shape component that is classified, fraction of the image area
 CORNER = 0.2  # corner cells of the component's box, fraction of its width and height
-TEXTURE_DISTANCE = 60.0  # RGB distance from the shape's median colour that counts as a second colour
 EDGE_TOLERANCE = 2  # px (Euclidean) within which an edge pixel is matched
 
 # (fill ratio of the bounding box, top-corner fill, bottom-corner fill) of the ideal shapes; the corner fills as
@@ -45,6 +46,9 @@ SHAPE_FEATURES: dict[str, tuple[float, float, float]] = {
 
 _PALETTE_NAMES = tuple(COLOURS)
 _PALETTE = np.array([COLOURS[name] for name in _PALETTE_NAMES], dtype=np.float64)
+# the plain palette, then the pastel one (same order)
+_STYLED_PALETTE = np.concatenate([_PALETTE, np.array([pastel(name) for name in _PALETTE_NAMES], dtype=np.float64)])
+_WHITE = _PALETTE_NAMES.index("white")
 
 
 # --- reading pixels ---------------------------------------------------------------------------------------------
@@ -204,29 +208,21 @@ def shape_correct(image, scene: Scene) -> bool:
     return found is not None and classify_shape(found[1]) == scene.shapes[0].kind
 
 
-def _erode(mask: np.ndarray, radius: int) -> np.ndarray:
-    out = mask.copy()
-    for _ in range(radius):
-        padded = np.pad(out, 1)
-        out = out & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    return out
+def pastel_share(image) -> float:
+    """Share of the image's coloured pixels that are pastel: ~0 for the plain style, ~1 for `style="pastel"`.
 
-
-def striped(image, scene: Scene) -> float:
-    """Share of the first shape's interior in a second colour: ~0 for a flat fill, ~0.4 for `style="striped"`.
-
-    The interior is the shape's component eroded by 1 px per 64 px of side (dropping anti-aliased rims); a pixel
-    counts when it is more than `TEXTURE_DISTANCE` from the interior's median colour. 0.0 when nothing is found.
+    Each pixel goes to its nearest colour among the plain palette and the pastel one; pixels nearest white (the
+    same in both) are left out. 0.0 when every pixel is white.
     """
-    found = _component(image, scene)
-    if found is None:
-        return 0.0
-    region, component = found
-    interior = _erode(component, max(1, round(_pixels(image).shape[0] / 64)))
-    if not interior.any():
-        return 0.0
-    inside = region[interior]
-    return float((np.linalg.norm(inside - np.median(inside, axis=0), axis=-1) > TEXTURE_DISTANCE).mean())
+    labels = np.linalg.norm(_pixels(image)[..., None, :] - _STYLED_PALETTE, axis=-1).argmin(axis=-1)
+    coloured = labels != _WHITE
+    return float((labels[coloured] >= len(_PALETTE_NAMES)).mean()) if coloured.any() else 0.0
+
+
+def pastel_background(image) -> str:
+    """The colour whose pastel is nearest to most pixels of the border ring (for the pastel style)."""
+    distances = np.linalg.norm(_ring(_pixels(image))[:, None, :] - _STYLED_PALETTE[len(_PALETTE_NAMES):], axis=-1)
+    return _PALETTE_NAMES[int(np.bincount(distances.argmin(axis=-1), minlength=len(_PALETTE_NAMES)).argmax())]
 
 
 def _edge_mask(edge_image) -> np.ndarray:
@@ -276,9 +272,9 @@ def edge_agreement(generated_image, control_edges) -> float:
 
 
 def evaluate(images, scenes) -> dict[str, float]:
-    """Accuracies over paired images and scenes: {"n", "background", "colour", "shape", "striped"}.
+    """Accuracies over paired images and scenes: {"n", "background", "colour", "shape", "pastel"}.
 
-    "striped" is the mean `striped` score (for comparing a style LoRA with the base model), the others are the
+    "pastel" is the mean `pastel_share` (for comparing the style LoRA with the base model), the others are the
     share of images that pass `background_correct`, `colour_correct`, `shape_correct`.
     """
     images, scenes = list(images), list(scenes)
@@ -289,7 +285,7 @@ def evaluate(images, scenes) -> dict[str, float]:
         "background": float(np.mean([background_correct(i, s) for i, s in zip(images, scenes)])),
         "colour": float(np.mean([colour_correct(i, s) for i, s in zip(images, scenes)])),
         "shape": float(np.mean([shape_correct(i, s) for i, s in zip(images, scenes)])),
-        "striped": float(np.mean([striped(i, s) for i, s in zip(images, scenes)])),
+        "pastel": float(np.mean([pastel_share(i) for i in images])),
     }
 
 

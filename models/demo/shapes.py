@@ -10,8 +10,8 @@ generated image measurable (`evaluate_shapes`): 3 kinds x 6 colours x 3 sizes x 
   colour, kind and background, and size and position whenever they are not the default (medium, centre).
   `parse_caption` is its inverse and returns None for anything outside the vocabulary.
 - `render(scene, size, style)` draws at 4x and downsamples with LANCZOS (anti-aliased, deterministic);
-  `style="striped"` fills shapes with diagonal stripes of their colour and a lighter or darker tint of it, the
-  style a sample LoRA learns.
+  `style="pastel"` paints the shapes and the background in pastel (`pastel`: each colour mixed well toward white),
+  the style the sample LoRA learns.
 - `edges(image)` is a NumPy Canny (3x3 Sobel, non-maximum suppression, hysteresis 100/200 on the L1 gradient of
   the strongest channel), the same recipe as `cv2.Canny(rgb, 100, 200)` that the app's canny preprocessor runs,
   so a ControlNet trained on it sees at inference what it saw in training.
@@ -41,13 +41,12 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 SIZES: dict[str, float] = {"small": 0.25, "medium": 0.4, "large": 0.6}  # side of the shape's box / image side
 POSITIONS = ("centre", "top left", "top right", "bottom left", "bottom right")
-STYLES = ("plain", "striped")
+STYLES = ("plain", "pastel")
 
 MARGIN = 0.05  # a corner shape's box starts this far (fraction of the side) from the two image edges
 MIN_GAP = 0.05  # two shapes' boxes are at least this far apart along x or y, so they never touch
 SUPERSAMPLE = 4
-STRIPE_PERIOD = 0.14  # stripe period along x (and y), as a fraction of the image side
-STRIPE_TINT_SHARE = 0.38  # share of each period in the tint, so the shape's own colour stays the majority
+PASTEL_MIX = 0.55  # how far toward white the pastel style moves each colour
 
 TEMPLATES = (
     "{shapes} on a {background} background",
@@ -188,11 +187,14 @@ def parse_caption(text: str) -> Scene | None:
 # --- drawing ----------------------------------------------------------------------------------------------------
 
 
-def stripe_tint(colour: str) -> tuple[int, int, int]:
-    """The second stripe colour: halfway to black for the light colours (white, yellow), to white for the others."""
+def pastel(colour: str) -> tuple[int, int, int]:
+    """The colour mixed `PASTEL_MIX` of the way to white (white stays white, black becomes a light grey)."""
     rgb = np.array(COLOURS[colour], dtype=np.float64)
-    target = 0.0 if colour in ("white", "yellow") else 255.0
-    return tuple(int(round(c)) for c in (rgb + target) / 2)
+    return tuple(int(round(c)) for c in rgb + PASTEL_MIX * (255 - rgb))
+
+
+def painted(colour: str, style: str) -> tuple[int, int, int]:
+    return pastel(colour) if style == "pastel" else COLOURS[colour]
 
 
 def _shape_mask(shape: Shape, canvas: int) -> Image.Image:
@@ -208,25 +210,15 @@ def _shape_mask(shape: Shape, canvas: int) -> Image.Image:
     return mask
 
 
-def _stripes(colour: str, canvas: int, image_side: int) -> Image.Image:
-    """Diagonal bands (constant along x + y) of the colour and its tint, `STRIPE_PERIOD` of the side apart."""
-    period = STRIPE_PERIOD * image_side * SUPERSAMPLE
-    diagonal = np.add.outer(np.arange(canvas), np.arange(canvas))
-    tint = (diagonal % period) >= period * (1 - STRIPE_TINT_SHARE)
-    pixels = np.where(tint[..., None], stripe_tint(colour), COLOURS[colour]).astype(np.uint8)
-    return Image.fromarray(pixels, "RGB")
-
-
 def render(scene: Scene, size: int = 64, style: str = "plain") -> Image.Image:
     """The scene as a `size` x `size` RGB image, drawn at 4x and downsampled with LANCZOS."""
     if not isinstance(size, int) or size < 32:
         raise ValueError(f"size must be an int of at least 32, got {size!r}")
     _check_choice("style", style, STYLES)
     canvas = size * SUPERSAMPLE
-    image = Image.new("RGB", (canvas, canvas), COLOURS[scene.background])
+    image = Image.new("RGB", (canvas, canvas), painted(scene.background, style))
     for shape in scene.shapes:
-        fill = _stripes(shape.colour, canvas, size) if style == "striped" else COLOURS[shape.colour]
-        image.paste(fill, (0, 0, canvas, canvas), _shape_mask(shape, canvas))
+        image.paste(painted(shape.colour, style), (0, 0, canvas, canvas), _shape_mask(shape, canvas))
     return image.resize((size, size), Image.Resampling.LANCZOS)
 
 

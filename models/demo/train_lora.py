@@ -1,8 +1,9 @@
-"""Train the shapes model's sample LoRA, a "striped" style: the same captions, images whose shapes are filled with
-diagonal stripes. peft adapters on the U-Net's attention layers, trained through the same loss with everything
-else frozen; saved as a diffusers LoRA .safetensors the app's LoRA library loads.
+"""Train the shapes model's sample LoRA, a "pastel" style: the same captions, images painted in pastel (every colour
+mixed toward white). peft adapters on the linear layers of the U-Net's attention blocks, trained through the same
+loss with everything else frozen; saved as a diffusers LoRA .safetensors the app's LoRA library loads.
+(A first "striped" style could not work: the VAE, trained on flat colours only, cannot reconstruct stripes.)
 
-    python -m models.demo.train_lora [--steps 800] [--batch 32] [--seed 0]
+    python -m models.demo.train_lora [--steps 600] [--batch 32] [--seed 0]
 
 Needs models/demo/shapes-work/{vae,unet}. Resumable from models/demo/shapes-work/lora.
 """
@@ -24,13 +25,15 @@ from models.demo.train_unet import denoising_loss, frozen_parts
 from models.demo.training import WORK_DIR, Run, batches, command_line
 
 RANK = 4
-WEIGHTS = "striped.safetensors"
+# every linear layer of the attention blocks, the layers a LoRA for SD 1.x usually trains
+TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"]
+WEIGHTS = "pastel.safetensors"
 
 
-def train(steps: int, batch_size: int, seed: int, lr: float = 1e-3, work: Path = WORK_DIR) -> Path:
+def train(steps: int, batch_size: int, seed: int, lr: float = 3e-3, work: Path = WORK_DIR) -> Path:
     vae, unet, text_encoder, tokenizer, scale = frozen_parts(work)
     unet.add_adapter(LoraConfig(r=RANK, lora_alpha=RANK, init_lora_weights="gaussian",
-                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+                                target_modules=TARGETS))
     run = Run(work / "lora", seed)
     saved = run.folder / WEIGHTS
     if saved.exists():  # resume: the adapter's weights as last saved (peft's own key layout)
@@ -38,7 +41,7 @@ def train(steps: int, batch_size: int, seed: int, lr: float = 1e-3, work: Path =
     trainable = [parameter for parameter in unet.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lr)
     rng = np.random.default_rng([seed, run.step])
-    data = batches(seed + 13, batch_size, run.step, style="striped")
+    data = batches(seed + 13, batch_size, run.step, style="pastel")
     while run.step < steps:
         loss = denoising_loss(unet, (vae, text_encoder, tokenizer, scale), next(data), rng)
         optimizer.zero_grad()
@@ -61,7 +64,7 @@ def _save(unet, run: Run) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    command_line(train, __doc__, steps=800, batch=32, argv=argv)
+    command_line(train, __doc__, steps=600, batch=32, argv=argv)
 
 if __name__ == "__main__":
     main()

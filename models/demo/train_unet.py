@@ -84,10 +84,10 @@ def training_noise(latents: torch.Tensor) -> torch.Tensor:
 
 
 def noisy_inputs(vae, text_encoder, tokenizer, scale: float, pixels: torch.Tensor, mask: torch.Tensor, captions,
-                 rng: np.random.Generator):
+                 rng: np.random.Generator, caption_drop: float = CAPTION_DROP):
     """One training batch as the U-Net sees it: (noisy latents, the 9-channel input, timesteps, the noise,
-    the caption context). Captions are dropped with CAPTION_DROP for classifier-free guidance."""
-    captions = [caption if rng.random() >= CAPTION_DROP else "" for caption in captions]
+    the caption context). Captions are dropped with `caption_drop` for classifier-free guidance."""
+    captions = [caption if rng.random() >= caption_drop else "" for caption in captions]
     with torch.no_grad():
         latents = vae.encode(pixels).latent_dist.sample() * scale
         masked = vae.encode(pixels * (mask < 0.5)).latent_dist.mode() * scale
