@@ -13,10 +13,10 @@ import torch
 from diffusers import DiffusionPipeline, StableDiffusionInpaintPipeline, StableDiffusionPipeline
 from safetensors import safe_open
 
+from models.demo.shipped import PIPELINE_DIR as DEMO_MODEL_DIR  # the trained shapes model
 from models.files import PICKLE_SUFFIXES, sha256
 
 MODELS_DIR = Path(__file__).resolve().parent
-DEMO_MODEL_DIR = MODELS_DIR / "demo" / "sd-demo-inpainting"
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"
 # Component configs of SD 1.5 (no weights), so a single-file checkpoint loads without reaching the Hub.
 SINGLE_FILE_CONFIGS = {4: MODELS_DIR / "configs" / "sd15", 9: MODELS_DIR / "configs" / "sd15-inpainting"}

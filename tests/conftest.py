@@ -15,7 +15,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "models" / "demo" / "sd-demo-inpainting"
+DEMO = ROOT / "models" / "demo" / "sd-shapes-inpainting"  # what --model demo loads: the trained shapes model
+# Random weights in SD 1.5's exact layout (no text embedding in the U-Net, fp32): for A1111 single-file round trips.
+PLUMBING = ROOT / "models" / "demo" / "sd-demo-inpainting"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
 
@@ -110,7 +112,7 @@ def app_server(tmp_path_factory):
     lora_dir, controlnet_dir = tmp_path_factory.mktemp("Lora"), tmp_path_factory.mktemp("ControlNet")
     demo = StableDiffusionInpaintPipeline.from_pretrained(DEMO, safety_checker=None)
     make_lora(demo, lora_dir / "ink.safetensors", seed=7)
-    controlnet_for(demo.unet, seed=1).save_pretrained(controlnet_dir / "edges")
+    controlnet_for(demo.unet, seed=1, vae_scale_factor=demo.vae_scale_factor).save_pretrained(controlnet_dir / "edges")
     config = app.parse_config(
         ["--model", "demo", "--device", "cpu", "--port", str(free_port()), "--lora-dir", str(lora_dir),
          "--controlnet-dir", str(controlnet_dir), "--output-dir", str(tmp_path_factory.mktemp("outputs")),

@@ -35,7 +35,7 @@ def test_endpoints_are_named_with_keyword_parameters(client):
     assert outpaint[:8] == ["prompt", "image", "left", "right", "up", "down", "overlap", "fill"]
     optional = {name for name, p in parameters.items() if p["parameter_has_default"]}
     assert optional == set(parameters) - {"prompt", "image", "mask"}
-    assert parameters["width"]["parameter_default"] == 128  # the UI's default for the demo model
+    assert parameters["width"]["parameter_default"] == 64  # the UI's default for the demo model (its native size)
 
 
 def check_result(result, prompt, asked: dict, mode_extra: dict | None = None):
@@ -50,7 +50,7 @@ def check_result(result, prompt, asked: dict, mode_extra: dict | None = None):
         assert parameters["Sampler"] == asked["sampler_written"]
         assert parameters["CFG scale"] == asked["cfg_written"]
         assert parameters["Size"] == f"{asked['width']}x{asked['height']}"
-        assert parameters["Model"] == "sd-demo-inpainting"
+        assert parameters["Model"] == "sd-shapes-inpainting"
         for key, value in (mode_extra or {}).items():
             assert parameters[key] == value
         assert Image.open(item["image"]).size == (asked["width"], asked["height"])
@@ -112,7 +112,7 @@ def test_defaults_come_from_the_ui(client):
     gallery, infotext, _ = client.predict(prompt="defaults", api_name="/txt2img")
     parameters = parse_infotext(infotext)[2]
     assert (parameters["Steps"], parameters["Sampler"], parameters["CFG scale"], parameters["Size"]) == (
-        "20", "Euler a", "7", "128x128")
+        "20", "Euler a", "7", "64x64")
     assert 0 <= int(parameters["Seed"]) < 2**32  # -1 picked a random seed and recorded it
 
 
@@ -176,7 +176,7 @@ def test_long_prompt_is_truncated_with_a_warning(client):
 
 
 def test_progress_is_reported_and_interrupt_returns_the_image_early(client):
-    job = client.submit(prompt="slow", steps=150, width=512, height=512, seed=1, api_name="/txt2img")
+    job = client.submit(prompt="slow", steps=150, width=256, height=256, seed=1, api_name="/txt2img")
     progress = None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -189,9 +189,9 @@ def test_progress_is_reported_and_interrupt_returns_the_image_early(client):
     started = time.monotonic()
     client.predict(api_name="/interrupt")
     gallery, infotext, warnings = job.result(timeout=60)
-    assert time.monotonic() - started < 10  # one 512 px step of the demo model is well under a second
+    assert time.monotonic() - started < 10  # one 256 px step of the demo model is well under a second
     assert "interrupted" in warnings and len(gallery) == 1
-    assert Image.open(gallery[0]["image"]).size == (512, 512)
+    assert Image.open(gallery[0]["image"]).size == (256, 256)
 
 
 def test_lora_tags_in_the_prompt_reach_every_endpoint(client, files):

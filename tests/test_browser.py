@@ -47,12 +47,12 @@ def set_number(page: Page, label: str, value: float) -> None:
 
 
 def test_txt2img_generate_shows_the_image_and_its_parameters(page):
-    page.locator("#txt2img-prompt textarea").fill("a red apple on a wooden table")
+    page.locator("#txt2img-prompt textarea").fill("a large red circle on a blue background")
     page.locator("#txt2img-generate").click()
     expect(page.locator("#txt2img-gallery img").first).to_be_visible(timeout=30_000)
     infotext = page.locator("#txt2img-infotext textarea")
     expect(infotext).to_have_value(
-        re.compile(r"^a red apple on a wooden table\nSteps: 20, Sampler: Euler a, .*Model: sd-demo-inpainting")
+        re.compile(r"^a large red circle on a blue background\nSteps: 20, Sampler: Euler a, .*Model: sd-shapes-inpainting")
     )
     expect(page.locator("#system-line")).to_contain_text("cpu · float32 · attention: sdpa")
     screenshot(page, "txt2img")

@@ -121,7 +121,7 @@ def test_only_masked_crops_the_control_map_like_the_image(service):
     ({"model": "nowhere"}, "ControlNet 'nowhere' not found in"),
     ({"model": "pickled"}, "pickled weights .* can run code"),
     ({"model": "sdxl_cn"}, "made for another base model: its cross-attention width is 2048 .SDXL., the base "
-                           "model's is 32"),
+                           "model's is 64"),
     ({"image": "bm90IGFuIGltYWdl"}, "controlnet unit 0: image is not a readable base64-encoded image"),
     ({"weight": 3}, "controlnet unit 0: ControlNet weight must be from 0.0 to 2.0, got 3"),
     ({"module": "cany"}, "controlnet unit 0: preprocessor 'cany' is not available here; available: none, canny"),

@@ -14,7 +14,7 @@ from models.manager import PipelineManager
 from models.request import GenerationRequest
 from models.samplers import SAMPLER_NAMES, make_scheduler
 from models.single_file import save_single_file
-from tests.conftest import DEMO
+from tests.conftest import DEMO, PLUMBING
 
 SMALL = {"width": 64, "height": 64, "steps": 4}
 
@@ -53,7 +53,7 @@ def test_pipelines_share_every_module(fixture, request):
 def test_nine_channel_base_runs_every_mode_through_inpaint(demo_manager):
     assert demo_manager.is_inpainting_model
     assert all(isinstance(p, StableDiffusionInpaintPipeline) for p in demo_manager.pipelines.values())
-    assert demo_manager.default_size == 128
+    assert demo_manager.default_size == 64
 
 
 def test_four_channel_base_uses_the_usual_pipelines(txt2img_manager):
@@ -67,16 +67,17 @@ def test_four_channel_base_uses_the_usual_pipelines(txt2img_manager):
         assert result.images[0].size == (64, 64)
 
 
-def test_single_file_checkpoint_loads_with_the_same_weights(tmp_path, demo_manager):
-    path = save_single_file(DEMO, tmp_path / "demo.safetensors")
-    manager = PipelineManager.load(str(path), device="cpu", single_file_config=str(DEMO))
-    assert manager.source.kind == "single_file" and manager.source.name == "demo"
+def test_single_file_checkpoint_loads_with_the_same_weights(tmp_path):
+    folder_manager = PipelineManager.load(str(PLUMBING), device="cpu")
+    path = save_single_file(PLUMBING, tmp_path / "plumbing.safetensors")
+    manager = PipelineManager.load(str(path), device="cpu", single_file_config=str(PLUMBING))
+    assert manager.source.kind == "single_file" and manager.source.name == "plumbing"
     assert manager.is_inpainting_model
-    expected = demo_manager.pipelines["inpaint"].unet.state_dict()
+    expected = folder_manager.pipelines["inpaint"].unet.state_dict()
     for key, value in manager.pipelines["inpaint"].unet.state_dict().items():
         assert torch.equal(value, expected[key]), key
     request = GenerationRequest("txt2img", "a red circle", seed=3, **SMALL)
-    assert max_diff(manager.generate(request).images[0], demo_manager.generate(request).images[0]) == 0
+    assert max_diff(manager.generate(request).images[0], folder_manager.generate(request).images[0]) == 0
 
 
 @pytest.mark.parametrize("name", ["model.ckpt", "model.pt", "model.bin", "model.pth"])
@@ -127,7 +128,8 @@ def test_random_seed_is_picked_and_recorded(demo_manager):
 
 def _plain(pipeline_class, folder, sampler, seed, **kwargs) -> Image.Image:
     """The same job through a plain diffusers pipeline loaded on its own."""
-    pipe = pipeline_class.from_pretrained(folder, safety_checker=None, requires_safety_checker=False)
+    pipe = pipeline_class.from_pretrained(folder, safety_checker=None, requires_safety_checker=False,
+                                          torch_dtype=torch.float32)  # as the manager runs on CPU
     pipe.scheduler = make_scheduler(sampler, pipe.scheduler.config, [seed])
     pipe.set_progress_bar_config(disable=True)
     generator = torch.Generator("cpu").manual_seed(seed)

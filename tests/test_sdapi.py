@@ -80,7 +80,7 @@ def test_listings_and_options(api, app_server):
     assert {"automatic", "karras"} == {scheduler["name"] for scheduler in api.get_schedulers()}
     assert [lora["name"] for lora in api.get_loras()] == ["ink"]
     models = api.get_sd_models()
-    assert models[0]["model_name"] == "sd-demo-inpainting" and models[0]["title"].startswith("sd-demo-inpainting [")
+    assert models[0]["model_name"] == "sd-shapes-inpainting" and models[0]["title"].startswith("sd-shapes-inpainting [")
     assert api.get_options()["sd_model_checkpoint"] == models[0]["title"]
     response = requests.post(f"{app_server[0]}/sdapi/v1/refresh-loras", timeout=10)
     assert response.status_code == 200

@@ -7,7 +7,7 @@ import torch
 from safetensors import safe_open
 
 from models.single_file import CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX, save_single_file
-from tests.conftest import DEMO
+from tests.conftest import PLUMBING
 
 
 # LDM keys that pin the block numbering A1111 expects (the diffusers loader alone would accept some wrong
@@ -48,7 +48,7 @@ def test_round_trip(which, txt2img_folder, tmp_path):
     from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline
 
     if which == "demo-inpainting":
-        folder, pipeline_class, unet_keys, up_blocks = DEMO, StableDiffusionInpaintPipeline, DEMO_KEYS, 4
+        folder, pipeline_class, unet_keys, up_blocks = PLUMBING, StableDiffusionInpaintPipeline, DEMO_KEYS, 4
     else:
         folder, pipeline_class = txt2img_folder, StableDiffusionPipeline
         unet_keys, up_blocks = TXT2IMG_KEYS, 2

@@ -1,6 +1,6 @@
 """Put the trained shapes parts where the app finds them (safetensors, fp16 to keep the repository small): the
 diffusers StableDiffusionInpaintPipeline folder that `--model demo` loads, the canny ControlNet folder and the
-striped LoRA file. `python -m bench.shapes_model` then measures them.
+pastel LoRA file. `python -m bench.shapes_model` then measures them.
 
     python -m models.demo.assemble_shapes
 """

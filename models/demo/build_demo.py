@@ -1,8 +1,10 @@
-"""Build the embedded demo model: a tiny Stable Diffusion 1.x inpainting model with random weights.
+"""Build the plumbing model: a tiny Stable Diffusion 1.x inpainting model with random weights.
 
-It has the real SD 1.x layout (9-channel U-Net with 4 levels and cross-attention, 8x KL VAE, CLIP text
-encoder with the real CLIP vocabulary, PNDM scheduler), only much narrower, so that every code path of the
-app runs offline in seconds. Random weights draw noise; the trained "shapes" model replaces them later.
+It has SD 1.x's exact layout (9-channel U-Net with 4 levels and cross-attention, 8x KL VAE, CLIP text encoder
+with the real CLIP vocabulary, PNDM scheduler), only much narrower. It was the first demo model; the trained
+shapes model (`--model demo`, models/demo/train_shapes.py) replaced it there. It stays for the tests that need
+SD 1.5's layout to the key (A1111 single-file round trips), and its tokenizer folder is the real CLIP vocabulary
+the shapes model is trained with.
 
 Deterministic: the same seed and versions give byte-identical safetensors.
 

@@ -5,5 +5,5 @@ from pathlib import Path
 
 MODELS_DIR = Path(__file__).resolve().parents[1]
 PIPELINE_DIR = MODELS_DIR / "demo" / "sd-shapes-inpainting"
-LORA_DIR, LORA_NAME = MODELS_DIR / "Lora", "shapes-striped"
+LORA_DIR, LORA_NAME = MODELS_DIR / "Lora", "shapes-pastel"
 CONTROLNET_DIR, CONTROLNET_NAME = MODELS_DIR / "ControlNet", "shapes-canny"

@@ -1,5 +1,5 @@
 """Train the whole shapes demo model from nothing, then put it where the app finds it: the VAE, the text encoder
-and U-Net, the canny ControlNet and the striped LoRA (each with its script's defaults, each resumable: run it again
+and U-Net, the canny ControlNet and the pastel LoRA (each with its script's defaults, each resumable: run it again
 after an interruption and it goes on), then assemble_shapes. About 80 minutes on 2 CPU cores; uses CUDA when
 there is a GPU.
 

@@ -1,0 +1,177 @@
+"""The shapes demo model, measured over seeded prompts with the app's defaults (20 steps, CFG 7, Euler a, 64 px):
+txt2img background / colour / shape accuracy, inpainting a shape in a new colour, how well the canny ControlNet's
+output edges match its control edges (vs the same prompts without it), how much the pastel LoRA changes the
+style (vs without it), and the time of one generation.
+
+    python -m bench.shapes_model [--prompts 50] [--gallery]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from extensions.controlnet import pipeline as controlnet_extension
+from extensions import lora as lora_extension
+from models.demo.evaluate_shapes import colour_correct, edge_agreement, evaluate, pastel_background, seeded_prompts
+from models.demo.shapes import COLOURS, Scene, Shape, caption, edges, render, shape_box
+from models.demo.shipped import CONTROLNET_DIR, CONTROLNET_NAME, LORA_DIR, LORA_NAME
+from models.manager import PipelineManager
+from models.request import ControlInput, GenerationRequest
+from service.studio import StudioService
+
+SIZE = 64
+
+
+def demo_with_extras() -> PipelineManager:
+    """The demo model with its shipped LoRA and ControlNet installed, as `python app.py` sets it up."""
+    manager = PipelineManager.load("demo", device="cpu")
+    lora_extension.install(manager, LORA_DIR)
+    controlnet_extension.install(manager, CONTROLNET_DIR)
+    return manager
+
+
+def _image(manager: PipelineManager, prompt: str, seed: int, **fields) -> Image.Image:
+    request = GenerationRequest(fields.pop("mode", "txt2img"), prompt, width=SIZE, height=SIZE, seed=seed, **fields)
+    return manager.generate(request).images[0]
+
+
+def txt2img(manager, prompts) -> dict:
+    images = [_image(manager, text, seed) for seed, (text, _) in enumerate(prompts)]
+    return evaluate(images, [scene for _, scene in prompts])
+
+
+def recoloured(scene: Scene) -> Scene:
+    """The scene with its shape in the next colour that is neither its own nor the background's."""
+    shape = scene.shapes[0]
+    names = list(COLOURS)
+    start = names.index(shape.colour)
+    colour = next(name for name in names[start + 1:] + names[:start] if name != scene.background)
+    return dataclasses.replace(scene, shapes=(dataclasses.replace(shape, colour=colour),))
+
+
+def box_mask(scene: Scene, pad: int = 3) -> Image.Image:
+    x0, y0, x1, y1 = (np.array(shape_box(scene.shapes[0])) * SIZE).astype(int)
+    mask = np.zeros((SIZE, SIZE), dtype=np.uint8)  # the box grown by `pad` px
+    mask[max(y0 - pad, 0):y1 + pad, max(x0 - pad, 0):x1 + pad] = 255
+    return Image.fromarray(mask)
+
+
+def inpaint(manager, prompts) -> dict:
+    """Repaint each rendered scene's shape (its box masked, no mask blur) with the caption of the recoloured scene,
+    through the app's service as the inpaint tab does: the share whose shape now has the new colour, and the
+    largest change outside the mask (0: kept exactly)."""
+    correct, outside = [], []
+    with tempfile.TemporaryDirectory() as outputs:
+        service = StudioService(manager, outputs)
+        for seed, (_, scene) in enumerate(prompts):
+            target, image, mask = recoloured(scene), render(scene, SIZE), box_mask(scene)
+            generation = service.generate("inpaint", prompt=caption(target), image=image, mask=mask, width=SIZE,
+                                          height=SIZE, seed=seed, strength=1.0, mask_blur=0)
+            result = Image.open(generation.files[0]).convert("RGB")
+            correct.append(colour_correct(result, target))
+            keep = np.asarray(mask) == 0
+            difference = np.abs(np.asarray(result, dtype=int) - np.asarray(image, dtype=int))[keep]
+            outside.append(int(difference.max()))
+    return {"colour": float(np.mean(correct)), "max_change_outside_mask": max(outside)}
+
+
+def controlnet(manager, prompts) -> dict:
+    """Edge agreement (F1 within 2 px) between each output's Canny edges and the control edges of the prompt's
+    rendered scene, with the ControlNet and without it."""
+    scores = {"with": [], "without": []}
+    for seed, (text, scene) in enumerate(prompts):
+        control = edges(render(scene, SIZE)).convert("RGB")
+        with_unit = _image(manager, text, seed, controls=(ControlInput(CONTROLNET_NAME, control),))
+        scores["with"].append(edge_agreement(with_unit, control))
+        scores["without"].append(edge_agreement(_image(manager, text, seed), control))
+    return {name: float(np.mean(values)) for name, values in scores.items()}
+
+
+def lora(manager, prompts) -> dict:
+    """Pastel share with the LoRA at weight 1 vs without it; with it, the share whose background is the pastel of
+    the asked colour, and the shape accuracy."""
+    styled = [_image(manager, text, seed, loras=((LORA_NAME, 1.0),)) for seed, (text, _) in enumerate(prompts)]
+    plain = [_image(manager, text, seed) for seed, (text, _) in enumerate(prompts)]
+    scenes = [scene for _, scene in prompts]
+    with_lora, without = evaluate(styled, scenes), evaluate(plain, scenes)
+    return {"pastel_with": with_lora["pastel"], "pastel_without": without["pastel"],
+            "background_with": float(np.mean([pastel_background(image) == scene.background
+                                              for image, scene in zip(styled, scenes)])),
+            "shape_with": with_lora["shape"]}
+
+
+def speed(manager, rounds: int = 5) -> dict:
+    """Median seconds of one 20-step txt2img at 64 px, and at 128 px."""
+    figures = {}
+    for size in (64, 128):
+        request = GenerationRequest("txt2img", "a large red circle on a blue background", width=size, height=size,
+                                    seed=1)
+        manager.generate(request)
+        times = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            manager.generate(request)
+            times.append(time.perf_counter() - started)
+        figures[f"seconds_{size}px"] = statistics.median(times)
+    return figures
+
+
+GALLERY = Path(__file__).resolve().parents[1] / "docs" / "shapes"
+GALLERY_PROMPTS = (  # (file, prompt): the README shows these next to their images
+    ("txt2img-1", "a large red circle on a blue background"),
+    ("txt2img-2", "a small yellow square in the top left on black"),
+    ("txt2img-3", "a large white triangle in the bottom right on a green background"),
+    ("txt2img-4", "a small red circle in the top left and a large yellow triangle in the bottom right on blue"),
+)
+
+
+def gallery(manager, folder: Path = GALLERY, scale: int = 2) -> None:
+    """The README's pictures, each enlarged `scale` times (nearest neighbour, so the pixels stay honest)."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def save(name: str, image: Image.Image) -> None:
+        image.resize((SIZE * scale, SIZE * scale), Image.Resampling.NEAREST).save(folder / f"{name}.png")
+
+    for name, prompt in GALLERY_PROMPTS:
+        save(name, _image(manager, prompt, seed=1))
+    scene = Scene(shapes=(Shape("square", "red", "large", "centre"),), background="white")
+    source, mask = render(scene, SIZE), box_mask(scene)
+    save("inpaint-source", source)
+    save("inpaint-mask", mask.convert("RGB"))
+    save("inpaint-result", _image(manager, "a large green square on a white background", 1, mode="inpaint",
+                                  image=source, mask=mask, strength=1.0))
+    picture = render(Scene(shapes=(Shape("circle", "white", "medium", "top left"),), background="black"), SIZE)
+    outline = edges(picture).convert("RGB")  # what the canny preprocessor makes of that picture
+    save("controlnet-map", outline)
+    save("controlnet-result", _image(manager, "a red circle on a blue background", 1,
+                                     controls=(ControlInput(CONTROLNET_NAME, outline),)))
+    for weight in (0.0, 1.0):
+        save(f"lora-{weight:g}", _image(manager, "a large red circle on a blue background", 1,
+                                        loras=((LORA_NAME, weight),)))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=50)
+    parser.add_argument("--gallery", action="store_true", help=f"also write the README's pictures to {GALLERY}")
+    args = parser.parse_args(argv)
+    manager, prompts = demo_with_extras(), seeded_prompts(args.prompts)
+    if args.gallery:
+        gallery(manager)
+    figures = {"txt2img": txt2img(manager, prompts), "inpaint": inpaint(manager, prompts),
+               "controlnet": controlnet(manager, prompts), "lora": lora(manager, prompts), "speed": speed(manager)}
+    print(f"shapes model ({args.prompts} seeded prompts): {json.dumps(figures)}")
+    return figures
+
+
+if __name__ == "__main__":
+    main()

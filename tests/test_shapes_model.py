@@ -1,0 +1,100 @@
+"""The shipped shapes demo model means what it draws: it loads through the normal loading code, follows the prompt's
+colours, repaints a masked shape, follows a canny ControlNet's outline, and its LoRA changes the style. Generous
+thresholds on a few fixed seeds; bench/shapes_model.py measures the same over 50 prompts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from models.demo import shipped
+from models.demo.evaluate_shapes import COLOURS, background_colour, edge_agreement, pastel_share
+from models.demo.shapes import Scene, Shape, edges, render
+from models.request import ControlInput, GenerationRequest
+
+SEEDS = (1, 2, 3)
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    from extensions import lora
+    from extensions.controlnet import pipeline as controlnet
+    from models.manager import PipelineManager
+
+    manager = PipelineManager.load("demo", device="cpu")
+    lora.install(manager, shipped.LORA_DIR)
+    controlnet.install(manager, shipped.CONTROLNET_DIR)
+    return manager
+
+
+def generate(manager, prompt: str, seed: int, **fields) -> np.ndarray:
+    request = GenerationRequest(fields.pop("mode", "txt2img"), prompt, width=64, height=64, seed=seed, **fields)
+    return np.asarray(manager.generate(request).images[0])
+
+
+def share_near(pixels: np.ndarray, colour: str, distance: float = 90.0) -> float:
+    """Share of pixels within `distance` (RGB) of a named palette colour."""
+    return float((np.linalg.norm(pixels.astype(float) - COLOURS[colour], axis=-1) < distance).mean())
+
+
+def test_the_shipped_weights_are_the_demo_model_and_small(shapes):
+    assert shapes.source.kind == "demo" and shapes.source.name == "sd-shapes-inpainting"
+    assert shapes.is_inpainting_model and shapes.default_size == 64
+    files = [*shipped.PIPELINE_DIR.rglob("*.safetensors"), *(shipped.CONTROLNET_DIR / shipped.CONTROLNET_NAME).rglob(
+        "*.safetensors"), shipped.LORA_DIR / f"{shipped.LORA_NAME}.safetensors"]
+    assert len(files) == 5 and sum(f.stat().st_size for f in files) < 20 * 2**20
+
+
+def test_a_red_circle_on_a_blue_background(shapes):
+    for seed in SEEDS:
+        pixels = generate(shapes, "a large red circle on a blue background", seed)
+        assert background_colour(pixels) == "blue", seed
+        assert share_near(pixels, "blue") > 0.5 and share_near(pixels, "red") > 0.05, seed
+
+
+def test_inpainting_a_masked_square_green_keeps_the_rest(shapes, tmp_path):
+    """Through the app's service, as the inpaint tab runs it (no mask blur: every pixel outside stays)."""
+    from service.studio import StudioService
+
+    service = StudioService(shapes, tmp_path)
+    image = render(Scene(shapes=(Shape("square", "red", "large", "centre"),), background="white"))
+    mask = Image.new("L", (64, 64), 0)
+    ImageDraw.Draw(mask).rectangle([10, 10, 53, 53], fill=255)  # the large centred square (13 to 51) and a margin
+    keep, inside = np.asarray(mask) == 0, np.s_[22:42, 22:42]
+    for seed in SEEDS:
+        generation = service.generate("inpaint", prompt="a large green square on a white background", image=image,
+                                      mask=mask, width=64, height=64, seed=seed, strength=1.0, mask_blur=0)
+        pixels = np.asarray(Image.open(generation.files[0]).convert("RGB"))
+        assert share_near(pixels[inside], "green") > 0.6 and share_near(pixels[inside], "red") < 0.1, seed
+        assert np.array_equal(pixels[keep], np.asarray(image)[keep]), seed
+
+
+def test_the_canny_controlnet_follows_a_circle_outline(shapes):
+    """The prompt names no position; the control map (canny, as the preprocessor makes it from a picture of a
+    circle) puts the circle in the top left."""
+    picture = render(Scene(shapes=(Shape("circle", "white", "medium", "top left"),), background="black"))
+    outline = edges(picture).convert("RGB")
+    agreement = {"guided": [], "free": []}
+    for seed in SEEDS:
+        guided = generate(shapes, "a red circle on a blue background", seed,
+                          controls=(ControlInput(shipped.CONTROLNET_NAME, outline),))
+        red = np.linalg.norm(guided.astype(float) - COLOURS["red"], axis=-1) < 90
+        ys, xs = np.nonzero(red)
+        assert red.mean() > 0.04 and xs.mean() < 28 and ys.mean() < 28, seed  # the red shape sits in the top left
+        free = generate(shapes, "a red circle on a blue background", seed)
+        agreement["guided"].append(edge_agreement(guided, outline))
+        agreement["free"].append(edge_agreement(free, outline))
+    guided, free = np.mean(agreement["guided"]), np.mean(agreement["free"])
+    assert guided > 0.5 and guided > free + 0.2, agreement
+
+
+def test_the_pastel_lora_turns_the_colours_pastel(shapes):
+    styled_shares = []
+    for seed in SEEDS:
+        plain = generate(shapes, "a large red circle on a blue background", seed)
+        styled = generate(shapes, "a large red circle on a blue background", seed, loras=((shipped.LORA_NAME, 1.0),))
+        styled_shares.append(pastel_share(styled))
+        assert pastel_share(plain) < 0.1 and styled_shares[-1] > pastel_share(plain) + 0.1, seed
+        assert share_near(styled, "red", distance=150) > 0.05, seed  # still a red (pink) shape
+    assert np.mean(styled_shares) > 0.25, styled_shares
