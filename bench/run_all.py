@@ -3,7 +3,7 @@
     python -m bench.run_all
 """
 
-from bench import cold_start, controlnet, cuda_speed, inpaint, lora, memory, overhead, rest
+from bench import cold_start, controlnet, cuda_speed, inpaint, lora, memory, overhead, rest, shapes_model
 
 if __name__ == "__main__":
     overhead.main()
@@ -13,4 +13,5 @@ if __name__ == "__main__":
     inpaint.main()
     controlnet.main()
     rest.main()
+    shapes_model.main([])
     cuda_speed.main()
