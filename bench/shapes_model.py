@@ -44,9 +44,9 @@ def _image(manager: PipelineManager, prompt: str, seed: int, **fields) -> Image.
     return manager.generate(request).images[0]
 
 
-def txt2img(manager, prompts) -> dict:
-    images = [_image(manager, text, seed) for seed, (text, _) in enumerate(prompts)]
-    return evaluate(images, [scene for _, scene in prompts])
+def txt2img(manager, prompts) -> list[Image.Image]:
+    """One image per prompt, seed = its index: the plain outputs the ControlNet and LoRA figures compare with."""
+    return [_image(manager, text, seed) for seed, (text, _) in enumerate(prompts)]
 
 
 def recoloured(scene: Scene) -> Scene:
@@ -65,18 +65,22 @@ def box_mask(scene: Scene, pad: int = 3) -> Image.Image:
     return Image.fromarray(mask)
 
 
+def _inpainted(service: StudioService, prompt: str, image: Image.Image, mask: Image.Image, seed: int) -> Image.Image:
+    """Inpaint through the app's service, as the inpaint tab does (whole picture, no mask blur, denoising 1)."""
+    generation = service.generate("inpaint", prompt=prompt, image=image, mask=mask, width=SIZE, height=SIZE,
+                                  seed=seed, strength=1.0, mask_blur=0)
+    return Image.open(generation.files[0]).convert("RGB")
+
+
 def inpaint(manager, prompts) -> dict:
-    """Repaint each rendered scene's shape (its box masked, no mask blur) with the caption of the recoloured scene,
-    through the app's service as the inpaint tab does: the share whose shape now has the new colour, and the
-    largest change outside the mask (0: kept exactly)."""
+    """Repaint each rendered scene's shape (its box masked) with the caption of the recoloured scene: the share
+    whose shape now has the new colour, and the largest change outside the mask (0: kept exactly)."""
     correct, outside = [], []
     with tempfile.TemporaryDirectory() as outputs:
         service = StudioService(manager, outputs)
         for seed, (_, scene) in enumerate(prompts):
             target, image, mask = recoloured(scene), render(scene, SIZE), box_mask(scene)
-            generation = service.generate("inpaint", prompt=caption(target), image=image, mask=mask, width=SIZE,
-                                          height=SIZE, seed=seed, strength=1.0, mask_blur=0)
-            result = Image.open(generation.files[0]).convert("RGB")
+            result = _inpainted(service, caption(target), image, mask, seed)
             correct.append(colour_correct(result, target))
             keep = np.asarray(mask) == 0
             difference = np.abs(np.asarray(result, dtype=int) - np.asarray(image, dtype=int))[keep]
@@ -84,25 +88,24 @@ def inpaint(manager, prompts) -> dict:
     return {"colour": float(np.mean(correct)), "max_change_outside_mask": max(outside)}
 
 
-def controlnet(manager, prompts) -> dict:
+def controlnet(manager, prompts, plain: list[Image.Image]) -> dict:
     """Edge agreement (F1 within 2 px) between each output's Canny edges and the control edges of the prompt's
-    rendered scene, with the ControlNet and without it."""
+    rendered scene, with the ControlNet and without it (`plain`: the txt2img outputs of the same prompts)."""
     scores = {"with": [], "without": []}
-    for seed, (text, scene) in enumerate(prompts):
+    for seed, ((text, scene), without) in enumerate(zip(prompts, plain)):
         control = edges(render(scene, SIZE)).convert("RGB")
         with_unit = _image(manager, text, seed, controls=(ControlInput(CONTROLNET_NAME, control),))
         scores["with"].append(edge_agreement(with_unit, control))
-        scores["without"].append(edge_agreement(_image(manager, text, seed), control))
+        scores["without"].append(edge_agreement(without, control))
     return {name: float(np.mean(values)) for name, values in scores.items()}
 
 
-def lora(manager, prompts) -> dict:
-    """Pastel share with the LoRA at weight 1 vs without it; with it, the share whose background is the pastel of
-    the asked colour, and the shape accuracy."""
+def lora(manager, prompts, without: dict) -> dict:
+    """Pastel share with the LoRA at weight 1 vs without it (`without`: the txt2img figures); with it, the share
+    whose background is the pastel of the asked colour, and the shape accuracy."""
     styled = [_image(manager, text, seed, loras=((LORA_NAME, 1.0),)) for seed, (text, _) in enumerate(prompts)]
-    plain = [_image(manager, text, seed) for seed, (text, _) in enumerate(prompts)]
     scenes = [scene for _, scene in prompts]
-    with_lora, without = evaluate(styled, scenes), evaluate(plain, scenes)
+    with_lora = evaluate(styled, scenes)
     return {"pastel_with": with_lora["pastel"], "pastel_without": without["pastel"],
             "background_with": float(np.mean([pastel_background(image) == scene.background
                                               for image, scene in zip(styled, scenes)])),
@@ -147,8 +150,10 @@ def gallery(manager, folder: Path = GALLERY, scale: int = 2) -> None:
     source, mask = render(scene, SIZE), box_mask(scene)
     save("inpaint-source", source)
     save("inpaint-mask", mask.convert("RGB"))
-    save("inpaint-result", _image(manager, "a large green square on a white background", 1, mode="inpaint",
-                                  image=source, mask=mask, strength=1.0))
+    with tempfile.TemporaryDirectory() as outputs:
+        result = _inpainted(StudioService(manager, outputs), "a large green square on a white background", source,
+                            mask, seed=1)
+    save("inpaint-result", result)
     picture = render(Scene(shapes=(Shape("circle", "white", "medium", "top left"),), background="black"), SIZE)
     outline = edges(picture).convert("RGB")  # what the canny preprocessor makes of that picture
     save("controlnet-map", outline)
@@ -167,8 +172,11 @@ def main(argv: list[str] | None = None) -> dict:
     manager, prompts = demo_with_extras(), seeded_prompts(args.prompts)
     if args.gallery:
         gallery(manager)
-    figures = {"txt2img": txt2img(manager, prompts), "inpaint": inpaint(manager, prompts),
-               "controlnet": controlnet(manager, prompts), "lora": lora(manager, prompts), "speed": speed(manager)}
+    plain = txt2img(manager, prompts)
+    accuracy = evaluate(plain, [scene for _, scene in prompts])
+    figures = {"txt2img": accuracy, "inpaint": inpaint(manager, prompts),
+               "controlnet": controlnet(manager, prompts, plain), "lora": lora(manager, prompts, accuracy),
+               "speed": speed(manager)}
     print(f"shapes model ({args.prompts} seeded prompts): {json.dumps(figures)}")
     return figures
 

@@ -91,5 +91,3 @@ def model_hash(source: ModelSource, path: str) -> str:
         return sha256(Path(path))[:10]
     weights = sorted((Path(path) / "unet").glob("*.safetensors"))
     return sha256(weights[0])[:10] if weights else ""
-
-

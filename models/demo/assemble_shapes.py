@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, ControlNetModel, PNDMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
-from transformers import CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextModel
 
 from models.demo import shipped
 from models.demo.train_lora import WEIGHTS as LORA_WEIGHTS
-from models.demo.train_unet import BETAS, TOKENIZER
+from models.demo.train_unet import BETAS, load_tokenizer
 from models.demo.training import WORK_DIR
 
 
@@ -29,7 +29,7 @@ def assemble(out: Path = shipped.PIPELINE_DIR, work: Path = WORK_DIR) -> Path:
     pipe = StableDiffusionInpaintPipeline(
         vae=vae,
         text_encoder=CLIPTextModel.from_pretrained(work / "unet" / "text_encoder"),
-        tokenizer=CLIPTokenizer.from_pretrained(TOKENIZER, model_max_length=77),
+        tokenizer=load_tokenizer(),
         unet=UNet2DConditionModel.from_pretrained(work / "unet" / "unet"),
         scheduler=PNDMScheduler(num_train_timesteps=1000, skip_prk_steps=True, steps_offset=1, **BETAS),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,

@@ -10,7 +10,6 @@ Needs models/demo/shapes-work/{vae,unet}. Resumable from models/demo/shapes-work
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from diffusers import StableDiffusionInpaintPipeline
 from diffusers.utils import convert_state_dict_to_diffusers
 from peft import LoraConfig, set_peft_model_state_dict
 from peft.utils import get_peft_model_state_dict
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from models.demo.train_unet import denoising_loss, frozen_parts
 from models.demo.training import WORK_DIR, Run, batches, command_line
@@ -52,15 +51,13 @@ def train(steps: int, batch_size: int, seed: int, lr: float = 3e-3, work: Path =
 
 
 def _save(unet, run: Run) -> None:
-    from safetensors.torch import save_file
-
     peft_state = get_peft_model_state_dict(unet)
     save_file({key: value.contiguous() for key, value in peft_state.items()}, str(run.folder / "peft.safetensors"))
     StableDiffusionInpaintPipeline.save_lora_weights(
         run.folder, unet_lora_layers=convert_state_dict_to_diffusers(peft_state), weight_name=WEIGHTS,
         safe_serialization=True,
     )
-    (run.folder / "state.json").write_text(json.dumps({"step": run.step, "seed": run.seed}))
+    run.save({})  # the step and seed
 
 
 def main(argv: list[str] | None = None) -> None:

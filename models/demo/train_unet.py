@@ -109,25 +109,33 @@ def denoising_loss(unet, encoders: tuple, batch: tuple, rng: np.random.Generator
     return F.mse_loss(unet(unet_input, timesteps, context).sample, noise)
 
 
+def load_tokenizer() -> CLIPTokenizer:
+    return CLIPTokenizer.from_pretrained(TOKENIZER, model_max_length=77)
+
+
+def frozen_vae(work: Path = WORK_DIR) -> AutoencoderKL:
+    return AutoencoderKL.from_pretrained(work / "vae" / "model").requires_grad_(False).eval().to(DEVICE)
+
+
 def frozen_parts(work: Path = WORK_DIR):
     """The trained VAE, U-Net and text encoder, frozen, with the tokenizer and the latent scale (for training the
     ControlNet and the LoRA on top of them)."""
-    vae = AutoencoderKL.from_pretrained(work / "vae" / "model").requires_grad_(False).eval().to(DEVICE)
+    vae = frozen_vae(work)
     unet = UNet2DConditionModel.from_pretrained(work / "unet" / "unet").requires_grad_(False).to(DEVICE)
     text_encoder = CLIPTextModel.from_pretrained(work / "unet" / "text_encoder").requires_grad_(False).to(DEVICE)
     scale = json.loads((work / "unet" / "state.json").read_text())["latent_scale"]
-    return vae, unet, text_encoder, CLIPTokenizer.from_pretrained(TOKENIZER, model_max_length=77), scale
+    return vae, unet, text_encoder, load_tokenizer(), scale
 
 
 def train(steps: int, batch_size: int, seed: int, lr: float = 5e-4, work: Path = WORK_DIR):
-    vae = AutoencoderKL.from_pretrained(work / "vae" / "model").requires_grad_(False).eval().to(DEVICE)
+    vae = frozen_vae(work)
     run = Run(work / "unet", seed)
     scale = latent_scale(vae, seed)
     text_encoder = (CLIPTextModel.from_pretrained(run.resumable("text_encoder")) if run.resumable("text_encoder")
                     else make_text_encoder()).to(DEVICE)
     unet = (UNet2DConditionModel.from_pretrained(run.resumable("unet")) if run.resumable("unet")
             else make_unet()).to(DEVICE)
-    tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER, model_max_length=77)
+    tokenizer = load_tokenizer()
     parameters = [*unet.parameters(), *text_encoder.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.01)
     rng = np.random.default_rng([seed, run.step])

@@ -1,7 +1,7 @@
 """Train the shapes model's KL VAE: 64 px images to 16x16x4 latents (4x down-sampling, not SD's 8x: at 64 px an
 8x VAE would leave 8x8 latents, too coarse for a small shape). Reconstruction (L1 + MSE) plus a small KL term.
 
-    python -m models.demo.train_vae [--steps 600] [--batch 16] [--seed 0]
+    python -m models.demo.train_vae [--steps 1500] [--batch 16] [--seed 0]
 
 Resumable: run it again and it goes on from models/demo/shapes-work/vae.
 """
