@@ -110,6 +110,9 @@ def _controlnet_units(scripts) -> list:
 
 
 def _whole(field_name: str, value, low: int, high: int) -> int:
+    """An int in [low, high]; 2.0 counts as 2, as A1111's pydantic models accept it (JSON has one number type)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ValueError(f"{field_name} must be a whole number from {low} to {high}, got {value!r}")
     return value

@@ -139,6 +139,14 @@ def test_bad_values_get_422_naming_the_field_and_the_server_keeps_serving(app_se
     assert ok.status_code == 200
 
 
+def test_whole_numbers_may_come_as_json_floats():
+    from api.payloads import job_from_payload
+
+    assert job_from_payload({"prompt": "x", "n_iter": 2.0}, "txt2img").n_iter == 2
+    with pytest.raises(ValueError, match=r"n_iter must be a whole number from 1 to 100, got 2\.5"):
+        job_from_payload({"prompt": "x", "n_iter": 2.5}, "txt2img")
+
+
 def test_an_empty_body_generates_with_the_defaults(app_server):
     response = requests.post(f"{app_server[0]}/sdapi/v1/txt2img", json={"steps": 2}, timeout=60)
     assert response.status_code == 200 and json.loads(response.json()["info"])["infotexts"][0].startswith("\nSteps: 2")
