@@ -1,5 +1,6 @@
 """File and Hub facts that need no torch, so the extensions can use them without loading the model stack at import:
-which suffixes are pickles, a file's cached sha256, whether the Hugging Face Hub answers."""
+which suffixes are pickles, a file's cached sha256, whether the Hugging Face Hub answers, and copying loaded
+weights out of their files (torch is imported only there)."""
 
 from __future__ import annotations
 
@@ -49,3 +50,15 @@ def sha256(path: Path) -> str:
         except OSError:
             log.warning("could not write the hash cache %s", cache_file)
     return cache[key]
+
+
+def own_memory(*modules) -> None:
+    """Copy the modules' weights out of their files. On the CPU, diffusers and transformers leave `.safetensors`
+    weights memory-mapped: a file overwritten in place (`cp new.safetensors model.safetensors`) would change the
+    loaded model silently, and a shorter one would crash the process (SIGBUS) on the next access."""
+    import torch
+
+    with torch.no_grad():
+        for module in modules:
+            for tensor in [*module.parameters(), *module.buffers()]:
+                tensor.data = tensor.data.clone()

@@ -26,7 +26,7 @@ from transformers.utils import logging as transformers_logging
 from PIL import Image
 
 from models import loading
-from models.files import hub_unreachable
+from models.files import hub_unreachable, own_memory
 from models.device import Runtime, resolve_runtime
 from models.request import MAX_SEED, GenerationRequest
 from models.samplers import make_scheduler
@@ -60,6 +60,8 @@ class PipelineManager:
         self.pipeline_hooks: list[PipelineHook] = []  # extensions that swap the pipeline (ControlNet)
         self.unet_compiled = False
         base.to(runtime.device)
+        if runtime.device.type == "cpu":  # on a GPU, .to() has copied them already
+            own_memory(*(part for part in base.components.values() if isinstance(part, torch.nn.Module)))
         if runtime.attention == "xformers":
             base.enable_xformers_memory_efficient_attention()
         base.set_progress_bar_config(disable=True)

@@ -9,6 +9,7 @@ from accelerate import init_empty_weights
 
 from models import loading
 from models.manager import PipelineManager, load_or_demo
+from models.request import GenerationRequest
 from tests.conftest import DEMO
 
 
@@ -82,6 +83,25 @@ def test_model_hash_is_a1111_short_sha256(txt2img_folder):
     source = loading.identify(str(txt2img_folder))
     weights = next((txt2img_folder / "unet").glob("*.safetensors"))
     assert loading.model_hash(source, source.location) == hashlib.sha256(weights.read_bytes()).hexdigest()[:10]
+
+
+def test_a_model_file_overwritten_in_place_does_not_change_the_loaded_model(tmp_path, txt2img_folder):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder = shutil.copytree(txt2img_folder, tmp_path / "model")
+    manager = PipelineManager.load(str(folder), device="cpu")
+    unet = manager.pipelines["txt2img"].unet
+    before = unet.conv_in.weight.clone()
+    weights = next((folder / "unet").glob("*.safetensors"))
+    changed = {name: tensor + 1 for name, tensor in load_file(weights).items()}
+    with open(weights, "r+b") as file:  # the same inode, as `cp` over it writes
+        file.truncate(0)
+    save_file(changed, str(weights))
+    assert torch.equal(unet.conv_in.weight, before)  # copied out of the file, not memory-mapped from it
+    assert manager.generate(GenerationRequest("txt2img", "x", steps=1, width=64, height=64, seed=1)).images
 
 
 # Parameter counts of the real SD 1.5 components, as published.

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from models.files import PICKLE_SUFFIXES, hub_unreachable, sha256
+from models.files import PICKLE_SUFFIXES, hub_unreachable, own_memory, sha256
 
 if TYPE_CHECKING:
     from diffusers import ControlNetModel
@@ -239,7 +239,7 @@ class ControlNetCache:
             ) from None
         model = model.to(self.device).eval().requires_grad_(False)
         if model.device.type == "cpu":
-            _own_memory(model)
+            own_memory(model)
         return model
 
     def _check_single_file_config(self, entry: ControlNetEntry) -> None:
@@ -259,17 +259,6 @@ class ControlNetCache:
             import torch
 
             torch.cuda.empty_cache()
-
-
-def _own_memory(model) -> None:
-    """Copy the weights out of the file. On the CPU, diffusers leaves them memory-mapped from the .safetensors
-    file: a file overwritten in place (`cp new.safetensors canny.safetensors`) would change the loaded model
-    silently, and a shorter one would crash the process (SIGBUS) on the next access."""
-    import torch
-
-    with torch.no_grad():
-        for tensor in [*model.parameters(), *model.buffers()]:
-            tensor.data = tensor.data.clone()
 
 
 def _check_width(entry: ControlNetEntry, width: int | None, expected: int | None) -> None:
