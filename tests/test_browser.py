@@ -165,3 +165,39 @@ def test_png_info_send_to_txt2img_regenerates_the_same_pixels(page, app_server, 
     regenerated = Image.open(io.BytesIO(page.request.get(source).body()))
     assert np.array_equal(np.asarray(regenerated.convert("RGB")), np.asarray(Image.open(original).convert("RGB")))
     screenshot(page, "pnginfo")
+
+
+def test_png_info_send_to_fills_the_controlnet_unit_and_regenerates_the_same_pixels(page, app_server, tmp_path):
+    import io
+
+    import numpy as np
+    from PIL import ImageDraw
+
+    ring = Image.new("RGB", (64, 64), "black")
+    ImageDraw.Draw(ring).ellipse([12, 12, 52, 52], outline="white", width=3)
+    ring.save(tmp_path / "ring.png")
+    unit = {"enabled": True, "image": ring, "module": "canny", "model": "edges", "weight": 0.7, "guidance_end": 0.8}
+    original = app_server[1].generate("txt2img", prompt="a ring", seed=5, steps=4, width=64, height=64,
+                                      controlnet_units=[unit]).files[0]
+    page.get_by_role("tab", name="PNG Info").click()
+    page.locator("#pnginfo-image input[type=file]").set_input_files(original)
+    expect(page.locator("#pnginfo-text textarea")).to_have_value(re.compile("ControlNet 0"))
+    page.locator("#pnginfo-to-txt2img").click()
+    page.locator("#txt2img-controlnet").get_by_text("ControlNet").first.click()  # open the accordion
+    expect(page.locator("#txt2img-cn0-enabled input")).to_be_checked()
+    expect(page.locator("#txt2img-cn0-model input")).to_have_value("edges")
+    panel = page.locator("#txt2img-controlnet")
+    expect(panel.locator("input[type=number][aria-label='number input for Control Weight']").first).to_have_value("0.7")
+    expect(panel.locator("input[type=number][aria-label='number input for Ending Control Step']").first
+           ).to_have_value("0.8")
+    # the image does not carry the control image: give it again, then the same pixels come back
+    page.locator("#txt2img-cn0-image input[type=file]").set_input_files(tmp_path / "ring.png")
+    page.locator("#txt2img-generate").click()
+    expect(page.locator("#txt2img-infotext textarea")).to_have_value(
+        re.compile(r'ControlNet 0: "Module: canny, Model: edges \[[0-9a-f]{8}\], Weight: 0.7.*Guidance End: 0.8'),
+        timeout=30_000,
+    )
+    source = page.locator("#txt2img-gallery img").first.get_attribute("src")
+    regenerated = Image.open(io.BytesIO(page.request.get(source).body()))
+    assert np.array_equal(np.asarray(regenerated.convert("RGB")), np.asarray(Image.open(original).convert("RGB")))
+    screenshot(page, "pnginfo-controlnet")
