@@ -143,11 +143,20 @@ def test_controlnet_unit_preview_then_generate(page, tmp_path):
     screenshot(page, "controlnet")
 
 
-def test_png_info_send_to_txt2img_regenerates_the_same_pixels(page, app_server, tmp_path):
+def regenerate_in_txt2img(page: Page, infotext_pattern: str, original) -> None:
+    """Generate in txt2img, wait for an infotext matching the pattern, and check the pixels equal the original's."""
     import io
 
     import numpy as np
 
+    page.locator("#txt2img-generate").click()
+    expect(page.locator("#txt2img-infotext textarea")).to_have_value(re.compile(infotext_pattern), timeout=30_000)
+    source = page.locator("#txt2img-gallery img").first.get_attribute("src")
+    regenerated = Image.open(io.BytesIO(page.request.get(source).body()))
+    assert np.array_equal(np.asarray(regenerated.convert("RGB")), np.asarray(Image.open(original).convert("RGB")))
+
+
+def test_png_info_send_to_txt2img_regenerates_the_same_pixels(page, app_server, tmp_path):
     service = app_server[1]
     original = service.generate("txt2img", prompt="a lighthouse <lora:ink:0.6>", negative_prompt="fog", seed=77,
                                 steps=5, guidance_scale=5.5, sampler="DPM++ 2M Karras", width=64, height=72).files[0]
@@ -156,21 +165,12 @@ def test_png_info_send_to_txt2img_regenerates_the_same_pixels(page, app_server, 
     expect(page.locator("#pnginfo-text textarea")).to_have_value(re.compile("a lighthouse <lora:ink:0.6>"))
     page.locator("#pnginfo-to-txt2img").click()
     expect(page.locator("#txt2img-prompt textarea")).to_have_value("a lighthouse <lora:ink:0.6>")
-    page.locator("#txt2img-generate").click()
-    expect(page.locator("#txt2img-infotext textarea")).to_have_value(
-        re.compile(r"Steps: 5, Sampler: DPM\+\+ 2M, Schedule type: Karras, CFG scale: 5.5, Seed: 77, Size: 64x72"),
-        timeout=30_000,
-    )
-    source = page.locator("#txt2img-gallery img").first.get_attribute("src")
-    regenerated = Image.open(io.BytesIO(page.request.get(source).body()))
-    assert np.array_equal(np.asarray(regenerated.convert("RGB")), np.asarray(Image.open(original).convert("RGB")))
+    regenerate_in_txt2img(page, r"Steps: 5, Sampler: DPM\+\+ 2M, Schedule type: Karras, CFG scale: 5.5, Seed: 77, "
+                                r"Size: 64x72", original)
     screenshot(page, "pnginfo")
 
 
 def test_png_info_send_to_fills_the_controlnet_unit_and_regenerates_the_same_pixels(page, app_server, tmp_path):
-    import io
-
-    import numpy as np
     from PIL import ImageDraw
 
     ring = Image.new("RGB", (64, 64), "black")
@@ -192,12 +192,6 @@ def test_png_info_send_to_fills_the_controlnet_unit_and_regenerates_the_same_pix
            ).to_have_value("0.8")
     # the image does not carry the control image: give it again, then the same pixels come back
     page.locator("#txt2img-cn0-image input[type=file]").set_input_files(tmp_path / "ring.png")
-    page.locator("#txt2img-generate").click()
-    expect(page.locator("#txt2img-infotext textarea")).to_have_value(
-        re.compile(r'ControlNet 0: "Module: canny, Model: edges \[[0-9a-f]{8}\], Weight: 0.7.*Guidance End: 0.8'),
-        timeout=30_000,
-    )
-    source = page.locator("#txt2img-gallery img").first.get_attribute("src")
-    regenerated = Image.open(io.BytesIO(page.request.get(source).body()))
-    assert np.array_equal(np.asarray(regenerated.convert("RGB")), np.asarray(Image.open(original).convert("RGB")))
+    regenerate_in_txt2img(page, r'ControlNet 0: "Module: canny, Model: edges \[[0-9a-f]{8}\], Weight: 0.7.*'
+                                r'Guidance End: 0.8', original)
     screenshot(page, "pnginfo-controlnet")
