@@ -10,7 +10,8 @@ from tests.conftest import ROOT
 README = (ROOT / "README.md").read_text()
 
 
-def test_gradio_client_example_runs_against_the_app(app_server, capsys):
+def test_gradio_client_example_runs_against_the_app(app_server, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the example writes mask.png
     example = re.search(r"```python\n(.*?)```", README, re.S).group(1)
     assert 'Client("http://127.0.0.1:7860/")' in example
     namespace: dict = {}
