@@ -47,3 +47,17 @@ def test_train_resume_assemble_and_generate(tmp_path):
                                loras=(("pastel", 1.0),), controls=(ControlInput("canny", Image.new("RGB", (64, 64))),))
     assert manager.generate(styled).images[0].size == (64, 64) and adapters.loaded_names == ["pastel"]
     assert controlnets.cache.loaded()
+
+
+def test_min_snr_weighting_keeps_noisy_steps_and_weighs_clean_ones_less():
+    import torch
+    import torch.nn.functional as F
+
+    prediction, noise = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    noisy = torch.tensor([999, 900])  # SNR below gamma: weight 1, the plain mean squared error
+    assert torch.allclose(train_unet.epsilon_loss(prediction, noise, noisy), F.mse_loss(prediction, noise))
+    clean = torch.tensor([5, 5])  # SNR ~ 200: weight gamma / SNR
+    alphas = train_unet.NOISE_SCHEDULER.alphas_cumprod[5]
+    weight = train_unet.MIN_SNR_GAMMA * (1 - alphas) / alphas
+    assert 0 < weight < 0.1
+    assert torch.allclose(train_unet.epsilon_loss(prediction, noise, clean), weight * F.mse_loss(prediction, noise))

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers import ControlNetModel, UNet2DConditionModel
 
 from models.demo.shapes import edges
-from models.demo.train_unet import frozen_parts, masks, noisy_inputs
+from models.demo.train_unet import epsilon_loss, frozen_parts, masks, noisy_inputs
 from models.demo.training import DEVICE, WORK_DIR, Run, batches, command_line, to_tensor
 
 
@@ -68,7 +67,7 @@ def train(steps: int, batch_size: int, seed: int, lr: float = 5e-4, work: Path =
                                return_dict=False)
         prediction = unet(unet_input, timesteps, context, down_block_additional_residuals=down,
                           mid_block_additional_residual=mid).sample
-        loss = F.mse_loss(prediction, noise)
+        loss = epsilon_loss(prediction, noise, timesteps)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -3,7 +3,7 @@ mixed toward white). peft adapters on the linear layers of the U-Net's attention
 loss with everything else frozen; saved as a diffusers LoRA .safetensors the app's LoRA library loads.
 (A first "striped" style could not work: the VAE, trained on flat colours only, cannot reconstruct stripes.)
 
-    python -m models.demo.train_lora [--steps 600] [--batch 32] [--seed 0]
+    python -m models.demo.train_lora [--steps 1200] [--batch 32] [--seed 0]
 
 Needs models/demo/shapes-work/{vae,unet}. Resumable from models/demo/shapes-work/lora.
 """
@@ -61,7 +61,7 @@ def _save(unet, run: Run) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    command_line(train, __doc__, steps=600, batch=32, argv=argv)
+    command_line(train, __doc__, steps=1200, batch=32, argv=argv)
 
 if __name__ == "__main__":
     main()
