@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from extensions.controlnet.units import decode_image, fit
-from extensions.inpaint.options import MASKED_CONTENT
+from extensions.inpaint.options import MASKED_CONTENT, whole_number
 from models.samplers import DEFAULT_SAMPLER, join_name
 
 # A1111 field -> our keyword, for fields that mean the same thing
@@ -48,7 +48,7 @@ def job_from_payload(payload: dict, route: str) -> Job:
     units = _controlnet_units(payload.get("alwayson_scripts"))
     if units:
         kwargs["controlnet_units"] = units
-    job = Job("/txt2img", kwargs, _whole("n_iter", payload.get("n_iter", 1), 1, 100))
+    job = Job("/txt2img", kwargs, whole_number("n_iter", payload.get("n_iter", 1), 1, 100))
     job.ignored = sorted(key for key in payload if key not in SHARED and key not in HANDLED)
     job.ignored += sorted(key for key in (payload.get("override_settings") or {}) if key != "sd_model_checkpoint")
     if route == "img2img":
@@ -107,15 +107,6 @@ def _controlnet_units(scripts) -> list:
                 raise ValueError("alwayson_scripts.controlnet.args must be a list of units")
             return [unit for unit in args if isinstance(unit, dict) and unit.get("enabled", True)]
     return []
-
-
-def _whole(field_name: str, value, low: int, high: int) -> int:
-    """An int in [low, high]; 2.0 counts as 2, as A1111's pydantic models accept it (JSON has one number type)."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{field_name} must be a whole number from {low} to {high}, got {value!r}")
-    return value
 
 
 def encode_png(path) -> str:
