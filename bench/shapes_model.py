@@ -13,30 +13,20 @@ import dataclasses
 import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from extensions.controlnet import pipeline as controlnet_extension
-from extensions import lora as lora_extension
+from bench.common import interleaved
 from models.demo.evaluate_shapes import colour_correct, edge_agreement, evaluate, pastel_background, seeded_prompts
 from models.demo.shapes import COLOURS, Scene, Shape, caption, edges, render, shape_box
-from models.demo.shipped import CONTROLNET_DIR, CONTROLNET_NAME, LORA_DIR, LORA_NAME
+from models.demo.shipped import CONTROLNET_NAME, LORA_NAME, load_with_extras
 from models.manager import PipelineManager
 from models.request import ControlInput, GenerationRequest
 from service.studio import StudioService
 
 SIZE = 64
-
-
-def demo_with_extras() -> PipelineManager:
-    """The demo model with its shipped LoRA and ControlNet installed, as `python app.py` sets it up."""
-    manager = PipelineManager.load("demo", device="cpu")
-    lora_extension.install(manager, LORA_DIR)
-    controlnet_extension.install(manager, CONTROLNET_DIR)
-    return manager
 
 
 def _image(manager: PipelineManager, prompt: str, seed: int, **fields) -> Image.Image:
@@ -113,19 +103,12 @@ def lora(manager, prompts, without: dict) -> dict:
 
 
 def speed(manager, rounds: int = 5) -> dict:
-    """Median seconds of one 20-step txt2img at 64 px, and at 128 px."""
-    figures = {}
-    for size in (64, 128):
-        request = GenerationRequest("txt2img", "a large red circle on a blue background", width=size, height=size,
-                                    seed=1)
-        manager.generate(request)
-        times = []
-        for _ in range(rounds):
-            started = time.perf_counter()
-            manager.generate(request)
-            times.append(time.perf_counter() - started)
-        figures[f"seconds_{size}px"] = statistics.median(times)
-    return figures
+    """Median seconds of one 20-step txt2img at 64 px, and at 128 px (interleaved)."""
+    requests = {size: GenerationRequest("txt2img", "a large red circle on a blue background", width=size,
+                                        height=size, seed=1) for size in (64, 128)}
+    times = interleaved({size: lambda request=request: manager.generate(request)
+                         for size, request in requests.items()}, rounds)
+    return {f"seconds_{size}px": statistics.median(values) for size, values in times.items()}
 
 
 GALLERY = Path(__file__).resolve().parents[1] / "docs" / "shapes"
@@ -169,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--prompts", type=int, default=50)
     parser.add_argument("--gallery", action="store_true", help=f"also write the README's pictures to {GALLERY}")
     args = parser.parse_args(argv)
-    manager, prompts = demo_with_extras(), seeded_prompts(args.prompts)
+    manager, prompts = load_with_extras(), seeded_prompts(args.prompts)
     if args.gallery:
         gallery(manager)
     plain = txt2img(manager, prompts)

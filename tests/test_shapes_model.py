@@ -18,14 +18,7 @@ SEEDS = (1, 2, 3)
 
 @pytest.fixture(scope="module")
 def shapes():
-    from extensions import lora
-    from extensions.controlnet import pipeline as controlnet
-    from models.manager import PipelineManager
-
-    manager = PipelineManager.load("demo", device="cpu")
-    lora.install(manager, shipped.LORA_DIR)
-    controlnet.install(manager, shipped.CONTROLNET_DIR)
-    return manager
+    return shipped.load_with_extras()
 
 
 def generate(manager, prompt: str, seed: int, **fields) -> np.ndarray:

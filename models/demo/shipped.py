@@ -7,3 +7,16 @@ MODELS_DIR = Path(__file__).resolve().parents[1]
 PIPELINE_DIR = MODELS_DIR / "demo" / "sd-shapes-inpainting"
 LORA_DIR, LORA_NAME = MODELS_DIR / "Lora", "shapes-pastel"
 CONTROLNET_DIR, CONTROLNET_NAME = MODELS_DIR / "ControlNet", "shapes-canny"
+
+
+def load_with_extras(device: str = "cpu"):
+    """The demo model with its shipped LoRA and ControlNet installed, as an offline `python app.py` has them: the
+    PipelineManager the semantic tests and bench/shapes_model.py measure."""
+    from extensions import lora
+    from extensions.controlnet import pipeline as controlnet
+    from models.manager import PipelineManager  # imported here: models.loading imports this module
+
+    manager = PipelineManager.load("demo", device=device)
+    lora.install(manager, LORA_DIR)
+    controlnet.install(manager, CONTROLNET_DIR)
+    return manager
