@@ -61,3 +61,45 @@ def test_min_snr_weighting_keeps_noisy_steps_and_weighs_clean_ones_less():
     weight = train_unet.MIN_SNR_GAMMA * (1 - alphas) / alphas
     assert 0 < weight < 0.1
     assert torch.allclose(train_unet.epsilon_loss(prediction, noise, clean), weight * F.mse_loss(prediction, noise))
+
+
+def test_foreground_weights_cover_each_shapes_box_grown_by_one_cell():
+    from models.demo.shapes import Scene, Shape
+
+    corner = Scene(shapes=(Shape("circle", "red", "small", "top left"),), background="blue")
+    centre = Scene(shapes=(Shape("square", "red", "large"),), background="blue")
+    weights = train_unet.foreground_weights([corner, centre], 16).cpu()[:, 0]
+    heavy = 1 + train_unet.FOREGROUND_WEIGHT
+    # the small top-left box spans cells 0.8..4.8 of 16: rows and columns 0..5 once grown, nothing beyond
+    assert (weights[0, :6, :6] == heavy).all() and (weights[0, 6:, :] == 1).all() and (weights[0, :, 6:] == 1).all()
+    # the large centred box spans 3.2..12.8: cells 2..13 once grown
+    assert (weights[1, 2:14, 2:14] == heavy).all() and weights[1, 1, 1] == 1 and weights[1, 14, 14] == 1
+
+
+def test_foreground_weighted_loss_is_a_weighted_mean_of_the_squared_error():
+    import torch
+
+    prediction, noise = torch.zeros(1, 4, 2, 2), torch.zeros(1, 4, 2, 2)
+    noise[..., 0, 0] = 2.0  # error 4 on one cell of four
+    noisy = torch.tensor([999])  # Min-SNR weight 1
+    flat = torch.ones(1, 1, 2, 2)
+    assert torch.isclose(train_unet.epsilon_loss(prediction, noise, noisy, flat), torch.tensor(1.0))
+    on_error = flat.clone()
+    on_error[..., 0, 0] = 5.0  # that cell weighs 5 of 8
+    assert torch.isclose(train_unet.epsilon_loss(prediction, noise, noisy, on_error), torch.tensor(4 * 5 / 8))
+
+
+def test_masked_latents_encode_a_full_mask_as_a_black_image():
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(block_out_channels=(8,), norm_num_groups=4, latent_channels=4).eval()
+    pixels = torch.rand(3, 3, 16, 16) * 2 - 1
+    mask = torch.zeros(3, 1, 16, 16)
+    mask[0] = 1  # full: the black image
+    mask[1, :, :8] = 1  # the top half blacked out
+    with torch.no_grad():
+        latents = train_unet.masked_latents(vae, pixels, mask)
+        one_by_one = [vae.encode(p[None] * (m[None] < 0.5)).latent_dist.mode()[0] for p, m in zip(pixels, mask)]
+    assert torch.allclose(latents, torch.stack(one_by_one), atol=1e-5)
