@@ -3,7 +3,7 @@ txt2img background / colour / shape accuracy, inpainting a shape in a new colour
 output edges match its control edges (vs the same prompts without it), how much the pastel LoRA changes the
 style (vs without it), and the time of one generation.
 
-    python -m bench.shapes_model [--prompts 50] [--gallery]
+    python -m bench.shapes_model [--prompts 150] [--gallery]
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def gallery(manager, folder: Path = GALLERY, scale: int = 2) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prompts", type=int, default=50)
+    parser.add_argument("--prompts", type=int, default=150)
     parser.add_argument("--gallery", action="store_true", help=f"also write the README's pictures to {GALLERY}")
     args = parser.parse_args(argv)
     manager, prompts = load_with_extras(), seeded_prompts(args.prompts)

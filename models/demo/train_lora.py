@@ -29,7 +29,7 @@ TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.
 WEIGHTS = "pastel.safetensors"
 
 
-def train(steps: int, batch_size: int, seed: int, lr: float = 3e-3, work: Path = WORK_DIR) -> Path:
+def train(steps: int, batch_size: int, seed: int, lr: float = 6e-3, work: Path = WORK_DIR) -> Path:
     vae, unet, text_encoder, tokenizer, scale = frozen_parts(work)
     unet.add_adapter(LoraConfig(r=RANK, lora_alpha=RANK, init_lora_weights="gaussian",
                                 target_modules=TARGETS))
@@ -42,7 +42,8 @@ def train(steps: int, batch_size: int, seed: int, lr: float = 3e-3, work: Path =
     rng = np.random.default_rng([seed, run.step])
     data = batches(seed + 13, batch_size, run.step, style="pastel")
     while run.step < steps:
-        loss = denoising_loss(unet, (vae, text_encoder, tokenizer, scale), next(data), rng)
+        # a style covers the background as much as the shapes: every latent cell weighs the same
+        loss = denoising_loss(unet, (vae, text_encoder, tokenizer, scale), next(data), rng, weigh_shapes=False)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

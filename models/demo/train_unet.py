@@ -146,14 +146,16 @@ def noisy_inputs(vae, text_encoder, tokenizer, scale: float, pixels: torch.Tenso
     return noisy, torch.cat([noisy, small_mask, masked], dim=1), timesteps, noise, context
 
 
-def denoising_loss(unet, encoders: tuple, batch: tuple, rng: np.random.Generator) -> torch.Tensor:
-    """The epsilon objective on one (images, captions, scenes) batch; `encoders`: (vae, text_encoder, tokenizer,
-    latent scale)."""
+def denoising_loss(unet, encoders: tuple, batch: tuple, rng: np.random.Generator,
+                   weigh_shapes: bool = True) -> torch.Tensor:
+    """The epsilon objective on one (images, captions, scenes) batch, with `foreground_weights` when
+    `weigh_shapes`; `encoders`: (vae, text_encoder, tokenizer, latent scale)."""
     images, captions, scenes = batch
     _, unet_input, timesteps, noise, context = noisy_inputs(*encoders, to_tensor(images), masks(scenes, rng),
                                                             captions, rng)
     prediction = unet(unet_input, timesteps, context).sample
-    return epsilon_loss(prediction, noise, timesteps, foreground_weights(scenes, prediction.shape[-1]))
+    weights = foreground_weights(scenes, prediction.shape[-1]) if weigh_shapes else None
+    return epsilon_loss(prediction, noise, timesteps, weights)
 
 
 def load_tokenizer() -> CLIPTokenizer:
