@@ -107,6 +107,8 @@ def test_render_is_deterministic_and_the_right_size(size):
         image = shapes.render(scene, size=size)
         assert image.mode == "RGB" and image.size == (size, size)
         assert np.array_equal(np.asarray(image), np.asarray(shapes.render(scene, size=size)))
+        image.paste((1, 2, 3), (0, 0, size, size))  # renders are cached: a caller's change must not reach the next
+        assert not np.array_equal(np.asarray(image), np.asarray(shapes.render(scene, size=size)))
     first, second = random_scenes(2)
     assert not np.array_equal(np.asarray(shapes.render(first)), np.asarray(shapes.render(second)))
 

@@ -81,7 +81,7 @@ def test_foreground_weighted_loss_is_a_weighted_mean_of_the_squared_error():
 
     prediction, noise = torch.zeros(1, 4, 2, 2), torch.zeros(1, 4, 2, 2)
     noise[..., 0, 0] = 2.0  # error 4 on one cell of four
-    noisy = torch.tensor([999])  # Min-SNR weight 1
+    noisy = torch.tensor([300])  # Min-SNR weight 1
     flat = torch.ones(1, 1, 2, 2)
     assert torch.isclose(train_unet.epsilon_loss(prediction, noise, noisy, flat), torch.tensor(1.0))
     on_error = flat.clone()
@@ -103,3 +103,31 @@ def test_masked_latents_encode_a_full_mask_as_a_black_image():
         latents = train_unet.masked_latents(vae, pixels, mask)
         one_by_one = [vae.encode(p[None] * (m[None] < 0.5)).latent_dist.mode()[0] for p, m in zip(pixels, mask)]
     assert torch.allclose(latents, torch.stack(one_by_one), atol=1e-5)
+
+
+def test_latent_cache_encodes_each_image_once_and_samples_it_anew():
+    import torch
+    from diffusers import AutoencoderKL
+
+    from models.demo import shapes
+    from models.demo.training import to_tensor
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(block_out_channels=(8,), norm_num_groups=4, latent_channels=4).eval()
+    encoded = []
+    encode = vae.encode
+    vae.encode = lambda pixels: encoded.append(len(pixels)) or encode(pixels)
+    scene = shapes.sample(1)[2]
+    plain, other, pastel = shapes.render(scene), shapes.sample(2)[0], shapes.render(scene, style="pastel")
+    cache = train_unet.LatentCache(vae)
+    first = cache.sample([plain, other, plain])
+    assert encoded == [2]  # the repeated image once
+    second = cache.sample([other, pastel, plain])
+    assert encoded == [2, 1]  # only the pastel one, a different image of the same scene
+    with torch.no_grad():
+        truth = encode(to_tensor([plain, other])).latent_dist
+    assert not torch.equal(first[0], first[2])  # each use draws anew from the image's distribution
+    draws = torch.stack([cache.sample([plain, other]) for _ in range(400)])
+    assert torch.allclose(draws.mean(0), truth.mean, atol=0.2 * truth.std.max())
+    assert torch.allclose(draws.std(0), truth.std, rtol=0.2)
+    assert second.shape == first.shape == (3, *truth.mean.shape[1:])

@@ -22,6 +22,7 @@ NumPy and PIL only, so the data can be made without torch; nothing runs at impor
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from collections.abc import Iterator
@@ -215,6 +216,11 @@ def render(scene: Scene, size: int = 64, style: str = "plain") -> Image.Image:
     if not isinstance(size, int) or size < 32:
         raise ValueError(f"size must be an int of at least 32, got {size!r}")
     _check_choice("style", style, STYLES)
+    return _drawn(scene, size, style).copy()
+
+
+@functools.lru_cache(maxsize=8192)  # training draws each one-shape scene ~90 times; drawing at 4x is the slow part
+def _drawn(scene: Scene, size: int, style: str) -> Image.Image:
     canvas = size * SUPERSAMPLE
     image = Image.new("RGB", (canvas, canvas), painted(scene.background, style))
     for shape in scene.shapes:

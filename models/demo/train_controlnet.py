@@ -50,7 +50,7 @@ def control_images(images) -> torch.Tensor:
 
 
 def train(steps: int, batch_size: int, seed: int, lr: float = 5e-4, work: Path = WORK_DIR) -> ControlNetModel:
-    vae, unet, text_encoder, tokenizer, scale = frozen_parts(work)
+    latent_cache, unet, text_encoder, tokenizer, scale = frozen_parts(work)
     run = Run(work / "controlnet", seed)
     folder = run.resumable("model")
     controlnet = (ControlNetModel.from_pretrained(folder) if folder else make_controlnet(unet)).to(DEVICE)
@@ -62,7 +62,7 @@ def train(steps: int, batch_size: int, seed: int, lr: float = 5e-4, work: Path =
         full = rng.random(len(images)) < 0.7  # mostly txt2img with control, sometimes inpainting with it
         mask = torch.where(torch.from_numpy(full)[:, None, None, None].to(DEVICE), 1.0, masks(scenes, rng))
         noisy, unet_input, timesteps, noise, context = noisy_inputs(
-            vae, text_encoder, tokenizer, scale, to_tensor(images), mask, captions, rng, caption_drop=CAPTION_DROP)
+            latent_cache, text_encoder, tokenizer, scale, images, mask, captions, rng, caption_drop=CAPTION_DROP)
         down, mid = controlnet(noisy, timesteps, encoder_hidden_states=context, controlnet_cond=control_images(images),
                                return_dict=False)
         prediction = unet(unet_input, timesteps, context, down_block_additional_residuals=down,

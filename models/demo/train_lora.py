@@ -30,7 +30,7 @@ WEIGHTS = "pastel.safetensors"
 
 
 def train(steps: int, batch_size: int, seed: int, lr: float = 6e-3, work: Path = WORK_DIR) -> Path:
-    vae, unet, text_encoder, tokenizer, scale = frozen_parts(work)
+    latent_cache, unet, text_encoder, tokenizer, scale = frozen_parts(work)
     unet.add_adapter(LoraConfig(r=RANK, lora_alpha=RANK, init_lora_weights="gaussian",
                                 target_modules=TARGETS))
     run = Run(work / "lora", seed)
@@ -43,7 +43,7 @@ def train(steps: int, batch_size: int, seed: int, lr: float = 6e-3, work: Path =
     data = batches(seed + 13, batch_size, run.step, style="pastel")
     while run.step < steps:
         # a style covers the background as much as the shapes: every latent cell weighs the same
-        loss = denoising_loss(unet, (vae, text_encoder, tokenizer, scale), next(data), rng, weigh_shapes=False)
+        loss = denoising_loss(unet, (latent_cache, text_encoder, tokenizer, scale), next(data), rng, weigh_shapes=False)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
