@@ -49,16 +49,20 @@ def test_train_resume_assemble_and_generate(tmp_path):
     assert controlnets.cache.loaded()
 
 
-def test_min_snr_weighting_keeps_noisy_steps_and_weighs_clean_ones_less():
+def test_min_snr_weighting_keeps_middle_steps_lifts_the_noisiest_and_lowers_clean_ones():
     import torch
     import torch.nn.functional as F
 
     prediction, noise = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
-    noisy = torch.tensor([999, 900])  # SNR below gamma: weight 1, the plain mean squared error
-    assert torch.allclose(train_unet.epsilon_loss(prediction, noise, noisy), F.mse_loss(prediction, noise))
+    snr = train_unet.NOISE_SCHEDULER.alphas_cumprod / (1 - train_unet.NOISE_SCHEDULER.alphas_cumprod)
+    middle = torch.tensor([300, 400])  # SNR 1.4 and 0.7, between the floor and gamma: the plain mean squared error
+    assert torch.allclose(train_unet.epsilon_loss(prediction, noise, middle), F.mse_loss(prediction, noise))
+    noisiest = torch.tensor([900, 900])  # SNR 0.014, under the floor: weight floor / SNR, about 17
+    weight = train_unet.SNR_FLOOR / snr[900]
+    assert weight > 10
+    assert torch.allclose(train_unet.epsilon_loss(prediction, noise, noisiest), weight * F.mse_loss(prediction, noise))
     clean = torch.tensor([5, 5])  # SNR ~ 200: weight gamma / SNR
-    alphas = train_unet.NOISE_SCHEDULER.alphas_cumprod[5]
-    weight = train_unet.MIN_SNR_GAMMA * (1 - alphas) / alphas
+    weight = train_unet.MIN_SNR_GAMMA / snr[5]
     assert 0 < weight < 0.1
     assert torch.allclose(train_unet.epsilon_loss(prediction, noise, clean), weight * F.mse_loss(prediction, noise))
 
