@@ -20,7 +20,7 @@ from PIL import Image
 
 from bench.common import interleaved
 from models.demo.evaluate_shapes import colour_correct, edge_agreement, evaluate, pastel_background, seeded_prompts
-from models.demo.shapes import COLOURS, Scene, Shape, caption, edges, render, shape_box
+from models.demo.shapes import COLOURS, Scene, Shape, caption, edges, moved, render, shape_box
 from models.demo.shipped import CONTROLNET_NAME, LORA_NAME, load_with_extras
 from models.manager import PipelineManager
 from models.request import ControlInput, GenerationRequest
@@ -79,11 +79,12 @@ def inpaint(manager, prompts) -> dict:
 
 
 def controlnet(manager, prompts, plain: list[Image.Image]) -> dict:
-    """Edge agreement (F1 within 2 px) between each output's Canny edges and the control edges of the prompt's
-    rendered scene, with the ControlNet and without it (`plain`: the txt2img outputs of the same prompts)."""
+    """Edge agreement (F1 within 2 px) between each output's Canny edges and the control edges, with the ControlNet
+    and without it (`plain`: the txt2img outputs of the same prompts). The control edges are those of the prompt's
+    scene with the shape `moved` to another position, so only the ControlNet, not the caption, puts it there."""
     scores = {"with": [], "without": []}
     for seed, ((text, scene), without) in enumerate(zip(prompts, plain)):
-        control = edges(render(scene, SIZE)).convert("RGB")
+        control = edges(render(moved(scene), SIZE)).convert("RGB")
         with_unit = _image(manager, text, seed, controls=(ControlInput(CONTROLNET_NAME, control),))
         scores["with"].append(edge_agreement(with_unit, control))
         scores["without"].append(edge_agreement(without, control))

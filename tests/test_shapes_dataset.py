@@ -198,3 +198,14 @@ def test_edges_match_the_apps_opencv_canny():
         image, _, _ = shapes.sample(seed)
         ours = np.asarray(shapes.edges(image))
         assert np.array_equal(ours > 0, cv2.Canny(np.asarray(image), 100, 200) > 0), seed
+
+
+def test_moved_puts_the_one_shape_at_another_position():
+    scene = shapes.Scene(shapes=(shapes.Shape("triangle", "red", "small", "top right"),), background="blue")
+    assert shapes.moved(scene) == shapes.Scene(
+        shapes=(shapes.Shape("triangle", "red", "small", "bottom left"),), background="blue")
+    assert shapes.moved(scene, len(shapes.POSITIONS)) == scene
+    two = shapes.Scene(shapes=(shapes.Shape("circle", "red", "small", "top left"),
+                               shapes.Shape("square", "green", "small", "bottom right")), background="blue")
+    with pytest.raises(ValueError, match="scene must hold one shape to be moved, got 2"):
+        shapes.moved(two)

@@ -135,3 +135,22 @@ def test_latent_cache_encodes_each_image_once_and_samples_it_anew():
     assert torch.allclose(draws.mean(0), truth.mean, atol=0.2 * truth.std.max())
     assert torch.allclose(draws.std(0), truth.std, rtol=0.2)
     assert second.shape == first.shape == (3, *truth.mean.shape[1:])
+
+
+def test_controlnet_captions_against_the_edges_move_only_one_shape_scenes(monkeypatch):
+    import numpy as np
+
+    from models.demo import shapes
+
+    monkeypatch.setattr(train_controlnet, "CAPTION_ELSEWHERE", 1.0)
+    items = [shapes.sample(seed) for seed in range(40)]
+    captions, scenes = [item[1] for item in items], [item[2] for item in items]
+    against = train_controlnet.captions_against_edges(captions, scenes, np.random.default_rng(0))
+    for text, original, scene in zip(against, captions, scenes):
+        if len(scene.shapes) == 2:
+            assert text == original
+            continue
+        said, drawn = shapes.parse_caption(text).shapes[0], scene.shapes[0]
+        assert said.position != drawn.position, text
+        assert (said.kind, said.colour, said.size) == (drawn.kind, drawn.colour, drawn.size), text
+    assert any(len(scene.shapes) == 2 for scene in scenes) and any(len(scene.shapes) == 1 for scene in scenes)

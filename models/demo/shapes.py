@@ -109,6 +109,16 @@ def shape_box(shape: Shape) -> Box:
     return (x0, y0, x0 + side, y0 + side)
 
 
+def moved(scene: Scene, steps: int = 1) -> Scene:
+    """The one-shape scene with its shape `steps` places further along `POSITIONS`: a layout its caption does not
+    ask for (to set a ControlNet's edges against a caption)."""
+    if len(scene.shapes) != 1:
+        raise ValueError(f"scene must hold one shape to be moved, got {len(scene.shapes)}")
+    shape = scene.shapes[0]
+    position = POSITIONS[(POSITIONS.index(shape.position) + steps) % len(POSITIONS)]
+    return Scene(shapes=(Shape(shape.kind, shape.colour, shape.size, position),), background=scene.background)
+
+
 def boxes_apart(a: Box, b: Box, gap: float = MIN_GAP) -> bool:
     """True when the boxes are at least `gap` apart along x or along y."""
     eps = 1e-9

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from diffusers import ControlNetModel, UNet2DConditionModel
 
-from models.demo.shapes import edges
+from models.demo.shapes import POSITIONS, TEMPLATES, caption, edges, moved
 from models.demo.train_unet import epsilon_loss, frozen_parts, masks, noisy_inputs
 from models.demo.training import DEVICE, WORK_DIR, Run, batches, command_line, to_tensor
 
@@ -23,6 +23,9 @@ from models.demo.training import DEVICE, WORK_DIR, Run, batches, command_line, t
 # Half the captions dropped, as the ControlNet paper trains: with the caption the U-Net alone already knows where
 # the shapes go, and the ControlNet would learn little from the edges.
 CAPTION_DROP = 0.5
+# A share of the one-shape captions put the shape somewhere else than the image (and its edges) do: the edges must
+# win, as a user who draws an outline and types "a red circle" (which means: in the centre) expects.
+CAPTION_ELSEWHERE = 0.3
 
 
 def make_controlnet(unet: UNet2DConditionModel) -> ControlNetModel:
@@ -49,6 +52,13 @@ def control_images(images) -> torch.Tensor:
     return torch.from_numpy(stacked).to(DEVICE).permute(0, 3, 1, 2).float() / 255
 
 
+def captions_against_edges(captions, scenes, rng: np.random.Generator) -> list[str]:
+    """The captions, with CAPTION_ELSEWHERE of the one-shape ones replaced by the caption of the scene `moved`."""
+    return [caption(moved(scene, int(rng.integers(1, len(POSITIONS)))), seed=int(rng.integers(len(TEMPLATES))))
+            if len(scene.shapes) == 1 and rng.random() < CAPTION_ELSEWHERE else text
+            for text, scene in zip(captions, scenes)]
+
+
 def train(steps: int, batch_size: int, seed: int, lr: float = 5e-4, work: Path = WORK_DIR) -> ControlNetModel:
     latent_cache, unet, text_encoder, tokenizer, scale = frozen_parts(work)
     run = Run(work / "controlnet", seed)
@@ -62,7 +72,8 @@ def train(steps: int, batch_size: int, seed: int, lr: float = 5e-4, work: Path =
         full = rng.random(len(images)) < 0.7  # mostly txt2img with control, sometimes inpainting with it
         mask = torch.where(torch.from_numpy(full)[:, None, None, None].to(DEVICE), 1.0, masks(scenes, rng))
         noisy, unet_input, timesteps, noise, context = noisy_inputs(
-            latent_cache, text_encoder, tokenizer, scale, images, mask, captions, rng, caption_drop=CAPTION_DROP)
+            latent_cache, text_encoder, tokenizer, scale, images, mask, captions_against_edges(captions, scenes, rng),
+            rng, caption_drop=CAPTION_DROP)
         down, mid = controlnet(noisy, timesteps, encoder_hidden_states=context, controlnet_cond=control_images(images),
                                return_dict=False)
         prediction = unet(unet_input, timesteps, context, down_block_additional_residuals=down,

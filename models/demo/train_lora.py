@@ -29,7 +29,7 @@ TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.
 WEIGHTS = "pastel.safetensors"
 
 
-def train(steps: int, batch_size: int, seed: int, lr: float = 6e-3, work: Path = WORK_DIR) -> Path:
+def train(steps: int, batch_size: int, seed: int, lr: float = 1e-2, work: Path = WORK_DIR) -> Path:
     latent_cache, unet, text_encoder, tokenizer, scale = frozen_parts(work)
     unet.add_adapter(LoraConfig(r=RANK, lora_alpha=RANK, init_lora_weights="gaussian",
                                 target_modules=TARGETS))
