@@ -17,7 +17,7 @@ from diffusers import ControlNetModel, UNet2DConditionModel
 
 from models.demo.shapes import POSITIONS, TEMPLATES, caption, edges, moved
 from models.demo.train_unet import epsilon_loss, frozen_parts, masks, noisy_inputs
-from models.demo.training import DEVICE, WORK_DIR, Run, batches, command_line, to_tensor
+from models.demo.training import DEVICE, WORK_DIR, Run, batches, command_line
 
 
 # Half the captions dropped, as the ControlNet paper trains: with the caption the U-Net alone already knows where
