@@ -44,6 +44,8 @@ def set_number(page: Page, label: str, value: float) -> None:
     field = page.locator(f"input[type=number][aria-label='number input for {label}']").first
     field.fill(str(value))
     field.press("Enter")
+    # the slider's own value, which a click sends, follows a moment later: under load a click came first
+    expect(page.locator(f"input[type=range][aria-label='range slider for {label}']").first).to_have_value(str(value))
 
 
 def test_txt2img_generate_shows_the_image_and_its_parameters(page):
