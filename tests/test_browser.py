@@ -42,10 +42,18 @@ def screenshot(page: Page, name: str) -> None:
 
 def set_number(page: Page, label: str, value: float) -> None:
     field = page.locator(f"input[type=number][aria-label='number input for {label}']").first
-    field.fill(str(value))
-    field.press("Enter")
-    # the slider's own value, which a click sends, follows a moment later: under load a click came first
-    expect(page.locator(f"input[type=range][aria-label='range slider for {label}']").first).to_have_value(str(value))
+    slider = page.locator(f"input[type=range][aria-label='range slider for {label}']").first
+    # The slider's own value is what a click sends. Under CI load a typed value was once lost outright
+    # (a just-opened accordion still mounting), so type it again until the slider shows it.
+    for _ in range(3):
+        field.fill(str(value))
+        field.press("Enter")
+        try:
+            expect(slider).to_have_value(str(value), timeout=5_000)
+            return
+        except AssertionError:
+            pass
+    expect(slider).to_have_value(str(value))
 
 
 def test_txt2img_generate_shows_the_image_and_its_parameters(page):
