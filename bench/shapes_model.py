@@ -20,7 +20,7 @@ from PIL import Image
 
 from bench.common import interleaved
 from models.demo.evaluate_shapes import colour_correct, edge_agreement, evaluate, pastel_background, seeded_prompts
-from models.demo.shapes import COLOURS, Scene, Shape, caption, edges, moved, render, shape_box
+from models.demo.shapes import COLOURS, Scene, Shape, caption, edges, grown_box, moved, render
 from models.demo.shipped import CONTROLNET_NAME, LORA_NAME, load_with_extras
 from models.manager import PipelineManager
 from models.request import ControlInput, GenerationRequest
@@ -49,9 +49,9 @@ def recoloured(scene: Scene) -> Scene:
 
 
 def box_mask(scene: Scene, pad: int = 3) -> Image.Image:
-    x0, y0, x1, y1 = (np.array(shape_box(scene.shapes[0])) * SIZE).astype(int)
-    mask = np.zeros((SIZE, SIZE), dtype=np.uint8)  # the box grown by `pad` px
-    mask[max(y0 - pad, 0):y1 + pad, max(x0 - pad, 0):x1 + pad] = 255
+    x0, y0, x1, y1 = grown_box(scene.shapes[0], SIZE, pad)
+    mask = np.zeros((SIZE, SIZE), dtype=np.uint8)
+    mask[y0:y1, x0:x1] = 255
     return Image.fromarray(mask)
 
 

@@ -209,3 +209,17 @@ def test_moved_puts_the_one_shape_at_another_position():
                                shapes.Shape("square", "green", "small", "bottom right")), background="blue")
     with pytest.raises(ValueError, match="scene must hold one shape to be moved, got 2"):
         shapes.moved(two)
+
+
+def test_grown_box_holds_the_drawn_shape_with_its_pad_and_stays_inside_the_image():
+    for position in shapes.POSITIONS:
+        for size in shapes.SIZES:
+            shape = Shape("square", "red", size, position)
+            drawn = np.asarray(shapes.render(Scene(shapes=(shape,), background="black")))[..., 0] > 110
+            ys, xs = np.nonzero(drawn)
+            x0, y0, x1, y1 = shapes.grown_box(shape, 64, pad=3)
+            assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64
+            # the drawn square with 3 px around it (2 where truncating to whole pixels takes one), cut at the image
+            for low, high, start, end in ((x0, x1, xs.min(), xs.max() + 1), (y0, y1, ys.min(), ys.max() + 1)):
+                assert max(start - 4, 0) <= low <= max(start - 2, 0), (position, size)
+                assert min(end + 2, 64) <= high <= min(end + 4, 64), (position, size)

@@ -109,6 +109,13 @@ def shape_box(shape: Shape) -> Box:
     return (x0, y0, x0 + side, y0 + side)
 
 
+def grown_box(shape: Shape, side: int, pad: int) -> tuple[int, int, int, int]:
+    """The shape's box in pixels of a `side`-pixel image, grown by `pad` pixels and kept inside the image: the
+    region an inpaint mask repaints (in training and in the evaluation alike)."""
+    x0, y0, x1, y1 = (int(v * side) for v in shape_box(shape))
+    return max(x0 - pad, 0), max(y0 - pad, 0), min(x1 + pad, side), min(y1 + pad, side)
+
+
 def moved(scene: Scene, steps: int = 1) -> Scene:
     """The one-shape scene with its shape `steps` places further along `POSITIONS`: a layout its caption does not
     ask for (to set a ControlNet's edges against a caption)."""

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from models.demo.shapes import shape_box
+from models.demo.shapes import grown_box, shape_box
 from models.demo.training import DEVICE, IMAGE_SIZE, WORK_DIR, Run, batches, command_line, decayed, to_tensor
 
 TOKENIZER = Path(__file__).resolve().parent / "sd-demo-inpainting" / "tokenizer"  # the real CLIP vocabulary
@@ -71,8 +71,7 @@ def masks(scenes, rng: np.random.Generator) -> torch.Tensor:
             out[index] = 1
             continue
         if kind < 0.8:
-            x0, y0, x1, y1 = (np.array(shape_box(scene.shapes[0])) * IMAGE_SIZE).astype(int)
-            x0, y0, x1, y1 = max(x0 - 3, 0), max(y0 - 3, 0), min(x1 + 3, IMAGE_SIZE), min(y1 + 3, IMAGE_SIZE)
+            x0, y0, x1, y1 = grown_box(scene.shapes[0], IMAGE_SIZE, pad=3)
         else:
             x0, y0 = rng.integers(0, IMAGE_SIZE - 16, 2)
             x1, y1 = x0 + rng.integers(16, IMAGE_SIZE - x0 + 1), y0 + rng.integers(16, IMAGE_SIZE - y0 + 1)
