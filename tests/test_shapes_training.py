@@ -137,6 +137,30 @@ def test_latent_cache_encodes_each_image_once_and_samples_it_anew():
     assert second.shape == first.shape == (3, *truth.mean.shape[1:])
 
 
+def test_latent_cache_drops_the_least_recently_used_beyond_its_limit():
+    import torch
+    from diffusers import AutoencoderKL
+
+    from models.demo import shapes
+
+    vae = AutoencoderKL(block_out_channels=(8,), norm_num_groups=4, latent_channels=4).eval()
+    encoded = []
+    encode = vae.encode
+    vae.encode = lambda pixels: encoded.append(len(pixels)) or encode(pixels)
+    a, b, c = (shapes.sample(seed)[0] for seed in range(3))
+    cache = train_unet.LatentCache(vae, limit=2)
+    cache.sample([a, b])
+    cache.sample([a])  # a is now the most recently used
+    cache.sample([c])  # so b is dropped
+    assert len(cache.stored) == 2 and encoded == [2, 1]
+    cache.sample([a, c])
+    assert encoded == [2, 1]
+    cache.sample([b])
+    assert encoded == [2, 1, 1]
+    assert cache.sample([a, b, c]).shape == (3, 4, 64, 64)  # a batch larger than the limit still samples whole
+    assert len(cache.stored) == 2
+
+
 def test_controlnet_captions_against_the_edges_move_only_one_shape_scenes(monkeypatch):
     import numpy as np
 
