@@ -22,6 +22,7 @@ NumPy and PIL only, so the data can be made without torch; nothing runs at impor
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import re
@@ -123,7 +124,7 @@ def moved(scene: Scene, steps: int = 1) -> Scene:
         raise ValueError(f"scene must hold one shape to be moved, got {len(scene.shapes)}")
     shape = scene.shapes[0]
     position = POSITIONS[(POSITIONS.index(shape.position) + steps) % len(POSITIONS)]
-    return Scene(shapes=(Shape(shape.kind, shape.colour, shape.size, position),), background=scene.background)
+    return dataclasses.replace(scene, shapes=(dataclasses.replace(shape, position=position),))
 
 
 def boxes_apart(a: Box, b: Box, gap: float = MIN_GAP) -> bool:
