@@ -11,8 +11,8 @@ from models.request import GenerationRequest
 
 
 def test_train_resume_assemble_and_generate(tmp_path):
-    train_vae.train(steps=2, batch_size=2, seed=3, folder=tmp_path / "vae")
-    assert json.loads((tmp_path / "vae" / "state.json").read_text())["step"] == 2
+    train_vae.train(steps=2, batch_size=2, seed=3, folder=tmp_path / "vae", decoder_steps=1)
+    assert json.loads((tmp_path / "vae" / "state.json").read_text())["step"] == 3
     assert (tmp_path / "vae" / "model" / "diffusion_pytorch_model.safetensors").exists()
     train_unet.train(steps=2, batch_size=2, seed=3, work=tmp_path)
     train_unet.train(steps=3, batch_size=2, seed=3, work=tmp_path)  # resumes at step 2
@@ -47,6 +47,29 @@ def test_train_resume_assemble_and_generate(tmp_path):
                                loras=(("pastel", 1.0),), controls=(ControlInput("canny", Image.new("RGB", (64, 64))),))
     assert manager.generate(styled).images[0].size == (64, 64) and adapters.loaded_names == ["pastel"]
     assert controlnets.cache.loaded()
+
+
+def test_vae_decoder_phase_leaves_the_encoder_and_resumes_as_a_straight_run(tmp_path):
+    import shutil
+
+    import torch
+    from diffusers import AutoencoderKL
+
+    def weights(folder):
+        return AutoencoderKL.from_pretrained(folder / "model").state_dict()
+
+    train_vae.train(steps=2, batch_size=2, seed=3, folder=tmp_path / "joint", decoder_steps=0)
+    shutil.copytree(tmp_path / "joint", tmp_path / "resumed")
+    train_vae.train(steps=2, batch_size=2, seed=3, folder=tmp_path / "resumed", decoder_steps=2)
+    train_vae.train(steps=2, batch_size=2, seed=3, folder=tmp_path / "straight", decoder_steps=2)
+    assert json.loads((tmp_path / "resumed" / "state.json").read_text())["step"] == 4
+    joint, resumed, straight = (weights(tmp_path / name) for name in ("joint", "resumed", "straight"))
+    for name, tensor in joint.items():
+        assert torch.equal(resumed[name], straight[name]), name
+        if name.startswith(("encoder.", "quant_conv.")):
+            assert torch.equal(resumed[name], tensor), name  # the latents the other models train on are kept
+    changed = [name for name in joint if not torch.equal(resumed[name], joint[name])]
+    assert changed and all(name.startswith(("decoder.", "post_quant_conv.")) for name in changed)
 
 
 def test_min_snr_weighting_keeps_middle_steps_lifts_the_noisiest_and_lowers_clean_ones():

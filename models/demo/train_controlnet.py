@@ -63,7 +63,7 @@ def train(steps: int, batch_size: int, seed: int, lr: float = 5e-4, work: Path =
     latent_cache, unet, text_encoder, tokenizer, scale = frozen_parts(work)
     run = Run(work / "controlnet", seed)
     folder = run.resumable("model")
-    controlnet = (ControlNetModel.from_pretrained(folder) if folder else make_controlnet(unet)).to(DEVICE)
+    controlnet = (ControlNetModel.from_pretrained(folder) if folder else make_controlnet(unet)).to(DEVICE).train()
     optimizer = torch.optim.AdamW(controlnet.parameters(), lr=lr)
     rng = np.random.default_rng([seed, run.step])
     data = batches(seed + 7, batch_size, run.step)
