@@ -1,9 +1,9 @@
 """The shapes demo model, measured over seeded prompts with the app's defaults (20 steps, CFG 7, Euler a, 64 px):
 txt2img background / colour / shape accuracy, inpainting a shape in a new colour, how well the canny ControlNet's
 output edges match its control edges (vs the same prompts without it), how much the pastel LoRA changes the
-style (vs without it), and the time of one generation.
+style (vs without it), both shapes of two-shape prompts, and the time of one generation.
 
-    python -m bench.shapes_model [--prompts 150] [--gallery]
+    python -m bench.shapes_model [--prompts 150] [--pairs 50] [--gallery]
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ import numpy as np
 from PIL import Image
 
 from bench.common import interleaved
-from models.demo.evaluate_shapes import colour_correct, edge_agreement, evaluate, pastel_background, seeded_prompts
+from models.demo.evaluate_shapes import (
+    colour_correct, edge_agreement, evaluate, evaluate_pairs, pastel_background, seeded_pairs, seeded_prompts,
+)
 from models.demo.shapes import COLOURS, Scene, Shape, caption, edges, grown_box, moved, render
 from models.demo.shipped import CONTROLNET_NAME, LORA_NAME, load_with_extras
 from models.manager import PipelineManager
@@ -103,6 +105,13 @@ def lora(manager, prompts, without: dict) -> dict:
             "shape_with": with_lora["shape"]}
 
 
+def two_shapes(manager, pairs) -> dict:
+    """Two-shape prompts (`seeded_pairs`), which the one-shape figures leave out: whether each shape is drawn in
+    its own place, and how often the two colours come out the wrong way round."""
+    images = [_image(manager, text, seed) for seed, (text, _) in enumerate(pairs)]
+    return evaluate_pairs(images, [scene for _, scene in pairs])
+
+
 def speed(manager, rounds: int = 5) -> dict:
     """Median seconds of one 20-step txt2img at 64 px, and at 128 px (interleaved)."""
     requests = {size: GenerationRequest("txt2img", "a large red circle on a blue background", width=size,
@@ -151,6 +160,7 @@ def gallery(manager, folder: Path = GALLERY, scale: int = 2) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=150)
+    parser.add_argument("--pairs", type=int, default=50, help="two-shape prompts")
     parser.add_argument("--gallery", action="store_true", help=f"also write the README's pictures to {GALLERY}")
     args = parser.parse_args(argv)
     manager, prompts = load_with_extras(), seeded_prompts(args.prompts)
@@ -160,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
     accuracy = evaluate(plain, [scene for _, scene in prompts])
     figures = {"txt2img": accuracy, "inpaint": inpaint(manager, prompts),
                "controlnet": controlnet(manager, prompts, plain), "lora": lora(manager, prompts, accuracy),
-               "speed": speed(manager)}
+               "two_shapes": two_shapes(manager, seeded_pairs(args.pairs)), "speed": speed(manager)}
     print(f"shapes model ({args.prompts} seeded prompts): {json.dumps(figures)}")
     return figures
 

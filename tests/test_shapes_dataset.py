@@ -223,3 +223,23 @@ def test_grown_box_holds_the_drawn_shape_with_its_pad_and_stays_inside_the_image
             for low, high, start, end in ((x0, x1, xs.min(), xs.max() + 1), (y0, y1, ys.min(), ys.max() + 1)):
                 assert max(start - 4, 0) <= low <= max(start - 2, 0), (position, size)
                 assert min(end + 2, 64) <= high <= min(end + 4, 64), (position, size)
+
+
+def test_pair_metrics_score_both_shapes_and_see_the_colours_the_wrong_way_round():
+    pairs = ev.seeded_pairs(40)
+    assert pairs == ev.seeded_pairs(40) and all(len(scene.shapes) == 2 for _, scene in pairs)
+    assert all(shapes.parse_caption(text) == scene for text, scene in pairs)
+    scenes = [scene for _, scene in pairs]
+    truth = ev.evaluate_pairs([shapes.render(scene) for scene in scenes], scenes)
+    assert truth == {"n": 40, "colours": 1.0, "kinds": 1.0, "both": 1.0, "swapped": 0.0}
+
+    def colours_exchanged(scene):
+        a, b = scene.shapes
+        return Scene(shapes=(dataclasses.replace(a, colour=b.colour), dataclasses.replace(b, colour=a.colour)),
+                     background=scene.background)
+
+    crossed = ev.evaluate_pairs([shapes.render(colours_exchanged(scene)) for scene in scenes], scenes)
+    differ = np.mean([a.colour != b.colour for a, b in (scene.shapes for scene in scenes)])
+    assert crossed["kinds"] == 1.0 and crossed["swapped"] == differ and crossed["colours"] == pytest.approx(1 - differ)
+    with pytest.raises(ValueError, match="two-shape scenes"):
+        ev.evaluate_pairs([shapes.render(scenes[0])], [ev.seeded_prompts(1)[0][1]])

@@ -15,18 +15,20 @@ How each check reads an image (PIL image or HxWx3 uint8 array):
 - edges: F1 of Canny edge pixels against control edges, each matched within `EDGE_TOLERANCE` px.
 
 The metrics are defined on single-shape scenes (`seeded_prompts`). For a two-shape scene they check the first
-shape, with its region cut back at the middle of the gap to the other shape so the other one never counts.
+shape, with its region cut back at the middle of the gap to the other shape so the other one never counts;
+`evaluate_pairs` checks both shapes of the two-shape scenes of `seeded_pairs`.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import replace
 
 import numpy as np
 from PIL import Image
 
 from models.demo.shapes import (
-    COLOURS, KINDS, POSITIONS, SIZES, TEMPLATES, Scene, Shape, caption, edges, pastel, shape_box,
+    COLOURS, KINDS, POSITIONS, SIZES, TEMPLATES, Scene, Shape, caption, edges, pastel, random_scene, shape_box,
 )
 
 RING = 0.1  # border ring width, fraction of the side
@@ -312,3 +314,34 @@ def seeded_prompts(n: int = 50, seed: int = 0) -> list[tuple[str, Scene]]:
         scene = Scene(shapes=(shape,), background=background)
         prompts.append((caption(scene, seed=i % len(TEMPLATES)), scene))
     return prompts
+
+
+def seeded_pairs(n: int = 50, seed: int = 0) -> list[tuple[str, Scene]]:
+    """A fixed set of two-shape (caption, scene) pairs, drawn as the dataset draws them from a generator seeded
+    with `seed`; caption template i % 4."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    rng = np.random.default_rng([seed, 2])
+    scenes = [random_scene(rng, two_shapes_probability=1.0) for _ in range(n)]
+    return [(caption(scene, seed=i % len(TEMPLATES)), scene) for i, scene in enumerate(scenes)]
+
+
+def evaluate_pairs(images, scenes) -> dict[str, float]:
+    """Over two-shape images and scenes: the share with both shapes' colours right in their places ("colours"),
+    with both kinds right ("kinds"), with both right ("both"), and with the two colours the wrong way round
+    ("swapped": each place holds the other shape's colour)."""
+    images, scenes = list(images), list(scenes)
+    if len(images) != len(scenes) or not images or any(len(scene.shapes) != 2 for scene in scenes):
+        raise ValueError(f"images and two-shape scenes must be non-empty and pair up, got {len(images)} and "
+                         f"{len(scenes)}")
+    colours, kinds, swapped = [], [], []
+    for image, scene in zip(images, scenes):
+        a, b = scene.shapes
+        each = (scene, Scene(shapes=(b, a), background=scene.background))
+        colours.append(all(colour_correct(image, one) for one in each))
+        kinds.append(all(shape_correct(image, one) for one in each))
+        crossed = (Scene(shapes=(replace(a, colour=b.colour), b), background=scene.background),
+                   Scene(shapes=(replace(b, colour=a.colour), a), background=scene.background))
+        swapped.append(a.colour != b.colour and all(colour_correct(image, one) for one in crossed))
+    return {"n": len(images), "colours": float(np.mean(colours)), "kinds": float(np.mean(kinds)),
+            "both": float(np.mean([c and k for c, k in zip(colours, kinds)])), "swapped": float(np.mean(swapped))}
