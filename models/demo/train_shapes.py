@@ -1,6 +1,6 @@
 """Train the whole shapes demo model from nothing, then put it where the app finds it: the VAE, the text encoder
 and U-Net, the canny ControlNet and the pastel LoRA (each with its script's defaults, each resumable: run it again
-after an interruption and it goes on), then assemble_shapes. About 88 minutes on 2 CPU cores; uses CUDA when
+after an interruption and it goes on), then assemble_shapes. About 89 minutes on 2 CPU cores; uses CUDA when
 there is a GPU.
 
     python -m models.demo.train_shapes
