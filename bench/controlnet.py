@@ -56,9 +56,9 @@ def step_cost(folder: Path, rounds: int = 3) -> dict:
 
 def switching(folder: Path, switches: int = 100) -> dict:
     manager = PipelineManager.load("demo", device="cpu")
-    unet = manager.pipelines["txt2img"].unet
-    for seed in (1, 2):
-        controlnet_for(unet, seed).save_pretrained(folder / f"demo_cn{seed}")
+    unet, scale = manager.pipelines["txt2img"].unet, manager.pipelines["txt2img"].vae_scale_factor
+    for seed in (1, 2):  # the shapes model's VAE down-samples 4x, not SD's 8x
+        controlnet_for(unet, seed, vae_scale_factor=scale).save_pretrained(folder / f"demo_cn{seed}")
     controlnets = controlnet.install(manager, folder, cap=2)
     width = unet.config.cross_attention_dim
     controlnets.cache.get("demo_cn1", width), controlnets.cache.get("demo_cn2", width)
