@@ -45,7 +45,10 @@ def train(steps: int, batch_size: int, seed: int, lr: float = 1e-3, folder=WORK_
     folder = run.resumable("model")
     # from_pretrained gives eval mode, in which a resumed run trained differently from a straight one
     vae = (AutoencoderKL.from_pretrained(folder) if folder else make_vae()).to(DEVICE).train()
-    save = lambda: run.save({"model": vae})  # noqa: E731
+
+    def save() -> None:
+        run.save({"model": vae})
+
     if run.step < steps:
         optimizer = torch.optim.AdamW(vae.parameters(), lr=lr)
         data = batches(seed, batch_size, run.step)
