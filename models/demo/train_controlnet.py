@@ -62,8 +62,7 @@ def captions_against_edges(captions, scenes, rng: np.random.Generator) -> list[s
 def train(steps: int, batch_size: int, seed: int, lr: float = 5e-4, work: Path = WORK_DIR) -> ControlNetModel:
     latent_cache, unet, text_encoder, tokenizer, scale = frozen_parts(work)
     run = Run(work / "controlnet", seed)
-    folder = run.resumable("model")
-    controlnet = (ControlNetModel.from_pretrained(folder) if folder else make_controlnet(unet)).to(DEVICE).train()
+    controlnet = run.model("model", ControlNetModel, lambda: make_controlnet(unet))
     optimizer = torch.optim.AdamW(controlnet.parameters(), lr=lr)
     rng = np.random.default_rng([seed, run.step])
     data = batches(seed + 7, batch_size, run.step)

@@ -217,10 +217,8 @@ def train(steps: int, batch_size: int, seed: int, lr: float = 5e-4, work: Path =
     run = Run(work / "unet", seed)
     scale = latent_scale(vae, seed)
     latent_cache = LatentCache(vae)
-    text_encoder = (CLIPTextModel.from_pretrained(run.resumable("text_encoder")) if run.resumable("text_encoder")
-                    else make_text_encoder()).to(DEVICE).train()
-    unet = (UNet2DConditionModel.from_pretrained(run.resumable("unet")) if run.resumable("unet")
-            else make_unet()).to(DEVICE).train()  # from_pretrained gives eval mode: resume as a fresh run trains
+    text_encoder = run.model("text_encoder", CLIPTextModel, make_text_encoder)
+    unet = run.model("unet", UNet2DConditionModel, make_unet)
     tokenizer = load_tokenizer()
     parameters = [*unet.parameters(), *text_encoder.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.01)

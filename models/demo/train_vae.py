@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from diffusers import AutoencoderKL
 
-from models.demo.training import DEVICE, IMAGE_SIZE, WORK_DIR, Run, batches, command_line, decayed, to_tensor
+from models.demo.training import IMAGE_SIZE, WORK_DIR, Run, batches, command_line, decayed, to_tensor
 
 KL_WEIGHT = 1e-6
 DECODER_STEPS = 300  # after the joint steps: half of each batch plain, half pastel
@@ -42,9 +42,7 @@ def decoder_parameters(vae: AutoencoderKL) -> list[torch.nn.Parameter]:
 def train(steps: int, batch_size: int, seed: int, lr: float = 1e-3, folder=WORK_DIR / "vae",
           decoder_steps: int = DECODER_STEPS) -> AutoencoderKL:
     run = Run(folder, seed)
-    folder = run.resumable("model")
-    # from_pretrained gives eval mode, in which a resumed run trained differently from a straight one
-    vae = (AutoencoderKL.from_pretrained(folder) if folder else make_vae()).to(DEVICE).train()
+    vae = run.model("model", AutoencoderKL, make_vae)
 
     def save() -> None:
         run.save({"model": vae})

@@ -55,9 +55,11 @@ class Run:
         self.started = time.monotonic()
         torch.manual_seed(seed + self.step)
 
-    def resumable(self, name: str) -> Path | None:
+    def model(self, name: str, cls, make):
+        """The model saved as `name` when the run resumes, else `make()`; on DEVICE and in train mode, which
+        from_pretrained does not give (in its eval mode a resumed VAE trained differently from a straight run)."""
         path = self.folder / name
-        return path if (path / "config.json").exists() else None
+        return (cls.from_pretrained(path) if (path / "config.json").exists() else make()).to(DEVICE).train()
 
     def save(self, models: dict, extra: dict | None = None) -> None:
         for name, model in models.items():
