@@ -132,18 +132,25 @@ def test_masked_latents_encode_a_full_mask_as_a_black_image():
     assert torch.allclose(latents, torch.stack(one_by_one), atol=1e-5)
 
 
+def counting_vae():
+    """A tiny VAE whose encode records each batch's size in `encoded`; and its own, uncounted encode."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL(block_out_channels=(8,), norm_num_groups=4, latent_channels=4).eval()
+    encoded = []
+    encode = vae.encode
+    vae.encode = lambda pixels: encoded.append(len(pixels)) or encode(pixels)
+    return vae, encoded, encode
+
+
 def test_latent_cache_encodes_each_image_once_and_samples_it_anew():
     import torch
-    from diffusers import AutoencoderKL
 
     from models.demo import shapes
     from models.demo.training import to_tensor
 
     torch.manual_seed(0)
-    vae = AutoencoderKL(block_out_channels=(8,), norm_num_groups=4, latent_channels=4).eval()
-    encoded = []
-    encode = vae.encode
-    vae.encode = lambda pixels: encoded.append(len(pixels)) or encode(pixels)
+    vae, encoded, encode = counting_vae()
     scene = shapes.sample(1)[2]
     plain, other, pastel = shapes.render(scene), shapes.sample(2)[0], shapes.render(scene, style="pastel")
     cache = train_unet.LatentCache(vae)
@@ -161,15 +168,9 @@ def test_latent_cache_encodes_each_image_once_and_samples_it_anew():
 
 
 def test_latent_cache_drops_the_least_recently_used_beyond_its_limit():
-    import torch
-    from diffusers import AutoencoderKL
-
     from models.demo import shapes
 
-    vae = AutoencoderKL(block_out_channels=(8,), norm_num_groups=4, latent_channels=4).eval()
-    encoded = []
-    encode = vae.encode
-    vae.encode = lambda pixels: encoded.append(len(pixels)) or encode(pixels)
+    vae, encoded, _ = counting_vae()
     a, b, c = (shapes.sample(seed)[0] for seed in range(3))
     cache = train_unet.LatentCache(vae, limit=2)
     cache.sample([a, b])
