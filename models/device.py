@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import dataclass
 
@@ -17,10 +18,12 @@ class Runtime:
     device: torch.device
     dtype: torch.dtype
     attention: str  # "sdpa" or "xformers"
+    attention_note: str = ""  # why xformers is not in use, when it is not
 
     def describe(self) -> str:
         dtype = str(self.dtype).removeprefix("torch.")
-        return f"{self.device.type} · {dtype} · attention: {self.attention}"
+        note = f" ({self.attention_note})" if self.attention_note else ""
+        return f"{self.device.type} · {dtype} · attention: {self.attention}{note}"
 
 
 def resolve_runtime(requested: str = "auto") -> Runtime:
@@ -29,8 +32,8 @@ def resolve_runtime(requested: str = "auto") -> Runtime:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {requested!r}")
     device = _pick_device(requested)
     dtype = torch.float32 if device.type == "cpu" else torch.float16
-    attention = "xformers" if _xformers_works(device, dtype) else "sdpa"
-    return Runtime(device=device, dtype=dtype, attention=attention)
+    why_not = xformers_unusable(device, dtype)
+    return Runtime(device=device, dtype=dtype, attention="sdpa" if why_not else "xformers", attention_note=why_not or "")
 
 
 def _pick_device(requested: str) -> torch.device:
@@ -44,17 +47,34 @@ def _pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def _xformers_works(device: torch.device, dtype: torch.dtype) -> bool:
-    """Importing xformers succeeds even when its kernels don't match torch; only a real call tells."""
+def xformers_unusable(device: torch.device, dtype: torch.dtype) -> str | None:
+    """Why xformers cannot serve attention here, or None when a real call on `device` works. Importing xformers
+    succeeds even when its kernels were built for another torch (it only logs a warning, silenced here); only a
+    real call tells."""
     if device.type != "cuda":
-        return False
+        return f"xformers has no {device.type} kernels"
+    if importlib.util.find_spec("xformers") is None:
+        return "xformers is not installed"
+    try:
+        ops = import_xformers_ops()
+        q = torch.randn(1, 16, 2, 40, device=device, dtype=dtype)
+        ops.memory_efficient_attention(q, q, q)
+        torch.cuda.synchronize(device)
+        return None
+    except Exception as error:  # ImportError, NotImplementedError, RuntimeError: all mean "don't use it"
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        log.info("xformers not used: %s", reason)
+        return f"xformers failed its probe: {reason[:120]}"
+
+
+def import_xformers_ops():
+    """`xformers.ops`, without the warning xformers logs on import when its kernels were built for another torch
+    (the probe call says whether it works; the warning would only alarm users of the CPU and SDPA)."""
+    quiet = logging.getLogger("xformers")
+    level, quiet.level = quiet.level, logging.ERROR
     try:
         import xformers.ops
 
-        q = torch.randn(1, 16, 2, 40, device=device, dtype=dtype)
-        xformers.ops.memory_efficient_attention(q, q, q)
-        torch.cuda.synchronize(device)
-        return True
-    except Exception as error:  # ImportError, NotImplementedError, RuntimeError: all mean "don't use it"
-        log.info("xformers not used: %s", str(error).splitlines()[0] if str(error) else type(error).__name__)
-        return False
+        return xformers.ops
+    finally:
+        quiet.level = level
