@@ -142,17 +142,26 @@ def build_router(service: StudioService, queued: QueuedEndpoints, credentials: t
 
     @router.post("/controlnet/detect")
     def controlnet_detect(payload: dict = Body(...)) -> dict:
+        # Pixel perfect unless the client turns it off: each map at its image's own resolution, whatever
+        # controlnet_processor_res says (A1111 clients send 512 by default, which blanks small images' edges).
+        pixel_perfect = payload.get("controlnet_pixel_perfect", True)
         try:
             images = payload.get("controlnet_input_images") or payload.get("controlnet_images") or []
-            maps = [service.detect_map(decode_image(image, f"controlnet_input_images[{index}]"),
-                                       payload.get("controlnet_module", "none"),
-                                       payload.get("controlnet_processor_res", 512),
-                                       _threshold(payload.get("controlnet_threshold_a")),
-                                       _threshold(payload.get("controlnet_threshold_b")))
+            maps = [service.control_map(decode_image(image, f"controlnet_input_images[{index}]"),
+                                        payload.get("controlnet_module", "none"),
+                                        payload.get("controlnet_processor_res", 512),
+                                        _threshold(payload.get("controlnet_threshold_a")),
+                                        _threshold(payload.get("controlnet_threshold_b")),
+                                        pixel_perfect=pixel_perfect)
                     for index, image in enumerate(images)]
         except ValueError as error:
-            raise HTTPException(422, detail=str(error)) from None
-        return {"images": [_png_base64(image) for image in maps], "info": "Success"}
+            raise HTTPException(422, detail=f"controlnet_{error}" if str(error).startswith("pixel_perfect")
+                                else str(error)) from None
+        info = "Success"
+        if pixel_perfect is True and "controlnet_processor_res" in payload:
+            info += ("; pixel perfect: each map was detected at its image's own resolution, not at "
+                     "controlnet_processor_res (send controlnet_pixel_perfect: false to use it)")
+        return {"images": [_png_base64(image) for image in maps], "info": info}
 
     return router
 

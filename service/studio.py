@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from extensions.controlnet import preprocessors
 from extensions.controlnet.pipeline import ControlNets
 from extensions.controlnet.units import ControlUnit
 from extensions.inpaint import InpaintOptions, InpaintPlan, extend_canvas, prepare_mask
@@ -178,12 +177,21 @@ class StudioService:
                 units.append((index, unit))
         return units, warnings
 
-    def detect_map(self, image, module: str, processor_res=512, threshold_a=None, threshold_b=None) -> Image.Image:
-        """The preprocessor's map for an image (the Preview button and /controlnet_detect)."""
+    def control_map(self, image, module: str, processor_res=512, threshold_a=None, threshold_b=None,
+                    pixel_perfect=True, resize_mode="Crop and Resize", size=None) -> Image.Image:
+        """The map a ControlNet unit with these settings gives a generation of `size` (width, height): detected
+        and fitted exactly as `generate` does, so Preview shows what the ControlNet will see. Without `size`, the
+        image's own size: /controlnet_detect's map (with pixel perfect, detected at the image's resolution)."""
         picture = load_image(image, "image")
         if picture is None:
             raise ValueError("image is required to detect a map")
-        return preprocessors.detect(picture, module, processor_res, threshold_a, threshold_b)
+        unit = ControlUnit.for_map(module, processor_res, threshold_a, threshold_b, pixel_perfect, resize_mode)
+        if size is None:
+            size = picture.size
+        for name, value in zip(("width", "height"), size):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
+                raise ValueError(f"{name} must be a whole number of pixels, got {value!r}")
+        return unit.control_map(picture, (int(size[0]), int(size[1])))
 
     def _latent_fill(self, options: InpaintOptions, warnings: list[str]) -> str | None:
         if options.masked_content not in ("latent noise", "latent nothing"):

@@ -117,6 +117,65 @@ def test_only_masked_crops_the_control_map_like_the_image(service):
     assert np.abs(control - whole).mean() > 20, "(and not the whole picture)"
 
 
+class Captured(Exception):
+    """Raised by the spy instead of running the job: the test only needs what the model would get."""
+
+
+def control_images_of(service, mode: str, **inputs) -> list[Image.Image]:
+    """The control maps the job of `service.generate(mode, **inputs)` hands the model."""
+    jobs = []
+
+    def spy(job, on_step=None):
+        jobs.append(job)
+        raise Captured
+
+    service.manager.generate = spy
+    try:
+        with pytest.raises(Captured):
+            service.generate(mode, prompt="x", steps=2, **inputs)
+    finally:
+        del service.manager.generate
+    return [control.image for control in jobs[0].controls]
+
+
+@pytest.mark.parametrize("pixel_perfect", [True, False])
+@pytest.mark.parametrize("mode", ["txt2img", "img2img", "inpaint"])
+def test_preview_shows_exactly_the_map_the_generation_uses(service, mode, pixel_perfect):
+    from ui.handlers import Handlers
+
+    rng = np.random.default_rng(3)
+    source = circle(96).crop((0, 10, 96, 80))  # 96x70: another size and aspect than the generation's
+    picture = Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+    settings = {"module": "canny", "processor_res": 256, "threshold_a": 60, "threshold_b": 120,
+                "pixel_perfect": pixel_perfect, "resize_mode": "Crop and Resize"}
+    inputs = {"width": 96, "height": SIZE} if mode == "txt2img" else {"width": SIZE, "height": SIZE, "image": picture}
+    tab_image = {"background": picture, "layers": [], "composite": picture} if mode == "inpaint" else picture
+    if mode == "inpaint":
+        inputs["mask"] = Image.new("L", picture.size, 255)  # whole picture: the map is not cropped
+    used = control_images_of(service, mode, controlnet_units=[{"model": "cn_a", "image": source, **settings}],
+                             **inputs)
+    shown = Handlers(service).preview(source, settings["module"], settings["processor_res"], settings["threshold_a"],
+                                      settings["threshold_b"], pixel_perfect, settings["resize_mode"],
+                                      inputs["width"], inputs["height"], None if mode == "txt2img" else tab_image)
+    assert shown.size == used[0].size == (inputs["width"], inputs["height"])
+    assert np.array_equal(np.asarray(shown), np.asarray(used[0]))
+    assert np.asarray(shown).max() > 40, "an edge map, not an empty one"
+
+
+def test_pixel_perfect_is_the_default_and_detects_at_the_generation_resolution(service):
+    """At the old default (Preprocessor Resolution 512 for a 64 px generation) the canny map of a demo image is
+    black but for faint traces; pixel perfect, now the default, detects at the generation's own resolution."""
+    from models.demo.shapes import Scene, Shape, render
+
+    small = render(Scene((Shape("circle", "red", "large"),), "blue"), SIZE)
+    default = control_images_of(service, "txt2img", controlnet_units=[{"model": "cn_a", "image": small,
+                                                                       "module": "canny"}], width=SIZE, height=SIZE)
+    at_512 = control_images_of(service, "txt2img", width=SIZE, height=SIZE, controlnet_units=[
+        {"model": "cn_a", "image": small, "module": "canny", "pixel_perfect": False, "processor_res": 512}])
+    strong = [int((np.asarray(image.convert("L")) > 128).sum()) for image in (default[0], at_512[0])]
+    assert strong[0] > 100 and strong[1] < 10, strong
+
+
 @pytest.mark.parametrize("change, message", [
     ({"model": "nowhere"}, "ControlNet 'nowhere' not found in"),
     ({"model": "pickled"}, "pickled weights .* can run code"),
@@ -152,6 +211,14 @@ def test_units_and_canny_preview_through_gradio_client(client, tmp_path):
                               threshold_b=150, api_name="/controlnet_detect")
     edges = np.asarray(Image.open(detected).convert("L"))
     assert edges.shape == (128, 128) and edges[60:68, 60:68].max() == 0 and edges.max() > 40, "edges on the ring only"
+    from models.demo.shapes import Scene, Shape, render
+
+    # pixel perfect by default: the map at the image's own resolution
+    render(Scene((Shape("circle", "red", "large"),), "blue"), 64).save(tmp_path / "small.png")
+    small = [np.asarray(Image.open(client.predict(image=handle_file(tmp_path / "small.png"), module="canny",
+                                                  pixel_perfect=pixel_perfect, api_name="/controlnet_detect")))
+             for pixel_perfect in (True, False)]
+    assert (small[0] > 128).sum() > 100 and (small[1] > 128).sum() < 10, "at 512 px a 64 px image's edges fade"
     gallery, infotext, warnings = client.predict(
         prompt="a ring", seed=1, steps=2, width=64, height=64, api_name="/txt2img",
         controlnet_units=[{"module": "canny", "model": "edges", "image": encoded(circle(128)), "weight": 0.8,
@@ -159,8 +226,8 @@ def test_units_and_canny_preview_through_gradio_client(client, tmp_path):
     )
     entry = parse_infotext(infotext)[2]["ControlNet 0"]
     assert re.fullmatch(
-        r"Module: canny, Model: edges \[[0-9a-f]{8}\], Weight: 0.8, Resize Mode: Crop and Resize, Processor Res: 512, "
-        r"Threshold A: 100, Threshold B: 200, Guidance Start: 0.0, Guidance End: 1.0, Pixel Perfect: False, "
+        r"Module: canny, Model: edges \[[0-9a-f]{8}\], Weight: 0.8, Resize Mode: Crop and Resize, Processor Res: 64, "
+        r"Threshold A: 100, Threshold B: 200, Guidance Start: 0.0, Guidance End: 1.0, Pixel Perfect: True, "
         r"Control Mode: Balanced", entry)
     assert "ignored unknown fields extra_field" in warnings
 

@@ -75,6 +75,30 @@ def test_controlnet_unit_through_alwayson_scripts(api):
     assert edges.max() > 0 and edges[28:36, 28:36].max() == 0
 
 
+def test_controlnet_detect_is_pixel_perfect_unless_turned_off(app_server):
+    """A1111 clients send controlnet_processor_res 512 by default; detected at 512, a 64 px image's canny edges fade
+    to faint traces. Pixel perfect (the default) detects at the image's own resolution, and says it did."""
+    from models.demo.shapes import Scene, Shape, render
+
+    buffer = io.BytesIO()
+    render(Scene((Shape("circle", "red", "large"),), "blue"), 64).save(buffer, format="PNG")
+    payload = {"controlnet_module": "canny", "controlnet_input_images": [base64.b64encode(buffer.getvalue()).decode()],
+               "controlnet_processor_res": 512}
+    strong = {}
+    for pixel_perfect in (None, False):
+        body = payload if pixel_perfect is None else {**payload, "controlnet_pixel_perfect": pixel_perfect}
+        response = requests.post(f"{app_server[0]}/controlnet/detect", json=body, timeout=30)
+        assert response.status_code == 200, response.text
+        detected = Image.open(io.BytesIO(base64.b64decode(response.json()["images"][0]))).convert("L")
+        assert detected.size == (64, 64)
+        strong[pixel_perfect] = int((np.asarray(detected) > 128).sum())
+        assert ("not at controlnet_processor_res" in response.json()["info"]) is (pixel_perfect is None)
+    assert strong[None] > 100 and strong[False] < 10, strong
+    response = requests.post(f"{app_server[0]}/controlnet/detect", json={**payload, "controlnet_pixel_perfect": "yes"},
+                             timeout=30)
+    assert response.status_code == 422 and "controlnet_pixel_perfect must be true or false" in response.text
+
+
 def test_listings_and_options(api, app_server):
     assert {"Euler a", "DPM++ 2M", "DDIM"} <= {sampler["name"] for sampler in api.get_samplers()}
     assert {"automatic", "karras"} == {scheduler["name"] for scheduler in api.get_schedulers()}

@@ -62,6 +62,7 @@ def register_api(handlers: Handlers, defaults: dict, event: dict) -> None:
             gr.Button(visible=False).click(fn, inputs, outputs, api_name=name, **event)
         gr.Button(visible=False).click(handlers.interrupt, api_name="interrupt", queue=False)
         detect_inputs = [image, gr.Textbox(value="canny", label="module"), gr.Number(value=512, label="processor_res"),
-                         gr.Number(value=None, label="threshold_a"), gr.Number(value=None, label="threshold_b")]
+                         gr.Number(value=None, label="threshold_a"), gr.Number(value=None, label="threshold_b"),
+                         gr.Checkbox(value=True, label="pixel_perfect")]
         gr.Button(visible=False).click(handlers.controlnet_detect, detect_inputs,
                                        gr.Image(type="pil", format="png", label="map"), api_name="controlnet_detect")

@@ -18,20 +18,21 @@ UNIT_FIELDS = ("enabled", "image", "module", "model", "weight", "guidance_start"
                "resize_mode", "processor_res", "threshold_a", "threshold_b", "pixel_perfect")
 
 
-def controlnet_panel(controlnets: ControlNets, mode: str, preview: Callable, tab_image) -> list:
-    """Build the panel; returns every unit's components, unit after unit, in UNIT_FIELDS order."""
+def controlnet_panel(controlnets: ControlNets, mode: str, preview: Callable, tab_image, size: list) -> list:
+    """Build the panel; returns every unit's components, unit after unit, in UNIT_FIELDS order. `size`: the tab's
+    Width and Height sliders (Preview fits the map to them, as the generation does)."""
     components = []
     modules, names = preprocessors.available(), controlnets.library.list_names()  # once, not once per unit
     with gr.Accordion("ControlNet", open=False, elem_id=f"{mode}-controlnet"):
         with gr.Tabs():
             for index in range(controlnets.max_units):
                 with gr.Tab(f"Unit {index}", id=f"{mode}-cn-unit-{index}"):
-                    components += _unit(controlnets, mode, index, preview, tab_image, modules, names)
+                    components += _unit(controlnets, mode, index, preview, tab_image, size, modules, names)
     return components
 
 
-def _unit(controlnets: ControlNets, mode: str, index: int, preview: Callable, tab_image, modules: list[str],
-          names: list[str]) -> list:
+def _unit(controlnets: ControlNets, mode: str, index: int, preview: Callable, tab_image, size: list,
+          modules: list[str], names: list[str]) -> list:
     prefix = f"{mode}-cn{index}"
     with gr.Row():
         image = gr.Image(type="pil", label="Control image (empty: the tab's image)" if mode != "txt2img"
@@ -40,7 +41,8 @@ def _unit(controlnets: ControlNets, mode: str, index: int, preview: Callable, ta
                             height=220, format="png")
     with gr.Row():
         enabled = gr.Checkbox(label="Enable", elem_id=f"{prefix}-enabled")
-        pixel_perfect = gr.Checkbox(label="Pixel Perfect")
+        pixel_perfect = gr.Checkbox(value=True, label="Pixel Perfect", elem_id=f"{prefix}-pixel-perfect",
+                                    info="the map at the generation's resolution")
         show = gr.Button("Preview", size="sm", elem_id=f"{prefix}-preview")
     with gr.Row():
         module = gr.Dropdown(modules, value="canny", label="Preprocessor", elem_id=f"{prefix}-module")
@@ -52,17 +54,21 @@ def _unit(controlnets: ControlNets, mode: str, index: int, preview: Callable, ta
         start = gr.Slider(0, 1, value=0.0, step=0.01, label="Starting Control Step")
         end = gr.Slider(0, 1, value=1.0, step=0.01, label="Ending Control Step")
     with gr.Row():
-        resolution = gr.Slider(64, 2048, value=512, step=8, label="Preprocessor Resolution")
+        resolution = gr.Slider(64, 2048, value=512, step=8, label="Preprocessor Resolution", visible=False,
+                               elem_id=f"{prefix}-resolution")
         threshold_a, threshold_b = (_slider(preprocessors.get("canny"), ab) for ab in "ab")
     control_mode = gr.Radio(list(CONTROL_MODES), value=CONTROL_MODES[0], label="Control Mode")
     resize_mode = gr.Radio(list(RESIZE_MODES), value="Crop and Resize", label="Resize Mode")
 
+    # sd-webui-controlnet hides the resolution while pixel perfect chooses it
+    pixel_perfect.change(lambda on: gr.Slider(visible=not on), pixel_perfect, resolution, queue=False,
+                         api_visibility="private")
     module.change(_threshold_sliders, module, [threshold_a, threshold_b], queue=False, api_visibility="private")
     refresh.click(lambda: gr.Dropdown(choices=controlnets.library.list_names()), None, model, queue=False,
                   api_visibility="private")
     tab = [tab_image] if tab_image is not None else []
-    show.click(preview, [image, module, resolution, threshold_a, threshold_b, *tab], detected,
-               api_visibility="private")
+    show.click(preview, [image, module, resolution, threshold_a, threshold_b, pixel_perfect, resize_mode, *size,
+                         *tab], detected, api_visibility="private")
     return [enabled, image, module, model, weight, start, end, control_mode, resize_mode, resolution, threshold_a,
             threshold_b, pixel_perfect]
 

@@ -73,21 +73,30 @@ class Handlers:
             inpaint_area, padding, masked_content, controlnet_units, progress,
         )
 
-    def controlnet_detect(self, image, module, processor_res=512, threshold_a=None, threshold_b=None):
-        """The preprocessor's map of an image (/controlnet_detect)."""
+    def controlnet_detect(self, image, module, processor_res=512, threshold_a=None, threshold_b=None,
+                          pixel_perfect=True):
+        """The preprocessor's map of an image (/controlnet_detect); pixel perfect: at the image's own resolution."""
         try:
-            return self.service.detect_map(image, module, processor_res, threshold_a, threshold_b)
+            return self.service.control_map(image, module, processor_res, threshold_a, threshold_b, pixel_perfect)
         except ValueError as error:
             raise gr.Error(str(error)) from None
 
-    def preview(self, image, module, processor_res, threshold_a, threshold_b, tab_image=None):
-        """A unit's Preview button: its own image, else the tab's (an editor gives its background)."""
-        if image is None and isinstance(tab_image, dict):
-            tab_image = editor_image_and_mask(tab_image)[0]
+    def preview(self, image, module, processor_res, threshold_a, threshold_b, pixel_perfect, resize_mode, width,
+                height, tab_image=None):
+        """A unit's Preview button: the map the generation will use, from the unit's image, else the tab's (an
+        editor gives its background). It is fitted to the generation size, Width x Height; in inpaint, where the
+        map is fitted to the picture and then cropped like it, to the picture's size."""
+        picture = None
+        if isinstance(tab_image, dict):
+            tab_image = picture = editor_image_and_mask(tab_image)[0]
         if image is None and tab_image is None:
             raise gr.Error("Preview: upload a control image first")
-        return self.controlnet_detect(image if image is not None else tab_image, module, processor_res,
-                                      threshold_a, threshold_b)
+        size = picture.size if picture is not None else (width, height)
+        try:
+            return self.service.control_map(image if image is not None else tab_image, module, processor_res,
+                                            threshold_a, threshold_b, pixel_perfect, resize_mode, size)
+        except ValueError as error:
+            raise gr.Error(str(error)) from None
 
     def outpaint(
         self, prompt, image, left, right, up, down, overlap, fill, negative_prompt, seed, steps, guidance_scale,

@@ -79,7 +79,8 @@ def _tab(handlers: Handlers, mode: str, defaults: dict) -> dict:
             units: list = []
             controlnets = handlers.service.controlnets
             if controlnets is not None:
-                units = controlnet_panel(controlnets, mode, handlers.preview, images[0] if images else None)
+                units = controlnet_panel(controlnets, mode, handlers.preview, images[0] if images else None,
+                                         [width, height])
         with gr.Column():
             gallery = gr.Gallery(label="Results", format="png", columns=2, elem_id=f"{mode}-gallery")
             infotext = gr.Textbox(label="Generation parameters", lines=4, elem_id=f"{mode}-infotext")

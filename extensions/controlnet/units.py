@@ -36,7 +36,7 @@ class ControlUnit:
     processor_res: int = 512
     threshold_a: float | None = None  # None: the preprocessor's default
     threshold_b: float | None = None
-    pixel_perfect: bool = False  # processor_res from the target size instead
+    pixel_perfect: bool = True  # processor_res from the target size instead, so any image size works
 
     @classmethod
     def parse(cls, index: int, raw: dict) -> tuple[ControlUnit | None, list[str]]:
@@ -77,6 +77,17 @@ class ControlUnit:
             raise ValueError(f"controlnet unit {index}: {error}") from None
         return unit, ignored
 
+    @classmethod
+    def for_map(cls, module: str, processor_res=512, threshold_a=None, threshold_b=None, pixel_perfect=True,
+                resize_mode="Crop and Resize") -> ControlUnit:
+        """A unit that only makes maps (Preview, /controlnet_detect): its map settings checked, no model needed."""
+        mode = _choice("resize_mode", _RESIZE_ALIASES.get(resize_mode, resize_mode), RESIZE_MODES)
+        if not isinstance(pixel_perfect, bool):
+            raise ValueError(f"pixel_perfect must be true or false, got {pixel_perfect!r}")
+        _, threshold_a, threshold_b = preprocessors.get(module).settings(processor_res, threshold_a, threshold_b)
+        return cls(module=module, processor_res=processor_res, threshold_a=threshold_a, threshold_b=threshold_b,
+                   pixel_perfect=pixel_perfect, resize_mode=mode)
+
     def control_input(self, fallback: Image.Image | None, target: tuple[int, int], index: int,
                       crop: tuple[tuple[int, int], tuple[int, int, int, int]] | None = None) -> ControlInput:
         """The unit as the model runs it. `target`: the generation size. `crop`: (picture size, box) for inpaint,
@@ -85,12 +96,15 @@ class ControlUnit:
         if source is None:
             raise ValueError(f"controlnet unit {index}: give it an image (txt2img has no input image to use)")
         size = crop[0] if crop is not None else target
-        detected = self.detected_map(source, size)
-        fitted = fit(detected, size, self.resize_mode)
+        fitted = self.control_map(source, size)
         if crop is not None:
             fitted = fitted.crop(crop[1]).resize(target, Image.Resampling.BILINEAR)
         return ControlInput(self.model, fitted, float(self.weight), float(self.guidance_start),
                             float(self.guidance_end), self.control_mode)
+
+    def control_map(self, source: Image.Image, size: tuple[int, int]) -> Image.Image:
+        """The map the ControlNet sees at `size`: detected, then fitted by the resize mode (what Preview shows)."""
+        return fit(self.detected_map(source, size), size, self.resize_mode)
 
     def detected_map(self, source: Image.Image, target: tuple[int, int]) -> Image.Image:
         return preprocessors.detect(source, self.module, self.resolution(source, target), self.threshold_a,
