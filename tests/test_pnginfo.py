@@ -25,6 +25,7 @@ def ours() -> str:
     """An inpaint infotext as StudioService writes it: LoRA tags, Karras schedule, inpaint entries, 2 ControlNets."""
     units = [
         ControlUnit(module="canny", model="cn-canny", weight=0.8, guidance_end=0.9, threshold_a=50, threshold_b=150,
+                    pixel_perfect=False,
                     control_mode="ControlNet is more important").infotext("cn-canny [0123abcd]", (512, 512),
                                                                           (512, 768)),
         ControlUnit(module="lineart_standard", model="cn-lineart", resize_mode="Resize and Fill",
