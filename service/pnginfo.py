@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 
 from extensions.inpaint.options import INPAINT_AREAS, MASKED_CONTENT, InpaintOptions
 from models.samplers import SAMPLER_NAMES, join_name
-from service.infotext import PARAMETER, parse_infotext
+from service.infotext import parameter_pairs, parse_infotext
 
 EXIF_IFD = 0x8769  # the Exif sub-IFD, where UserComment lives (not in IFD0)
 USER_COMMENT = 0x9286
@@ -269,7 +269,7 @@ def _controlnet_units(rest: dict[str, str], warnings: list[str]) -> list[dict]:
 
 def _unit(key: str, value: str, warnings: list[str]) -> dict | None:
     unit: dict = {"enabled": True}
-    for name, raw in PARAMETER.findall(value):  # A1111's key/value pattern, inside one ControlNet value
+    for name, raw in parameter_pairs(value):  # A1111's key/value pairs, inside one ControlNet value
         name = name.strip()
         if raw.startswith('"') and raw.endswith('"'):
             raw = _unquote(raw)
