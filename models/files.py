@@ -17,6 +17,16 @@ log = logging.getLogger(__name__)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")  # can run code when loaded: refused everywhere
 
 
+def shown_path(path) -> str:
+    """A path as a message or a page may show it: relative to the working directory when inside it, else its last
+    part only. No absolute server path reaches a client."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(Path.cwd().resolve()).as_posix() or "."
+    except ValueError:
+        return path.name
+
+
 def hub_unreachable(timeout: float = 3) -> bool:
     """True when the Hub cannot be asked at all (offline mode, or its host does not resolve or answer)."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):

@@ -43,3 +43,18 @@ def test_bad_values_are_named(capsys, argv, named):
     with pytest.raises(SystemExit):
         app.parse_config(argv, environ={})
     assert named in capsys.readouterr().err
+
+
+def test_on_off_options_work_as_bare_flags_as_in_a1111():
+    config = app.parse_config(["--api", "--compile"], environ={})
+    assert (config.api, config.compile, config.lora_fuse) == (True, True, False)
+    config = app.parse_config(["--api", "--port", "9002"], environ={})  # a bare flag before another option
+    assert (config.api, config.port) == (True, 9002)
+    assert app.parse_config(["--api", "off"], environ={"SD_API": "on"}).api is False
+    assert app.parse_config([], environ={"SD_API": "on"}).api is True
+
+
+def test_annotator_dir_from_flag_or_environment():
+    assert app.parse_config([], environ={}).annotator_dir == app.ROOT / "models" / "annotators"
+    assert app.parse_config([], environ={"SD_ANNOTATOR_DIR": "/a"}).annotator_dir == Path("/a")
+    assert app.parse_config(["--annotator-dir", "/b"], environ={"SD_ANNOTATOR_DIR": "/a"}).annotator_dir == Path("/b")

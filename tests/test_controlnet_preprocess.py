@@ -1,18 +1,29 @@
-"""ControlNet preprocessors: what canny finds, that settings are honoured and checked, and the map cache."""
+"""ControlNet preprocessors: what canny finds, that settings are honoured and checked, the map cache, and the
+preprocessors with weights (depth, pose, segmentation): where their files are looked for, that a pickle of anything
+but tensors is refused, and that each runs from its files, through the REST API and in a generation."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import importlib.util
+import io
+import json
+import os
+import pickle
 import subprocess
 import sys
 import threading
 import time
 
+import cv2
 import numpy as np
 import pytest
+import requests
+import torch
 from PIL import Image, ImageDraw
 
-from extensions.controlnet import preprocessors
+from extensions.controlnet import ade20k, preprocessors, weighted
 from extensions.controlnet.preprocessors import PREPROCESSORS, MapCache, Preprocessor, available, detect, get
 from tests.conftest import ROOT
 
@@ -178,22 +189,20 @@ def test_bad_input_is_refused_naming_the_field_and_the_value(call, words):
         assert word in str(error.value)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("controlnet_aux") is not None, reason="controlnet-aux is installed here")
-def test_detectors_with_weights_are_listed_as_unavailable_with_the_reason():
-    assert "openpose" in PREPROCESSORS and "openpose" not in available()
-    with pytest.raises(ValueError, match=r"preprocessor 'depth' is not available here \(needs the controlnet-aux"):
-        get("depth")
+@pytest.mark.skipif(importlib.util.find_spec("mediapipe") is not None, reason="mediapipe is installed here")
+def test_a_preprocessor_needing_a_package_that_is_absent_is_unavailable_with_the_reason():
+    assert "mediapipe_face" in PREPROCESSORS and "mediapipe_face" not in available()
+    with pytest.raises(ValueError, match=r"'mediapipe_face' is not available here \(needs the mediapipe package\)"):
+        get("mediapipe_face")
 
 
-def test_the_hub_probe_answers_at_once_offline(monkeypatch):
-    from extensions.controlnet import weighted
-
+def test_the_hub_probe_answers_at_once_offline(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    started = time.perf_counter()
-    assert weighted.missing_requirements((), ("body_pose_model.pth",)) is not None or weighted._in_hf_cache(
-        "body_pose_model.pth"
-    )
-    assert time.perf_counter() - started < 1
+    with annotator_folder(tmp_path):
+        started = time.perf_counter()
+        reason = weighted.missing((weighted.Weights("nobody/nothing", ("weights.pth",)),))
+        assert time.perf_counter() - started < 1
+    assert "weights.pth" in reason and f"not in {tmp_path.name}/nobody/nothing" in reason
 
 
 def test_importing_the_preprocessors_loads_no_model_code():
@@ -209,3 +218,262 @@ def test_the_module_keeps_a_shared_cache():
     before = preprocessors._maps.hits
     assert detect(image, "scribble_xdog").tobytes() == detect(image, "scribble_xdog").tobytes()
     assert preprocessors._maps.hits == before + 1
+
+
+# --- from controlnet-aux ---------------------------------------------------------------------------------------
+
+
+def blurred_noise(size=(256, 192), seed=1) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(cv2.GaussianBlur(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), (0, 0), 1.5))
+
+
+@pytest.mark.parametrize(("low", "high"), [(100, 200), (20, 60), (180, 250)])
+def test_canny_through_controlnet_aux_equals_cv2_canny_with_the_same_thresholds(low, high):
+    image = blurred_noise((256, 192))  # sides of multiples of 64: nothing to pad
+    edges = np.asarray(get("canny").run(image, resolution=192, threshold_a=low, threshold_b=high))
+    expected = cv2.Canny(np.asarray(image), low, high)
+    assert expected.any() and np.array_equal(edges, np.repeat(expected[:, :, None], 3, axis=2))
+    # other sides are padded to 64 by repeating the edge and cropped back, as sd-webui-controlnet does
+    odd = blurred_noise((97, 131))
+    padded = np.pad(np.asarray(odd), ((0, 61), (0, 31), (0, 0)), mode="edge")
+    expected = cv2.Canny(padded, low, high)[:131, :97]
+    assert np.array_equal(np.asarray(get("canny").run(odd, resolution=97, threshold_a=low, threshold_b=high))[..., 0],
+                          expected)
+    assert "controlnet_aux.canny" in sys.modules
+
+
+def test_content_shuffle_gives_one_map_per_image_and_leaves_numpy_s_generator_alone():
+    image = blurred_noise((128, 96), seed=4)
+    np.random.seed(123)
+    before = np.random.get_state()
+    first = get("shuffle").run(image, resolution=96)
+    second = detect(image.copy(), "shuffle", 96)  # through the cache's miss path in a fresh process, or a hit
+    after = np.random.get_state()
+    assert first.tobytes() == second.tobytes() == get("shuffle").run(image, resolution=96).tobytes()
+    assert np.array_equal(before[1], after[1]) and before[2] == after[2]
+    assert first.size == image.size and first.tobytes() != image.tobytes()
+
+
+# --- with weights: depth, pose, segmentation -------------------------------------------------------------------
+
+WEIGHTED = ("depth_anything_v2", "seg_upernet_ade20k", "openpose", "openpose_hand", "openpose_face",
+            "openpose_faceonly", "openpose_full")
+PALETTE = set(map(tuple, ade20k.PALETTE.tolist()))
+
+
+@contextlib.contextmanager
+def annotator_folder(folder):
+    """`folder` as the annotator folder for the block, then the former one again (the session's app shares it)."""
+    before = weighted.annotator_dir()
+    weighted.set_annotator_dir(folder)
+    try:
+        yield folder
+    finally:
+        weighted.set_annotator_dir(before)
+
+
+@pytest.fixture
+def annotators(annotator_weights):
+    """The session's folder of tiny random weights (conftest.annotator_weights) as the annotator folder."""
+    with annotator_folder(annotator_weights):
+        yield annotator_weights
+
+
+def linked(source, target, *files: str):
+    """A folder with links to some of `source`'s files (OpenPose's are 510 MB: linked, not copied)."""
+    for name in files:
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        (target / name).symlink_to(source / name)
+    return target
+
+
+def photo(size=(64, 128), seed=0) -> Image.Image:
+    """A person-sized picture: tall, because OpenPose scales the height to 368 px whatever the width."""
+    return blurred_noise(size, seed)
+
+
+def test_depth_pose_and_segmentation_are_listed_where_their_files_are(annotators, tmp_path):
+    assert set(WEIGHTED) <= set(available())
+    with annotator_folder(tmp_path):
+        assert not set(WEIGHTED) & set(available()), "an empty folder, offline: none"
+    body = linked(annotators, tmp_path / "body", "lllyasviel/Annotators/body_pose_model.pth",
+                  "lllyasviel/Annotators/facenet.pth")
+    with annotator_folder(body):
+        names = set(available())
+    assert {"openpose", "openpose_face", "openpose_faceonly"} <= names
+    assert not {"openpose_hand", "openpose_full", "depth_anything_v2", "seg_upernet_ade20k"} & names
+
+
+def test_a_missing_weight_is_named_with_the_folder_it_was_looked_for_in_and_the_hub_repository(annotators,
+                                                                                                tmp_path):
+    with annotator_folder(tmp_path), pytest.raises(ValueError) as error:
+        get("depth_anything_v2")
+    # the folder as the annotator folder's last part and the repository: no absolute server path in a message
+    for words in ("model.safetensors", f"not in {tmp_path.name}/depth-anything/Depth-Anything-V2-Small-hf",
+                  "Hub repository depth-anything/Depth-Anything-V2-Small-hf", "Hugging Face cache"):
+        assert words in str(error.value)
+    # listed, then the file goes before the first use: the loader says the same
+    folder = linked(annotators, tmp_path / "gone", "lllyasviel/Annotators/body_pose_model.pth")
+    with annotator_folder(folder):
+        assert "openpose" in available()
+        (folder / "lllyasviel/Annotators/body_pose_model.pth").unlink()
+        with pytest.raises(ValueError) as error:
+            PREPROCESSORS["openpose"].run(photo())
+    assert "body_pose_model.pth" in str(error.value) and "not in gone/lllyasviel/Annotators" in str(error.value)
+
+
+class Payload:
+    """What a malicious .pth holds: unpickling it runs a shell command."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _pickle_dump(obj, path):
+    with open(path, "wb") as file:
+        pickle.dump(obj, file, protocol=2)
+
+
+@pytest.mark.parametrize("save", [torch.save, _pickle_dump], ids=["torch.save", "pickle.dump"])
+def test_a_pickle_that_is_not_plain_tensors_is_refused_and_nothing_runs(annotators, tmp_path, save):
+    proof = tmp_path / "proof"
+    pickle.loads(pickle.dumps(Payload(proof)))
+    assert proof.exists(), "the payload runs when unpickled unchecked"
+    marker = tmp_path / "ran"
+    folder = tmp_path / "evil" / "lllyasviel" / "Annotators"
+    folder.mkdir(parents=True)
+    save({"conv1_1.weight": Payload(marker)}, folder / "body_pose_model.pth")
+    with annotator_folder(tmp_path / "evil"):
+        assert "openpose" in available(), "listed: only loading a file tells what it holds"
+        with pytest.raises(ValueError) as error:
+            detect(photo(), "openpose")
+    assert not marker.exists()
+    assert ("refused to load evil/lllyasviel/Annotators/body_pose_model.pth: it is not a plain file of tensors"
+            in str(error.value))
+    assert "GLOBAL posix.system" in str(error.value)
+
+
+def test_depth_anything_v2_gives_a_gray_map_from_black_to_white(annotators):
+    image = photo((128, 96))
+    depth = get("depth_anything_v2").run(image, resolution=96)  # the short side: no resizing around detection
+    pixels = np.asarray(depth)
+    assert depth.size == (128, 96) and depth.mode == "RGB"
+    assert np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 0], pixels[..., 2])
+    assert pixels.min() == 0 and pixels.max() == 255
+
+
+def test_depth_is_normalised_with_near_bright():
+    disparity = np.array([[0.5, 2.0], [1.0, 4.0]])  # relative depth models give disparity: larger is nearer
+    gray = weighted.depth_to_gray(disparity)
+    assert gray.dtype == np.uint8 and gray[1, 1] == 255 and gray[0, 0] == 0 and gray[0, 1] > gray[1, 0]
+    assert not weighted.depth_to_gray(np.full((2, 2), 3.0)).any(), "a flat depth is black, not a division by 0"
+
+
+@pytest.mark.parametrize("resolution", [131, 256])
+def test_seg_upernet_ade20k_colours_every_pixel_with_an_ade20k_class(annotators, resolution):
+    image = photo((131, 97), seed=2)
+    seg = get("seg_upernet_ade20k").run(image, resolution=resolution)
+    colours = set(map(tuple, np.asarray(seg).reshape(-1, 3).tolist()))
+    assert seg.size == image.size and seg.mode == "RGB"
+    assert len(colours) > 1 and colours <= PALETTE, "brought back to the image's size without blending classes"
+
+
+@pytest.mark.parametrize("resize_mode", ["Just Resize", "Crop and Resize", "Resize and Fill"])
+def test_a_segmentation_map_fitted_to_the_generation_keeps_pure_class_colours(annotators, resize_mode):
+    from extensions.controlnet.units import ControlUnit
+
+    unit = ControlUnit.for_map("seg_upernet_ade20k", pixel_perfect=False, processor_res=97, resize_mode=resize_mode)
+    fitted = unit.control_map(photo((131, 97), seed=2), (200, 96))
+    colours = set(map(tuple, np.asarray(fitted).reshape(-1, 3).tolist())) - {(0, 0, 0)}  # Fill pads with black
+    assert fitted.size == (200, 96) and len(colours) > 1 and colours <= PALETTE
+
+
+def test_the_ade20k_palette():
+    assert len(ade20k.CLASSES) == len(ade20k.PALETTE) == 150 and ade20k.PALETTE.dtype == np.uint8
+    assert ade20k.CLASSES[:3] == ("wall", "building", "sky")
+    assert ade20k.PALETTE[:3].tolist() == [[120, 120, 120], [180, 120, 120], [6, 230, 230]]
+    assert (ade20k.CLASSES.index("box"), ade20k.CLASSES.index("tent"), ade20k.CLASSES.index("ball")) == (41, 114, 119)
+    assert ade20k.colorize(np.array([[0, 2]])).tolist() == [[[120, 120, 120], [6, 230, 230]]]
+    with pytest.raises(ValueError, match=r"\[0, 149\], got values in \[0, 150\]"):
+        ade20k.colorize(np.array([[0, 150]]))
+
+
+def test_openpose_full_loads_the_three_networks_from_the_upstream_files(annotators):
+    pose = get("openpose_full").run(photo(), resolution=64)
+    assert pose.size == (64, 128) and pose.mode == "RGB"
+    assert weighted.OPENPOSE_BODY.loaded and weighted.OPENPOSE_HAND.loaded and weighted.OPENPOSE_FACE.loaded
+
+
+def test_body_only_openpose_needs_only_the_body_file(annotators, tmp_path):
+    with annotator_folder(linked(annotators, tmp_path, "lllyasviel/Annotators/body_pose_model.pth")):
+        pose = get("openpose").run(photo(), resolution=64)
+        assert pose.size == (64, 128) and not weighted.OPENPOSE_HAND.loaded and not weighted.OPENPOSE_FACE.loaded
+
+
+def test_a_model_loads_once_and_threads_share_it(annotators, monkeypatch):
+    model = weighted.DEPTH_ANYTHING
+    model.forget()
+    loads = []
+    load = model._load
+    monkeypatch.setattr(model, "_load", lambda: loads.append(1) or load())
+    images = [photo((64, 64), seed) for seed in range(4)]
+    maps, results, errors = MapCache(), [None] * 4, []
+
+    def work(index):
+        try:
+            results[index] = maps.detect(images[index], "depth_anything_v2", 64)
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(index,)) for index in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and all(result.size == (64, 64) for result in results)
+    assert len(loads) == 1 and model() is model()
+
+
+# --- through the app -------------------------------------------------------------------------------------------
+
+
+def encoded(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+@pytest.mark.parametrize("module", ["depth_anything_v2", "seg_upernet_ade20k", "openpose"])
+def test_listed_detected_and_used_in_a_generation_through_the_rest_api(app_server, annotators, module):
+    # `annotators` too: the app set the same folder, but another app started in this process may have set another
+    url, image = app_server[0], photo((64, 128), seed=3)
+    assert module in requests.get(f"{url}/controlnet/module_list", timeout=30).json()["module_list"]
+    response = requests.post(f"{url}/controlnet/detect", timeout=300, json={
+        "controlnet_module": module, "controlnet_input_images": [encoded(image)]})
+    assert response.status_code == 200, response.text
+    detected = Image.open(io.BytesIO(base64.b64decode(response.json()["images"][0])))
+    pixels = np.asarray(detected)
+    assert detected.size == image.size and detected.mode == "RGB"
+    if module == "depth_anything_v2":
+        assert np.array_equal(pixels[..., 0], pixels[..., 2]) and pixels.max() > pixels.min()
+    if module == "seg_upernet_ade20k":
+        assert set(map(tuple, pixels.reshape(-1, 3).tolist())) <= PALETTE
+    unit = {"module": module, "model": "edges", "image": encoded(image)}
+    generation = requests.post(f"{url}/sdapi/v1/txt2img", timeout=300, json={
+        "prompt": "a person", "seed": 3, "steps": 2, "width": 64, "height": 128,
+        "alwayson_scripts": {"controlnet": {"args": [unit]}}})
+    assert generation.status_code == 200, generation.text
+    infotext = json.loads(generation.json()["info"])["infotexts"][0]
+    assert f'ControlNet 0: "Module: {module}, Model: edges [' in infotext
+
+
+def test_a_missing_weight_through_the_rest_api_names_the_file_and_the_folder(app_server, tmp_path):
+    with annotator_folder(tmp_path):
+        response = requests.post(f"{app_server[0]}/controlnet/detect", timeout=60, json={
+            "controlnet_module": "seg_upernet_ade20k", "controlnet_input_images": [encoded(photo())]})
+    assert response.status_code == 422 and str(tmp_path) not in response.text
+    assert "model.safetensors" in response.text and f"not in {tmp_path.name}/openmmlab/upernet-convnext-tiny" in response.text

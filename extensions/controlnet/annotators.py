@@ -1,5 +1,7 @@
-"""The weight-free ControlNet preprocessors, written with OpenCV and NumPy as controlnet-aux and sd-webui-controlnet
-write them (where they differ, the docstring says so).
+"""sd-webui-controlnet's own simple maps that controlnet-aux lacks (invert, threshold, binary, scribble_xdog,
+blur_gaussian, tile_resample, t2ia_color_grid, recolor_*), written with OpenCV and NumPy as sd-webui-controlnet writes
+them (where they differ, the docstring says so). Canny, content shuffle and lineart_standard come from controlnet-aux,
+and the preprocessors with weights from controlnet-aux or transformers (`weighted`).
 
 Each takes an RGB uint8 array already at the detection size and the two thresholds (None where unused), and
 returns a uint8 map (HxW or HxWx3); `preprocessors.Preprocessor.run` does the resizing and the checking.
@@ -19,39 +21,8 @@ def passthrough(rgb, a, b):
     return rgb
 
 
-def canny(rgb, low, high):
-    return cv2.Canny(rgb, low, high)
-
-
 def invert(rgb, a, b):
     return 255 - rgb
-
-
-def lineart_standard(rgb, a, b):
-    """Dark lines on a light background -> light lines on black (controlnet-aux LineartStandardDetector)."""
-    x = rgb.astype(np.float32)
-    blurred = cv2.GaussianBlur(x, (0, 0), 6.0)
-    intensity = np.min(blurred - x, axis=2).clip(0, 255)
-    above = intensity[intensity > 8]
-    intensity /= max(16.0, float(np.median(above)) if above.size else 0.0)
-    return (intensity * 127).clip(0, 255).astype(np.uint8)
-
-
-def shuffle(rgb, a, b):
-    """Content shuffle: the image warped by a smooth random flow. Seeded, so one image gives one map."""
-    height, width = rgb.shape[:2]
-    generator = np.random.default_rng(0)
-    flow_x = _noise_disk(generator, height, width, 256) * float(width - 1)
-    flow_y = _noise_disk(generator, height, width, 256) * float(height - 1)
-    return cv2.remap(rgb, flow_x, flow_y, cv2.INTER_LINEAR)
-
-
-def _noise_disk(generator: np.random.Generator, height: int, width: int, scale: int) -> np.ndarray:
-    noise = generator.uniform(0, 1, size=(height // scale + 2, width // scale + 2)).astype(np.float32)
-    noise = cv2.resize(noise, (width + 2 * scale, height + 2 * scale), interpolation=cv2.INTER_CUBIC)
-    noise = noise[scale : scale + height, scale : scale + width]
-    noise -= noise.min()
-    return noise / max(float(noise.max()), 1e-6)
 
 
 def threshold(rgb, level, b):

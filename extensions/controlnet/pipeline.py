@@ -22,6 +22,7 @@ from diffusers import (
 )
 from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 
+from extensions.controlnet import weighted
 from extensions.controlnet.registry import ControlNetCache, ControlNetLibrary
 from models.request import GenerationRequest
 
@@ -98,8 +99,11 @@ class ControlNets:
         return control_pipe, arguments
 
 
-def install(manager, folder, cap: int = 3, max_units: int = 3) -> ControlNets:
-    """Add ControlNet to a PipelineManager: ControlNets load on first use on its device and dtype."""
+def install(manager, folder, cap: int = 3, max_units: int = 3, annotator_dir=None) -> ControlNets:
+    """Add ControlNet to a PipelineManager: ControlNets load on first use on its device and dtype. `annotator_dir`:
+    where the preprocessors' weights are looked for first (None: the default, models/annotators)."""
+    if annotator_dir is not None:
+        weighted.set_annotator_dir(annotator_dir)
     library = ControlNetLibrary(folder)
     cache = ControlNetCache(library, cap=cap, device=manager.runtime.device, dtype=manager.runtime.dtype)
     controlnets = ControlNets(library, cache, max_units)

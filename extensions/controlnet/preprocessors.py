@@ -1,9 +1,10 @@
 """ControlNet preprocessors ("annotators") by their sd-webui-controlnet module names, and a cache of detected maps.
 
-The weight-free ones (canny, shuffle, threshold, ...) are in `annotators` (OpenCV and NumPy); those that need
-weights (openpose, depth, lineart, hed, ...) come from controlnet-aux through `weighted`, and are listed only where
-controlnet-aux imports and their weights are at hand. This module holds the table, the settings each one takes
-(A1111's "Threshold A/B" sliders and "Processor Res"), their validation, and `detect`, which keeps the last maps
+Canny, content shuffle, lineart_standard and those that need weights (openpose, depth, segmentation, lineart, hed,
+...) come from controlnet-aux or transformers through `weighted`; the weight-free maps controlnet-aux lacks are in
+`annotators` (OpenCV and NumPy). A preprocessor with weights is listed only where its files are at hand (the
+annotator folder, the Hugging Face cache, or the Hub answers). This module holds the table, the settings each one
+takes (A1111's "Threshold A/B" sliders and "Processor Res"), their validation, and `detect`, which keeps the last maps
 by image content and settings so that a preview followed by a generation with the same settings detects once.
 
 Every preprocessor takes a PIL image, works with its short side at `resolution`, and returns an RGB map of the
@@ -13,6 +14,7 @@ input's size.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import numbers
 import threading
 from collections import OrderedDict
@@ -23,8 +25,9 @@ import numpy as np
 from PIL import Image
 
 from extensions.controlnet import annotators as free
+from extensions.controlnet import weighted
 from extensions.controlnet.annotators import DetectFn
-from extensions.controlnet.weighted import AuxDetector, aux, missing_requirements
+from extensions.controlnet.weighted import Loaded, Weights, annotators, aux, aux_detector, openpose
 
 RESOLUTION_RANGE = (64, 2048)
 DEFAULT_RESOLUTION = 512
@@ -48,8 +51,9 @@ class Preprocessor:
     threshold_a: Slider | None = None
     threshold_b: Slider | None = None
     uses_resolution: bool = True
-    weights: tuple[str, ...] = ()  # files of lllyasviel/Annotators it loads
-    packages: tuple[str, ...] = ()  # Python packages it needs beyond OpenCV
+    weights: tuple[Weights, ...] = ()  # the Hub files it loads
+    packages: tuple[str, ...] = ()  # Python packages it needs beyond requirements.txt
+    class_map: bool = False  # a map of class colours (segmentation): resized by nearest neighbour, no blending
 
     def settings(self, resolution=DEFAULT_RESOLUTION, threshold_a=None, threshold_b=None):
         """(resolution, threshold_a, threshold_b) validated, None replaced by the default; a setting this
@@ -70,7 +74,7 @@ class Preprocessor:
         detected = _as_rgb(self.detect_fn(rgb, threshold_a, threshold_b))
         if detected.shape[:2] != (height, width):
             shrink = detected.shape[0] * detected.shape[1] > height * width
-            interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+            interpolation = cv2.INTER_NEAREST if self.class_map else cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
             detected = cv2.resize(detected, (width, height), interpolation=interpolation)
         return Image.fromarray(detected, "RGB")
 
@@ -135,37 +139,37 @@ def _check_threshold(field_name: str, value, slider: Slider | None, module: str)
     return float(value)
 
 
-_OPENPOSE = AuxDetector("OpenposeDetector")
-_MIDAS = AuxDetector("MidasDetector")
-_ZOE = AuxDetector("ZoeDetector")
-_LERES = AuxDetector("LeresDetector")
-_NORMAL_BAE = AuxDetector("NormalBaeDetector")
-_LINEART = AuxDetector("LineartDetector")
-_LINEART_ANIME = AuxDetector("LineartAnimeDetector")
-_HED = AuxDetector("HEDdetector")
-_PIDI = AuxDetector("PidiNetDetector")
-_MLSD = AuxDetector("MLSDdetector")
-_MEDIAPIPE = AuxDetector("MediapipeFaceDetector", pretrained=False)
-_OPENPOSE_FILES = ("body_pose_model.pth", "hand_pose_model.pth", "facenet.pth")
+_MIDAS = aux_detector("MidasDetector", annotators("dpt_hybrid-midas-501f0c75.pt"))
+_ZOE = aux_detector("ZoeDetector", annotators("ZoeD_M12_N.pt"))
+_NORMAL_BAE = aux_detector("NormalBaeDetector", annotators("scannet.pt"))
+_LINEART = aux_detector("LineartDetector", annotators("sk_model.pth", "sk_model2.pth"))
+_LINEART_ANIME = aux_detector("LineartAnimeDetector", annotators("netG.pth"))
+_HED = aux_detector("HEDdetector", annotators("ControlNetHED.pth"))
+_PIDI = aux_detector("PidiNetDetector", annotators("table5_pidinet.pth"))
+_MLSD = aux_detector("MLSDdetector", annotators("mlsd_large_512_fp32.pth"))
+_MEDIAPIPE = aux_detector("MediapipeFaceDetector")
+_BODY, _HAND, _FACE = weighted.OPENPOSE_BODY, weighted.OPENPOSE_HAND, weighted.OPENPOSE_FACE
 
 
-def _weighted(name: str, fn: DetectFn, weights: tuple[str, ...], a: Slider | None = None, b: Slider | None = None,
-              packages: tuple[str, ...] = ("controlnet_aux",)) -> Preprocessor:
-    return Preprocessor(name, fn, a, b, weights=weights, packages=packages)
+def _weighted(name: str, fn: DetectFn, models: tuple[Loaded, ...], a: Slider | None = None,
+              b: Slider | None = None, class_map: bool = False) -> Preprocessor:
+    """A preprocessor running `models`: available where their weights are."""
+    weights = tuple(weights for model in models for weights in model.weights)
+    return Preprocessor(name, fn, a, b, weights=weights, class_map=class_map)
 
 
-_PERCENT = {"minimum": 0.0, "maximum": 100.0, "default": 0.0, "step": 0.1}
-
+# controlnet-aux's LeReS (depth_leres, depth_leres++) is left out: it parses the process's own command line with
+# pix2pix's option parser, so the app's `--model demo` becomes pix2pix's --model and loading fails.
 PREPROCESSORS: dict[str, Preprocessor] = {
     p.name: p
     for p in (
         Preprocessor("none", free.passthrough, uses_resolution=False),
-        Preprocessor(
-            "canny", free.canny, Slider("Canny Low Threshold", 1, 255, 100), Slider("Canny High Threshold", 1, 255, 200)
-        ),
+        Preprocessor("canny", aux(aux_detector("CannyDetector"), low_threshold=lambda a, b: a,
+                                  high_threshold=lambda a, b: b),
+                     Slider("Canny Low Threshold", 1, 255, 100), Slider("Canny High Threshold", 1, 255, 200)),
         Preprocessor("invert", free.invert),
-        Preprocessor("lineart_standard", free.lineart_standard),
-        Preprocessor("shuffle", free.shuffle),
+        Preprocessor("lineart_standard", aux(aux_detector("LineartStandardDetector"), image_resolution=False)),
+        Preprocessor("shuffle", aux(aux_detector("ContentShuffleDetector"), seed=0)),
         Preprocessor("threshold", free.threshold, Slider("Binarization Threshold", 0, 255, 127)),
         Preprocessor("binary", free.binary, Slider("Binary threshold", 0, 255, 0)),
         Preprocessor("scribble_xdog", free.scribble_xdog, Slider("XDoG Threshold", 1, 64, 32)),
@@ -175,37 +179,33 @@ PREPROCESSORS: dict[str, Preprocessor] = {
         Preprocessor("t2ia_color_grid", free.color_grid),
         Preprocessor("recolor_luminance", free.luminance, Slider("Gamma Correction", 0.1, 2.0, 1.0, 0.001)),
         Preprocessor("recolor_intensity", free.intensity, Slider("Gamma Correction", 0.1, 2.0, 1.0, 0.001)),
-        _weighted("openpose", aux(_OPENPOSE), _OPENPOSE_FILES[:1]),
-        _weighted("openpose_face", aux(_OPENPOSE, include_face=True), _OPENPOSE_FILES[::2]),
-        _weighted("openpose_faceonly", aux(_OPENPOSE, include_body=False, include_face=True), _OPENPOSE_FILES[2:]),
-        _weighted("openpose_hand", aux(_OPENPOSE, include_hand=True), _OPENPOSE_FILES[:2]),
-        _weighted("openpose_full", aux(_OPENPOSE, include_hand=True, include_face=True), _OPENPOSE_FILES),
-        _weighted("depth_midas", aux(_MIDAS), ("dpt_hybrid-midas-501f0c75.pt",)),
-        _weighted("normal_midas", aux(_MIDAS, depth_and_normal=True, bg_th=lambda a, b: a),
-                  ("dpt_hybrid-midas-501f0c75.pt",), Slider("Normal Background Threshold", 0.0, 1.0, 0.4, 0.01)),
-        _weighted("depth_zoe", aux(_ZOE), ("ZoeD_M12_N.pt",)),
-        _weighted("depth_leres", aux(_LERES, thr_a=lambda a, b: a, thr_b=lambda a, b: b),
-                  ("res101.pth", "latest_net_G.pth"), Slider("Remove Near %", **_PERCENT),
-                  Slider("Remove Background %", **_PERCENT)),
-        _weighted("depth_leres++", aux(_LERES, thr_a=lambda a, b: a, thr_b=lambda a, b: b, boost=True),
-                  ("res101.pth", "latest_net_G.pth"), Slider("Remove Near %", **_PERCENT),
-                  Slider("Remove Background %", **_PERCENT)),
-        _weighted("normal_bae", aux(_NORMAL_BAE), ("scannet.pt",)),
-        _weighted("lineart_realistic", aux(_LINEART), ("sk_model.pth", "sk_model2.pth")),
-        _weighted("lineart_coarse", aux(_LINEART, coarse=True), ("sk_model.pth", "sk_model2.pth")),
-        _weighted("lineart_anime", aux(_LINEART_ANIME), ("netG.pth",)),
-        _weighted("softedge_hed", aux(_HED), ("ControlNetHED.pth",)),
-        _weighted("softedge_hedsafe", aux(_HED, safe=True), ("ControlNetHED.pth",)),
-        _weighted("scribble_hed", aux(_HED, scribble=True), ("ControlNetHED.pth",)),
-        _weighted("softedge_pidinet", aux(_PIDI), ("table5_pidinet.pth",)),
-        _weighted("softedge_pidisafe", aux(_PIDI, safe=True), ("table5_pidinet.pth",)),
-        _weighted("scribble_pidinet", aux(_PIDI, scribble=True), ("table5_pidinet.pth",)),
-        _weighted("mlsd", aux(_MLSD, thr_v=lambda a, b: a, thr_d=lambda a, b: b), ("mlsd_large_512_fp32.pth",),
+        _weighted("depth_anything_v2", weighted.depth_anything_v2, (weighted.DEPTH_ANYTHING,)),
+        _weighted("seg_upernet_ade20k", weighted.seg_upernet_ade20k, (weighted.UPERNET,), class_map=True),
+        _weighted("openpose", openpose(), (_BODY,)),
+        _weighted("openpose_face", openpose(face=True), (_BODY, _FACE)),
+        _weighted("openpose_faceonly", openpose(body=False, face=True), (_BODY, _FACE)),
+        _weighted("openpose_hand", openpose(hand=True), (_BODY, _HAND)),
+        _weighted("openpose_full", openpose(hand=True, face=True), (_BODY, _HAND, _FACE)),
+        _weighted("depth_midas", aux(_MIDAS), (_MIDAS,)),
+        _weighted("normal_midas", aux(_MIDAS, depth_and_normal=True, bg_th=lambda a, b: a), (_MIDAS,),
+                  Slider("Normal Background Threshold", 0.0, 1.0, 0.4, 0.01)),
+        _weighted("depth_zoe", aux(_ZOE), (_ZOE,)),
+        _weighted("normal_bae", aux(_NORMAL_BAE), (_NORMAL_BAE,)),
+        _weighted("lineart_realistic", aux(_LINEART), (_LINEART,)),
+        _weighted("lineart_coarse", aux(_LINEART, coarse=True), (_LINEART,)),
+        _weighted("lineart_anime", aux(_LINEART_ANIME), (_LINEART_ANIME,)),
+        _weighted("softedge_hed", aux(_HED), (_HED,)),
+        _weighted("softedge_hedsafe", aux(_HED, safe=True), (_HED,)),
+        _weighted("scribble_hed", aux(_HED, scribble=True), (_HED,)),
+        _weighted("softedge_pidinet", aux(_PIDI), (_PIDI,)),
+        _weighted("softedge_pidisafe", aux(_PIDI, safe=True), (_PIDI,)),
+        _weighted("scribble_pidinet", aux(_PIDI, scribble=True), (_PIDI,)),
+        _weighted("mlsd", aux(_MLSD, thr_v=lambda a, b: a, thr_d=lambda a, b: b), (_MLSD,),
                   Slider("MLSD Value Threshold", 0.01, 2.0, 0.1, 0.01),
                   Slider("MLSD Distance Threshold", 0.01, 20.0, 0.1, 0.01)),
-        _weighted("mediapipe_face", aux(_MEDIAPIPE, max_faces=lambda a, b: int(a), min_confidence=lambda a, b: b),
-                  (), Slider("Max Faces", 1, 10, 1), Slider("Min Face Confidence", 0.01, 1.0, 0.5, 0.01),
-                  packages=("controlnet_aux", "mediapipe")),
+        Preprocessor("mediapipe_face", aux(_MEDIAPIPE, max_faces=lambda a, b: int(a), min_confidence=lambda a, b: b),
+                     Slider("Max Faces", 1, 10, 1), Slider("Min Face Confidence", 0.01, 1.0, 0.5, 0.01),
+                     packages=("mediapipe",)),
     )
 }
 
@@ -232,7 +232,10 @@ def available() -> list[str]:
 
 def missing(preprocessor: Preprocessor) -> str | None:
     """Why `preprocessor` cannot run here, or None (never waits more than a 2-second Hub probe)."""
-    return missing_requirements(preprocessor.packages, preprocessor.weights)
+    for package in preprocessor.packages:
+        if importlib.util.find_spec(package) is None:
+            return f"needs the {package} package"
+    return weighted.missing(preprocessor.weights)
 
 
 def get(name: str) -> Preprocessor:
@@ -262,7 +265,8 @@ class MapCache:
                threshold_b=None) -> Image.Image:
         preprocessor = get(module)
         settings = preprocessor.settings(resolution, threshold_a, threshold_b)
-        key = (image_digest(image), preprocessor.name, settings)
+        source = str(weighted.annotator_dir()) if preprocessor.weights else None  # another folder, other weights
+        key = (image_digest(image), preprocessor.name, settings, source)
         with self._lock:
             cached = self._maps.get(key)
             if cached is not None:
