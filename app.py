@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+log = logging.getLogger("sd-studio")
 
 # option -> (environment variable, default)
 ENVIRONMENT = {
     "model": ("SD_MODEL", "stable-diffusion-v1-5/stable-diffusion-inpainting"),
+    "ckpt_dir": ("SD_CKPT_DIR", str(ROOT / "models" / "Stable-diffusion")),
     "host": ("SD_HOST", os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")),
     "port": ("SD_PORT", os.environ.get("GRADIO_SERVER_PORT", "7860")),
     "device": ("SD_DEVICE", "auto"),
@@ -30,6 +32,7 @@ ENVIRONMENT = {
     "controlnet_dir": ("SD_CONTROLNET_DIR", str(ROOT / "models" / "ControlNet")),
     "controlnet_cap": ("SD_CONTROLNET_CAP", "3"),
     "controlnet_units": ("SD_CONTROLNET_UNITS", "3"),
+    "annotator_dir": ("SD_ANNOTATOR_DIR", str(ROOT / "models" / "annotators")),
     "output_dir": ("SD_OUTPUT_DIR", str(ROOT / "outputs")),
     "queue_size": ("SD_QUEUE_SIZE", "16"),
     "api": ("SD_API", "off"),
@@ -38,9 +41,13 @@ ENVIRONMENT = {
 }
 
 
+SWITCHES = ("lora_fuse", "compile", "api")  # the on/off options
+
+
 @dataclass(frozen=True)
 class AppConfig:
     model: str
+    ckpt_dir: Path  # the checkpoints sd_model_checkpoint may switch to (besides demo and Hub ids)
     host: str
     port: int
     device: str
@@ -52,11 +59,16 @@ class AppConfig:
     controlnet_dir: Path
     controlnet_cap: int  # ControlNets kept loaded; the least recently used one goes first
     controlnet_units: int  # ControlNet units per request (and per tab in the UI)
+    annotator_dir: Path  # preprocessor weights, in the file layout of the Hub repositories they come from
     output_dir: Path
     queue_size: int
     api: bool  # serve AUTOMATIC1111's REST API (/sdapi/v1) beside the UI
-    api_auth: tuple[str, str] | None  # HTTP basic credentials for the REST API
-    auth: tuple[str, str] | None  # credentials for the UI (and gradio_client)
+    api_auth: tuple[str, str] | None  # HTTP basic credentials for the REST API (default: --auth's)
+    auth: tuple[str, str] | None  # credentials for the UI, gradio_client and (without --api-auth) the REST API
+
+    @property
+    def rest_auth(self) -> tuple[str, str] | None:
+        return self.api_auth or self.auth
 
 
 def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> AppConfig:
@@ -64,7 +76,9 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
     parser = argparse.ArgumentParser(description="SD Studio", epilog="Environment: " + ", ".join(
         f"{variable} (--{option.replace('_', '-')})" for option, (variable, _) in ENVIRONMENT.items()))
     for option, (variable, default) in ENVIRONMENT.items():
-        parser.add_argument(f"--{option.replace('_', '-')}", default=environ.get(variable, default))
+        # an on/off option given alone means on, as A1111's bare flags do (`--api` is `--api on`)
+        bare = {"nargs": "?", "const": "on"} if option in SWITCHES else {}
+        parser.add_argument(f"--{option.replace('_', '-')}", default=environ.get(variable, default), **bare)
     args = parser.parse_args(argv)
     numbers = {}
     for option in ("port", "queue_size", "lora_cap", "lora_rank", "controlnet_cap", "controlnet_units"):
@@ -73,7 +87,7 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
             parser.error(f"--{option.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
         numbers[option] = int(value)
     switches = {}
-    for option in ("lora_fuse", "compile", "api"):
+    for option in SWITCHES:
         value = str(getattr(args, option)).lower()
         if value not in ("on", "off", "1", "0", "true", "false"):
             parser.error(f"--{option.replace('_', '-')} must be on or off, got {getattr(args, option)!r}")
@@ -87,9 +101,10 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
             parser.error(f"--{option.replace('_', '-')} must be user:password, got {value!r}")
         credentials[option] = tuple(value.split(":", 1)) if value else None
     return AppConfig(
-        model=args.model, host=args.host, device=args.device, lora_dir=Path(args.lora_dir),
-        controlnet_dir=Path(args.controlnet_dir), output_dir=Path(args.output_dir), **numbers, **switches,
-        **credentials,
+        model=args.model, ckpt_dir=Path(args.ckpt_dir), host=args.host, device=args.device,
+        lora_dir=Path(args.lora_dir),
+        controlnet_dir=Path(args.controlnet_dir), annotator_dir=Path(args.annotator_dir),
+        output_dir=Path(args.output_dir), **numbers, **switches, **credentials,
     )
 
 
@@ -105,46 +120,85 @@ def load_model(config: AppConfig, manager):
         manager.compile_unet()
     config.controlnet_dir.mkdir(parents=True, exist_ok=True)
     controlnets = controlnet.install(manager, config.controlnet_dir, cap=config.controlnet_cap,
-                                     max_units=config.controlnet_units)
+                                     max_units=config.controlnet_units, annotator_dir=config.annotator_dir)
     return manager, loras, controlnets
 
 
 def build_app(config: AppConfig):
     """Load the model (or the demo model when offline) and build the UI; returns (blocks, service)."""
+    # diffusers imports xformers whenever it is installed, and xformers then warns when its kernels were built for
+    # another torch; whether it works is models.device's probe, and the system line says why it is not in use
+    logging.getLogger("xformers").setLevel(logging.ERROR)
+    from PIL import Image
+
+    from models.checkpoints import checkpoint_names, resolve_checkpoint
+    from models.limits import MAX_IMAGE_PIXELS
     from models.manager import PipelineManager, load_or_demo
     from service.studio import StudioService
+
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # Pillow's own bomb check, also for what Gradio decodes
     from ui.layout import build_ui
 
     manager, notice = load_or_demo(config.model, config.device)
     manager, loras, controlnets = load_model(config, manager)
     service = StudioService(manager, config.output_dir, notice=notice, loras=loras, controlnets=controlnets)
 
-    def switch(spec: str):
+    def switch(name: str):
+        spec, local = resolve_checkpoint(name, config.ckpt_dir, config.model)
         try:
-            return load_model(config, PipelineManager.load(spec, config.device))
-        except OSError as error:
-            raise ValueError(f"sd_model_checkpoint: could not load {spec!r} ({str(error).splitlines()[0]})") from None
+            return load_model(config, PipelineManager.load(spec, config.device, local=local))
+        except ValueError:
+            raise
+        except Exception as error:  # a truncated or hostile file, the Hub unreachable, ...: not a server fault
+            log.warning("sd_model_checkpoint %r could not be loaded: %s", name, error)
+            raise ValueError(f"sd_model_checkpoint: could not load {name!r} ({type(error).__name__})") from None
 
     service.model_loader = switch
-    logging.getLogger("sd-studio").info(service.system_line())
+    service.checkpoints = lambda: checkpoint_names(config.ckpt_dir)
+    log.info(service.system_line())
+    if warning := exposure_warning(config):
+        log.warning(warning)
     return build_ui(service, queue_size=config.queue_size), service
 
 
 def build_server(config: AppConfig, blocks, service):
-    """One FastAPI app on one port: the REST API (with --api) beside the Gradio UI."""
+    """One FastAPI app on one port: the REST API (with --api) beside the Gradio UI. Every request body is bounded;
+    the API docs exist only with the REST API, behind its credentials."""
     import gradio as gr
     from fastapi import FastAPI
 
-    server = FastAPI(title="SD Studio")
+    from api.edge import BodyLimit
+    from models.limits import MAX_IMAGE_BYTES
+
+    server = FastAPI(title="SD Studio", docs_url=None, redoc_url=None, openapi_url=None)
     if config.api:
+        from api.docs import build_docs_router
         from api.queued import QueuedEndpoints
         from api.sdapi import build_router
 
         host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
         queued = QueuedEndpoints(f"http://{host}:{config.port}/", auth=config.auth)
-        server.include_router(build_router(service, queued, config.api_auth))
-    return gr.mount_gradio_app(server, blocks, path="", auth=config.auth, allowed_paths=[str(config.output_dir)],
-                               show_error=True)
+        server.include_router(build_router(service, queued, config.rest_auth))
+        server.include_router(build_docs_router(server, config.rest_auth))
+    server = gr.mount_gradio_app(server, blocks, path="", auth=config.auth, show_error=True,
+                                 max_file_size=MAX_IMAGE_BYTES)
+    server.add_middleware(BodyLimit)
+    return server
+
+
+def exposure_warning(config: AppConfig) -> str | None:
+    """What the log says at start when the app listens beyond this machine without a login."""
+    import ipaddress
+
+    try:
+        loopback = ipaddress.ip_address(config.host).is_loopback
+    except ValueError:
+        loopback = config.host == "localhost"
+    if loopback or config.auth is not None:
+        return None
+    rest = " and the REST API" if config.api and config.rest_auth is None else ""
+    return (f"listening on {config.host} without --auth: anyone who can reach it can use the UI, gradio_client{rest} "
+            "and generate; set --auth user:password")
 
 
 def start_in_background(config: AppConfig):
@@ -166,6 +220,7 @@ def start_in_background(config: AppConfig):
 
 def stop_in_background(server) -> None:
     server.should_exit = True
+    server.force_exit = True  # without it, clients' open event streams hold the exit until the join times out
     server.thread.join(timeout=30)
 
 
@@ -178,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the REST API's loopback client logs every request
     config = parse_config(argv)
     if on_zerogpu():  # imports `spaces` before torch touches CUDA, as ZeroGPU needs
-        logging.getLogger("sd-studio").info("running on ZeroGPU: each generation holds a GPU while it runs")
+        log.info("running on ZeroGPU: each generation holds a GPU while it runs")
     blocks, service = build_app(config)
     uvicorn.run(build_server(config, blocks, service), host=config.host, port=config.port)
 

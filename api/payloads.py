@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from extensions.controlnet.units import decode_image, fit
+from extensions.controlnet.units import ControlUnit, decode_image, fit
 from extensions.inpaint.options import MASKED_CONTENT, whole_number
-from models.samplers import DEFAULT_SAMPLER, join_name
+from models.limits import check_text
+from models.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES, SCHEDULE_TYPES, join_name, split_name
 
 # A1111 field -> our keyword, for fields that mean the same thing
 SHARED = {"prompt": "prompt", "negative_prompt": "negative_prompt", "seed": "seed", "steps": "steps",
@@ -44,8 +45,12 @@ def job_from_payload(payload: dict, route: str) -> Job:
         raise ValueError(f"the request body must be a JSON object, got {type(payload).__name__}")
     kwargs = {ours: payload[theirs] for theirs, ours in SHARED.items() if payload.get(theirs) is not None}
     kwargs.setdefault("prompt", "")  # A1111's default: an empty prompt is a valid request
+    for name in ("prompt", "negative_prompt"):  # before anything else reads them, and before the queue
+        check_text(name, kwargs.get(name))
     kwargs["sampler"] = _sampler(payload)
     units = _controlnet_units(payload.get("alwayson_scripts"))
+    for index, unit in enumerate(units):  # checked (its image decoded within bounds) before the queue
+        ControlUnit.parse(index, unit)
     if units:
         kwargs["controlnet_units"] = units
     job = Job("/txt2img", kwargs, whole_number("n_iter", payload.get("n_iter", 1), 1, 100))
@@ -91,9 +96,20 @@ def _resized(image: Image.Image, mode, width, height) -> Image.Image:
 
 
 def _sampler(payload: dict) -> str:
+    """Our sampler name from A1111's sampler_name and scheduler ("DPM++ 2M" + "karras" -> "DPM++ 2M Karras")."""
     name = payload.get("sampler_name") or payload.get("sampler_index") or DEFAULT_SAMPLER
-    scheduler = str(payload.get("scheduler") or "automatic")
-    return join_name(str(name), scheduler.capitalize()) if scheduler.lower() != "automatic" else str(name)
+    scheduler = payload.get("scheduler") or "automatic"
+    schedulers = [kind.lower() for kind in SCHEDULE_TYPES]
+    if not isinstance(scheduler, str) or scheduler.lower() not in schedulers:
+        raise ValueError(f"scheduler must be one of {', '.join(schedulers)}, got {scheduler!r}")
+    if not isinstance(name, str) or name not in SAMPLER_NAMES:
+        raise ValueError(f"sampler_name {name!r} is unknown; choose one of: {', '.join(SAMPLER_NAMES)}")
+    if scheduler.lower() == "automatic" or split_name(name)[1].lower() == scheduler.lower():
+        return name
+    joined = join_name(name, scheduler.capitalize())
+    if joined == name:
+        raise ValueError(f"scheduler {scheduler!r} is not available with sampler_name {name!r}")
+    return joined
 
 
 def _controlnet_units(scripts) -> list:

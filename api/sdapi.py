@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import base64
 import io
-import secrets
 import time
 
-from fastapi import APIRouter, Body, Depends, HTTPException
-from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from fastapi import APIRouter, Depends, HTTPException
 
+from api.edge import basic_auth, http_error, json_body
 from api.payloads import decode_image, encode_png, job_from_payload, response
 from api.queued import QueueFull, QueuedEndpoints
 from extensions.controlnet import preprocessors
@@ -22,7 +21,7 @@ from service.studio import StudioService
 
 
 def build_router(service: StudioService, queued: QueuedEndpoints, credentials: tuple[str, str] | None) -> APIRouter:
-    router = APIRouter(dependencies=[Depends(_basic_auth(credentials))] if credentials else [])
+    router = APIRouter(dependencies=[Depends(basic_auth(credentials))] if credentials else [])
 
     def generate(route: str, payload: dict) -> dict:
         try:
@@ -39,25 +38,28 @@ def build_router(service: StudioService, queued: QueuedEndpoints, credentials: t
                 batch_files, batch_seeds, batch_warnings = queued.run(job.endpoint, kwargs, job.images)
                 files, seeds, warnings = files + batch_files, seeds + batch_seeds, warnings + batch_warnings
         except ValueError as error:
-            raise HTTPException(422, detail=str(error)) from None
+            raise http_error(error) from None
         except QueueFull as error:
             raise HTTPException(503, detail=f"the queue is full, try again later ({error})") from None
         infotexts = [read_png_infotext(path) or "" for path in files]
         return response([encode_png(path) for path in files], infotexts, seeds, payload, job, warnings)
 
     @router.post("/sdapi/v1/txt2img")
-    def txt2img(payload: dict = Body(...)) -> dict:
+    def txt2img(payload: dict = Depends(json_body)) -> dict:
         return generate("txt2img", payload)
 
     @router.post("/sdapi/v1/img2img")
-    def img2img(payload: dict = Body(...)) -> dict:
+    def img2img(payload: dict = Depends(json_body)) -> dict:
         return generate("img2img", payload)
 
     @router.get("/sdapi/v1/sd-models")
     def sd_models() -> list[dict]:
+        """The model in use, then the checkpoints one may switch to (names, never server paths)."""
         manager = service.manager
-        return [{"title": _model_title(service), "model_name": manager.source.name, "hash": manager.model_hash,
-                 "sha256": None, "filename": manager.source.location, "config": None}]
+        listed = [{"title": _model_title(service), "model_name": manager.source.name, "hash": manager.model_hash,
+                   "sha256": None, "filename": manager.source.name, "config": None}]
+        return listed + [{"title": name, "model_name": name, "hash": None, "sha256": None, "filename": name,
+                          "config": None} for name in service.checkpoints() if name != manager.source.name]
 
     @router.get("/sdapi/v1/samplers")
     def samplers() -> list[dict]:
@@ -74,8 +76,8 @@ def build_router(service: StudioService, queued: QueuedEndpoints, credentials: t
         if service.loras is None:
             return []
         library = service.loras.library
-        return [{"name": name, "alias": name, "path": str(library.resolve(name)), "metadata": {}}
-                for name in library.names()]
+        return [{"name": name, "alias": name, "path": library.resolve(name).relative_to(library.folder).as_posix(),
+                 "metadata": {}} for name in library.names()]
 
     @router.post("/sdapi/v1/refresh-loras")
     def refresh_loras() -> None:
@@ -85,15 +87,15 @@ def build_router(service: StudioService, queued: QueuedEndpoints, credentials: t
     @router.get("/sdapi/v1/options")
     def get_options() -> dict:
         return {"sd_model_checkpoint": _model_title(service), "sd_checkpoint_hash": service.manager.model_hash,
-                "samples_format": "png", "outdir_samples": str(service.output_dir)}
+                "samples_format": "png", "outdir_samples": ""}  # A1111's "the default folder"; no server path
 
     @router.post("/sdapi/v1/options")
-    def set_options(options: dict = Body(...)) -> dict:
+    def set_options(options: dict = Depends(json_body)) -> dict:
         if "sd_model_checkpoint" in options:
             try:
                 _switch(service, options["sd_model_checkpoint"])
             except ValueError as error:
-                raise HTTPException(422, detail=str(error)) from None
+                raise http_error(error) from None
         return {"ignored_fields": sorted(key for key in options if key != "sd_model_checkpoint")}
 
     @router.get("/sdapi/v1/progress")
@@ -119,12 +121,11 @@ def build_router(service: StudioService, queued: QueuedEndpoints, credentials: t
         return {"txt2img": names, "img2img": names}
 
     @router.post("/sdapi/v1/png-info")
-    def png_info(payload: dict = Body(...)) -> dict:
+    def png_info(payload: dict = Depends(json_body)) -> dict:
         try:
-            image = decode_image(payload.get("image"), "image")
+            text = read_infotext(decode_image(payload.get("image"), "image")) or ""
         except ValueError as error:
-            raise HTTPException(422, detail=str(error)) from None
-        text = read_infotext(image) or ""
+            raise http_error(error) from None
         prompt, negative, parameters = parse_infotext(text) if text else ("", "", {})
         return {"info": text, "items": {"parameters": text} if text else {},
                 "parameters": {"Prompt": prompt, "Negative prompt": negative, **parameters} if text else {}}
@@ -141,7 +142,7 @@ def build_router(service: StudioService, queued: QueuedEndpoints, credentials: t
         return {"module_list": preprocessors.available()}
 
     @router.post("/controlnet/detect")
-    def controlnet_detect(payload: dict = Body(...)) -> dict:
+    def controlnet_detect(payload: dict = Depends(json_body)) -> dict:
         # Pixel perfect unless the client turns it off: each map at its image's own resolution, whatever
         # controlnet_processor_res says (A1111 clients send 512 by default, which blanks small images' edges).
         pixel_perfect = payload.get("controlnet_pixel_perfect", True)
@@ -155,8 +156,8 @@ def build_router(service: StudioService, queued: QueuedEndpoints, credentials: t
                                         pixel_perfect=pixel_perfect)
                     for index, image in enumerate(images)]
         except ValueError as error:
-            raise HTTPException(422, detail=f"controlnet_{error}" if str(error).startswith("pixel_perfect")
-                                else str(error)) from None
+            raise http_error(ValueError(f"controlnet_{error}") if str(error).startswith("pixel_perfect")
+                             else error) from None
         info = "Success"
         if pixel_perfect is True and "controlnet_processor_res" in payload:
             info += ("; pixel perfect: each map was detected at its image's own resolution, not at "
@@ -170,7 +171,7 @@ def _switch(service: StudioService, title) -> None:
     if not isinstance(title, str) or not title.strip():
         raise ValueError(f"sd_model_checkpoint must be a model name, got {title!r}")
     name = title.split(" [")[0].strip()  # "name [hash]" as /sd-models lists it
-    if name not in (service.manager.source.name, service.manager.source.location):
+    if name != service.manager.source.name:
         service.switch_model(name)
 
 
@@ -187,15 +188,3 @@ def _png_base64(image) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode()
-
-
-def _basic_auth(credentials: tuple[str, str]):
-    security = HTTPBasic()
-
-    def check(given: HTTPBasicCredentials = Depends(security)) -> None:
-        user_ok = secrets.compare_digest(given.username.encode(), credentials[0].encode())
-        password_ok = secrets.compare_digest(given.password.encode(), credentials[1].encode())
-        if not (user_ok and password_ok):
-            raise HTTPException(401, detail="wrong user name or password", headers={"WWW-Authenticate": "Basic"})
-
-    return check

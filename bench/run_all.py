@@ -1,9 +1,11 @@
-"""Every benchmark in one run; the printed lines are what the README's figures come from.
+"""Every benchmark in one run (but the 15-minute soak, bench.soak); the printed lines are what the README's
+figures come from.
 
     python -m bench.run_all
 """
 
-from bench import cold_start, controlnet, cuda_speed, inpaint, lora, memory, overhead, rest, shapes_model
+from bench import (cold_start, controlnet, cuda_speed, inpaint, lora, memory, overhead, png_text, preprocessors, rest,
+                   shapes_model)
 
 if __name__ == "__main__":
     overhead.main()
@@ -12,6 +14,8 @@ if __name__ == "__main__":
     lora.main()
     inpaint.main()
     controlnet.main()
+    preprocessors.main([])
+    png_text.main()
     rest.main()
     shapes_model.main([])
     cuda_speed.main()

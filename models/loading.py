@@ -31,11 +31,16 @@ class ModelSource:
     name: str  # what the infotext calls "Model"
 
 
-def identify(spec: str) -> ModelSource:
-    """Tell what kind of model `spec` names, refusing unsafe or unknown ones before anything is read."""
+def identify(spec: str, local: bool = True) -> ModelSource:
+    """Tell what kind of model `spec` names, refusing unsafe or unknown ones before anything is read. With
+    `local` False only "demo" and Hub ids are taken, and nothing on the disk is looked at."""
     spec = spec.strip()
     if spec == "demo":
         return ModelSource("demo", str(DEMO_MODEL_DIR), DEMO_MODEL_DIR.name)
+    if not local:
+        if not _HUB_ID.match(spec):
+            raise ValueError(f"model {spec!r} is not 'demo' or a Hub id (owner/name)")
+        return ModelSource("hub", spec, spec.split("/")[-1])
     path = Path(spec).expanduser()
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise ValueError(

@@ -68,9 +68,11 @@ class PipelineManager:
         self.pipelines = self._derive_pipelines(base)
 
     @classmethod
-    def load(cls, spec: str, device: str = "auto", single_file_config: str | None = None) -> PipelineManager:
-        """Load a model by name ('demo', Hub id, diffusers folder or .safetensors file) on the best device."""
-        source = loading.identify(spec)
+    def load(cls, spec: str, device: str = "auto", single_file_config: str | None = None,
+             local: bool = True) -> PipelineManager:
+        """Load a model by name ('demo', Hub id, diffusers folder or .safetensors file) on the best device; with
+        `local` False, only 'demo' or a Hub id."""
+        source = loading.identify(spec, local)
         runtime = resolve_runtime(device)
         diffusers_logging.set_verbosity_error()  # the disabled-safety-checker notice on every derived pipeline
         transformers_logging.set_verbosity_error()  # a load report per LoRA adapter added to the text encoder

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from models.limits import check_text
 from models.samplers import DEFAULT_SAMPLER, check_sampler
 
 MODES = ("txt2img", "img2img", "inpaint")
@@ -73,6 +74,7 @@ class GenerationRequest:
         for field in ("prompt", "negative_prompt"):
             if not isinstance(getattr(self, field), str):
                 raise ValueError(f"{field} must be text, got {getattr(self, field)!r}")
+            check_text(field, getattr(self, field))
         for field in ("width", "height"):
             value = _integer(field, getattr(self, field))
             if not SIZE_RANGE[0] <= value <= SIZE_RANGE[1] or value % 8:

@@ -11,15 +11,15 @@ rather than raising: a picture from elsewhere should still fill in everything it
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from extensions.inpaint.options import INPAINT_AREAS, MASKED_CONTENT, InpaintOptions
+from models.limits import MAX_INFOTEXT_CHARS, check_text, open_image
 from models.samplers import SAMPLER_NAMES, join_name
 from service.infotext import parameter_pairs, parse_infotext
 
@@ -65,22 +65,14 @@ _UNIT_KEYS = {
 
 def read_infotext(source) -> str | None:
     """The infotext of an image (a PIL image, a file path, a gradio file dict or the file's bytes), or None when
-    it carries none."""
-    if isinstance(source, Image.Image):
-        return _infotext_of(source)
+    it carries none. Files are opened within models.limits' bounds, and a text longer than MAX_INFOTEXT_CHARS is
+    refused."""
     if isinstance(source, dict) and "path" in source:
         source = source["path"]
-    if isinstance(source, (bytes, bytearray)):
-        source = io.BytesIO(source)
-    elif not isinstance(source, (str, Path)):
+    if not isinstance(source, (Image.Image, bytes, bytearray, str, Path)):
         raise ValueError(f"image must be a PIL image, a file path or bytes, got {type(source).__name__}")
-    try:
-        with Image.open(source) as image:
-            return _infotext_of(image)
-    except FileNotFoundError:
-        raise ValueError(f"image: file {str(source)!r} does not exist") from None
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"image is not a readable image ({error})") from None
+    image = source if isinstance(source, Image.Image) else open_image(source, "image")
+    return check_text("image's parameters text", _infotext_of(image), MAX_INFOTEXT_CHARS)
 
 
 def _infotext_of(image: Image.Image) -> str | None:

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from extensions.controlnet.pipeline import ControlNets
 from extensions.controlnet.units import ControlUnit
 from extensions.inpaint import InpaintOptions, InpaintPlan, extend_canvas, prepare_mask
 from extensions.lora import LoraAdapters, parse_tags
+from models.limits import check_image, check_text, open_image
 from models.manager import PipelineManager, StepCallback
 from models.request import GenerationRequest
 from models.samplers import split_name
@@ -65,7 +66,8 @@ class StudioService:
         self.loras = loras  # None: LoRA is off and <lora:...> tags are refused
         self.controlnets = controlnets  # None: ControlNet is off and units are refused
         self.state = JobState()
-        self.model_loader = None  # spec -> (manager, loras, controlnets); set by the app to allow switching
+        self.model_loader = None  # name -> (manager, loras, controlnets); set by the app to allow switching
+        self.checkpoints = lambda: []  # the checkpoint names a client may switch to; set by the app
         self._save_lock = threading.Lock()
 
     # -- facts for the interfaces -----------------------------------------------------------------------
@@ -92,7 +94,10 @@ class StudioService:
     # -- generation -------------------------------------------------------------------------------------
 
     def generate(self, mode: str, on_step: StepCallback | None = None, **raw) -> Generation:
-        # 1. validate; inpainting first decides what the model sees (whole picture or the masked crop)
+        # 1. validate (the text's length first: nothing else reads a prompt over the limit); inpainting first
+        #    decides what the model sees (whole picture or the masked crop)
+        for name in ("prompt", "negative_prompt"):
+            check_text(name, raw.get(name))
         options = InpaintOptions(**{name: raw.pop(name) for name in INPAINT_FIELDS if name in raw})
         units, unit_warnings = self._control_units(raw.pop("controlnet_units", None))
         if mode == "inpaint" and options.invert_mask and raw.get("mask") is not None:
@@ -173,7 +178,10 @@ class StudioService:
             if ignored:
                 warnings.append(f"controlnet unit {index}: ignored unknown fields {', '.join(ignored)}")
             if unit is not None:
-                self.controlnets.library.resolve(unit.model)  # an unknown model is an error now, not mid-run
+                try:  # an unknown model is an error now, not mid-run
+                    self.controlnets.library.resolve(unit.model)
+                except ValueError as error:
+                    raise ValueError(f"controlnet unit {index}: {error}") from None
                 units.append((index, unit))
         return units, warnings
 
@@ -265,23 +273,19 @@ class StudioService:
 
 
 def load_image(value, field: str) -> Image.Image | None:
-    """An image from what an interface hands over: a PIL image, an array, a file path or a gradio file dict."""
-    if value is None or isinstance(value, Image.Image):
-        return value
+    """An image from what an interface hands over: a PIL image, an array, a file path or a gradio file dict, within
+    models.limits' bounds (a file's size and dimensions are checked before it is decoded)."""
+    if value is None:
+        return None
+    if isinstance(value, Image.Image):
+        return check_image(value, field)
     if isinstance(value, np.ndarray):
-        return Image.fromarray(value)
+        return check_image(Image.fromarray(value), field)
     if isinstance(value, dict) and "path" in value:
         value = value["path"]
     if not isinstance(value, (str, Path)):
         raise ValueError(f"{field} must be an image file, got {type(value).__name__}")
-    try:
-        with Image.open(value) as image:
-            image.load()
-            return image
-    except FileNotFoundError:
-        raise ValueError(f"{field}: file {str(value)!r} does not exist") from None
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"{field}: {str(value)!r} is not a readable image ({error})") from None
+    return open_image(value, field)
 
 
 def load_mask(value) -> Image.Image | None:

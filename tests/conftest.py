@@ -100,9 +100,18 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def app_server(tmp_path_factory):
+def annotator_weights(tmp_path_factory) -> Path:
+    """An annotator folder (--annotator-dir) holding tiny random Depth Anything V2 and UperNet ADE20K models and
+    OpenPose's real-shaped random body, hand and face networks, each in its Hub repository's file layout."""
+    from extensions.controlnet.synthetic_annotators import save_annotators
+
+    return save_annotators(tmp_path_factory.mktemp("annotators"))
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory, annotator_weights):
     """The real app on the demo model, launched on a free local port, with one LoRA ("ink") and one ControlNet
-    ("edges") in its folders; yields (url, service)."""
+    ("edges") in its folders and the preprocessor weights of `annotator_weights`; yields (url, service)."""
     import app
     from diffusers import StableDiffusionInpaintPipeline
 
@@ -115,13 +124,21 @@ def app_server(tmp_path_factory):
     controlnet_for(demo.unet, seed=1, vae_scale_factor=demo.vae_scale_factor).save_pretrained(controlnet_dir / "edges")
     config = app.parse_config(
         ["--model", "demo", "--device", "cpu", "--port", str(free_port()), "--lora-dir", str(lora_dir),
-         "--controlnet-dir", str(controlnet_dir), "--output-dir", str(tmp_path_factory.mktemp("outputs")),
+         "--controlnet-dir", str(controlnet_dir), "--annotator-dir", str(annotator_weights),
+         "--output-dir", str(tmp_path_factory.mktemp("outputs")), "--ckpt-dir", str(checkpoint_dir(tmp_path_factory)),
          "--api", "on"],
         environ={},
     )
     server, service = app.start_in_background(config)
     yield f"http://{config.host}:{config.port}", service
     app.stop_in_background(server)
+
+
+def checkpoint_dir(tmp_path_factory) -> Path:
+    """The app_server's checkpoint folder (--ckpt-dir): what sd_model_checkpoint may switch to, besides demo."""
+    folder = tmp_path_factory.getbasetemp() / "Stable-diffusion"
+    folder.mkdir(exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -154,9 +154,10 @@ def test_preview_shows_exactly_the_map_the_generation_uses(service, mode, pixel_
         inputs["mask"] = Image.new("L", picture.size, 255)  # whole picture: the map is not cropped
     used = control_images_of(service, mode, controlnet_units=[{"model": "cn_a", "image": source, **settings}],
                              **inputs)
-    shown = Handlers(service).preview(source, settings["module"], settings["processor_res"], settings["threshold_a"],
-                                      settings["threshold_b"], pixel_perfect, settings["resize_mode"],
-                                      inputs["width"], inputs["height"], None if mode == "txt2img" else tab_image)
+    shown = Image.open(Handlers(service).preview(
+        source, settings["module"], settings["processor_res"], settings["threshold_a"], settings["threshold_b"],
+        pixel_perfect, settings["resize_mode"], inputs["width"], inputs["height"],
+        None if mode == "txt2img" else tab_image))
     assert shown.size == used[0].size == (inputs["width"], inputs["height"])
     assert np.array_equal(np.asarray(shown), np.asarray(used[0]))
     assert np.asarray(shown).max() > 40, "an edge map, not an empty one"

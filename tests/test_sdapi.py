@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import shutil
 import threading
 import time
 
@@ -17,7 +18,7 @@ from gradio_client import handle_file
 from PIL import Image, ImageDraw
 
 from app import start_in_background, stop_in_background
-from tests.conftest import free_port
+from tests.conftest import checkpoint_dir, free_port
 
 
 @pytest.fixture(scope="module")
@@ -110,19 +111,24 @@ def test_listings_and_options(api, app_server):
     assert response.status_code == 200
 
 
-def test_switching_the_base_model_through_options(api, app_server, txt2img_folder):
+def test_switching_the_base_model_through_options(api, app_server, txt2img_folder, tmp_path_factory):
     service = app_server[1]
     demo_title = api.get_options()["sd_model_checkpoint"]
+    shutil.copytree(txt2img_folder, checkpoint_dir(tmp_path_factory) / "tiny" / "sd-txt2img")
+    assert "tiny/sd-txt2img" in [model["model_name"] for model in api.get_sd_models()]
     try:
-        api.set_options({"sd_model_checkpoint": str(txt2img_folder)})
-        assert api.get_options()["sd_model_checkpoint"].startswith(txt2img_folder.name)
+        api.set_options({"sd_model_checkpoint": "tiny/sd-txt2img"})
+        assert api.get_options()["sd_model_checkpoint"].startswith("sd-txt2img [")
         assert not service.manager.is_inpainting_model
         assert api.txt2img(prompt="x", seed=1, steps=2, width=64, height=64).image.size == (64, 64)
     finally:
         api.set_options({"sd_model_checkpoint": "demo"})
     assert api.get_options()["sd_model_checkpoint"] == demo_title
-    bad = requests.post(f"{app_server[0]}/sdapi/v1/options", json={"sd_model_checkpoint": "/no/such/model"}, timeout=30)
-    assert bad.status_code == 422 and "/no/such/model" in bad.json()["detail"]
+    bad = requests.post(f"{app_server[0]}/sdapi/v1/options", json={"sd_model_checkpoint": str(txt2img_folder)},
+                        timeout=30)  # a model folder on the server, but outside the checkpoint folder
+    assert bad.status_code == 422 and bad.json()["detail"].startswith(
+        f"sd_model_checkpoint: no model named {str(txt2img_folder)!r}; name a checkpoint in Stable-diffusion/ "
+        "(tiny/sd-txt2img)")
 
 
 def test_progress_during_a_run_and_interrupt(api):
@@ -152,7 +158,7 @@ def test_png_info_of_our_image(api):
 @pytest.mark.parametrize("payload, field", [
     ({"prompt": "x", "steps": 0}, "steps must be from 1 to 150, got 0"),
     ({"prompt": "x", "width": 100}, "width must be a multiple of 8"),
-    ({"prompt": "x", "sampler_name": "Nope"}, "sampler 'Nope' is unknown"),
+    ({"prompt": "x", "sampler_name": "Nope"}, "sampler_name 'Nope' is unknown"),  # A1111's field name
     ({"prompt": "x", "n_iter": 0}, "n_iter must be a whole number from 1 to 100, got 0"),
 ])
 def test_bad_values_get_422_naming_the_field_and_the_server_keeps_serving(app_server, payload, field):

@@ -11,6 +11,7 @@ import gradio as gr
 from extensions.controlnet import preprocessors
 from extensions.controlnet.pipeline import ControlNets
 from extensions.controlnet.units import RESIZE_MODES
+from models.files import shown_path
 from models.request import CONTROL_MODES
 
 # The order of each unit's components, as the event passes their values (the API's field names).
@@ -47,7 +48,7 @@ def _unit(controlnets: ControlNets, mode: str, index: int, preview: Callable, ta
     with gr.Row():
         module = gr.Dropdown(modules, value="canny", label="Preprocessor", elem_id=f"{prefix}-module")
         model = gr.Dropdown(names, value=names[0] if names else None, label="Model", allow_custom_value=True,
-                            elem_id=f"{prefix}-model", info=f"from {controlnets.library.folder}, or a Hub id")
+                            elem_id=f"{prefix}-model", info=f"from {shown_path(controlnets.library.folder)}, or a Hub id")
         refresh = gr.Button("Refresh", size="sm", min_width=80)
     with gr.Row():
         weight = gr.Slider(0, 2, value=1.0, step=0.05, label="Control Weight")

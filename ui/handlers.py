@@ -5,7 +5,14 @@ Parameter names are the API's keyword names (`gradio_client` calls `/txt2img` wi
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
 
 import gradio as gr
 from PIL import Image
@@ -77,7 +84,8 @@ class Handlers:
                           pixel_perfect=True):
         """The preprocessor's map of an image (/controlnet_detect); pixel perfect: at the image's own resolution."""
         try:
-            return self.service.control_map(image, module, processor_res, threshold_a, threshold_b, pixel_perfect)
+            return map_file(self.service.control_map(image, module, processor_res, threshold_a, threshold_b,
+                                                     pixel_perfect))
         except ValueError as error:
             raise gr.Error(str(error)) from None
 
@@ -93,8 +101,9 @@ class Handlers:
             raise gr.Error("Preview: upload a control image first")
         size = picture.size if picture is not None else (width, height)
         try:
-            return self.service.control_map(image if image is not None else tab_image, module, processor_res,
-                                            threshold_a, threshold_b, pixel_perfect, resize_mode, size)
+            return map_file(self.service.control_map(image if image is not None else tab_image, module,
+                                                     processor_res, threshold_a, threshold_b, pixel_perfect,
+                                                     resize_mode, size))
         except ValueError as error:
             raise gr.Error(str(error)) from None
 
@@ -143,7 +152,7 @@ class Handlers:
 
 
 def _outputs(result: Generation):
-    gallery = [(str(path), f"seed {seed}") for path, seed in zip(result.files, result.seeds)]
+    gallery = [(str(servable(path)), f"seed {seed}") for path, seed in zip(result.files, result.seeds)]
     return gallery, result.infotexts[0] if result.infotexts else "", "\n".join(result.warnings), result.infotexts
 
 
@@ -162,3 +171,31 @@ def editor_image_and_mask(editor) -> tuple[Image.Image | None, Image.Image | Non
 
 def select_infotext(infotexts: list[str], event: gr.SelectData) -> str:
     return infotexts[event.index] if infotexts and event.index < len(infotexts) else ""
+
+
+def servable(path: Path) -> Path:
+    """A saved image as Gradio may hand it out. Gradio copies results into its cache (under a content hash) from
+    the working directory or the temp folder only; the output folder is not served as such, so no client can
+    fetch images by their predictable names. From an output folder elsewhere, a copy in the temp folder."""
+    resolved = Path(path).resolve()
+    if any(resolved.is_relative_to(Path(folder).resolve()) for folder in (os.getcwd(), tempfile.gettempdir())):
+        return path
+    copy = Path(tempfile.mkdtemp(prefix="sd-studio-")) / resolved.name
+    shutil.copyfile(resolved, copy)
+    return copy
+
+
+def map_file(image: Image.Image) -> str:
+    """A control map as a PNG file named by its content, written whole before it is renamed into place. Returned as
+    a PIL image, Gradio would rewrite one cache file in place for every equal map, and a client downloading it
+    meanwhile could get it empty."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    folder = Path(tempfile.gettempdir()) / "sd-studio-maps"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{hashlib.sha256(buffer.getvalue()).hexdigest()[:32]}.png"
+    if not path.exists():
+        part = path.with_suffix(f".{threading.get_ident()}.part")
+        part.write_bytes(buffer.getvalue())
+        os.replace(part, path)
+    return str(path)

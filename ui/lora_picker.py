@@ -7,6 +7,7 @@ import gradio as gr
 
 from extensions.lora import LoraLibrary, LoraTag, parse_tags
 from extensions.lora.tags import replace_tags
+from models.files import shown_path
 
 
 def lora_picker(prompt: gr.Textbox, library: LoraLibrary, mode: str) -> None:
@@ -15,7 +16,7 @@ def lora_picker(prompt: gr.Textbox, library: LoraLibrary, mode: str) -> None:
             chosen = gr.Dropdown(
                 library.names(), value=[], multiselect=True, allow_custom_value=True, label="LoRA", scale=5,
                 elem_id=f"{mode}-lora-choice",
-                info=f"from {library.folder}; or type <lora:name:weight> in the prompt",
+                info=f"from {shown_path(library.folder)}; or type <lora:name:weight> in the prompt",
             )
             refresh = gr.Button("Refresh", scale=1, min_width=80, elem_id=f"{mode}-lora-refresh")
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from models.files import PICKLE_SUFFIXES, hub_unreachable, own_memory, sha256
+from models.files import PICKLE_SUFFIXES, hub_unreachable, own_memory, sha256, shown_path
 
 if TYPE_CHECKING:
     from diffusers import ControlNetModel
@@ -80,7 +80,7 @@ class ControlNetLibrary:
                     path = here / name
                     stem = path.relative_to(root).with_suffix("").as_posix()
                     if not path.resolve().is_relative_to(root):
-                        refused[stem] = f"ControlNet {stem!r}: {path} is a link leading out of the folder {root}"
+                        refused[stem] = f"ControlNet {stem!r} is a link leading out of the folder {shown_path(root)}"
                     elif path.suffix.lower() == ".safetensors":
                         found.setdefault(stem, ("single_file", path.resolve()))
                     elif path.suffix.lower() in PICKLE_SUFFIXES:
@@ -117,7 +117,8 @@ class ControlNetLibrary:
         key = name[: -len(".safetensors")] if suffix == ".safetensors" else name
         parts = key.split("/")
         if key.startswith("/") or "\\" in key or ".." in parts or "" in parts:
-            raise ValueError(f"ControlNet name {name!r} is not a path inside the ControlNet folder {self.folder}")
+            raise ValueError(f"ControlNet name {name!r} is not a path inside the ControlNet folder "
+                             f"{shown_path(self.folder)}")
         for attempt in range(2):
             with self._lock:
                 entry, reason = self._entries.get(key), self._refused.get(key)
@@ -130,7 +131,7 @@ class ControlNetLibrary:
         if HUB_ID.match(key) and not (self.folder / parts[0]).is_dir():
             return ControlNetEntry(key, "hub", key)
         available = ", ".join(self.names()) or "nothing (the folder is empty or missing)"
-        raise ValueError(f"ControlNet {name!r} not found in {self.folder}; available: {available}")
+        raise ValueError(f"ControlNet {name!r} not found in {shown_path(self.folder)}; available: {available}")
 
     def short_hash(self, name: str) -> str:
         """A1111's short hash: the first 8 hex digits of the weights file's sha256 ("" for an uncached Hub id)."""
@@ -230,7 +231,7 @@ class ControlNetCache:
         except Exception as error:  # diffusers raises OSError, ValueError, SafetensorError, ... for a bad file
             if entry.kind == "hub":
                 raise ValueError(
-                    f"ControlNet {entry.name!r}: not in {self.library.folder} and not loaded from the Hub "
+                    f"ControlNet {entry.name!r}: not in {shown_path(self.library.folder)} and not loaded from the Hub "
                     f"({type(error).__name__}: {_first_line(error)})"
                 ) from None
             raise ValueError(
@@ -250,7 +251,7 @@ class ControlNetCache:
         if width is not None and config_width is not None and width != config_width:
             raise ValueError(
                 f"ControlNet file {_file_name(entry)}: its cross-attention width is {width} "
-                f"({BASE_NAMES.get(width, 'unknown base')}); single files load with the config in {config_folder}, "
+                f"({BASE_NAMES.get(width, 'unknown base')}); single files load with the config in {shown_path(config_folder)}, "
                 f"of width {config_width}. Use it as a diffusers folder (config.json + {WEIGHTS_NAME}) instead."
             )
 

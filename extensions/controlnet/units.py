@@ -5,14 +5,12 @@ map is made: detected by the unit's preprocessor, fitted to the target size by i
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from extensions.controlnet import preprocessors
+from models.limits import TooLarge, check_image, decode_base64_image
 from models.request import CONTROL_MODES, ControlInput
 
 RESIZE_MODES = ("Just Resize", "Crop and Resize", "Resize and Fill")
@@ -74,7 +72,7 @@ class ControlUnit:
             if not isinstance(unit.pixel_perfect, bool):
                 raise ValueError(f"pixel_perfect must be true or false, got {unit.pixel_perfect!r}")
         except (TypeError, ValueError) as error:
-            raise ValueError(f"controlnet unit {index}: {error}") from None
+            raise (TooLarge if isinstance(error, TooLarge) else ValueError)(f"controlnet unit {index}: {error}") from None
         return unit, ignored
 
     @classmethod
@@ -98,13 +96,18 @@ class ControlUnit:
         size = crop[0] if crop is not None else target
         fitted = self.control_map(source, size)
         if crop is not None:
-            fitted = fitted.crop(crop[1]).resize(target, Image.Resampling.BILINEAR)
+            fitted = fitted.crop(crop[1]).resize(target, self.resample)
         return ControlInput(self.model, fitted, float(self.weight), float(self.guidance_start),
                             float(self.guidance_end), self.control_mode)
 
     def control_map(self, source: Image.Image, size: tuple[int, int]) -> Image.Image:
         """The map the ControlNet sees at `size`: detected, then fitted by the resize mode (what Preview shows)."""
-        return fit(self.detected_map(source, size), size, self.resize_mode)
+        return fit(self.detected_map(source, size), size, self.resize_mode, self.resample)
+
+    @property
+    def resample(self) -> Image.Resampling:
+        """Segmentation maps are resized by nearest neighbour: a blend of two class colours is a third class."""
+        return Image.Resampling.NEAREST if preprocessors.get(self.module).class_map else Image.Resampling.BILINEAR
 
     def detected_map(self, source: Image.Image, target: tuple[int, int]) -> Image.Image:
         return preprocessors.detect(source, self.module, self.resolution(source, target), self.threshold_a,
@@ -151,18 +154,11 @@ def fit(image: Image.Image, size: tuple[int, int], resize_mode: str,
 
 def decode_image(value, field_name: str = "image") -> Image.Image:
     """An image from the API: a PIL image, or base64 / a data URL as A1111 clients send them (also used by the REST
-    API). File paths are not accepted: a client must not make the server read its files."""
+    API), within models.limits' bounds. File paths are not accepted: a client must not make the server read its
+    files."""
     if isinstance(value, Image.Image):
-        return value
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{field_name} must be a base64-encoded image, got {type(value).__name__}")
-    data = value.split(",", 1)[1] if value.startswith("data:") else value
-    try:
-        with Image.open(io.BytesIO(base64.b64decode(data, validate=True))) as image:
-            image.load()
-            return image
-    except (binascii.Error, ValueError, UnidentifiedImageError, OSError):
-        raise ValueError(f"{field_name} is not a readable base64-encoded image (starts {value[:24]!r})") from None
+        return check_image(value, field_name)
+    return decode_base64_image(value, field_name)
 
 
 def _plain(number: float) -> float | int:

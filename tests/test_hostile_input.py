@@ -1,0 +1,238 @@
+"""Hostile input through REST and gradio_client, as an attacker or a careless client sends it: decompression bombs
+in every image field, huge and malformed PNG text, oversize and deeply nested JSON, huge prompts, NaN and
+strings in number fields, path-like model, LoRA and ControlNet names. Each gets a 4xx naming the field (and the
+limit), within a time bound, and the next good request works."""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+import time
+import zlib
+
+import numpy as np
+import pytest
+import requests
+from gradio_client import handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from models.limits import MAX_BODY_BYTES, MAX_INFOTEXT_CHARS, MAX_PROMPT_CHARS
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def bomb(width: int = 30_000, height: int = 30_000) -> bytes:
+    """A 2 KB PNG that claims width x height gray pixels (30000x30000: 900 megapixels)."""
+    compressor = zlib.compressobj(9)
+    rows = b"".join(compressor.compress(b"\0" * (width + 1)) for _ in range(64)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", rows) + png_chunk(b"IEND", b"")
+
+
+def png_with_text(text: str) -> bytes:
+    metadata = PngInfo()
+    metadata.add_text("parameters", text)
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), "navy").save(buffer, format="PNG", pnginfo=metadata)
+    return buffer.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+SMALL = b64(png_with_text("a red circle\nSteps: 3, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 64x64"))
+GOOD = {"prompt": "a red circle", "steps": 2, "width": 64, "height": 64, "seed": 3}
+
+
+def post(url: str, route: str, timeout: float = 60, **kwargs) -> requests.Response:
+    return requests.post(f"{url}{route}", timeout=timeout, **kwargs)
+
+
+def assert_next_request_works(url: str) -> None:
+    response = post(url, "/sdapi/v1/txt2img", json=GOOD, timeout=120)
+    assert response.status_code == 200, response.text
+
+
+# -- images ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("route, body, field", [
+    ("/sdapi/v1/img2img", {**GOOD, "init_images": [b64(bomb())]}, "init_images[0]"),
+    ("/sdapi/v1/img2img", {**GOOD, "init_images": [SMALL], "mask": b64(bomb(13_000, 13_000))}, "mask"),
+    ("/sdapi/v1/png-info", {"image": b64(bomb())}, "image"),
+    ("/controlnet/detect", {"controlnet_module": "canny", "controlnet_input_images": [b64(bomb())]},
+     "controlnet_input_images[0]"),
+    ("/sdapi/v1/txt2img", {**GOOD, "alwayson_scripts": {"controlnet": {"args": [
+        {"module": "canny", "model": "edges", "image": b64(bomb())}]}}}, "alwayson_scripts.controlnet.args[0]: image"),
+])
+def test_decompression_bombs_in_every_rest_image_field_get_413_naming_it(app_server, route, body, field):
+    started = time.monotonic()
+    response = post(app_server[0], route, json=body)
+    assert time.monotonic() - started < 10
+    assert response.status_code == 413, response.text
+    assert response.json()["detail"].startswith(f"{field} is ") and "at most 40,000,000" in response.json()["detail"]
+    assert_next_request_works(app_server[0])
+
+
+@pytest.mark.parametrize("endpoint, field", [("/img2img", "image"), ("/inpaint", "mask"),
+                                             ("/controlnet_detect", "image")])
+def test_decompression_bombs_through_gradio_client_name_the_field(client, tmp_path, endpoint, field):
+    (tmp_path / "bomb.png").write_bytes(bomb())
+    Image.new("RGB", (64, 64), "gray").save(tmp_path / "gray.png")
+    inputs = {"image": handle_file(tmp_path / "gray.png"), field: handle_file(tmp_path / "bomb.png")}
+    if endpoint != "/controlnet_detect":
+        inputs.update(prompt="x", steps=2)
+    with pytest.raises(AppError, match=rf"{field} is 900,000,000 pixels; at most 40,000,000 are accepted"):
+        client.predict(**inputs, api_name=endpoint)
+    gallery, _, _ = client.predict(prompt="x", steps=2, width=64, height=64, api_name="/txt2img")
+    assert Image.open(gallery[0]["image"]).size == (64, 64)
+
+
+def test_bytes_that_are_not_an_image_get_422(app_server):
+    truncated = bomb(64, 64)[:60]
+    for data in (truncated, b"GIF89a" + b"\xff" * 100, b"\x89PNG\r\n\x1a\n" + b"\0" * 50):
+        response = post(app_server[0], "/sdapi/v1/png-info", json={"image": b64(data)})
+        assert response.status_code == 422
+        assert response.json()["detail"].startswith("image is not a readable base64-encoded image")
+
+
+# -- PNG text -------------------------------------------------------------------------------------------------
+
+
+def test_png_info_text_over_the_limit_is_refused_quickly(app_server):
+    """A 1 MB parameters text used to take minutes of CPU in A1111's pattern, with every route stalled."""
+    started = time.monotonic()
+    response = post(app_server[0], "/sdapi/v1/png-info", json={"image": b64(png_with_text("a" * 1_000_000))})
+    assert time.monotonic() - started < 5
+    assert response.status_code == 413
+    assert response.json()["detail"] == (f"image's parameters text is 1,000,000 characters long; at most "
+                                         f"{MAX_INFOTEXT_CHARS:,} are accepted")
+
+
+@pytest.mark.parametrize("text", [
+    "a" * MAX_INFOTEXT_CHARS,  # the largest accepted: one run of a key character, A1111's pattern's worst case
+    "x\n" + "Steps: " * 9_000,
+    'x\nSteps: "' + "\\\"" * 30_000,
+    "x\n" + "a: b, " * 10_000,
+])
+def test_the_largest_accepted_png_text_parses_in_bounded_time(app_server, text):
+    started = time.monotonic()
+    response = post(app_server[0], "/sdapi/v1/png-info", json={"image": b64(png_with_text(text))})
+    assert response.status_code == 200 and time.monotonic() - started < 3
+    assert response.json()["info"] == text.strip()
+
+
+# -- bodies, prompts, numbers -----------------------------------------------------------------------------------
+
+
+def test_an_oversize_body_gets_413_before_it_is_read(app_server):
+    started = time.monotonic()
+    response = post(app_server[0], "/sdapi/v1/txt2img", data=b" " * (MAX_BODY_BYTES + 1),
+                    headers={"Content-Type": "application/json"})
+    assert response.status_code == 413 and "over 64 MB" in response.json()["detail"]
+    chunked = post(app_server[0], "/sdapi/v1/txt2img", data=iter([b" " * 2**20] * 65),
+                   headers={"Content-Type": "application/json"})  # no Content-Length: chunked
+    assert chunked.status_code == 413
+    assert time.monotonic() - started < 30
+    assert_next_request_works(app_server[0])
+
+
+@pytest.mark.parametrize("body, detail", [
+    (b"[" * 200_000, "the request body is nested too deeply to read"),
+    (b'{"prompt": "x", "cfg_scale": NaN}', "cfg_scale must be a finite number, got NaN"),
+    (b'{"prompt": "x", "alwayson_scripts": {"controlnet": {"args": [{"weight": -Infinity}]}}}',
+     "alwayson_scripts.controlnet.args[0].weight must be a finite number, got -Infinity"),
+    (b'{"prompt": "x", "steps": Infinity}', "steps must be a finite number, got Infinity"),
+    (b'["a list"]', "the request body must be a JSON object, got list"),
+    (b'{"prompt": ', "the request body is not valid JSON"),
+])
+def test_malformed_json_bodies_get_422_naming_the_field(app_server, body, detail):
+    response = post(app_server[0], "/sdapi/v1/txt2img", data=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422 and response.json()["detail"].startswith(detail), response.text
+    assert_next_request_works(app_server[0])
+
+
+@pytest.mark.parametrize("change, detail", [
+    ({"steps": "many"}, "steps must be a whole number, got 'many'"),
+    ({"cfg_scale": "high"}, "cfg_scale must be from 1.0 to 30.0, got 'high'"),
+    ({"denoising_strength": "0.5", "init_images": [SMALL]}, "denoising_strength must be in (0, 1], got '0.5'"),
+    ({"scheduler": "bogus"}, "scheduler must be one of automatic, karras, got 'bogus'"),
+    ({"sampler_name": "Euler b"}, "sampler_name 'Euler b' is unknown"),
+    ({"width": 1e400}, "width must be a finite number"),
+])
+def test_bad_numbers_and_unknown_values_get_422_in_a1111s_words(app_server, change, detail):
+    route = "/sdapi/v1/img2img" if "init_images" in change else "/sdapi/v1/txt2img"
+    response = post(app_server[0], route, json={**GOOD, **change}) if "width" not in change else post(
+        app_server[0], route, data=b'{"prompt": "x", "width": 1e400}', headers={"Content-Type": "application/json"})
+    assert response.status_code == 422 and response.json()["detail"].startswith(detail), response.text
+
+
+def test_a_huge_prompt_is_refused_before_the_queue(app_server, client):
+    prompt = "a red circle, " * 800_000  # 11 MB: it held the only generation slot for a minute
+    started = time.monotonic()
+    response = post(app_server[0], "/sdapi/v1/txt2img", json={**GOOD, "prompt": prompt})
+    assert response.status_code == 413 and response.json()["detail"] == (
+        f"prompt is {len(prompt):,} characters long; at most {MAX_PROMPT_CHARS:,} are accepted")
+    negative = post(app_server[0], "/sdapi/v1/txt2img", json={**GOOD, "negative_prompt": "x" * (MAX_PROMPT_CHARS + 1)})
+    assert negative.status_code == 413 and negative.json()["detail"].startswith("negative_prompt is 32,769 characters")
+    with pytest.raises(AppError, match="prompt is 40,000 characters long; at most 32,768 are accepted"):
+        client.predict(prompt="x" * 40_000, steps=2, api_name="/txt2img")
+    assert time.monotonic() - started < 30
+    assert_next_request_works(app_server[0])
+
+
+# -- names that look like paths ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["/etc", "/etc/passwd", "/no/such/model", "../../etc/passwd", "./models/Lora",
+                                  "models/demo/sd-shapes-inpainting", "C:\\Windows"])
+def test_path_like_model_names_are_refused_alike_and_nothing_loads(app_server, name):
+    """Only checkpoints in --ckpt-dir, demo and Hub ids: whether a path exists on the server makes no difference."""
+    service = app_server[1]
+    before = service.manager
+    response = post(app_server[0], "/sdapi/v1/options", json={"sd_model_checkpoint": name})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith(f"sd_model_checkpoint: no model named {name!r}; name a checkpoint in ")
+    assert service.manager is before
+
+
+def test_hub_shaped_names_go_to_the_hub_only_whether_or_not_they_exist_here(app_server):
+    service = app_server[1]
+    before = service.manager
+    answers = [post(app_server[0], "/sdapi/v1/options", json={"sd_model_checkpoint": name}).json()["detail"]
+               for name in ("models/demo", "models/nowhere")]  # the first is a folder on the server, the second not
+    assert answers == [f"sd_model_checkpoint: could not load {name!r} (OSError)"
+                       for name in ("models/demo", "models/nowhere")]
+    assert service.manager is before
+
+
+@pytest.mark.parametrize("prompt, detail", [
+    ("x <lora:../../etc/passwd:1>", "LoRA '../../etc/passwd' is not in the LoRA folder Lora"),
+    ("x <lora:/etc/passwd:1>", "LoRA '/etc/passwd' is not in the LoRA folder Lora"),
+])
+def test_path_like_lora_names_are_refused(app_server, prompt, detail):
+    response = post(app_server[0], "/sdapi/v1/txt2img", json={**GOOD, "prompt": prompt})
+    assert response.status_code == 422 and response.json()["detail"].startswith(detail), response.text
+
+
+@pytest.mark.parametrize("model", ["../edges", "/etc/passwd", "..", "a/../../b"])
+def test_path_like_controlnet_names_are_refused(app_server, model):
+    unit = {"module": "none", "model": model, "image": SMALL}
+    response = post(app_server[0], "/sdapi/v1/txt2img",
+                    json={**GOOD, "alwayson_scripts": {"controlnet": {"args": [unit]}}})
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith(f"alwayson_scripts.controlnet.args[0]: ControlNet name {model!r} is not "
+                                                "a path inside the ControlNet folder")
+
+
+def test_images_still_match_their_solo_pixels_after_the_abuse(app_server):
+    first = post(app_server[0], "/sdapi/v1/txt2img", json=GOOD, timeout=120).json()["images"][0]
+    again = post(app_server[0], "/sdapi/v1/txt2img", json=GOOD, timeout=120).json()["images"][0]
+    pixels = [np.asarray(Image.open(io.BytesIO(base64.b64decode(image)))) for image in (first, again)]
+    assert np.array_equal(*pixels)
