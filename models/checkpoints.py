@@ -5,11 +5,9 @@ and every other name gets the same answer, so a client cannot probe the disk."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
+from models.files import HUB_REPO_ID
 
 def checkpoint_names(folder: Path) -> list[str]:
     """The checkpoints in `folder`, as names relative to it (a `.safetensors` file without its suffix)."""
@@ -36,7 +34,7 @@ def resolve_checkpoint(name: str, folder: Path, startup: str) -> tuple[str, bool
     if stem in checkpoint_names(folder):
         path = Path(folder) / stem
         return str(path if path.is_dir() else path.with_suffix(".safetensors")), True
-    if _HUB_ID.match(name) and ".." not in name:
+    if HUB_REPO_ID.match(name) and ".." not in name:
         return name, False  # loaded from the Hub (or its cache) only, never as a path on this disk
     raise ValueError(
         f"sd_model_checkpoint: no model named {name!r}; name a checkpoint in {Path(folder).name}/ "

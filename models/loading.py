@@ -5,7 +5,6 @@ Only safetensors weights are accepted: pickled files (`.ckpt`, `.pt`, `.bin`) ca
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,13 +13,12 @@ from diffusers import DiffusionPipeline, StableDiffusionInpaintPipeline, StableD
 from safetensors import safe_open
 
 from models.demo.shipped import PIPELINE_DIR as DEMO_MODEL_DIR  # the trained shapes model
-from models.files import PICKLE_SUFFIXES, sha256
+from models.files import HUB_REPO_ID, PICKLE_SUFFIXES, sha256
 
 MODELS_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"
 # Component configs of SD 1.5 (no weights), so a single-file checkpoint loads without reaching the Hub.
 SINGLE_FILE_CONFIGS = {4: MODELS_DIR / "configs" / "sd15", 9: MODELS_DIR / "configs" / "sd15-inpainting"}
-_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _UNET_KEY = "model.diffusion_model.input_blocks.0.0.weight"  # the U-Net's conv_in in A1111 checkpoints
 
 
@@ -38,7 +36,7 @@ def identify(spec: str, local: bool = True) -> ModelSource:
     if spec == "demo":
         return ModelSource("demo", str(DEMO_MODEL_DIR), DEMO_MODEL_DIR.name)
     if not local:
-        if not _HUB_ID.match(spec):
+        if not HUB_REPO_ID.match(spec):
             raise ValueError(f"model {spec!r} is not 'demo' or a Hub id (owner/name)")
         return ModelSource("hub", spec, spec.split("/")[-1])
     path = Path(spec).expanduser()
@@ -57,7 +55,7 @@ def identify(spec: str, local: bool = True) -> ModelSource:
         return ModelSource("single_file", str(path.resolve()), path.stem)
     if path.exists():
         raise ValueError(f"model {spec!r} is neither a diffusers folder nor a .safetensors checkpoint")
-    if _HUB_ID.match(spec):
+    if HUB_REPO_ID.match(spec):
         return ModelSource("hub", spec, spec.split("/")[-1])
     raise ValueError(f"model {spec!r} is not 'demo', an existing folder, a .safetensors file or a Hub id (owner/name)")
 
