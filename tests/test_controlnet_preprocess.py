@@ -28,6 +28,24 @@ from extensions.controlnet.preprocessors import PREPROCESSORS, MapCache, Preproc
 from tests.conftest import ROOT
 
 
+
+def in_threads(work, count: int) -> list[Exception]:
+    """Run work(0) ... work(count - 1) in threads at once; the exceptions they raised."""
+    errors: list[Exception] = []
+
+    def guarded(index):
+        try:
+            work(index)
+        except Exception as error:  # noqa: BLE001 - returned to the test
+            errors.append(error)
+
+    threads = [threading.Thread(target=guarded, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
 def circle(size=(256, 256), radius=60, fill=False) -> tuple[Image.Image, tuple[int, int], int]:
     """A white circle (outline 4 px, or a filled disk) on black; returns (image, centre, radius)."""
     image = Image.new("RGB", size, "black")
@@ -147,21 +165,13 @@ def test_the_cache_is_thread_safe():
     maps = MapCache(cap=3)
     images = [circle(size=(128, 128), radius=r)[0] for r in (20, 30, 40, 50)]
     expected = [get("canny").run(image).tobytes() for image in images]
-    errors = []
 
     def work(offset):
-        try:
-            for i in range(24):
-                k = (i + offset) % 4
-                assert maps.detect(images[k], "canny").tobytes() == expected[k]
-        except Exception as error:  # noqa: BLE001 - reported below
-            errors.append(error)
+        for i in range(24):
+            k = (i + offset) % 4
+            assert maps.detect(images[k], "canny").tobytes() == expected[k]
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = in_threads(work, 4)
     assert not errors and len(maps) <= 3 and maps.hits + maps.misses == 96
 
 
@@ -421,19 +431,12 @@ def test_a_model_loads_once_and_threads_share_it(annotators, monkeypatch):
     load = model._load
     monkeypatch.setattr(model, "_load", lambda: loads.append(1) or load())
     images = [photo((64, 64), seed) for seed in range(4)]
-    maps, results, errors = MapCache(), [None] * 4, []
+    maps, results = MapCache(), [None] * 4
 
     def work(index):
-        try:
-            results[index] = maps.detect(images[index], "depth_anything_v2", 64)
-        except Exception as error:  # noqa: BLE001 - reported below
-            errors.append(error)
+        results[index] = maps.detect(images[index], "depth_anything_v2", 64)
 
-    threads = [threading.Thread(target=work, args=(index,)) for index in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = in_threads(work, 4)
     assert not errors and all(result.size == (64, 64) for result in results)
     assert len(loads) == 1 and model() is model()
 
