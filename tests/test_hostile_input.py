@@ -212,6 +212,25 @@ def test_hub_shaped_names_go_to_the_hub_only_whether_or_not_they_exist_here(app_
     assert service.manager is before
 
 
+def test_a_pickle_named_safetensors_in_the_checkpoint_folder_gets_422_not_500(app_server, tmp_path_factory):
+    import pickle
+
+    from tests.conftest import checkpoint_dir
+
+    evil = checkpoint_dir(tmp_path_factory) / "evil.safetensors"
+    evil.write_bytes(pickle.dumps({"weights": list(range(1000))}))
+    service = app_server[1]
+    before = service.manager
+    try:
+        response = post(app_server[0], "/sdapi/v1/options", json={"sd_model_checkpoint": "evil"})
+    finally:
+        evil.unlink()  # the folder is the session app's: leave it as it was
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"].startswith("sd_model_checkpoint: could not load 'evil' (")
+    assert service.manager is before
+    assert_next_request_works(app_server[0])
+
+
 @pytest.mark.parametrize("prompt, detail", [
     ("x <lora:../../etc/passwd:1>", "LoRA '../../etc/passwd' is not in the LoRA folder Lora"),
     ("x <lora:/etc/passwd:1>", "LoRA '/etc/passwd' is not in the LoRA folder Lora"),
