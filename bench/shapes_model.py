@@ -1,6 +1,7 @@
 """The shapes demo model, measured over seeded prompts with the app's defaults (20 steps, CFG 7, Euler a, 64 px):
 txt2img background / colour / shape accuracy, inpainting a shape in a new colour, how well the canny ControlNet's
-output edges match its control edges (vs the same prompts without it), how much the pastel LoRA changes the
+output edges match its control edges (vs the same prompts without it), how often the segmentation ControlNet's
+map decides the shape's kind and place against the caption (vs without it), how much the pastel LoRA changes the
 style (vs without it), both shapes of two-shape prompts, and the time of one generation.
 
     python -m bench.shapes_model [--prompts 150] [--pairs 50] [--gallery]
@@ -19,11 +20,15 @@ import numpy as np
 from PIL import Image
 
 from bench.common import interleaved
+from extensions.controlnet.units import ControlUnit
 from models.demo.evaluate_shapes import (
     colour_correct, edge_agreement, evaluate, evaluate_pairs, pastel_background, seeded_pairs, seeded_prompts,
+    shape_correct,
 )
-from models.demo.shapes import COLOURS, Scene, Shape, caption, edges, grown_box, moved, render
-from models.demo.shipped import CONTROLNET_NAME, LORA_NAME, load_with_extras
+from models.demo.shapes import (
+    COLOURS, Scene, Shape, caption, edges, grown_box, moved, render, reshaped, segmentation as segmentation_map,
+)
+from models.demo.shipped import CONTROLNET_NAME, LORA_NAME, SEGMENTATION_NAME, load_with_extras
 from models.manager import PipelineManager
 from models.request import ControlInput, GenerationRequest
 from service.studio import StudioService
@@ -93,6 +98,35 @@ def controlnet(manager, prompts, plain: list[Image.Image]) -> dict:
     return {name: float(np.mean(values)) for name, values in scores.items()}
 
 
+def against_the_caption(scene: Scene) -> Scene:
+    """The one-shape scene with its shape `moved` to the next position and `reshaped` to the next kind: the layout
+    a segmentation map asks for against a caption that names the scene's own kind and place."""
+    return reshaped(moved(scene))
+
+
+def segmentation_unit(scene: Scene) -> ControlInput:
+    """The shapes-seg unit of a scene's map, as the app makes it from a unit whose image is the map itself
+    (preprocessor "none", pixel perfect, "Crop and Resize") at the demo's 64 px."""
+    unit = ControlUnit(module="none", model=SEGMENTATION_NAME, image=segmentation_map(scene, SIZE))
+    return unit.control_input(None, (SIZE, SIZE), 0)
+
+
+def segmentation(manager, prompts, plain: list[Image.Image]) -> dict:
+    """The share of outputs whose shape has the kind and the place of the segmentation map (`shape_correct`
+    against the map's scene: the largest foreground component in the map's shape region is of the map's kind),
+    with the shapes-seg ControlNet and without it (`plain`: the txt2img outputs of the same prompts). The map is
+    that of `against_the_caption`, so the caption names another kind and another place; with the ControlNet, the
+    share whose shape keeps the caption's colour (which the map does not carry)."""
+    scores = {"with": [], "without": [], "colour_with": []}
+    for seed, ((text, scene), without) in enumerate(zip(prompts, plain)):
+        target = against_the_caption(scene)
+        guided = _image(manager, text, seed, controls=(segmentation_unit(target),))
+        scores["with"].append(shape_correct(guided, target))
+        scores["without"].append(shape_correct(without, target))
+        scores["colour_with"].append(colour_correct(guided, target))
+    return {name: float(np.mean(values)) for name, values in scores.items()}
+
+
 def lora(manager, prompts, without: dict) -> dict:
     """Pastel share with the LoRA at weight 1 vs without it (`without`: the txt2img figures); with it, the share
     whose background is the pastel of the asked colour, and the shape accuracy."""
@@ -152,6 +186,10 @@ def gallery(manager, folder: Path = GALLERY, scale: int = 2) -> None:
     save("controlnet-map", outline)
     save("controlnet-result", _image(manager, "a red circle on a blue background", 1,
                                      controls=(ControlInput(CONTROLNET_NAME, outline),)))
+    segmented = Scene(shapes=(Shape("triangle", "white", "medium", "top right"),), background="black")
+    save("seg-map", segmentation_map(segmented, SIZE))  # the map as a user gives it (preprocessor "none")
+    save("seg-result", _image(manager, "a yellow circle on a blue background", 1,
+                              controls=(segmentation_unit(segmented),)))
     for weight in (0.0, 1.0):
         save(f"lora-{weight:g}", _image(manager, "a large red circle on a blue background", 1,
                                         loras=((LORA_NAME, weight),)))
@@ -169,7 +207,8 @@ def main(argv: list[str] | None = None) -> dict:
     plain = txt2img(manager, prompts)
     accuracy = evaluate(plain, [scene for _, scene in prompts])
     figures = {"txt2img": accuracy, "inpaint": inpaint(manager, prompts),
-               "controlnet": controlnet(manager, prompts, plain), "lora": lora(manager, prompts, accuracy),
+               "controlnet": controlnet(manager, prompts, plain),
+               "segmentation": segmentation(manager, prompts, plain), "lora": lora(manager, prompts, accuracy),
                "two_shapes": two_shapes(manager, seeded_pairs(args.pairs)), "speed": speed(manager)}
     print(f"shapes model ({args.prompts} seeded prompts): {json.dumps(figures)}")
     return figures

@@ -1,5 +1,6 @@
 """The shipped shapes demo model means what it draws: it loads through the normal loading code, follows the prompt's
-colours, repaints a masked shape, follows a canny ControlNet's outline, and its LoRA changes the style. Generous
+colours, repaints a masked shape, follows a canny ControlNet's outline and a segmentation ControlNet's map, and its
+LoRA changes the style. Generous
 thresholds on a few fixed seeds, and the goal figures over 50 prompts; bench/shapes_model.py measures them over 150."""
 
 from __future__ import annotations
@@ -9,13 +10,15 @@ import pytest
 from PIL import Image, ImageDraw
 
 from models.demo import shipped
+from extensions.controlnet.units import ControlUnit
 from models.demo.evaluate_shapes import (
-    COLOURS, background_colour, edge_agreement, evaluate, pastel_share, seeded_prompts,
+    COLOURS, background_colour, colour_correct, edge_agreement, evaluate, pastel_share, seeded_prompts, shape_correct,
 )
-from models.demo.shapes import Scene, Shape, edges, render
+from models.demo.shapes import Scene, Shape, edges, moved, render, reshaped, segmentation
 from models.request import ControlInput, GenerationRequest
 
 SEEDS = (1, 2, 3)
+SEGMENTATION_PROMPTS, SEGMENTATION_BOUND = 8, 0.35  # bench/shapes_model.py: 0.54 with shapes-seg, 0.05 without
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +39,10 @@ def share_near(pixels: np.ndarray, colour: str, distance: float = 90.0) -> float
 def test_the_shipped_weights_are_the_demo_model_and_small(shapes):
     assert shapes.source.kind == "demo" and shapes.source.name == "sd-shapes-inpainting"
     assert shapes.is_inpainting_model and shapes.default_size == 64
-    files = [*shipped.PIPELINE_DIR.rglob("*.safetensors"), *(shipped.CONTROLNET_DIR / shipped.CONTROLNET_NAME).rglob(
-        "*.safetensors"), shipped.LORA_DIR / f"{shipped.LORA_NAME}.safetensors"]
-    assert len(files) == 5 and sum(f.stat().st_size for f in files) < 20 * 2**20
+    controlnets = [shipped.CONTROLNET_DIR / name for name in (shipped.CONTROLNET_NAME, shipped.SEGMENTATION_NAME)]
+    files = [*shipped.PIPELINE_DIR.rglob("*.safetensors"), *(f for c in controlnets for f in c.rglob("*.safetensors")),
+             shipped.LORA_DIR / f"{shipped.LORA_NAME}.safetensors"]
+    assert len(files) == 6 and sum(f.stat().st_size for f in files) < 20 * 2**20
 
 
 def test_the_goal_figures_hold_over_50_seeded_prompts(shapes):
@@ -91,6 +95,24 @@ def test_the_canny_controlnet_follows_a_circle_outline(shapes):
         agreement["free"].append(edge_agreement(free, outline))
     guided, free = np.mean(agreement["guided"]), np.mean(agreement["free"])
     assert guided > 0.5 and guided > free + 0.2, agreement
+
+
+def test_the_segmentation_controlnet_draws_the_maps_kind_where_the_map_puts_it(shapes):
+    """The map (ADE20K colours, given as the control image with preprocessor "none") shows the prompt's shape moved
+    to the next place and turned into the next kind: with shapes-seg the drawn shape has the map's kind and place
+    and the caption's colour; without it, the caption's kind and place (bench/shapes_model.py, 150 prompts: 0.54
+    vs 0.05)."""
+    followed = {"guided": [], "free": []}
+    for seed, (text, scene) in enumerate(seeded_prompts(SEGMENTATION_PROMPTS)):
+        target = reshaped(moved(scene))
+        unit = ControlUnit(module="none", model=shipped.SEGMENTATION_NAME, image=segmentation(target))
+        control = unit.control_input(None, (64, 64), 0)
+        assert np.array_equal(np.asarray(control.image), np.asarray(segmentation(target)))  # the map, as given
+        guided = generate(shapes, text, seed, controls=(control,))
+        followed["guided"].append(shape_correct(guided, target) and colour_correct(guided, target))
+        followed["free"].append(shape_correct(generate(shapes, text, seed), target))
+    guided, free = np.mean(followed["guided"]), np.mean(followed["free"])
+    assert guided >= SEGMENTATION_BOUND and guided >= free + 0.25, followed
 
 
 def test_the_pastel_lora_turns_the_colours_pastel(shapes):

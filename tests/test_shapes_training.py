@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pytest
+
 from models.demo import assemble_shapes, train_controlnet, train_lora, train_unet, train_vae
 from models.manager import PipelineManager
 from models.request import GenerationRequest
@@ -29,6 +32,8 @@ def test_train_resume_assemble_and_generate(tmp_path):
     controlnet = tmp_path / "controlnet" / "model"
     assert json.loads((tmp_path / "controlnet" / "state.json").read_text())["step"] == 2
     assert (controlnet / "diffusion_pytorch_model.safetensors").exists()
+    train_controlnet.train(steps=1, batch_size=2, seed=3, work=tmp_path, condition="segmentation")
+    assert json.loads((tmp_path / "controlnet-seg" / "state.json").read_text())["step"] == 1
     lora_file = train_lora.train(steps=1, batch_size=2, seed=3, work=tmp_path)
     train_lora.train(steps=2, batch_size=2, seed=3, work=tmp_path)
     assert json.loads((tmp_path / "lora" / "state.json").read_text())["step"] == 2
@@ -40,13 +45,16 @@ def test_train_resume_assemble_and_generate(tmp_path):
 
     assert lora_file.name == "pastel.safetensors"
     assemble_shapes.export_extensions(tmp_path, controlnet_out=tmp_path / "ControlNet" / "canny",
-                                      lora_out=tmp_path / "Lora" / "pastel.safetensors")
+                                      lora_out=tmp_path / "Lora" / "pastel.safetensors",
+                                      segmentation_out=tmp_path / "ControlNet" / "seg")
     adapters = lora.install(manager, tmp_path / "Lora")
     controlnets = controlnet_extension.install(manager, tmp_path / "ControlNet")
+    assert controlnets.library.list_names() == ["canny", "seg"]
     styled = GenerationRequest("txt2img", "a red circle on a blue background", steps=2, width=64, height=64, seed=1,
-                               loras=(("pastel", 1.0),), controls=(ControlInput("canny", Image.new("RGB", (64, 64))),))
+                               loras=(("pastel", 1.0),), controls=(ControlInput("canny", Image.new("RGB", (64, 64))),
+                                                                   ControlInput("seg", Image.new("RGB", (64, 64)))))
     assert manager.generate(styled).images[0].size == (64, 64) and adapters.loaded_names == ["pastel"]
-    assert controlnets.cache.loaded()
+    assert len(controlnets.cache.loaded()) == 2
 
 
 def test_vae_decoder_phase_leaves_the_encoder_and_resumes_as_a_straight_run(tmp_path):
@@ -202,3 +210,86 @@ def test_controlnet_captions_against_the_edges_move_only_one_shape_scenes(monkey
         assert said.position != drawn.position, text
         assert (said.kind, said.colour, said.size) == (drawn.kind, drawn.colour, drawn.size), text
     assert any(len(scene.shapes) == 2 for scene in scenes) and any(len(scene.shapes) == 1 for scene in scenes)
+
+
+def test_segmentation_maps_paint_each_shape_in_its_kinds_ade20k_colour_where_the_image_draws_it():
+    import numpy as np
+
+    from extensions.controlnet.ade20k import CLASSES, PALETTE
+    from models.demo import shapes
+
+    assert {part: CLASSES[index] for part, index in shapes.segment_ids().items()} == shapes.SEGMENT_CLASSES
+    assert shapes.segment_ids() == {"background": 0, "circle": 119, "square": 41, "triangle": 114}
+    colours = shapes.segment_colours()
+    assert colours == {"background": (120, 120, 120), "circle": (255, 0, 163), "square": (0, 255, 20),
+                       "triangle": (112, 224, 255)} == {part: tuple(PALETTE[index]) for part, index in
+                                                        shapes.segment_ids().items()}
+    for seed in range(60):
+        scene = shapes.random_scene(np.random.default_rng(seed), two_shapes_probability=0.5)
+        for size in (64, 96):
+            segmented = shapes.segmentation(scene, size)
+            assert segmented.mode == "RGB" and segmented.size == (size, size)
+            seg = np.asarray(segmented)
+            image = np.asarray(shapes.render(scene, size), dtype=float)
+            # every pixel is exactly one palette colour: the background's or a drawn kind's, no blend at the edges
+            used = {tuple(colour) for colour in seg.reshape(-1, 3)}
+            assert used == {colours["background"]} | {colours[shape.kind] for shape in scene.shapes}, seed
+            outside = np.ones((size, size), dtype=bool)
+            background = np.array(shapes.COLOURS[scene.background], dtype=float)
+            for shape in scene.shapes:
+                x0, y0, x1, y1 = shapes.grown_box(shape, size, pad=2)
+                outside[y0:y1, x0:x1] = False
+                # how far each pixel of the render is from the background toward the shape's colour (0 to 1)
+                toward = np.array(shapes.COLOURS[shape.colour], dtype=float) - background
+                share = ((image[y0:y1, x0:x1] - background) @ toward) / (toward @ toward)
+                painted = (seg[y0:y1, x0:x1] == colours[shape.kind]).all(axis=-1)
+                assert painted[share > 0.6].all() and not painted[share < 0.4].any(), (seed, size, shape)
+            assert (seg[outside] == colours["background"]).all(), seed
+    image = shapes.segmentation(scene)
+    image.paste((1, 2, 3), (0, 0, 64, 64))  # cached: a caller's change must not reach the next
+    assert not np.array_equal(np.asarray(image), np.asarray(shapes.segmentation(scene)))
+
+
+def test_segmentation_captions_name_another_place_or_kind_than_the_map(monkeypatch):
+    from models.demo import shapes
+
+    monkeypatch.setattr(train_controlnet, "CAPTION_AGAINST_MAP", 1.0)
+    items = [shapes.sample(seed) for seed in range(60)]
+    captions, scenes = [item[1] for item in items], [item[2] for item in items]
+    against = train_controlnet.captions_against_map(captions, scenes, np.random.default_rng(0))
+    changes = set()
+    for text, original, scene in zip(against, captions, scenes):
+        if len(scene.shapes) == 2:
+            assert text == original
+            continue
+        said, drawn = shapes.parse_caption(text), scene.shapes[0]
+        assert said.background == scene.background, text
+        said = said.shapes[0]
+        assert (said.colour, said.size) == (drawn.colour, drawn.size), text  # the colour still comes from it
+        changes.add((said.position != drawn.position, said.kind != drawn.kind))
+    assert changes == {(True, False), (False, True), (True, True)}  # place, kind or both; never neither
+
+
+def test_the_frozen_parts_come_from_the_shipped_pipeline_when_the_work_folder_has_none(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from models.demo import shipped
+
+    latent_cache, unet, text_encoder, _, scale = train_unet.frozen_parts(tmp_path)
+    assert scale == latent_cache.vae.config.scaling_factor and 0.5 < scale < 1.0
+    shipped_unet = load_file(shipped.PIPELINE_DIR / "unet" / "diffusion_pytorch_model.safetensors")
+    assert shipped_unet["conv_in.weight"].dtype == torch.float16
+    for model in (latent_cache.vae, unet, text_encoder):
+        assert all(p.dtype == torch.float32 and not p.requires_grad for p in model.parameters())
+    assert torch.equal(unet.state_dict()["conv_in.weight"], shipped_unet["conv_in.weight"].float())
+    # a segmentation run starts from the canny ControlNet (here the shipped one, as float32) ...
+    started = train_controlnet.train(steps=0, batch_size=2, seed=3, work=tmp_path, condition="segmentation")
+    canny = load_file(shipped.CONTROLNET_DIR / shipped.CONTROLNET_NAME / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(value, canny[name].float()) for name, value in started.state_dict().items())
+    # ... and trains on the shipped parts, in its own run folder
+    train_controlnet.train(steps=1, batch_size=2, seed=3, work=tmp_path, condition="segmentation")
+    assert json.loads((tmp_path / "controlnet-seg" / "state.json").read_text())["step"] == 1
+    assert not (tmp_path / "controlnet").exists()
+    with pytest.raises(ValueError, match="condition must be one of .*'depth'"):
+        train_controlnet.train(steps=1, batch_size=2, seed=3, work=tmp_path, condition="depth")

@@ -1,6 +1,6 @@
 """Put the trained shapes parts where the app finds them (safetensors, fp16 to keep the repository small): the
-diffusers StableDiffusionInpaintPipeline folder that `--model demo` loads, the canny ControlNet folder and the
-pastel LoRA file. `python -m bench.shapes_model` then measures them.
+diffusers StableDiffusionInpaintPipeline folder that `--model demo` loads, the canny and segmentation ControlNet
+folders and the pastel LoRA file. `python -m bench.shapes_model` then measures them.
 
     python -m models.demo.assemble_shapes
 """
@@ -16,6 +16,7 @@ from diffusers import AutoencoderKL, ControlNetModel, PNDMScheduler, StableDiffu
 from transformers import CLIPTextModel
 
 from models.demo import shipped
+from models.demo.train_controlnet import CONDITIONS
 from models.demo.train_lora import WEIGHTS as LORA_WEIGHTS
 from models.demo.train_unet import BETAS, load_tokenizer
 from models.demo.training import WORK_DIR
@@ -38,12 +39,21 @@ def assemble(out: Path = shipped.PIPELINE_DIR, work: Path = WORK_DIR) -> Path:
     return out
 
 
-def export_extensions(work: Path = WORK_DIR, controlnet_out: Path | None = None, lora_out: Path | None = None) -> None:
-    """The trained ControlNet (fp16 folder) and LoRA (.safetensors file) into the app's default folders."""
+def export_controlnet(run_folder: Path, out: Path) -> Path:
+    """A trained ControlNet (its run folder's `model`) as an fp16 safetensors diffusers folder."""
+    ControlNetModel.from_pretrained(run_folder / "model").to(torch.float16).save_pretrained(
+        out, safe_serialization=True)
+    return out
+
+
+def export_extensions(work: Path = WORK_DIR, controlnet_out: Path | None = None, lora_out: Path | None = None,
+                      segmentation_out: Path | None = None) -> None:
+    """The trained ControlNets (fp16 folders) and LoRA (.safetensors file) into the app's default folders."""
     controlnet_out = controlnet_out or shipped.CONTROLNET_DIR / shipped.CONTROLNET_NAME
+    segmentation_out = segmentation_out or shipped.CONTROLNET_DIR / shipped.SEGMENTATION_NAME
     lora_out = lora_out or shipped.LORA_DIR / f"{shipped.LORA_NAME}.safetensors"
-    ControlNetModel.from_pretrained(work / "controlnet" / "model").to(torch.float16).save_pretrained(
-        controlnet_out, safe_serialization=True)
+    export_controlnet(work / CONDITIONS["canny"].folder, controlnet_out)
+    export_controlnet(work / CONDITIONS["segmentation"].folder, segmentation_out)
     lora_out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(work / "lora" / LORA_WEIGHTS, lora_out)
 

@@ -15,9 +15,13 @@ generated image measurable (`evaluate_shapes`): 3 kinds x 6 colours x 3 sizes x 
 - `edges(image)` is a NumPy Canny (3x3 Sobel, non-maximum suppression, hysteresis 100/200 on the L1 gradient of
   the strongest channel), the same recipe as `cv2.Canny(rgb, 100, 200)` that the app's canny preprocessor runs,
   so a ControlNet trained on it sees at inference what it saw in training.
+- `segmentation(scene, size)` is the scene's segmentation map in the ADE20K palette that sd-webui-controlnet's
+  seg models read (`SEGMENT_CLASSES`: the background is "wall", each shape the class standing for its kind),
+  one exact palette colour per pixel, the shape wherever `render` draws at least half a pixel of it.
 - `sample(seed)` and `stream(seed)` produce (image, caption, scene) for training, reproducibly.
 
-NumPy and PIL only, so the data can be made without torch; nothing runs at import time.
+NumPy and PIL only (the ADE20K palette is imported from extensions/controlnet/ade20k.py when a map is made), so
+the data can be made without torch; nothing runs at import time.
 """
 
 from __future__ import annotations
@@ -125,6 +129,16 @@ def moved(scene: Scene, steps: int = 1) -> Scene:
     shape = scene.shapes[0]
     position = POSITIONS[(POSITIONS.index(shape.position) + steps) % len(POSITIONS)]
     return dataclasses.replace(scene, shapes=(dataclasses.replace(shape, position=position),))
+
+
+def reshaped(scene: Scene, steps: int = 1) -> Scene:
+    """The one-shape scene with its shape `steps` kinds further along `KINDS`: a kind its caption does not ask for
+    (to set a segmentation map against a caption)."""
+    if len(scene.shapes) != 1:
+        raise ValueError(f"scene must hold one shape to be reshaped, got {len(scene.shapes)}")
+    shape = scene.shapes[0]
+    kind = KINDS[(KINDS.index(shape.kind) + steps) % len(KINDS)]
+    return dataclasses.replace(scene, shapes=(dataclasses.replace(shape, kind=kind),))
 
 
 def boxes_apart(a: Box, b: Box, gap: float = MIN_GAP) -> bool:
@@ -244,6 +258,49 @@ def _drawn(scene: Scene, size: int, style: str) -> Image.Image:
     for shape in scene.shapes:
         image.paste(painted(shape.colour, style), (0, 0, canvas, canvas), _shape_mask(shape, canvas))
     return image.resize((size, size), Image.Resampling.LANCZOS)
+
+
+# --- segmentation ---------------------------------------------------------------------------------------------
+
+# The ADE20K class (as sd-webui-controlnet's seg models and the app's seg preprocessors name them) that stands for
+# the background and for each kind of shape in a segmentation map: wall 0, box 41, tent 114, ball 119.
+SEGMENT_CLASSES: dict[str, str] = {"background": "wall", "circle": "ball", "square": "box", "triangle": "tent"}
+
+
+def segment_ids() -> dict[str, int]:
+    """The ADE20K class id of the background and of each kind (`SEGMENT_CLASSES`)."""
+    from extensions.controlnet.ade20k import CLASSES  # here: the dataset itself imports NumPy and PIL only
+
+    return {part: CLASSES.index(name) for part, name in SEGMENT_CLASSES.items()}
+
+
+def segment_colours() -> dict[str, tuple[int, int, int]]:
+    """The ADE20K palette colour of the background and of each kind: what a segmentation map paints them."""
+    from extensions.controlnet.ade20k import PALETTE
+
+    return {part: tuple(int(c) for c in PALETTE[index]) for part, index in segment_ids().items()}
+
+
+def segmentation(scene: Scene, size: int = 64) -> Image.Image:
+    """The scene's segmentation map as a `size` x `size` RGB image in the ADE20K palette: "wall" everywhere, each
+    shape in the colour of its kind's class (`SEGMENT_CLASSES`; the shapes' colours and the background's are not
+    in it, they come from the caption). No blend at the edges: every pixel is exactly one palette colour, the
+    shape's where at least half of the pixel is covered by the shape's mask as `render` draws it at 4x."""
+    if not isinstance(size, int) or size < 32:
+        raise ValueError(f"size must be an int of at least 32, got {size!r}")
+    return _segmented(scene, size).copy()
+
+
+@functools.lru_cache(maxsize=8192)
+def _segmented(scene: Scene, size: int) -> Image.Image:
+    from extensions.controlnet.ade20k import colorize
+
+    ids = segment_ids()
+    labels = np.full((size, size), ids["background"], dtype=np.int64)
+    for shape in scene.shapes:
+        coverage = _shape_mask(shape, size * SUPERSAMPLE).resize((size, size), Image.Resampling.LANCZOS)
+        labels[np.asarray(coverage) >= 128] = ids[shape.kind]
+    return Image.fromarray(colorize(labels), "RGB")
 
 
 # --- sampling ---------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Where the shapes demo model and its sample extensions ship. The LoRA and the ControlNet sit in the app's
-default LoRA and ControlNet folders, so an offline first run lists them like files a user dropped in."""
+"""Where the shapes demo model and its sample extensions ship. The LoRA and the ControlNets (canny and
+segmentation) sit in the app's default LoRA and ControlNet folders, so an offline first run lists them like files a
+user dropped in."""
 
 from pathlib import Path
 
@@ -7,10 +8,11 @@ MODELS_DIR = Path(__file__).resolve().parents[1]
 PIPELINE_DIR = MODELS_DIR / "demo" / "sd-shapes-inpainting"
 LORA_DIR, LORA_NAME = MODELS_DIR / "Lora", "shapes-pastel"
 CONTROLNET_DIR, CONTROLNET_NAME = MODELS_DIR / "ControlNet", "shapes-canny"
+SEGMENTATION_NAME = "shapes-seg"  # the segmentation ControlNet (ADE20K-palette maps), beside the canny one
 
 
 def load_with_extras(device: str = "cpu"):
-    """The demo model with its shipped LoRA and ControlNet installed, as an offline `python app.py` has them: the
+    """The demo model with its shipped LoRA and ControlNets installed, as an offline `python app.py` has them: the
     PipelineManager the semantic tests and bench/shapes_model.py measure."""
     from extensions import lora
     from extensions.controlnet import pipeline as controlnet

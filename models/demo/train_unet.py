@@ -6,7 +6,9 @@ for classifier-free guidance.
 
     python -m models.demo.train_unet [--steps 7000] [--batch 32] [--seed 0]
 
-Needs models/demo/shapes-work/vae (train_vae). Resumable from models/demo/shapes-work/unet.
+Needs models/demo/shapes-work/vae (train_vae). Resumable from models/demo/shapes-work/unet. The ControlNet and the
+LoRA train on top of the frozen parts this trains (`frozen_parts`), or on the shipped pipeline's when shapes-work
+does not hold them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from models.demo.shapes import grown_box, shape_box
+from models.demo.shipped import PIPELINE_DIR
 from models.demo.training import DEVICE, IMAGE_SIZE, WORK_DIR, Run, batches, command_line, decayed, to_tensor
 
 TOKENIZER = Path(__file__).resolve().parent / "sd-demo-inpainting" / "tokenizer"  # the real CLIP vocabulary
@@ -202,14 +205,31 @@ def frozen_vae(work: Path = WORK_DIR) -> AutoencoderKL:
     return AutoencoderKL.from_pretrained(work / "vae" / "model").requires_grad_(False).eval().to(DEVICE)
 
 
-def frozen_parts(work: Path = WORK_DIR):
+def frozen_parts(work: Path = WORK_DIR, pipeline: Path = PIPELINE_DIR):
     """The trained VAE (in a LatentCache), U-Net and text encoder, frozen, with the tokenizer and the latent scale
-    (for training the ControlNet and the LoRA on top of them)."""
+    (for training the ControlNet and the LoRA on top of them): from `work` when it holds a trained U-Net
+    (unet/state.json), else from the shipped pipeline folder (`shipped_parts`)."""
+    if not (work / "unet" / "state.json").exists():
+        print(f"{work} holds no trained U-Net: the frozen parts come from {pipeline}", flush=True)
+        return shipped_parts(pipeline)
     latent_cache = LatentCache(frozen_vae(work))
     unet = UNet2DConditionModel.from_pretrained(work / "unet" / "unet").requires_grad_(False).to(DEVICE)
     text_encoder = CLIPTextModel.from_pretrained(work / "unet" / "text_encoder").requires_grad_(False).to(DEVICE)
     scale = json.loads((work / "unet" / "state.json").read_text())["latent_scale"]
     return latent_cache, unet, text_encoder, load_tokenizer(), scale
+
+
+def shipped_parts(pipeline: Path = PIPELINE_DIR):
+    """`frozen_parts` from a shipped (fp16) pipeline folder, loaded as float32: the VAE, U-Net and text encoder
+    the app runs, and the latent scale its VAE config carries (`scaling_factor`, which `assemble_shapes` writes
+    from the U-Net run's `latent_scale`). So a checkout without shapes-work can still train a ControlNet or a LoRA
+    on the shipped model."""
+    def frozen(cls, name):
+        return cls.from_pretrained(pipeline / name, torch_dtype=torch.float32).requires_grad_(False).eval().to(DEVICE)
+
+    vae = frozen(AutoencoderKL, "vae")
+    return (LatentCache(vae), frozen(UNet2DConditionModel, "unet"), frozen(CLIPTextModel, "text_encoder"),
+            load_tokenizer(), float(vae.config.scaling_factor))
 
 
 def train(steps: int, batch_size: int, seed: int, lr: float = 5e-4, work: Path = WORK_DIR):
