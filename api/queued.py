@@ -10,7 +10,11 @@ from pathlib import Path
 
 from PIL import Image
 
+from models.limits import MAX_IMAGE_BYTES, TooLarge
 from service.infotext import parse_infotext, read_png_infotext
+
+
+REST_FIELDS = {"image": "init_images[0]"}  # our endpoint keywords -> A1111's field names, where they differ
 
 
 class QueueFull(Exception):
@@ -44,6 +48,9 @@ class QueuedEndpoints:
             for name, image in images.items():
                 path = Path(folder) / f"{name}.png"
                 image.save(path)
+                if path.stat().st_size > MAX_IMAGE_BYTES:  # the queue's uploads take no more (app.build_server)
+                    raise TooLarge(f"{REST_FIELDS.get(name, name)} is {path.stat().st_size / 2**20:.1f} MB as a PNG; "
+                                   f"at most {MAX_IMAGE_BYTES // 2**20} MB pass through the queue")
                 kwargs = {**kwargs, name: handle_file(str(path))}
             try:
                 gallery, _, warnings = self.client().predict(**kwargs, api_name=endpoint)

@@ -94,6 +94,21 @@ def test_decompression_bombs_through_gradio_client_name_the_field(client, tmp_pa
     assert Image.open(gallery[0]["image"]).size == (64, 64)
 
 
+def test_an_accepted_photo_too_large_to_pass_the_queue_gets_413_not_a_server_path(app_server):
+    """A 20 MP noisy JPEG is within the limits (under 32 MB), but as the PNG that carries it into the queue it is
+    not: the answer names the field and the limit, not the temporary file."""
+    noise = np.random.default_rng(0).integers(0, 256, (4_000, 5_000, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="JPEG", quality=95)
+    mask = io.BytesIO()
+    Image.new("L", (5_000, 4_000), 255).save(mask, format="PNG")
+    response = post(app_server[0], "/sdapi/v1/img2img", timeout=120, json={
+        **GOOD, "init_images": [b64(buffer.getvalue())], "mask": b64(mask.getvalue())})
+    assert response.status_code == 413, response.text
+    assert response.json()["detail"].startswith("init_images[0] is ") and "pass through the queue" in response.text
+    assert "/tmp" not in response.text
+
+
 def test_bytes_that_are_not_an_image_get_422(app_server):
     truncated = bomb(64, 64)[:60]
     for data in (truncated, b"GIF89a" + b"\xff" * 100, b"\x89PNG\r\n\x1a\n" + b"\0" * 50):
