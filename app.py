@@ -102,8 +102,7 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
         credentials[option] = tuple(value.split(":", 1)) if value else None
     return AppConfig(
         model=args.model, ckpt_dir=Path(args.ckpt_dir), host=args.host, device=args.device,
-        lora_dir=Path(args.lora_dir),
-        controlnet_dir=Path(args.controlnet_dir), annotator_dir=Path(args.annotator_dir),
+        lora_dir=Path(args.lora_dir), controlnet_dir=Path(args.controlnet_dir), annotator_dir=Path(args.annotator_dir),
         output_dir=Path(args.output_dir), **numbers, **switches, **credentials,
     )
 
@@ -135,10 +134,9 @@ def build_app(config: AppConfig):
     from models.limits import MAX_IMAGE_PIXELS
     from models.manager import PipelineManager, load_or_demo
     from service.studio import StudioService
-
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # Pillow's own bomb check, also for what Gradio decodes
     from ui.layout import build_ui
 
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # Pillow's own bomb check, also for what Gradio decodes
     manager, notice = load_or_demo(config.model, config.device)
     manager, loras, controlnets = load_model(config, manager)
     service = StudioService(manager, config.output_dir, notice=notice, loras=loras, controlnets=controlnets)

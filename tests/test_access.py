@@ -109,3 +109,24 @@ def test_the_readme_documents_the_access_model():
     assert section, "README has an 'Access and limits' section"
     for fact in ("--auth", "--api-auth", "/docs", "--ckpt-dir", "413"):
         assert fact in section.group(1), fact
+
+
+def test_results_from_an_output_folder_elsewhere_are_handed_to_gradio_as_temp_copies(tmp_path):
+    """Gradio takes results from the working directory or the temp folder only; the output folder is not an
+    allowed path (it would serve every saved image by its name), so results from elsewhere are copied."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from ui.handlers import servable
+
+    assert servable(tmp_path / "00001-7.png") == tmp_path / "00001-7.png"  # in the temp folder: as it is
+    elsewhere = Path(tempfile.mkdtemp(dir="/var/tmp"))
+    try:
+        saved = elsewhere / "00001-7.png"
+        saved.write_bytes(b"\x89PNG result")
+        copy = servable(saved)
+        assert copy.is_relative_to(tempfile.gettempdir()) and copy.name == saved.name
+        assert copy.read_bytes() == saved.read_bytes() and servable(saved) == copy
+    finally:
+        shutil.rmtree(elsewhere)

@@ -9,7 +9,6 @@ import hashlib
 import io
 import logging
 import os
-import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -180,22 +179,24 @@ def servable(path: Path) -> Path:
     resolved = Path(path).resolve()
     if any(resolved.is_relative_to(Path(folder).resolve()) for folder in (os.getcwd(), tempfile.gettempdir())):
         return path
-    copy = Path(tempfile.mkdtemp(prefix="sd-studio-")) / resolved.name
-    shutil.copyfile(resolved, copy)
-    return copy
+    return _content_file(resolved.read_bytes(), resolved.name)
 
 
 def map_file(image: Image.Image) -> str:
-    """A control map as a PNG file named by its content, written whole before it is renamed into place. Returned as
-    a PIL image, Gradio would rewrite one cache file in place for every equal map, and a client downloading it
-    meanwhile could get it empty."""
+    """A control map as a PNG file named by its content. Returned as a PIL image, Gradio would rewrite one cache
+    file in place for every equal map, and a client downloading it meanwhile could get it empty."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    folder = Path(tempfile.gettempdir()) / "sd-studio-maps"
-    folder.mkdir(exist_ok=True)
-    path = folder / f"{hashlib.sha256(buffer.getvalue()).hexdigest()[:32]}.png"
+    return str(_content_file(buffer.getvalue(), "map.png"))
+
+
+def _content_file(data: bytes, name: str) -> Path:
+    """`data` as temp/sd-studio/<its hash>/<name>, written whole before it is renamed into place (one file for
+    equal contents, however often they come)."""
+    path = Path(tempfile.gettempdir()) / "sd-studio" / hashlib.sha256(data).hexdigest()[:32] / name
     if not path.exists():
-        part = path.with_suffix(f".{threading.get_ident()}.part")
-        part.write_bytes(buffer.getvalue())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(f"{name}.{threading.get_ident()}.part")
+        part.write_bytes(data)
         os.replace(part, path)
-    return str(path)
+    return path
