@@ -132,6 +132,7 @@ def build_app(config: AppConfig):
 
     from models.checkpoints import checkpoint_names, resolve_checkpoint
     from models.limits import MAX_IMAGE_PIXELS
+    from models.loading import identify
     from models.manager import PipelineManager, load_or_demo
     from service.studio import StudioService
     from ui.layout import build_ui
@@ -143,6 +144,8 @@ def build_app(config: AppConfig):
 
     def switch(name: str):
         spec, local = resolve_checkpoint(name, config.ckpt_dir, config.model)
+        if identify(spec, local).location == service.manager.source.location:  # in use already (clients send
+            return service.manager, service.loras, service.controlnets  # override_settings with every request)
         try:
             return load_model(config, PipelineManager.load(spec, config.device, local=local))
         except ValueError:

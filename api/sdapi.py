@@ -146,6 +146,8 @@ def build_router(service: StudioService, queued: QueuedEndpoints, credentials: t
         # Pixel perfect unless the client turns it off: each map at its image's own resolution, whatever
         # controlnet_processor_res says (A1111 clients send 512 by default, which blanks small images' edges).
         pixel_perfect = payload.get("controlnet_pixel_perfect", True)
+        if not isinstance(pixel_perfect, bool):
+            raise http_error(ValueError(f"controlnet_pixel_perfect must be true or false, got {pixel_perfect!r}"))
         try:
             images = payload.get("controlnet_input_images") or payload.get("controlnet_images") or []
             maps = [service.control_map(decode_image(image, f"controlnet_input_images[{index}]"),
@@ -156,10 +158,9 @@ def build_router(service: StudioService, queued: QueuedEndpoints, credentials: t
                                         pixel_perfect=pixel_perfect)
                     for index, image in enumerate(images)]
         except ValueError as error:
-            raise http_error(ValueError(f"controlnet_{error}") if str(error).startswith("pixel_perfect")
-                             else error) from None
+            raise http_error(error) from None
         info = "Success"
-        if pixel_perfect is True and "controlnet_processor_res" in payload:
+        if pixel_perfect and "controlnet_processor_res" in payload:
             info += ("; pixel perfect: each map was detected at its image's own resolution, not at "
                      "controlnet_processor_res (send controlnet_pixel_perfect: false to use it)")
         return {"images": [_png_base64(image) for image in maps], "info": info}

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from models.files import HUB_REPO_ID
 
+
 def checkpoint_names(folder: Path) -> list[str]:
     """The checkpoints in `folder`, as names relative to it (a `.safetensors` file without its suffix)."""
     folder = Path(folder)

@@ -19,6 +19,13 @@ PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")  # can run code when 
 HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name of a Hugging Face repository
 
 
+def is_inside_name(name) -> bool:
+    """Whether `name` can only name something inside a folder: "/"-separated parts, none empty (no leading "/")
+    and none "..", and no backslash."""
+    parts = name.split("/") if isinstance(name, str) else [""]
+    return "" not in parts and ".." not in parts and "\\" not in name
+
+
 def shown_path(path) -> str:
     """A path as a message or a page may show it: relative to the working directory when inside it, else its last
     part only. No absolute server path reaches a client."""

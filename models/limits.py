@@ -57,7 +57,7 @@ def open_image(source, field: str) -> Image.Image:
                 image.load()
                 return image
         except FileNotFoundError:
-            raise ValueError(f"{field}: file {str(source)!r} does not exist") from None
+            raise ValueError(f"{field}: file {Path(source).name!r} does not exist") from None  # no server path
         except Image.DecompressionBombError as error:  # Pillow's own check in open(), at twice its limit
             claimed = re.search(r"\((\d+) pixels\)", str(error))
             size = f"{int(claimed.group(1)):,} pixels" if claimed else f"over {MAX_IMAGE_PIXELS:,} pixels"

@@ -21,6 +21,7 @@ from PIL import Image
 from extensions.controlnet.pipeline import ControlNets
 from extensions.controlnet.units import ControlUnit
 from extensions.inpaint import InpaintOptions, InpaintPlan, extend_canvas, prepare_mask
+from extensions.inpaint.options import whole_number
 from extensions.lora import LoraAdapters, parse_tags
 from models.limits import check_image, check_text, open_image
 from models.manager import PipelineManager, StepCallback
@@ -194,12 +195,8 @@ class StudioService:
         if picture is None:
             raise ValueError("image is required to detect a map")
         unit = ControlUnit.for_map(module, processor_res, threshold_a, threshold_b, pixel_perfect, resize_mode)
-        if size is None:
-            size = picture.size
-        for name, value in zip(("width", "height"), size):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
-                raise ValueError(f"{name} must be a whole number of pixels, got {value!r}")
-        return unit.control_map(picture, (int(size[0]), int(size[1])))
+        width, height = size if size is not None else picture.size
+        return unit.control_map(picture, (whole_number("width", width, 1), whole_number("height", height, 1)))
 
     def _latent_fill(self, options: InpaintOptions, warnings: list[str]) -> str | None:
         if options.masked_content not in ("latent noise", "latent nothing"):

@@ -119,11 +119,17 @@ def test_switching_the_base_model_through_options(api, app_server, txt2img_folde
     try:
         api.set_options({"sd_model_checkpoint": "tiny/sd-txt2img"})
         assert api.get_options()["sd_model_checkpoint"].startswith("sd-txt2img [")
+        switched = service.manager
+        api.set_options({"sd_model_checkpoint": "tiny/sd-txt2img"})  # the same name again: nothing reloads
+        assert service.manager is switched
         assert not service.manager.is_inpainting_model
         assert api.txt2img(prompt="x", seed=1, steps=2, width=64, height=64).image.size == (64, 64)
     finally:
         api.set_options({"sd_model_checkpoint": "demo"})
     assert api.get_options()["sd_model_checkpoint"] == demo_title
+    demo = service.manager
+    api.set_options({"sd_model_checkpoint": "demo"})
+    assert service.manager is demo, "the model in use is not loaded again"
     bad = requests.post(f"{app_server[0]}/sdapi/v1/options", json={"sd_model_checkpoint": str(txt2img_folder)},
                         timeout=30)  # a model folder on the server, but outside the checkpoint folder
     assert bad.status_code == 422 and bad.json()["detail"].startswith(

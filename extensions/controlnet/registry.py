@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from models.files import PICKLE_SUFFIXES, hub_unreachable, own_memory, sha256, shown_path
+from models.files import PICKLE_SUFFIXES, hub_unreachable, is_inside_name, own_memory, sha256, shown_path
 
 if TYPE_CHECKING:
     from diffusers import ControlNetModel
@@ -116,7 +116,7 @@ class ControlNetLibrary:
             raise ValueError(_pickle_reason(name, f"a pickle file ({suffix})"))
         key = name[: -len(".safetensors")] if suffix == ".safetensors" else name
         parts = key.split("/")
-        if key.startswith("/") or "\\" in key or ".." in parts or "" in parts:
+        if not is_inside_name(key):
             raise ValueError(f"ControlNet name {name!r} is not a path inside the ControlNet folder "
                              f"{shown_path(self.folder)}")
         for attempt in range(2):

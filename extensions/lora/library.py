@@ -11,7 +11,7 @@ import re
 import threading
 from pathlib import Path
 
-from models.files import PICKLE_SUFFIXES, shown_path
+from models.files import PICKLE_SUFFIXES, is_inside_name, shown_path
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(/[\w-][\w./-]*\.safetensors)?$")
 
@@ -57,8 +57,7 @@ class LoraLibrary:
                 return path
             if attempt == 0:
                 self.refresh()  # a file dropped in since the last scan
-        parts = name.split("/") if isinstance(name, str) else [""]
-        if ".." in parts or "" in parts or "\\" in name:  # "" also catches a leading "/"
+        if not is_inside_name(name):
             raise ValueError(f"LoRA {name!r} is not in the LoRA folder {shown_path(self.folder)}: a LoRA is named by "
                              "its path inside it")
         pickled = [self.folder / f"{name}{suffix}" for suffix in PICKLE_SUFFIXES]
