@@ -107,22 +107,6 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
     )
 
 
-def load_model(config: AppConfig, manager):
-    """Install the extensions on a loaded model: (manager, loras, controlnets)."""
-    from extensions import lora
-    from extensions.controlnet import pipeline as controlnet
-
-    config.lora_dir.mkdir(parents=True, exist_ok=True)  # so users see where to drop their LoRA files
-    loras = lora.install(manager, config.lora_dir, cap=config.lora_cap, fuse=config.lora_fuse,
-                         compiled_rank=config.lora_rank if config.compile else None)
-    if config.compile:  # after the extensions that add layers to the U-Net
-        manager.compile_unet()
-    config.controlnet_dir.mkdir(parents=True, exist_ok=True)
-    controlnets = controlnet.install(manager, config.controlnet_dir, cap=config.controlnet_cap,
-                                     max_units=config.controlnet_units, annotator_dir=config.annotator_dir)
-    return manager, loras, controlnets
-
-
 def build_app(config: AppConfig):
     """Load the model (or the demo model when offline) and build the UI; returns (blocks, service)."""
     # diffusers imports xformers whenever it is installed, and xformers then warns when its kernels were built for
@@ -130,6 +114,7 @@ def build_app(config: AppConfig):
     logging.getLogger("xformers").setLevel(logging.ERROR)
     from PIL import Image
 
+    from extensions import create
     from models.checkpoints import checkpoint_names, resolve_checkpoint
     from models.limits import MAX_IMAGE_PIXELS
     from models.loading import identify
@@ -139,15 +124,15 @@ def build_app(config: AppConfig):
 
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # Pillow's own bomb check, also for what Gradio decodes
     manager, notice = load_or_demo(config.model, config.device)
-    manager, loras, controlnets = load_model(config, manager)
-    service = StudioService(manager, config.output_dir, notice=notice, loras=loras, controlnets=controlnets)
+    service = StudioService(manager, config.output_dir, create(config), notice=notice,
+                            after_install=lambda manager: manager.compile_unet() if config.compile else None)
 
     def switch(name: str):
         spec, local = resolve_checkpoint(name, config.ckpt_dir, config.model)
         if identify(spec, local).location == service.manager.source.location:  # in use already (clients send
-            return service.manager, service.loras, service.controlnets  # override_settings with every request)
+            return service.manager  # override_settings with every request)
         try:
-            return load_model(config, PipelineManager.load(spec, config.device, local=local))
+            return PipelineManager.load(spec, config.device, local=local)
         except ValueError:
             raise
         except Exception as error:  # a truncated or hostile file, the Hub unreachable, ...: not a server fault

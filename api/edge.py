@@ -12,21 +12,18 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import secrets
+from collections.abc import Sequence
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from starlette.responses import JSONResponse
 
+from extensions.base import Extension, rename_words
 from models.limits import MAX_BODY_BYTES, TooLarge
 
-# our field names -> A1111's, for messages that reach REST clients
-A1111_FIELDS = {"guidance_scale": "cfg_scale", "strength": "denoising_strength", "sampler": "sampler_name",
-                "padding": "inpaint_full_res_padding", "invert_mask": "inpainting_mask_invert",
-                "masked_content": "inpainting_fill", "inpaint_area": "inpaint_full_res"}
-_OUR_FIELD = re.compile(r"\b(" + "|".join(A1111_FIELDS) + r")\b")
-_UNIT = re.compile(r"\bcontrolnet unit (\d+)\b")
+# our core field names -> A1111's, for messages that reach REST clients (extensions rename theirs)
+A1111_FIELDS = {"guidance_scale": "cfg_scale", "strength": "denoising_strength", "sampler": "sampler_name"}
 
 
 class BodyLimit:
@@ -110,15 +107,16 @@ def _non_finite(payload) -> tuple[str, str] | None:
     return None
 
 
-def in_a1111_words(message: str) -> str:
+def in_a1111_words(message: str, extensions: Sequence[Extension] = ()) -> str:
     """A message of ours with A1111's field names: cfg_scale for guidance_scale, ..."""
-    message = _UNIT.sub(r"alwayson_scripts.controlnet.args[\1]", message)
-    return _OUR_FIELD.sub(lambda match: A1111_FIELDS[match.group(1)], message)
+    for extension in extensions:
+        message = extension.in_rest_words(message)
+    return rename_words(message, A1111_FIELDS)
 
 
-def http_error(error: ValueError) -> HTTPException:
+def http_error(error: ValueError, extensions: Sequence[Extension] = ()) -> HTTPException:
     """The one mapping of a refused input to an HTTP answer: 413 over a limit, else 422; A1111's field names."""
-    return HTTPException(413 if isinstance(error, TooLarge) else 422, detail=in_a1111_words(str(error)))
+    return HTTPException(413 if isinstance(error, TooLarge) else 422, detail=in_a1111_words(str(error), extensions))
 
 
 def basic_auth(credentials: tuple[str, str]):

@@ -9,22 +9,23 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from PIL import Image
 
-from extensions.controlnet.units import ControlUnit, decode_image, fit
-from extensions.inpaint.options import MASKED_CONTENT, whole_number
+from extensions.base import Extension
+from models.images import decode_image, fit
 from models.limits import check_text
-from models.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES, SCHEDULE_TYPES, join_name, split_name
+from models.sampler_names import DEFAULT_SAMPLER, SAMPLER_NAMES, SCHEDULE_TYPES, join_name, split_name
+from models.validate import whole_number
 
 # A1111 field -> our keyword, for fields that mean the same thing
 SHARED = {"prompt": "prompt", "negative_prompt": "negative_prompt", "seed": "seed", "steps": "steps",
           "cfg_scale": "guidance_scale", "width": "width", "height": "height", "batch_size": "batch_size"}
-# Fields read here rather than passed on
-HANDLED = {"sampler_name", "sampler_index", "scheduler", "n_iter", "alwayson_scripts", "init_images", "mask",
-           "denoising_strength", "mask_blur", "inpainting_fill", "inpaint_full_res", "inpaint_full_res_padding",
-           "inpainting_mask_invert", "resize_mode", "override_settings", "send_images", "save_images"}
+# Fields read here rather than passed on (the extensions read theirs: Extension.rest_fields)
+HANDLED = {"sampler_name", "sampler_index", "scheduler", "n_iter", "init_images", "denoising_strength", "resize_mode",
+           "override_settings", "send_images", "save_images"}
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
 FIT_MODES = ("Just Resize", "Crop and Resize", "Resize and Fill", "Just Resize")  # the same, as `fit` names them
 
@@ -40,7 +41,7 @@ class Job:
     ignored: list[str] = field(default_factory=list)
 
 
-def job_from_payload(payload: dict, route: str) -> Job:
+def job_from_payload(payload: dict, route: str, extensions: Sequence[Extension] = ()) -> Job:
     if not isinstance(payload, dict):
         raise ValueError(f"the request body must be a JSON object, got {type(payload).__name__}")
     kwargs = {ours: payload[theirs] for theirs, ours in SHARED.items() if payload.get(theirs) is not None}
@@ -48,48 +49,31 @@ def job_from_payload(payload: dict, route: str) -> Job:
     for name in ("prompt", "negative_prompt"):  # before anything else reads them, and before the queue
         check_text(name, kwargs.get(name))
     kwargs["sampler"] = _sampler(payload)
-    units = _controlnet_units(payload.get("alwayson_scripts"))
-    for index, unit in enumerate(units):  # checked (its image decoded within bounds) before the queue
-        ControlUnit.parse(index, unit)
-    if units:
-        kwargs["controlnet_units"] = units
     job = Job("/txt2img", kwargs, whole_number("n_iter", payload.get("n_iter", 1), 1, 100))
-    job.ignored = sorted(key for key in payload if key not in SHARED and key not in HANDLED)
-    job.ignored += sorted(key for key in (payload.get("override_settings") or {}) if key != "sd_model_checkpoint")
+    image = None
     if route == "img2img":
-        _img2img(payload, job)
+        images = payload.get("init_images")
+        if not isinstance(images, list) or not images:
+            raise ValueError("init_images must be a list with one base64-encoded image")
+        image = decode_image(images[0], "init_images[0]")
+        kwargs["strength"] = payload.get("denoising_strength", 0.75)
+    for extension in extensions:  # their fields, checked before the queue (ControlNet: each unit's image decoded)
+        route = extension.from_rest(payload, route, kwargs)
+    job.images = {name: kwargs.pop(name) for name in ("image", "mask") if name in kwargs}
+    if image is not None:
+        job.images["image"] = _resized(image, payload.get("resize_mode", 0), kwargs) if route == "img2img" else image
+    job.endpoint = f"/{route}"
+    handled = SHARED.keys() | HANDLED | {name for extension in extensions for name in extension.rest_fields}
+    job.ignored = sorted(key for key in payload if key not in handled)
+    job.ignored += sorted(key for key in (payload.get("override_settings") or {}) if key != "sd_model_checkpoint")
     return job
 
 
-def _img2img(payload: dict, job: Job) -> None:
-    images = payload.get("init_images")
-    if not isinstance(images, list) or not images:
-        raise ValueError("init_images must be a list with one base64-encoded image")
-    image = decode_image(images[0], "init_images[0]")
-    job.kwargs["strength"] = payload.get("denoising_strength", 0.75)
-    if payload.get("mask"):
-        job.endpoint = "/inpaint"
-        job.images["mask"] = decode_image(payload["mask"], "mask")
-        fill = payload.get("inpainting_fill", 1)
-        if not isinstance(fill, int) or isinstance(fill, bool) or not 0 <= fill < len(MASKED_CONTENT):
-            raise ValueError(f"inpainting_fill must be 0 to 3 ({', '.join(MASKED_CONTENT)}), got {fill!r}")
-        job.kwargs.update(
-            mask_blur=payload.get("mask_blur", 4), masked_content=MASKED_CONTENT[fill],
-            inpaint_area="Only masked" if payload.get("inpaint_full_res") else "Whole picture",
-            padding=payload.get("inpaint_full_res_padding", 32),
-            invert_mask=bool(payload.get("inpainting_mask_invert", 0)),
-        )
-    else:
-        job.endpoint = "/img2img"
-        image = _resized(image, payload.get("resize_mode", 0), job.kwargs.get("width", 512),
-                         job.kwargs.get("height", 512))
-    job.images["image"] = image
-
-
-def _resized(image: Image.Image, mode, width, height) -> Image.Image:
+def _resized(image: Image.Image, mode, kwargs: dict) -> Image.Image:
     """img2img's init image at width x height by A1111's resize_mode (0 stretch, 1 crop, 2 fill, 3 as 0)."""
     if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode < len(RESIZE_MODES):
         raise ValueError(f"resize_mode must be 0 to 3 ({', '.join(RESIZE_MODES)}), got {mode!r}")
+    width, height = kwargs.get("width", 512), kwargs.get("height", 512)
     if not all(isinstance(side, int) and side > 0 for side in (width, height)):
         return image  # the endpoint names the bad size
     return fit(image, (width, height), FIT_MODES[mode], Image.Resampling.LANCZOS)
@@ -110,19 +94,6 @@ def _sampler(payload: dict) -> str:
     if joined == name:
         raise ValueError(f"scheduler {scheduler!r} is not available with sampler_name {name!r}")
     return joined
-
-
-def _controlnet_units(scripts) -> list:
-    """sd-webui-controlnet's units from `alwayson_scripts` ({"controlnet": {"args": [unit, ...]}}, any case)."""
-    if not isinstance(scripts, dict):
-        return []
-    for name, script in scripts.items():
-        if name.lower() == "controlnet":
-            args = script.get("args") if isinstance(script, dict) else None
-            if not isinstance(args, list):
-                raise ValueError("alwayson_scripts.controlnet.args must be a list of units")
-            return [unit for unit in args if isinstance(unit, dict) and unit.get("enabled", True)]
-    return []
 
 
 def encode_png(path) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from PIL import Image
 
 from models.limits import MAX_IMAGE_BYTES, TooLarge
-from service.infotext import parse_infotext, read_png_infotext
+from models.infotext import parse_infotext, read_png_infotext
 
 
 REST_FIELDS = {"image": "init_images[0]"}  # our endpoint keywords -> A1111's field names, where they differ

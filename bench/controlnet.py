@@ -19,12 +19,13 @@ from PIL import Image, ImageDraw
 from bench.common import interleaved, median_ratio
 from bench.memory import rss_mib
 from bench.sd15_random import cached
-from extensions.controlnet import pipeline as controlnet
-from extensions.controlnet.registry import SD15_CONFIG
+from extensions.controlnet import extension as controlnet
+from extensions.controlnet.library import SD15_CONFIG
 from extensions.controlnet.preprocessors import MapCache
-from extensions.controlnet.synthetic import controlnet_for
 from models.manager import PipelineManager
-from models.request import ControlInput, GenerationRequest
+from extensions.controlnet.units import ControlInput, ControlNetPart
+from models.request import GenerationRequest
+from testing.controlnet_files import controlnet_for
 
 SIZE, STEPS = 128, 4
 
@@ -44,7 +45,8 @@ def step_cost(folder: Path, rounds: int = 3) -> dict:
     control = ring(SIZE)
     jobs = {
         name: GenerationRequest("txt2img", "a ring", width=SIZE, height=SIZE, steps=STEPS, seed=1,
-                                controls=tuple(ControlInput(f"sd15_cn{i}", control) for i in units))
+                                parts={"controlnet": ControlNetPart(maps=tuple(ControlInput(f"sd15_cn{i}", control)
+                                                                               for i in units))})
         for name, units in (("none", ()), ("one unit", (1,)), ("two units", (1, 2)))
     }
     times = interleaved({name: (lambda job=job: manager.generate(job)) for name, job in jobs.items()}, rounds)
@@ -77,7 +79,8 @@ def switching(folder: Path, switches: int = 100) -> dict:
     rss = {}
     for index in range(1, switches + 1):
         job = GenerationRequest("txt2img", "a ring", width=64, height=64, steps=1, seed=1,
-                                controls=(ControlInput(f"demo_cn{chooser.randint(1, 2)}", control),))
+                                parts={"controlnet": ControlNetPart(
+                                    maps=(ControlInput(f"demo_cn{chooser.randint(1, 2)}", control),))})
         manager.generate(job)
         if index in (10, switches):
             rss[index] = rss_mib()

@@ -30,17 +30,18 @@ def case(name: str) -> dict:
 
     from bench.memory import peak_rss_during
     from models.manager import PipelineManager
+    from extensions.inpaint import Inpaint
     from service.studio import StudioService
 
-    service = StudioService(PipelineManager.load("demo", device="cpu"), tempfile.mkdtemp())
+    service = StudioService(PipelineManager.load("demo", device="cpu"), tempfile.mkdtemp(), [Inpaint()])
     photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (*PHOTO[::-1], 3), dtype=np.uint8))
     mask = Image.new("L", PHOTO, 0)
     ImageDraw.Draw(mask).ellipse([1300, 800, 1600, 1150], fill=255)  # a 300x350 px object to replace
     settings = {"prompt": "a red ball", "steps": STEPS, "seed": 1, "strength": 1.0}
-    service.generate("inpaint", image=photo.resize((256, 256)), mask=mask.resize((256, 256)), width=256, height=256,
-                     **settings)
+    service.run("inpaint", dict(image=photo.resize((256, 256)), mask=mask.resize((256, 256)), width=256, height=256,
+                     **settings))
     started = time.perf_counter()
-    peak = peak_rss_during(lambda: service.generate("inpaint", image=photo, mask=mask, **CASES[name], **settings))
+    peak = peak_rss_during(lambda: service.run("inpaint", dict(image=photo, mask=mask, **CASES[name], **settings)))
     return {"seconds": time.perf_counter() - started, "peak_mib": peak}
 
 

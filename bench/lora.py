@@ -15,9 +15,9 @@ from pathlib import Path
 from bench.common import interleaved, median_ratio
 from bench.memory import rss_mib
 from extensions import lora
-from extensions.lora.synthetic import make_lora
 from models.manager import PipelineManager
 from models.request import GenerationRequest
+from testing.lora_files import make_lora
 
 FILES = 40
 
@@ -77,7 +77,7 @@ def step_cost(folder: Path, rounds: int = 7) -> dict:
     for name, fuse, loras in (("none", False, ()), ("unfused", False, (("l0", 0.8),)), ("fused", True, (("l0", 0.8),))):
         manager = PipelineManager.load("demo", device="cpu")
         lora.install(manager, folder, fuse=fuse)
-        job = GenerationRequest("txt2img", loras=loras, **request)
+        job = GenerationRequest("txt2img", parts={"lora": loras}, **request)
         runs[name] = lambda manager=manager, job=job: manager.generate(job)
     times = interleaved(runs, rounds, warmup=2)  # the second warm-up run of "fused" fuses
     print(f"lora step cost  demo model, 256 px, 20 steps: unfused LoRA {median_ratio(times['unfused'], times['none']):.3f}x "

@@ -12,7 +12,7 @@ import statistics
 import time
 
 from models.limits import MAX_INFOTEXT_CHARS
-from service.infotext import parameter_pairs
+from models.infotext import parameter_pairs
 
 A1111_PATTERN = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 # text shapes, each a function of its length in characters

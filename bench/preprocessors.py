@@ -28,10 +28,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from extensions.controlnet import preprocessors, weighted
+from extensions.controlnet import detectors as weighted  # the models' module, once weighted.py
+from extensions.controlnet import preprocessors
+from extensions.controlnet.detectors import ANNOTATORS, controlnet_aux
 from extensions.controlnet.preprocessors import MapCache
-from extensions.controlnet.synthetic_annotators import save_annotators
-from extensions.controlnet.weighted import ANNOTATORS, controlnet_aux
+from testing.annotator_weights import save_annotators
 
 SIZE = 512
 BUDGET_S = 120.0

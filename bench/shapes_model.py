@@ -20,24 +20,28 @@ import numpy as np
 from PIL import Image
 
 from bench.common import interleaved
-from extensions.controlnet.units import ControlUnit
-from models.demo.evaluate_shapes import (
+from models.demo.shipped import CONTROLNET_NAME, LORA_NAME, SEGMENTATION_NAME
+from models.manager import PipelineManager
+from extensions.controlnet.units import ControlInput, ControlNetPart, ControlUnit
+from models.request import GenerationRequest
+from extensions.inpaint import Inpaint
+from service.studio import StudioService
+from testing.demo_model import load_with_extras
+from training.evaluate_shapes import (
     colour_correct, edge_agreement, evaluate, evaluate_pairs, pastel_background, seeded_pairs, seeded_prompts,
     shape_correct,
 )
-from models.demo.shapes import (
+from training.shapes import (
     COLOURS, Scene, Shape, caption, edges, grown_box, moved, render, reshaped, segmentation as segmentation_map,
 )
-from models.demo.shipped import CONTROLNET_NAME, LORA_NAME, SEGMENTATION_NAME, load_with_extras
-from models.manager import PipelineManager
-from models.request import ControlInput, GenerationRequest
-from service.studio import StudioService
 
 SIZE = 64
 
 
 def _image(manager: PipelineManager, prompt: str, seed: int, **fields) -> Image.Image:
-    request = GenerationRequest(fields.pop("mode", "txt2img"), prompt, width=SIZE, height=SIZE, seed=seed, **fields)
+    parts = {"lora": fields.pop("loras", ()), "controlnet": ControlNetPart(maps=fields.pop("controls", ()))}
+    request = GenerationRequest(fields.pop("mode", "txt2img"), prompt, width=SIZE, height=SIZE, seed=seed, parts=parts,
+                                **fields)
     return manager.generate(request).images[0]
 
 
@@ -64,8 +68,8 @@ def box_mask(scene: Scene, pad: int = 3) -> Image.Image:
 
 def _inpainted(service: StudioService, prompt: str, image: Image.Image, mask: Image.Image, seed: int) -> Image.Image:
     """Inpaint through the app's service, as the inpaint tab does (whole picture, no mask blur, denoising 1)."""
-    generation = service.generate("inpaint", prompt=prompt, image=image, mask=mask, width=SIZE, height=SIZE,
-                                  seed=seed, strength=1.0, mask_blur=0)
+    generation = service.run("inpaint", dict(prompt=prompt, image=image, mask=mask, width=SIZE, height=SIZE,
+                                  seed=seed, strength=1.0, mask_blur=0))
     return Image.open(generation.files[0]).convert("RGB")
 
 
@@ -74,7 +78,7 @@ def inpaint(manager, prompts) -> dict:
     whose shape now has the new colour, and the largest change outside the mask (0: kept exactly)."""
     correct, outside = [], []
     with tempfile.TemporaryDirectory() as outputs:
-        service = StudioService(manager, outputs)
+        service = StudioService(manager, outputs, [Inpaint()])
         for seed, (_, scene) in enumerate(prompts):
             target, image, mask = recoloured(scene), render(scene, SIZE), box_mask(scene)
             result = _inpainted(service, caption(target), image, mask, seed)
@@ -178,7 +182,7 @@ def gallery(manager, folder: Path = GALLERY, scale: int = 2) -> None:
     save("inpaint-source", source)
     save("inpaint-mask", mask.convert("RGB"))
     with tempfile.TemporaryDirectory() as outputs:
-        result = _inpainted(StudioService(manager, outputs), "a large green square on a white background", source,
+        result = _inpainted(StudioService(manager, outputs, [Inpaint()]), "a large green square on a white background", source,
                             mask, seed=1)
     save("inpaint-result", result)
     picture = render(Scene(shapes=(Shape("circle", "white", "medium", "top left"),), background="black"), SIZE)

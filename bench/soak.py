@@ -360,7 +360,7 @@ def rss_mib() -> float:
 
 
 def make_inputs(folder: str) -> Inputs:
-    from models.demo.shapes import Scene, Shape, render
+    from training.shapes import Scene, Shape, render
 
     picture = render(Scene((Shape("circle", "red", "large"),), "blue"), SIZE)
     picture.save(f"{folder}/picture.png")
@@ -376,7 +376,7 @@ def make_inputs(folder: str) -> Inputs:
 
 def start_app(folder: str, queue_size: int):
     import app
-    from tests.conftest import free_port
+    from testing.ports import free_port
 
     config = app.parse_config(
         ["--model", "demo", "--device", "cpu", "--port", str(free_port()), "--api", "on",

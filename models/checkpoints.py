@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from models.files import HUB_REPO_ID
+from models.files import is_hub_id
 
 
 def checkpoint_names(folder: Path) -> list[str]:
@@ -35,7 +35,7 @@ def resolve_checkpoint(name: str, folder: Path, startup: str) -> tuple[str, bool
     if stem in checkpoint_names(folder):
         path = Path(folder) / stem
         return str(path if path.is_dir() else path.with_suffix(".safetensors")), True
-    if HUB_REPO_ID.match(name) and ".." not in name:
+    if is_hub_id(name):
         return name, False  # loaded from the Hub (or its cache) only, never as a path on this disk
     raise ValueError(
         f"sd_model_checkpoint: no model named {name!r}; name a checkpoint in {Path(folder).name}/ "

@@ -16,7 +16,17 @@ from urllib.parse import urlparse
 log = logging.getLogger(__name__)
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")  # can run code when loaded: refused everywhere
-HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name of a Hugging Face repository
+# A Hugging Face repository id, owner/name, by the Hub's own rule (huggingface_hub's validate_repo_id, with the
+# owner required): each part 1 to 96 of A-Z a-z 0-9 - _ ., neither starting nor ending with - or .; no "--" or ".."
+# anywhere, and not ending with ".git". Use `is_hub_id`; the pattern is the same rule for `.match`.
+_HUB_PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
+HUB_REPO_ID = re.compile(rf"(?!.*(?:--|\.\.))(?!.*\.git\Z){_HUB_PART}/{_HUB_PART}\Z", re.ASCII)
+
+
+def is_hub_id(text) -> bool:
+    """Whether `text` is a Hugging Face repository id, "owner/name" (see HUB_REPO_ID). A path never is: it has no
+    other "/", no "..", no backslash, colon or leading "/"."""
+    return isinstance(text, str) and HUB_REPO_ID.match(text) is not None
 
 
 def is_inside_name(name) -> bool:

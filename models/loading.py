@@ -13,7 +13,7 @@ from diffusers import DiffusionPipeline, StableDiffusionInpaintPipeline, StableD
 from safetensors import safe_open
 
 from models.demo.shipped import PIPELINE_DIR as DEMO_MODEL_DIR  # the trained shapes model
-from models.files import HUB_REPO_ID, PICKLE_SUFFIXES, sha256
+from models.files import PICKLE_SUFFIXES, is_hub_id, sha256
 
 MODELS_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"
@@ -36,7 +36,7 @@ def identify(spec: str, local: bool = True) -> ModelSource:
     if spec == "demo":
         return ModelSource("demo", str(DEMO_MODEL_DIR), DEMO_MODEL_DIR.name)
     if not local:
-        if not HUB_REPO_ID.match(spec):
+        if not is_hub_id(spec):
             raise ValueError(f"model {spec!r} is not 'demo' or a Hub id (owner/name)")
         return ModelSource("hub", spec, spec.split("/")[-1])
     path = Path(spec).expanduser()
@@ -55,7 +55,7 @@ def identify(spec: str, local: bool = True) -> ModelSource:
         return ModelSource("single_file", str(path.resolve()), path.stem)
     if path.exists():
         raise ValueError(f"model {spec!r} is neither a diffusers folder nor a .safetensors checkpoint")
-    if HUB_REPO_ID.match(spec):
+    if is_hub_id(spec):
         return ModelSource("hub", spec, spec.split("/")[-1])
     raise ValueError(f"model {spec!r} is not 'demo', an existing folder, a .safetensors file or a Hub id (owner/name)")
 

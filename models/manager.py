@@ -13,7 +13,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from diffusers import (
     DiffusionPipeline,
@@ -34,10 +33,11 @@ from models.samplers import make_scheduler
 log = logging.getLogger(__name__)
 
 StepCallback = Callable[[int, int], None]  # (steps done, steps in total)
-# An extension's hook: sets the shared model's state for a request (under the lock), returns infotext entries.
+# The extensions' hooks (extensions/base.py), called under the lock with the request, its seed resolved:
+# a configurer sets the shared model's state for the request (LoRA adapters) and returns infotext entries;
+# a pipeline hook may change the call's arguments or run it on another pipeline built over the same modules
+# (ControlNet): given the request's view and arguments, it returns the pipeline to call and its arguments.
 Configurer = Callable[[DiffusionPipeline, GenerationRequest], dict[str, str]]
-# An extension that runs a request on another pipeline built over the same modules (ControlNet): given the
-# request's view and call arguments, returns the pipeline to call and its arguments.
 PipelineHook = Callable[[DiffusionPipeline, GenerationRequest, dict], tuple[DiffusionPipeline, dict]]
 
 
@@ -56,8 +56,8 @@ class PipelineManager:
         self.model_hash = model_hash
         self.lock = threading.RLock()  # re-entered by the service, which tracks the job that holds it
         self._interrupt = threading.Event()
-        self.configurers: list[Configurer] = []  # extensions (LoRA, ...) in the order they were added
-        self.pipeline_hooks: list[PipelineHook] = []  # extensions that swap the pipeline (ControlNet)
+        self.configurers: list[Configurer] = []  # in the order the extensions were installed
+        self.pipeline_hooks: list[PipelineHook] = []
         self.unet_compiled = False
         base.to(runtime.device)
         if runtime.device.type == "cpu":  # on a GPU, .to() has copied them already
@@ -135,6 +135,7 @@ class PipelineManager:
             # 1. seeds: image i of the batch uses seed + i
             first = request.seed if request.seed != -1 else random.randint(0, MAX_SEED - request.batch_size + 1)
             seeds = [first + i for i in range(request.batch_size)]
+            request = request.replace(seed=first)
             # 2. extensions set the whole state this request needs on the shared model (adapters, ...)
             shared = self.pipelines[request.mode]
             parameters: dict[str, str] = {}
@@ -172,31 +173,8 @@ class PipelineManager:
         full_mask = Image.new("L", image.size, 255)
         mask = request.mask.convert("L") if request.mode == "inpaint" else full_mask
         strength = 1.0 if request.mode == "txt2img" else float(request.strength)
-        arguments = {**arguments, "mask_image": [mask] * batch, "width": width, "height": height, "strength": strength}
-        if request.latent_fill is not None and request.mode == "inpaint" and not self.is_inpainting_model:
-            latents = self._filled_latents(image.resize((width, height), Image.LANCZOS), mask, request.latent_fill, seeds)
-            # The pipeline takes 4-channel tensors as already-encoded latents (for the start and the kept area).
-            return {**arguments, "image": latents, "masked_image_latents": latents}
-        return {**arguments, "image": [image] * batch}
-
-    def _filled_latents(self, image: Image.Image, mask: Image.Image, fill: str, seeds: list[int]) -> torch.Tensor:
-        """A1111's "latent noise" / "latent nothing": the image's latents with the (rounded) masked area replaced by
-        seeded noise or zeros, one per image of the batch, so the model does not start from the masked pixels."""
-        pipe = self.pipelines["inpaint"]
-        pixels = pipe.image_processor.preprocess(image).to(pipe.device, pipe.vae.dtype)
-        with torch.no_grad():
-            latents = pipe.vae.encode(pixels).latent_dist.mode() * pipe.vae.config.scaling_factor
-        height, width = latents.shape[-2:]
-        area = np.round(np.asarray(mask.resize((width, height), Image.BILINEAR), dtype=np.float32) / 255)
-        area = torch.from_numpy(area).to(latents)
-        filled = []
-        for seed in seeds:
-            if fill == "latent noise":
-                replacement = torch.randn(latents.shape, generator=torch.Generator("cpu").manual_seed(seed)).to(latents)
-            else:
-                replacement = torch.zeros_like(latents)
-            filled.append(latents * (1 - area) + replacement * area)
-        return torch.cat(filled)
+        return {**arguments, "mask_image": [mask] * batch, "width": width, "height": height, "strength": strength,
+                "image": [image] * batch}
 
     def _step_end(self, on_step: StepCallback | None):
         def callback(pipe, step: int, timestep, tensors: dict) -> dict:

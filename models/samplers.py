@@ -1,79 +1,17 @@
-"""Samplers by their AUTOMATIC1111 names, each a fresh diffusers scheduler per request."""
+"""Each request's sampler as a fresh diffusers scheduler, built from the A1111 names in models/sampler_names.py."""
 
 from __future__ import annotations
 
-from diffusers import (
-    DDIMScheduler,
-    DPMSolverMultistepScheduler,
-    DPMSolverSDEScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    HeunDiscreteScheduler,
-    KDPM2AncestralDiscreteScheduler,
-    KDPM2DiscreteScheduler,
-    LCMScheduler,
-    LMSDiscreteScheduler,
-    PNDMScheduler,
-    UniPCMultistepScheduler,
-)
+import diffusers
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-# A1111 sampler name -> (scheduler class, config overrides). Karras variants are listed under their
-# pre-1.9 combined names, which clients still send; the infotext splits them into Sampler + Schedule type.
-_SAMPLERS: dict[str, tuple[type[SchedulerMixin], dict]] = {
-    "Euler": (EulerDiscreteScheduler, {}),
-    "Euler a": (EulerAncestralDiscreteScheduler, {}),
-    "Heun": (HeunDiscreteScheduler, {}),
-    "LMS": (LMSDiscreteScheduler, {}),
-    "LMS Karras": (LMSDiscreteScheduler, {"use_karras_sigmas": True}),
-    "DPM2": (KDPM2DiscreteScheduler, {}),
-    "DPM2 Karras": (KDPM2DiscreteScheduler, {"use_karras_sigmas": True}),
-    "DPM2 a": (KDPM2AncestralDiscreteScheduler, {}),
-    "DPM2 a Karras": (KDPM2AncestralDiscreteScheduler, {"use_karras_sigmas": True}),
-    "DPM++ 2M": (DPMSolverMultistepScheduler, {}),
-    "DPM++ 2M Karras": (DPMSolverMultistepScheduler, {"use_karras_sigmas": True}),
-    "DPM++ 2M SDE": (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++"}),
-    "DPM++ 2M SDE Karras": (
-        DPMSolverMultistepScheduler,
-        {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True},
-    ),
-    "DPM++ SDE": (DPMSolverSDEScheduler, {}),
-    "DPM++ SDE Karras": (DPMSolverSDEScheduler, {"use_karras_sigmas": True}),
-    "DDIM": (DDIMScheduler, {"clip_sample": False}),  # as SD's own DDIM config; clipping is for pixel models
-    "PNDM": (PNDMScheduler, {}),
-    "UniPC": (UniPCMultistepScheduler, {}),
-    "LCM": (LCMScheduler, {}),
-}
-
-SAMPLER_NAMES: tuple[str, ...] = tuple(_SAMPLERS)
-DEFAULT_SAMPLER = "Euler a"
-SCHEDULE_TYPES = ("Automatic", "Karras")
-
-
-def check_sampler(name: str) -> str:
-    if name not in _SAMPLERS:
-        raise ValueError(f"sampler {name!r} is unknown; choose one of: {', '.join(SAMPLER_NAMES)}")
-    return name
+from models.sampler_names import SAMPLERS, check_sampler
 
 
 def make_scheduler(name: str, base_config: dict, seeds: list[int]) -> SchedulerMixin:
     """A new scheduler for one request, built from the model's own scheduler config (never mutated)."""
-    cls, overrides = _SAMPLERS[check_sampler(name)]
-    if cls is DPMSolverSDEScheduler:
+    class_name, overrides = SAMPLERS[check_sampler(name)]
+    if class_name == "DPMSolverSDEScheduler":
         # Its Brownian-tree noise is seeded separately; one seed per image keeps batches reproducible.
         overrides = {**overrides, "noise_sampler_seed": list(seeds)}
-    return cls.from_config(dict(base_config), **overrides)
-
-
-def split_name(name: str) -> tuple[str, str]:
-    """'DPM++ 2M Karras' -> ('DPM++ 2M', 'Karras'), as A1111 1.9+ writes Sampler and Schedule type."""
-    if name.endswith(" Karras"):
-        return name.removesuffix(" Karras"), "Karras"
-    return name, "Automatic"
-
-
-def join_name(sampler: str, schedule_type: str | None) -> str:
-    """Inverse of split_name, for infotexts read back ('Schedule type' absent in older ones)."""
-    if schedule_type == "Karras" and sampler + " Karras" in _SAMPLERS:
-        return sampler + " Karras"
-    return sampler
+    return getattr(diffusers, class_name).from_config(dict(base_config), **overrides)

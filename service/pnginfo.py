@@ -11,17 +11,16 @@ rather than raising: a picture from elsewhere should still fill in everything it
 
 from __future__ import annotations
 
-import json
-import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image
 
-from extensions.inpaint.options import INPAINT_AREAS, MASKED_CONTENT, InpaintOptions
+from extensions.base import Extension
+from models.infotext import parse_infotext, read_value
 from models.limits import MAX_INFOTEXT_CHARS, check_text, open_image
-from models.samplers import SAMPLER_NAMES, join_name
-from service.infotext import parameter_pairs, parse_infotext
+from models.sampler_names import SAMPLER_NAMES, join_name
 
 EXIF_IFD = 0x8769  # the Exif sub-IFD, where UserComment lives (not in IFD0)
 USER_COMMENT = 0x9286
@@ -40,26 +39,6 @@ _SIMPLE = {
     "Denoising strength": ("strength", "number"),
 }
 _TEXTS = {"Model": "model", "Model hash": "model_hash"}
-# A1111 writes "Mask blur" for every inpaint job and leaves the other inpaint settings out at their defaults.
-_INPAINT_KEYS = ("Mask blur", "Inpaint area", "Masked area padding", "Masked content", "Mask mode")
-_MASK_MODES = ("Inpaint masked", "Inpaint not masked")  # invert_mask off / on
-_CONTROLNET = re.compile(r"ControlNet (\d+)$")
-# sd-webui-controlnet's entry "Module: canny, Model: name [hash], Weight: 1.0, ..." -> the API's unit fields
-_UNIT_KEYS = {
-    "Module": ("module", "text"),
-    "Model": ("model", "model"),
-    "Weight": ("weight", "number"),
-    "Resize Mode": ("resize_mode", "text"),
-    "Processor Res": ("processor_res", "whole"),
-    "Threshold A": ("threshold_a", "threshold"),
-    "Threshold B": ("threshold_b", "threshold"),
-    "Guidance Start": ("guidance_start", "number"),
-    "Guidance End": ("guidance_end", "number"),
-    "Pixel Perfect": ("pixel_perfect", "boolean"),
-    "Control Mode": ("control_mode", "text"),
-}
-
-
 # -- reading ------------------------------------------------------------------------------------------------
 
 
@@ -121,18 +100,18 @@ def _decode_utf16(body: bytes) -> str:
 # -- fields for the tabs ------------------------------------------------------------------------------------
 
 
-def fields_from_infotext(text: str) -> dict:
+def fields_from_infotext(text: str, extensions: Sequence[Extension] = ()) -> dict:
     """What the tabs' fields become. Always: prompt and negative_prompt (as written, <lora:...> tags included;
     A1111 leaves the negative line out when it is empty), `other` (unknown entries, as strings) and `warnings`.
     The rest only when the infotext has it: steps, sampler, guidance_scale, seed, width, height, strength,
-    model, model_hash, the inpaint settings and controlnet_units."""
+    model, model_hash, and each extension's fields (the inpaint settings, controlnet_units, ...)."""
     prompt, negative, parameters = parse_infotext(text)
     fields: dict = {"prompt": prompt, "negative_prompt": negative}
     warnings: list[str] = []
     rest = dict(parameters)
     for key, (field, kind) in _SIMPLE.items():
         if key in rest:
-            _put(fields, field, key, rest.pop(key), kind, warnings)
+            read_value(fields, field, key, rest.pop(key), kind, warnings)
     for key, field in _TEXTS.items():
         if key in rest:
             fields[field] = rest.pop(key)
@@ -142,66 +121,11 @@ def fields_from_infotext(text: str) -> dict:
         sampler = _sampler(rest.pop("Sampler"), rest.pop("Schedule type", None), warnings)
         if sampler is not None:
             fields["sampler"] = sampler
-    if "Mask blur" in rest:
-        fields.update(_inpaint({key: rest.pop(key) for key in _INPAINT_KEYS if key in rest}, warnings))
-    units = _controlnet_units(rest, warnings)
-    if units:
-        fields["controlnet_units"] = units
+    for extension in extensions:
+        fields.update(extension.from_infotext(rest, warnings))
     fields["other"] = rest
     fields["warnings"] = warnings
     return fields
-
-
-def _put(fields: dict, field: str, key: str, value: str, kind: str, warnings: list[str]) -> None:
-    """fields[field] = the value read as `kind`; a value that does not read is left out with a warning."""
-    convert, description = _CONVERTERS[kind]
-    try:
-        fields[field] = convert(value)
-    except ValueError:
-        warnings.append(f"{key}: {value!r} is not {description}; left out")
-
-
-def _number(value: str) -> float:
-    number = float(value)
-    if not math.isfinite(number):
-        raise ValueError(value)
-    return number
-
-
-def _whole(value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        number = _number(value)  # "20.0"
-        if not number.is_integer():
-            raise
-        return int(number)
-
-
-def _threshold(value: str) -> float | None:
-    """sd-webui-controlnet writes -1 for "the preprocessor's default", which the API's units take as None."""
-    number = _number(value)
-    return None if number == -1 else number
-
-
-def _boolean(value: str) -> bool:
-    if value.lower() not in ("true", "false"):
-        raise ValueError(value)
-    return value.lower() == "true"
-
-
-def _model_name(value: str) -> str:
-    return value.split(" [")[0].strip()  # "name [hash]", as the ControlNet UI shows it
-
-
-_CONVERTERS = {
-    "number": (_number, "a number"),
-    "whole": (_whole, "a whole number"),
-    "threshold": (_threshold, "a number"),
-    "boolean": (_boolean, "True or False"),
-    "model": (_model_name, "a model name"),
-    "text": (str, "text"),
-}
 
 
 def _size(value: str, warnings: list[str]) -> dict:
@@ -222,63 +146,6 @@ def _sampler(name: str, schedule_type: str | None, warnings: list[str]) -> str |
     if schedule_type not in (None, "Automatic") and joined == name and not name.endswith(f" {schedule_type}"):
         warnings.append(f"Schedule type: {schedule_type!r} is not available for {name}; using {name} as it is")
     return joined
-
-
-def _inpaint(entries: dict[str, str], warnings: list[str]) -> dict:
-    """An inpaint infotext: what it says, and the defaults for what it leaves out (A1111 writes only the
-    inpaint settings that differ from them), so sending it to the inpaint tab reproduces the job."""
-    default = InpaintOptions()
-    fields: dict = {"inpaint_area": default.inpaint_area, "padding": default.padding,
-                    "masked_content": default.masked_content, "invert_mask": default.invert_mask}
-    _put(fields, "mask_blur", "Mask blur", entries["Mask blur"], "whole", warnings)
-    if "Masked area padding" in entries:
-        _put(fields, "padding", "Masked area padding", entries["Masked area padding"], "whole", warnings)
-    for key, field, choices in (("Inpaint area", "inpaint_area", INPAINT_AREAS),
-                                ("Masked content", "masked_content", MASKED_CONTENT)):
-        value = entries.get(key)
-        if value is not None and value not in choices:
-            warnings.append(f"{key}: {value!r} is not one of {', '.join(choices)}; left at {fields[field]!r}")
-        elif value is not None:
-            fields[field] = value
-    mode = entries.get("Mask mode")
-    if mode is not None and mode not in _MASK_MODES:
-        warnings.append(f"Mask mode: {mode!r} is not one of {', '.join(_MASK_MODES)}; left at inpaint masked")
-    elif mode is not None:
-        fields["invert_mask"] = mode == _MASK_MODES[1]
-    return fields
-
-
-def _controlnet_units(rest: dict[str, str], warnings: list[str]) -> list[dict]:
-    """`ControlNet 0`, `ControlNet 1`, ... entries (taken out of `rest`) as API units, ordered by their number."""
-    numbered = sorted((int(match[1]), key) for key in rest if (match := _CONTROLNET.match(key)))
-    units = []
-    for _, key in numbered:
-        unit = _unit(key, rest.pop(key), warnings)
-        if unit is not None:
-            units.append(unit)
-    return units
-
-
-def _unit(key: str, value: str, warnings: list[str]) -> dict | None:
-    unit: dict = {"enabled": True}
-    for name, raw in parameter_pairs(value):  # A1111's key/value pairs, inside one ControlNet value
-        name = name.strip()
-        if raw.startswith('"') and raw.endswith('"'):
-            raw = _unquote(raw)
-        if name in _UNIT_KEYS:
-            field, kind = _UNIT_KEYS[name]
-            _put(unit, field, f"{key} {name}", raw.strip(), kind, warnings)
-    if len(unit) == 1:
-        warnings.append(f"{key}: {value!r} has no ControlNet settings; left out")
-        return None
-    return unit
-
-
-def _unquote(raw: str) -> str:
-    try:
-        return json.loads(raw)
-    except ValueError:  # not valid JSON after all: keep what is between the quotes
-        return raw[1:-1]
 
 
 # -- the PNG Info tab -------------------------------------------------------------------------------------

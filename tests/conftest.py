@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
 import torch
+
+from testing.ports import free_port
 
 # Nothing in the tests may reach the Hub; make any attempt fail at once instead of waiting on the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -93,17 +94,11 @@ def txt2img_manager(txt2img_folder):
     return PipelineManager.load(str(txt2img_folder), device="cpu")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def annotator_weights(tmp_path_factory) -> Path:
     """An annotator folder (--annotator-dir) holding tiny random Depth Anything V2 and UperNet ADE20K models and
     OpenPose's real-shaped random body, hand and face networks, each in its Hub repository's file layout."""
-    from extensions.controlnet.synthetic_annotators import save_annotators
+    from testing.annotator_weights import save_annotators
 
     return save_annotators(tmp_path_factory.mktemp("annotators"))
 
@@ -115,8 +110,8 @@ def app_server(tmp_path_factory, annotator_weights):
     import app
     from diffusers import StableDiffusionInpaintPipeline
 
-    from extensions.controlnet.synthetic import controlnet_for
-    from extensions.lora.synthetic import make_lora
+    from testing.controlnet_files import controlnet_for
+    from testing.lora_files import make_lora
 
     lora_dir, controlnet_dir = tmp_path_factory.mktemp("Lora"), tmp_path_factory.mktemp("ControlNet")
     demo = StableDiffusionInpaintPipeline.from_pretrained(DEMO, safety_checker=None)

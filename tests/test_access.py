@@ -13,7 +13,8 @@ import requests
 from gradio_client import Client
 
 import app
-from tests.conftest import ROOT, free_port
+from testing.ports import free_port
+from tests.conftest import ROOT
 
 UI, BOT = ("me", "pw"), ("bot", "s3cret")
 MODES = {  # name -> (extra options, UI credentials, REST credentials)

@@ -8,7 +8,7 @@ import pytest
 from gradio_client import handle_file
 from PIL import Image
 
-from service.infotext import parse_infotext, read_png_infotext
+from models.infotext import parse_infotext, read_png_infotext
 
 
 @pytest.fixture(scope="module")

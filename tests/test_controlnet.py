@@ -13,13 +13,13 @@ import pytest
 from gradio_client import handle_file
 from PIL import Image, ImageDraw
 
-from extensions.controlnet import pipeline as controlnet
-from extensions.controlnet.synthetic import controlnet_for
+from extensions.controlnet import extension as controlnet
 from extensions.controlnet.units import fit
-from extensions.inpaint import InpaintOptions, InpaintPlan
+from extensions.inpaint import Inpaint, InpaintOptions, InpaintPlan
 from models.manager import PipelineManager
-from service.infotext import parse_infotext
+from models.infotext import parse_infotext
 from service.studio import StudioService
+from testing.controlnet_files import controlnet_for
 
 SIZE = 64
 
@@ -38,7 +38,7 @@ def studio(manager: PipelineManager, folder, outputs) -> StudioService:
     wide = controlnet_for(unet, seed=3, vae_scale_factor=scale)
     wide.register_to_config(cross_attention_dim=2048)  # as an SDXL ControlNet declares itself
     wide.save_pretrained(folder / "sdxl_cn")
-    return StudioService(manager, outputs, controlnets=controlnet.install(manager, folder))
+    return StudioService(manager, outputs, [Inpaint(), controlnet.ControlNet(folder)])
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +62,16 @@ def run(service, mode="txt2img", units=(), **settings) -> np.ndarray:
         mask = Image.new("L", (SIZE, SIZE), 0)
         mask.paste(255, (8, 8, 56, 56))
         inputs["mask"] = mask
-    generation = service.generate(mode, controlnet_units=list(units), **{**inputs, **settings})
+    generation = service.generate(*service.build(mode, {"controlnet_units": list(units), **inputs, **settings}))
     return np.asarray(Image.open(generation.files[0])).astype(int)
+
+
+def preview(service):
+    """A unit's Preview button, as the tabs have it."""
+    from extensions.controlnet.panel import make_preview
+    from ui.handlers import editor_image_and_mask, map_file
+
+    return make_preview(service.extension("controlnet"), map_file, lambda editor: editor_image_and_mask(editor)[0])
 
 
 def unit(model="cn_a", **settings) -> dict:
@@ -104,12 +112,13 @@ def test_only_masked_crops_the_control_map_like_the_image(service):
     original = service.manager.generate
     service.manager.generate = lambda job, on_step=None: seen.append(job) or original(job, on_step)
     try:
-        service.generate("inpaint", prompt="x", image=picture, mask=mask, steps=2, width=SIZE, height=SIZE,
-                         controlnet_units=[{"module": "none", "model": "cn_a"}], **options)
+        service.generate(*service.build("inpaint", dict(
+            prompt="x", image=picture, mask=mask, steps=2, width=SIZE, height=SIZE,
+            controlnet_units=[{"module": "none", "model": "cn_a"}], **options)))
     finally:
         del service.manager.generate
     plan = InpaintPlan.make(picture, mask, InpaintOptions(**options), SIZE, SIZE)
-    control = np.asarray(seen[0].controls[0].image).astype(int)
+    control = np.asarray(seen[0].part("controlnet").maps[0].image).astype(int)
     fitted = fit(picture, picture.size, "Crop and Resize")
     expected = np.asarray(fitted.crop(plan.box).resize((SIZE, SIZE), Image.Resampling.BILINEAR))
     whole = np.asarray(fitted.resize((SIZE, SIZE), Image.Resampling.BILINEAR))
@@ -122,7 +131,7 @@ class Captured(Exception):
 
 
 def control_images_of(service, mode: str, **inputs) -> list[Image.Image]:
-    """The control maps the job of `service.generate(mode, **inputs)` hands the model."""
+    """The control maps the job of a request for `mode` with `inputs` hands the model."""
     jobs = []
 
     def spy(job, on_step=None):
@@ -132,17 +141,15 @@ def control_images_of(service, mode: str, **inputs) -> list[Image.Image]:
     service.manager.generate = spy
     try:
         with pytest.raises(Captured):
-            service.generate(mode, prompt="x", steps=2, **inputs)
+            service.generate(*service.build(mode, {"prompt": "x", "steps": 2, **inputs}))
     finally:
         del service.manager.generate
-    return [control.image for control in jobs[0].controls]
+    return [control.image for control in jobs[0].part("controlnet").maps]
 
 
 @pytest.mark.parametrize("pixel_perfect", [True, False])
 @pytest.mark.parametrize("mode", ["txt2img", "img2img", "inpaint"])
 def test_preview_shows_exactly_the_map_the_generation_uses(service, mode, pixel_perfect):
-    from ui.handlers import Handlers
-
     rng = np.random.default_rng(3)
     source = circle(96).crop((0, 10, 96, 80))  # 96x70: another size and aspect than the generation's
     picture = Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
@@ -154,7 +161,7 @@ def test_preview_shows_exactly_the_map_the_generation_uses(service, mode, pixel_
         inputs["mask"] = Image.new("L", picture.size, 255)  # whole picture: the map is not cropped
     used = control_images_of(service, mode, controlnet_units=[{"model": "cn_a", "image": source, **settings}],
                              **inputs)
-    shown = Image.open(Handlers(service).preview(
+    shown = Image.open(preview(service)(
         source, settings["module"], settings["processor_res"], settings["threshold_a"], settings["threshold_b"],
         pixel_perfect, settings["resize_mode"], inputs["width"], inputs["height"],
         None if mode == "txt2img" else tab_image))
@@ -166,7 +173,7 @@ def test_preview_shows_exactly_the_map_the_generation_uses(service, mode, pixel_
 def test_pixel_perfect_is_the_default_and_detects_at_the_generation_resolution(service):
     """At the old default (Preprocessor Resolution 512 for a 64 px generation) the canny map of a demo image is
     black but for faint traces; pixel perfect, now the default, detects at the generation's own resolution."""
-    from models.demo.shapes import Scene, Shape, render
+    from training.shapes import Scene, Shape, render
 
     small = render(Scene((Shape("circle", "red", "large"),), "blue"), SIZE)
     default = control_images_of(service, "txt2img", controlnet_units=[{"model": "cn_a", "image": small,
@@ -212,7 +219,7 @@ def test_units_and_canny_preview_through_gradio_client(client, tmp_path):
                               threshold_b=150, api_name="/controlnet_detect")
     edges = np.asarray(Image.open(detected).convert("L"))
     assert edges.shape == (128, 128) and edges[60:68, 60:68].max() == 0 and edges.max() > 40, "edges on the ring only"
-    from models.demo.shapes import Scene, Shape, render
+    from training.shapes import Scene, Shape, render
 
     # pixel perfect by default: the map at the image's own resolution
     render(Scene((Shape("circle", "red", "large"),), "blue"), 64).save(tmp_path / "small.png")

@@ -23,7 +23,8 @@ import requests
 import torch
 from PIL import Image, ImageDraw
 
-from extensions.controlnet import ade20k, preprocessors, weighted
+from extensions.controlnet import ade20k, preprocessors
+from extensions.controlnet import detectors as weighted  # the models' module, once weighted.py
 from extensions.controlnet.preprocessors import PREPROCESSORS, MapCache, Preprocessor, available, detect, get
 from tests.conftest import ROOT
 
@@ -477,7 +478,7 @@ def test_listed_detected_and_used_in_a_generation_through_the_rest_api(app_serve
 def test_listed_in_the_ui_and_previewed_as_the_generation_will_see_them(app_server, annotators):
     """The tabs' preprocessor dropdowns offer depth, pose and segmentation, and a unit's Preview gives the map at the
     generation's size (RGB, 96x64 here for a 64x128 photo, cropped and resized as the generation does)."""
-    from ui.handlers import Handlers
+    from tests.test_controlnet import preview
 
     config = requests.get(f"{app_server[0]}/config", timeout=30).json()
     dropdowns = [component["props"] for component in config["components"]
@@ -485,8 +486,8 @@ def test_listed_in_the_ui_and_previewed_as_the_generation_will_see_them(app_serv
     offered = {choice[0] if isinstance(choice, list) else choice for choice in dropdowns[0]["choices"]}
     assert {"depth_anything_v2", "openpose", "openpose_full", "seg_upernet_ade20k"} <= offered
     for module in ("depth_anything_v2", "seg_upernet_ade20k", "openpose"):
-        shown = Image.open(Handlers(app_server[1]).preview(photo((64, 128), seed=3), module, 512, None, None, True,
-                                                           "Crop and Resize", 96, 64))
+        shown = Image.open(preview(app_server[1])(photo((64, 128), seed=3), module, 512, None, None, True,
+                                                  "Crop and Resize", 96, 64))
         assert shown.size == (96, 64) and shown.mode == "RGB", module
 
 

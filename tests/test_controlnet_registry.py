@@ -1,7 +1,7 @@
 """The ControlNet library and its cache of loaded models, on tiny ControlNets saved as real files.
 
 The single files are written in lllyasviel's original key layout (`control_model.input_blocks...`) by
-`extensions.controlnet.synthetic`, and loaded back by diffusers' own conversion. A single file carries no config;
+`testing.controlnet_files`, and loaded back by diffusers' own conversion. A single file carries no config;
 the library passes one, the shipped SD 1.5 config by default and the tiny model's config in these tests.
 """
 
@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from extensions.controlnet.registry import SD15_CONFIG, ControlNetCache, ControlNetLibrary
-from extensions.controlnet.synthetic import save_original, tiny_controlnet
+from extensions.controlnet.cache import ControlNetCache
+from extensions.controlnet.library import SD15_CONFIG, ControlNetLibrary
+from testing.controlnet_files import save_original, tiny_controlnet
 
 TINY_WIDTH = 32  # the tiny models' cross-attention width, standing in for SD 1.x's 768
 

@@ -8,7 +8,7 @@ import time
 
 from PIL import Image
 
-from service.infotext import format_infotext, parameter_pairs, parse_infotext, read_png_infotext, save_png
+from models.infotext import format_infotext, parameter_pairs, parse_infotext, read_png_infotext, save_png
 
 # A1111's own pattern for the parameter line (modules/infotext_utils.py), the reference parameter_pairs must agree
 # with; it backtracks quadratically, so it only ever runs here, on short lines.

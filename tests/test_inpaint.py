@@ -8,7 +8,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from bench.memory import peak_rss_during
-from extensions.inpaint import prepare_mask
+from extensions.inpaint import Inpaint, prepare_mask
+from extensions.outpaint import Outpaint
 from service.studio import StudioService
 
 STEPS = 3
@@ -16,7 +17,7 @@ STEPS = 3
 
 @pytest.fixture(scope="module")
 def service(demo_manager, tmp_path_factory):
-    return StudioService(demo_manager, tmp_path_factory.mktemp("outputs"))
+    return StudioService(demo_manager, tmp_path_factory.mktemp("outputs"), [Inpaint(), Outpaint()])
 
 
 def picture(width: int, height: int, seed: int = 0) -> Image.Image:
@@ -31,7 +32,7 @@ def ellipse_mask(width: int, height: int, box: tuple[float, float, float, float]
 
 def inpaint(service, image, mask, **options):
     settings = {"prompt": "a red circle", "steps": STEPS, "seed": 7, "width": 128, "height": 128, "strength": 1.0}
-    generation = service.generate("inpaint", image=image, mask=mask, **{**settings, **options})
+    generation = service.run("inpaint", dict(image=image, mask=mask, **{**settings, **options}))
     return [Image.open(path) for path in generation.files], generation
 
 
@@ -94,7 +95,7 @@ def test_full_mask_behaves_like_img2img(service):
     image = picture(128, 128, seed=3)
     full = Image.new("L", (128, 128), 255)
     settings = {"prompt": "a cat", "steps": 4, "seed": 3, "width": 128, "height": 128, "strength": 0.6}
-    img2img = service.generate("img2img", image=image, **settings)
+    img2img = service.run("img2img", dict(image=image, **settings))
     [inpainted], _ = inpaint(service, image, full, **settings)
     assert np.array_equal(np.asarray(inpainted), np.asarray(Image.open(img2img.files[0])))
 
@@ -140,8 +141,8 @@ def test_infotext_has_a1111_inpaint_entries(service):
 
 def test_outpainting_grows_the_canvas_and_keeps_the_picture(service):
     image = picture(120, 96, seed=4)
-    generation = service.outpaint(image=image, left=64, down=32, overlap=16, prompt="a field", steps=STEPS,
-                                  seed=1, width=128, height=128)
+    generation = service.run("outpaint", dict(image=image, left=64, down=32, overlap=16, prompt="a field", steps=STEPS,
+                                  seed=1, width=128, height=128))
     result = np.asarray(Image.open(generation.files[0]))
     assert result.shape[:2] == (96 + 32, 120 + 64)
     placed = result[0:96, 64:64 + 120]
@@ -152,11 +153,11 @@ def test_outpainting_grows_the_canvas_and_keeps_the_picture(service):
 
 def test_outpaint_without_a_direction_is_refused(service):
     with pytest.raises(ValueError, match="outpaint: give at least one of left, right, up, down"):
-        service.outpaint(image=picture(64, 64), prompt="x", steps=STEPS)
+        service.run("outpaint", dict(image=picture(64, 64), prompt="x", steps=STEPS))
 
 
 def test_latent_masked_content_on_a_four_channel_model(txt2img_manager, tmp_path):
-    service = StudioService(txt2img_manager, tmp_path)
+    service = StudioService(txt2img_manager, tmp_path, [Inpaint()])
     image, mask = picture(64, 64, seed=5), ellipse_mask(64, 64, (0.25, 0.25, 0.75, 0.75))
     settings = {"width": 64, "height": 64, "strength": 0.5, "mask_blur": 0}
     results = {content: np.asarray(inpaint(service, image, mask, masked_content=content, **settings)[0][0])

@@ -12,10 +12,10 @@ from extensions.inpaint import (
     MASKED_CONTENT,
     InpaintOptions,
     InpaintPlan,
-    extend_canvas,
     prepare_mask,
 )
 from extensions.inpaint.plan import round8
+from extensions.outpaint import extend_canvas
 
 
 def picture(width: int, height: int, seed: int = 0) -> Image.Image:

@@ -12,9 +12,9 @@ from PIL import Image
 
 from extensions import lora
 from extensions.lora.files import addnet_hash
-from extensions.lora.synthetic import make_lora
 from models.manager import PipelineManager
 from models.request import GenerationRequest
+from testing.lora_files import make_lora
 from tests.conftest import DEMO
 
 SIZE, STEPS = 64, 3
@@ -46,7 +46,7 @@ def manager(folder):
 
 
 def generate(manager, loras=(), seed=1, prompt="a cat") -> np.ndarray:
-    request = GenerationRequest("txt2img", prompt, width=SIZE, height=SIZE, steps=STEPS, seed=seed, loras=loras)
+    request = GenerationRequest("txt2img", prompt, width=SIZE, height=SIZE, steps=STEPS, seed=seed, parts={"lora": loras})
     return np.asarray(manager.generate(request).images[0]).astype(int)
 
 
@@ -156,12 +156,12 @@ def test_fusing_a_repeated_set_keeps_the_output_and_unfusing_restores_the_base(f
 
 
 def test_infotext_keeps_the_tags_and_writes_lora_hashes(folder, tmp_path):
-    from service.infotext import parse_infotext
+    from models.infotext import parse_infotext
     from service.studio import StudioService
 
     manager = PipelineManager.load("demo", device="cpu")
-    service = StudioService(manager, tmp_path, loras=lora.install(manager, folder))
-    result = service.generate("txt2img", prompt="a cat <lora:kohya_a:0.5> <lora:peft_b>", steps=2, width=64, height=64)
+    service = StudioService(manager, tmp_path, [lora.Lora(folder)])
+    result = service.run("txt2img", dict(prompt="a cat <lora:kohya_a:0.5> <lora:peft_b>", steps=2, width=64, height=64))
     prompt, _, parameters = parse_infotext(result.infotexts[0])
     assert prompt == "a cat <lora:kohya_a:0.5> <lora:peft_b>"
     hashes = {name: addnet_hash(folder / f"{name}.safetensors")[:12] for name in ("kohya_a", "peft_b")}

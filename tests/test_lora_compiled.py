@@ -11,9 +11,9 @@ from safetensors.torch import save_file
 
 from extensions import lora
 from extensions.lora.switch import lora_layers
-from extensions.lora.synthetic import make_lora
 from models.manager import PipelineManager
 from models.request import GenerationRequest
+from testing.lora_files import make_lora
 
 RANK_LIMIT = 16
 
@@ -44,7 +44,7 @@ def managers(folder):
 
 
 def generate(manager, loras=()) -> np.ndarray:
-    request = GenerationRequest("txt2img", "a cat", width=64, height=64, steps=3, seed=5, loras=loras)
+    request = GenerationRequest("txt2img", "a cat", width=64, height=64, steps=3, seed=5, parts={"lora": loras})
     return np.asarray(manager.generate(request).images[0]).astype(int)
 
 

@@ -12,7 +12,8 @@ from PIL import Image
 
 from models.manager import PipelineManager
 from models.request import GenerationRequest
-from models.samplers import SAMPLER_NAMES, make_scheduler
+from models.sampler_names import SAMPLER_NAMES
+from models.samplers import make_scheduler
 from models.single_file import save_single_file
 from tests.conftest import DEMO, PLUMBING
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import io
+import tempfile
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from extensions.controlnet.extension import ControlNet
 from extensions.controlnet.units import ControlUnit
+from extensions.inpaint import Inpaint
 from extensions.inpaint.options import InpaintOptions
-from service.infotext import format_infotext, save_png
+from models.infotext import format_infotext, save_png
 from service.pnginfo import decode_user_comment, describe, fields_from_infotext, read_infotext
 
 # As A1111 1.10 writes it (the style of its wiki's examples).
@@ -19,6 +23,9 @@ A1111_TEXT = (
     "Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 1234, Size: 512x768, "
     "Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Version: v1.10.1"
 )
+
+# the extensions that read infotext entries back (ControlNet's folder is not read for that)
+EXTENSIONS = [Inpaint(), ControlNet(Path(tempfile.gettempdir()) / "no-controlnets")]
 
 
 def ours() -> str:
@@ -43,7 +50,7 @@ def test_round_trip_through_our_png(tmp_path):
     text = ours()
     path = save_png(Image.new("RGB", (16, 16)), tmp_path / "out.png", text)
     assert read_infotext(path) == text
-    fields = fields_from_infotext(read_infotext(path))
+    fields = fields_from_infotext(read_infotext(path), EXTENSIONS)
     assert fields["prompt"] == "a castle, <lora:detail:0.6> <lora:style: 1.2>\nat dusk"
     assert fields["negative_prompt"] == "blurry, lowres"
     assert (fields["steps"], fields["sampler"], fields["guidance_scale"], fields["seed"]) == (
@@ -65,7 +72,7 @@ def test_round_trip_through_our_png(tmp_path):
 
 def test_units_parse_as_the_api_takes_them():
     """What comes out is accepted by ControlUnit.parse, the API's own reader."""
-    for index, raw in enumerate(fields_from_infotext(ours())["controlnet_units"]):
+    for index, raw in enumerate(fields_from_infotext(ours(), EXTENSIONS)["controlnet_units"]):
         unit, ignored = ControlUnit.parse(index, raw)
         assert unit is not None and ignored == []
 
@@ -73,11 +80,11 @@ def test_units_parse_as_the_api_takes_them():
 def test_units_are_ordered_by_their_number():
     text = ('x\nSteps: 5, Sampler: Euler, Seed: 1, ControlNet 10: "Module: canny, Model: b", '
             'ControlNet 2: "Module: none, Model: a"')
-    assert [unit["model"] for unit in fields_from_infotext(text)["controlnet_units"]] == ["a", "b"]
+    assert [unit["model"] for unit in fields_from_infotext(text, EXTENSIONS)["controlnet_units"]] == ["a", "b"]
 
 
 def test_a1111_infotext():
-    fields = fields_from_infotext(A1111_TEXT)
+    fields = fields_from_infotext(A1111_TEXT, EXTENSIONS)
     assert fields["prompt"] == "a photo of a cat, <lora:detail:0.6>"
     assert fields["negative_prompt"] == "lowres, bad anatomy"
     assert fields["sampler"] == "DPM++ 2M Karras"
@@ -94,34 +101,37 @@ def test_a1111_infotext():
     ("Sampler: LMS, Schedule type: Karras", "LMS Karras"),
 ])
 def test_sampler_names(sampler, expected):
-    fields = fields_from_infotext(f"p\nSteps: 20, {sampler}, Seed: 1")
+    fields = fields_from_infotext(f"p\nSteps: 20, {sampler}, Seed: 1", EXTENSIONS)
     assert fields["sampler"] == expected and fields["warnings"] == []
 
 
 def test_sampler_we_lack_is_left_out_with_a_warning():
-    fields = fields_from_infotext("p\nSteps: 20, Sampler: DPM++ 3M SDE, Schedule type: Exponential, Seed: 1")
+    fields = fields_from_infotext("p\nSteps: 20, Sampler: DPM++ 3M SDE, Schedule type: Exponential, Seed: 1",
+                                  EXTENSIONS)
     assert "sampler" not in fields and "DPM++ 3M SDE" in fields["warnings"][0]
-    fields = fields_from_infotext("p\nSteps: 20, Sampler: Euler, Schedule type: Exponential, Seed: 1")
+    fields = fields_from_infotext("p\nSteps: 20, Sampler: Euler, Schedule type: Exponential, Seed: 1", EXTENSIONS)
     assert fields["sampler"] == "Euler" and "Exponential" in fields["warnings"][0]
 
 
 def test_malformed_numbers_become_warnings():
-    fields = fields_from_infotext("p\nSteps: 20, Sampler: Euler, Seed: 12ab, CFG scale: seven, Size: 512 by 512")
+    fields = fields_from_infotext("p\nSteps: 20, Sampler: Euler, Seed: 12ab, CFG scale: seven, Size: 512 by 512",
+                                  EXTENSIONS)
     assert fields["steps"] == 20
     assert not {"seed", "guidance_scale", "width", "height"} & set(fields)
     assert len(fields["warnings"]) == 3 and any(warning.startswith("Seed: '12ab'") for warning in fields["warnings"])
 
 
 def test_inpaint_defaults_fill_what_a1111_leaves_out():
-    fields = fields_from_infotext("p\nSteps: 20, Sampler: Euler, Seed: 1, Denoising strength: 0.5, Mask blur: 4")
+    fields = fields_from_infotext("p\nSteps: 20, Sampler: Euler, Seed: 1, Denoising strength: 0.5, Mask blur: 4",
+                                  EXTENSIONS)
     assert {name: fields[name] for name in ("mask_blur", "invert_mask", "inpaint_area", "padding", "masked_content")} \
         == {"mask_blur": 4, "invert_mask": False, "inpaint_area": "Whole picture", "padding": 32,
             "masked_content": "original"}
 
 
 def test_a_prompt_without_parameters():
-    assert fields_from_infotext("just words") == {"prompt": "just words", "negative_prompt": "", "other": {},
-                                                  "warnings": []}
+    assert fields_from_infotext("just words", EXTENSIONS) == {"prompt": "just words", "negative_prompt": "",
+                                                              "other": {}, "warnings": []}
 
 
 def test_describe_lists_prompt_negative_and_entries():
@@ -158,7 +168,7 @@ def test_exif_user_comment(image_format, encoding, tmp_path):
     assert read_infotext({"path": str(path)}) == A1111_TEXT  # as gr.File hands it over
     with Image.open(path) as image:
         assert read_infotext(image) == A1111_TEXT
-    assert fields_from_infotext(read_infotext(data))["seed"] == 1234
+    assert fields_from_infotext(read_infotext(data), EXTENSIONS)["seed"] == 1234
 
 
 def test_unicode_outside_ascii_and_a_bom():

@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from models.demo import evaluate_shapes as ev
-from models.demo import shapes
-from models.demo.shapes import Scene, Shape
 from tests.conftest import ROOT
+from training import evaluate_shapes as ev
+from training import shapes
+from training.shapes import Scene, Shape
 
 
 def random_scenes(n: int, two_shapes_probability: float = 0.3) -> list[Scene]:
@@ -26,7 +26,7 @@ def prompts() -> list[tuple[str, Scene]]:
 
 
 def test_importing_the_dataset_and_evaluation_needs_no_torch():
-    code = "import sys, models.demo.shapes, models.demo.evaluate_shapes; assert 'torch' not in sys.modules"
+    code = "import sys, training.shapes, training.evaluate_shapes; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
 
 

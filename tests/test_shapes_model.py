@@ -10,12 +10,13 @@ import pytest
 from PIL import Image, ImageDraw
 
 from models.demo import shipped
-from extensions.controlnet.units import ControlUnit
-from models.demo.evaluate_shapes import (
+from extensions.controlnet.units import ControlInput, ControlNetPart, ControlUnit
+from models.request import GenerationRequest
+from testing.demo_model import load_with_extras
+from training.evaluate_shapes import (
     COLOURS, background_colour, colour_correct, edge_agreement, evaluate, pastel_share, seeded_prompts, shape_correct,
 )
-from models.demo.shapes import Scene, Shape, edges, moved, render, reshaped, segmentation
-from models.request import ControlInput, GenerationRequest
+from training.shapes import Scene, Shape, edges, moved, render, reshaped, segmentation
 
 SEEDS = (1, 2, 3)
 SEGMENTATION_PROMPTS, SEGMENTATION_BOUND = 8, 0.35  # bench/shapes_model.py: 0.54 with shapes-seg, 0.05 without
@@ -23,11 +24,13 @@ SEGMENTATION_PROMPTS, SEGMENTATION_BOUND = 8, 0.35  # bench/shapes_model.py: 0.5
 
 @pytest.fixture(scope="module")
 def shapes():
-    return shipped.load_with_extras()
+    return load_with_extras()
 
 
 def generate(manager, prompt: str, seed: int, **fields) -> np.ndarray:
-    request = GenerationRequest(fields.pop("mode", "txt2img"), prompt, width=64, height=64, seed=seed, **fields)
+    parts = {"lora": fields.pop("loras", ()), "controlnet": ControlNetPart(maps=fields.pop("controls", ()))}
+    request = GenerationRequest(fields.pop("mode", "txt2img"), prompt, width=64, height=64, seed=seed, parts=parts,
+                                **fields)
     return np.asarray(manager.generate(request).images[0])
 
 
@@ -63,16 +66,17 @@ def test_a_red_circle_on_a_blue_background(shapes):
 
 def test_inpainting_a_masked_square_green_keeps_the_rest(shapes, tmp_path):
     """Through the app's service, as the inpaint tab runs it (no mask blur: every pixel outside stays)."""
+    from extensions.inpaint import Inpaint
     from service.studio import StudioService
 
-    service = StudioService(shapes, tmp_path)
+    service = StudioService(shapes, tmp_path, [Inpaint()])
     image = render(Scene(shapes=(Shape("square", "red", "large", "centre"),), background="white"))
     mask = Image.new("L", (64, 64), 0)
     ImageDraw.Draw(mask).rectangle([10, 10, 53, 53], fill=255)  # the large centred square (13 to 51) and a margin
     keep, inside = np.asarray(mask) == 0, np.s_[22:42, 22:42]
     for seed in SEEDS:
-        generation = service.generate("inpaint", prompt="a large green square on a white background", image=image,
-                                      mask=mask, width=64, height=64, seed=seed, strength=1.0, mask_blur=0)
+        generation = service.run("inpaint", dict(prompt="a large green square on a white background", image=image,
+                                      mask=mask, width=64, height=64, seed=seed, strength=1.0, mask_blur=0))
         pixels = np.asarray(Image.open(generation.files[0]).convert("RGB"))
         assert share_near(pixels[inside], "green") > 0.6 and share_near(pixels[inside], "red") < 0.1, seed
         assert np.array_equal(pixels[keep], np.asarray(image)[keep]), seed

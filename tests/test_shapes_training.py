@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from models.demo import assemble_shapes, train_controlnet, train_lora, train_unet, train_vae
 from models.manager import PipelineManager
 from models.request import GenerationRequest
+from training import assemble_shapes, train_controlnet, train_lora, train_unet, train_vae
 
 
 def test_train_resume_assemble_and_generate(tmp_path):
@@ -39,8 +39,8 @@ def test_train_resume_assemble_and_generate(tmp_path):
     assert json.loads((tmp_path / "lora" / "state.json").read_text())["step"] == 2
     # exported as the app ships them, both load through its own extensions
     from extensions import lora
-    from extensions.controlnet import pipeline as controlnet_extension
-    from models.request import ControlInput
+    from extensions.controlnet import extension as controlnet_extension
+    from extensions.controlnet.units import ControlInput, ControlNetPart
     from PIL import Image
 
     assert lora_file.name == "pastel.safetensors"
@@ -51,8 +51,9 @@ def test_train_resume_assemble_and_generate(tmp_path):
     controlnets = controlnet_extension.install(manager, tmp_path / "ControlNet")
     assert controlnets.library.list_names() == ["canny", "seg"]
     styled = GenerationRequest("txt2img", "a red circle on a blue background", steps=2, width=64, height=64, seed=1,
-                               loras=(("pastel", 1.0),), controls=(ControlInput("canny", Image.new("RGB", (64, 64))),
-                                                                   ControlInput("seg", Image.new("RGB", (64, 64)))))
+                               parts={"lora": (("pastel", 1.0),), "controlnet": ControlNetPart(maps=(
+                                   ControlInput("canny", Image.new("RGB", (64, 64))),
+                                   ControlInput("seg", Image.new("RGB", (64, 64)))))})
     assert manager.generate(styled).images[0].size == (64, 64) and adapters.loaded_names == ["pastel"]
     assert len(controlnets.cache.loaded()) == 2
 
@@ -99,7 +100,7 @@ def test_min_snr_weighting_keeps_middle_steps_lifts_the_noisiest_and_lowers_clea
 
 
 def test_foreground_weights_cover_each_shapes_box_grown_by_one_cell():
-    from models.demo.shapes import Scene, Shape
+    from training.shapes import Scene, Shape
 
     corner = Scene(shapes=(Shape("circle", "red", "small", "top left"),), background="blue")
     centre = Scene(shapes=(Shape("square", "red", "large"),), background="blue")
@@ -154,8 +155,8 @@ def counting_vae():
 def test_latent_cache_encodes_each_image_once_and_samples_it_anew():
     import torch
 
-    from models.demo import shapes
-    from models.demo.training import to_tensor
+    from training import shapes
+    from training.common import to_tensor
 
     torch.manual_seed(0)
     vae, encoded, encode = counting_vae()
@@ -176,7 +177,7 @@ def test_latent_cache_encodes_each_image_once_and_samples_it_anew():
 
 
 def test_latent_cache_drops_the_least_recently_used_beyond_its_limit():
-    from models.demo import shapes
+    from training import shapes
 
     vae, encoded, _ = counting_vae()
     a, b, c = (shapes.sample(seed)[0] for seed in range(3))
@@ -196,7 +197,7 @@ def test_latent_cache_drops_the_least_recently_used_beyond_its_limit():
 def test_controlnet_captions_against_the_edges_move_only_one_shape_scenes(monkeypatch):
     import numpy as np
 
-    from models.demo import shapes
+    from training import shapes
 
     monkeypatch.setattr(train_controlnet, "CAPTION_ELSEWHERE", 1.0)
     items = [shapes.sample(seed) for seed in range(40)]
@@ -216,7 +217,7 @@ def test_segmentation_maps_paint_each_shape_in_its_kinds_ade20k_colour_where_the
     import numpy as np
 
     from extensions.controlnet.ade20k import CLASSES, PALETTE
-    from models.demo import shapes
+    from training import shapes
 
     assert {part: CLASSES[index] for part, index in shapes.segment_ids().items()} == shapes.SEGMENT_CLASSES
     assert shapes.segment_ids() == {"background": 0, "circle": 119, "square": 41, "triangle": 114}
@@ -251,7 +252,7 @@ def test_segmentation_maps_paint_each_shape_in_its_kinds_ade20k_colour_where_the
 
 
 def test_segmentation_captions_name_another_place_or_kind_than_the_map(monkeypatch):
-    from models.demo import shapes
+    from training import shapes
 
     monkeypatch.setattr(train_controlnet, "CAPTION_AGAINST_MAP", 1.0)
     items = [shapes.sample(seed) for seed in range(60)]

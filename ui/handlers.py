@@ -1,145 +1,52 @@
-"""Gradio-facing handlers: translate component values into service calls and service errors into gr.Error.
-
-Parameter names are the API's keyword names (`gradio_client` calls `/txt2img` with `prompt=`, `seed=`, ...).
-"""
+"""Gradio-facing handlers: component values become plain fields by their API names (`gradio_client` calls
+`/txt2img` with `prompt=`, `seed=`, ...), the service builds the typed request from them, and its errors become
+gr.Error."""
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
 import logging
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import gradio as gr
 from PIL import Image
 
+from extensions.base import Panel
+from models.zerogpu import MODES as ZEROGPU_MODES
 from models.zerogpu import duration_from_call, gpu
 from service.studio import Generation, StudioService
 
 log = logging.getLogger(__name__)
 
-MASK_MODES = ("Inpaint masked", "Inpaint not masked")  # A1111's words for invert_mask off / on
-
-
 class Handlers:
     def __init__(self, service: StudioService):
         self.service = service
-        # On a ZeroGPU Space each generation holds a GPU for a duration estimated from its own arguments;
-        # elsewhere gpu() returns the method itself.
-        for mode in ("txt2img", "img2img", "inpaint", "outpaint"):
-            method = getattr(self, mode)
-            setattr(self, mode, gpu(method, duration_from_call(method, mode)))
+        size = service.default_size
+        # each endpoint's fields and defaults (the UI's defaults): the core's, then each extension's
+        self.fields = {mode: {**fields, **{name: size for name in ("width", "height") if name in fields}}
+                       for mode, fields in service.requests.endpoints().items()}
+        # The functions behind the named endpoints, whose parameters are the fields. On a ZeroGPU Space each holds a
+        # GPU for a duration estimated from its own arguments; elsewhere gpu() returns the function itself.
+        self.api = {}
+        for mode, fields in self.fields.items():
+            function = _with_parameters(lambda progress=None, mode=mode, **values: self.run(mode, values, progress),
+                                        list(fields), mode)
+            self.api[mode] = gpu(function, duration_from_call(function, mode)) if mode in ZEROGPU_MODES else function
 
-    def txt2img(
-        self, prompt, negative_prompt, seed, steps, guidance_scale, width, height, sampler, batch_size,
-        controlnet_units=None, progress=gr.Progress(),
-    ):
-        return self._run(
-            "txt2img", progress, prompt=prompt, negative_prompt=negative_prompt, seed=seed, steps=steps,
-            guidance_scale=guidance_scale, width=width, height=height, sampler=sampler, batch_size=batch_size,
-            controlnet_units=controlnet_units,
-        )
-
-    def img2img(
-        self, prompt, image, negative_prompt, seed, steps, guidance_scale, width, height, sampler, batch_size,
-        strength, controlnet_units=None, progress=gr.Progress(),
-    ):
-        return self._run(
-            "img2img", progress, prompt=prompt, image=image, negative_prompt=negative_prompt, seed=seed,
-            steps=steps, guidance_scale=guidance_scale, width=width, height=height, sampler=sampler,
-            batch_size=batch_size, strength=strength, controlnet_units=controlnet_units,
-        )
-
-    def inpaint(
-        self, prompt, image, mask, negative_prompt, seed, steps, guidance_scale, width, height, sampler,
-        batch_size, strength, mask_blur, invert_mask, inpaint_area, padding, masked_content, controlnet_units=None,
-        progress=gr.Progress(),
-    ):
-        return self._run(
-            "inpaint", progress, prompt=prompt, image=image, mask=mask, negative_prompt=negative_prompt,
-            seed=seed, steps=steps, guidance_scale=guidance_scale, width=width, height=height, sampler=sampler,
-            batch_size=batch_size, strength=strength, mask_blur=mask_blur, invert_mask=invert_mask,
-            inpaint_area=inpaint_area, padding=padding, masked_content=masked_content,
-            controlnet_units=controlnet_units,
-        )
-
-    def inpaint_editor(
-        self, prompt, editor, mask_upload, negative_prompt, seed, steps, guidance_scale, width, height,
-        sampler, batch_size, strength, mask_blur, mask_mode, inpaint_area, padding, masked_content,
-        controlnet_units=None, progress=gr.Progress(),
-    ):
-        """The inpaint tab: the mask is what was painted in the editor, unless a mask image was uploaded."""
-        image, painted = editor_image_and_mask(editor)
-        return self.inpaint(
-            prompt, image, mask_upload if mask_upload is not None else painted, negative_prompt, seed, steps,
-            guidance_scale, width, height, sampler, batch_size, strength, mask_blur, mask_mode == MASK_MODES[1],
-            inpaint_area, padding, masked_content, controlnet_units, progress,
-        )
-
-    def controlnet_detect(self, image, module, processor_res=512, threshold_a=None, threshold_b=None,
-                          pixel_perfect=True):
-        """The preprocessor's map of an image (/controlnet_detect); pixel perfect: at the image's own resolution."""
-        try:
-            return map_file(self.service.control_map(image, module, processor_res, threshold_a, threshold_b,
-                                                     pixel_perfect))
-        except ValueError as error:
-            raise gr.Error(str(error)) from None
-
-    def preview(self, image, module, processor_res, threshold_a, threshold_b, pixel_perfect, resize_mode, width,
-                height, tab_image=None):
-        """A unit's Preview button: the map the generation will use, from the unit's image, else the tab's (an
-        editor gives its background). It is fitted to the generation size, Width x Height; in inpaint, where the
-        map is fitted to the picture and then cropped like it, to the picture's size."""
-        picture = None
-        if isinstance(tab_image, dict):
-            tab_image = picture = editor_image_and_mask(tab_image)[0]
-        if image is None and tab_image is None:
-            raise gr.Error("Preview: upload a control image first")
-        size = picture.size if picture is not None else (width, height)
-        try:
-            return map_file(self.service.control_map(image if image is not None else tab_image, module,
-                                                     processor_res, threshold_a, threshold_b, pixel_perfect,
-                                                     resize_mode, size))
-        except ValueError as error:
-            raise gr.Error(str(error)) from None
-
-    def outpaint(
-        self, prompt, image, left, right, up, down, overlap, fill, negative_prompt, seed, steps, guidance_scale,
-        width, height, sampler, batch_size, strength, progress=gr.Progress(),
-    ):
-        return self._run(
-            "outpaint", progress, prompt=prompt, image=image, left=left, right=right, up=up, down=down,
-            overlap=overlap, fill=fill, negative_prompt=negative_prompt, seed=seed, steps=steps,
-            guidance_scale=guidance_scale, width=width, height=height, sampler=sampler, batch_size=batch_size,
-            strength=strength,
-        )
-
-    def outpaint_editor(
-        self, prompt, editor, left, right, up, down, overlap, fill, negative_prompt, seed, steps, guidance_scale,
-        width, height, sampler, batch_size, strength, progress=gr.Progress(),
-    ):
-        """The inpaint tab's Outpaint button: extends the picture in the editor (its painted mask is not used)."""
-        image, _ = editor_image_and_mask(editor)
-        return self.outpaint(
-            prompt, image, left, right, up, down, overlap, fill, negative_prompt, seed, steps, guidance_scale,
-            width, height, sampler, batch_size, strength, progress,
-        )
-
-    def interrupt(self) -> None:
-        self.service.interrupt()
-
-    def _run(self, mode: str, progress: gr.Progress, **inputs):
+    def run(self, mode: str, fields: dict, progress: gr.Progress | None = None):
+        """Build the typed request from the fields, run it; errors become gr.Error naming the field and value."""
         def on_step(done: int, total: int) -> None:
-            progress((done, total), desc="Sampling", unit="steps")
+            if progress is not None:
+                progress((done, total), desc="Sampling", unit="steps")
 
         try:
-            if mode == "outpaint":
-                result = self.service.outpaint(on_step=on_step, **inputs)
-            else:
-                result = self.service.generate(mode, on_step=on_step, **inputs)
+            result = self.service.run(mode, fields, on_step)
         except ValueError as error:
             raise gr.Error(str(error)) from None
         except Exception as error:  # never a bare stack trace for the user; the log keeps it
@@ -148,6 +55,42 @@ class Handlers:
         for warning in result.warnings:
             gr.Warning(warning)
         return _outputs(result)
+
+    def tab_event(self, mode: str, names: list[str], panels: list[Panel]) -> Callable:
+        """A tab's generate event: its own components (by field name; "editor" for inpaint's image editor, whose
+        painted mask is used unless a mask image was uploaded), then each panel's inputs."""
+        def event(*values, progress=gr.Progress()):
+            fields, rest = dict(zip(names, values)), list(values[len(names):])
+            for panel in panels:
+                fields.update(panel.collect(rest[: len(panel.inputs)]))
+                rest = rest[len(panel.inputs):]
+            if "editor" in fields:
+                image, painted = editor_image_and_mask(fields.pop("editor"))
+                fields["image"] = image
+                if "mask" in fields:
+                    fields["mask"] = fields["mask"] if fields["mask"] is not None else painted
+            return self.api[mode](**fields, progress=progress)
+
+        return event
+
+    def interrupt(self) -> None:
+        self.service.interrupt()
+
+
+def _with_parameters(function: Callable, names: list[str], mode: str) -> Callable:
+    """`function` with a signature naming each field (and gr.Progress): Gradio reads it for the API's parameter
+    names and the progress parameter, ZeroGPU's duration estimate for the call's values."""
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD  # Gradio finds gr.Progress among these only
+    parameters = [inspect.Parameter(name, kind) for name in names]
+    parameters.append(inspect.Parameter("progress", kind, default=gr.Progress()))
+
+    def endpoint(*args, **kwargs):
+        values = dict(zip([*names, "progress"], args), **kwargs)
+        return function(**values)
+
+    endpoint.__signature__ = inspect.Signature(parameters)
+    endpoint.__name__ = endpoint.__qualname__ = mode
+    return endpoint
 
 
 def _outputs(result: Generation):

@@ -22,8 +22,8 @@ from diffusers import (
 )
 from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 
-from extensions.controlnet import weighted
-from extensions.controlnet.registry import ControlNetCache, ControlNetLibrary
+from extensions.controlnet.cache import ControlNetCache
+from extensions.controlnet.library import ControlNetLibrary
 from models.request import GenerationRequest
 
 PROMPT_FIRST, CONTROL_FIRST = "My prompt is more important", "ControlNet is more important"
@@ -66,10 +66,11 @@ class ControlNets:
         self.max_units = max_units
 
     def hook(self, pipe: DiffusionPipeline, request: GenerationRequest, arguments: dict) -> tuple:
-        if len(request.controls) > self.max_units:
-            raise ValueError(f"controlnet units: at most {self.max_units} at once, got {len(request.controls)}")
+        maps = request.part("controlnet").maps if request.part("controlnet") is not None else ()
+        if len(maps) > self.max_units:
+            raise ValueError(f"controlnet units: at most {self.max_units} at once, got {len(maps)}")
         # A unit whose guidance window is empty acts on no step (diffusers refuses start == end): leave it out.
-        units = [unit for unit in request.controls if unit.guidance_end > unit.guidance_start]
+        units = [unit for unit in maps if unit.guidance_end > unit.guidance_start]
         if not units:
             return pipe, arguments
         modes = {unit.control_mode for unit in units}
@@ -97,15 +98,3 @@ class ControlNets:
             "guess_mode": CONTROL_FIRST in modes,
         }
         return control_pipe, arguments
-
-
-def install(manager, folder, cap: int = 3, max_units: int = 3, annotator_dir=None) -> ControlNets:
-    """Add ControlNet to a PipelineManager: ControlNets load on first use on its device and dtype. `annotator_dir`:
-    where the preprocessors' weights are looked for first (None: the default, models/annotators)."""
-    if annotator_dir is not None:
-        weighted.set_annotator_dir(annotator_dir)
-    library = ControlNetLibrary(folder)
-    cache = ControlNetCache(library, cap=cap, device=manager.runtime.device, dtype=manager.runtime.dtype)
-    controlnets = ControlNets(library, cache, max_units)
-    manager.pipeline_hooks.append(controlnets.hook)
-    return controlnets

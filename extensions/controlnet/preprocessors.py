@@ -1,8 +1,8 @@
 """ControlNet preprocessors ("annotators") by their sd-webui-controlnet module names, and a cache of detected maps.
 
 Canny, content shuffle, lineart_standard and those that need weights (openpose, depth, segmentation, lineart, hed,
-...) come from controlnet-aux or transformers through `weighted`; the weight-free maps controlnet-aux lacks are in
-`annotators` (OpenCV and NumPy). A preprocessor with weights is listed only where its files are at hand (the
+...) come from controlnet-aux or transformers through `detectors`; the weight-free maps controlnet-aux lacks are in
+`simple_maps` (OpenCV and NumPy). A preprocessor with weights is listed only where its files are at hand (the
 annotator folder, the Hugging Face cache, or the Hub answers). This module holds the table, the settings each one
 takes (A1111's "Threshold A/B" sliders and "Processor Res"), their validation, and `detect`, which keeps the last maps
 by image content and settings so that a preview followed by a generation with the same settings detects once.
@@ -16,18 +16,16 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import numbers
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from extensions.controlnet import annotators as free
-from extensions.controlnet import weighted
-from extensions.controlnet.annotators import DetectFn
-from extensions.controlnet.weighted import Loaded, Weights, annotators, aux, aux_detector, openpose
+from extensions.controlnet import detectors, simple_maps
+from extensions.controlnet.detectors import Loaded, Weights, annotators, aux, aux_detector, openpose
+from extensions.controlnet.simple_maps import DetectFn
+from models.lru import LRU
 
 RESOLUTION_RANGE = (64, 2048)
 DEFAULT_RESOLUTION = 512
@@ -148,7 +146,7 @@ _HED = aux_detector("HEDdetector", annotators("ControlNetHED.pth"))
 _PIDI = aux_detector("PidiNetDetector", annotators("table5_pidinet.pth"))
 _MLSD = aux_detector("MLSDdetector", annotators("mlsd_large_512_fp32.pth"))
 _MEDIAPIPE = aux_detector("MediapipeFaceDetector")
-_BODY, _HAND, _FACE = weighted.OPENPOSE_BODY, weighted.OPENPOSE_HAND, weighted.OPENPOSE_FACE
+_BODY, _HAND, _FACE = detectors.OPENPOSE_BODY, detectors.OPENPOSE_HAND, detectors.OPENPOSE_FACE
 
 
 def _weighted(name: str, fn: DetectFn, models: tuple[Loaded, ...], a: Slider | None = None,
@@ -163,24 +161,24 @@ def _weighted(name: str, fn: DetectFn, models: tuple[Loaded, ...], a: Slider | N
 PREPROCESSORS: dict[str, Preprocessor] = {
     p.name: p
     for p in (
-        Preprocessor("none", free.passthrough, uses_resolution=False),
+        Preprocessor("none", simple_maps.passthrough, uses_resolution=False),
         Preprocessor("canny", aux(aux_detector("CannyDetector"), low_threshold=lambda a, b: a,
                                   high_threshold=lambda a, b: b),
                      Slider("Canny Low Threshold", 1, 255, 100), Slider("Canny High Threshold", 1, 255, 200)),
-        Preprocessor("invert", free.invert),
+        Preprocessor("invert", simple_maps.invert),
         Preprocessor("lineart_standard", aux(aux_detector("LineartStandardDetector"), image_resolution=False)),
         Preprocessor("shuffle", aux(aux_detector("ContentShuffleDetector"), seed=0)),
-        Preprocessor("threshold", free.threshold, Slider("Binarization Threshold", 0, 255, 127)),
-        Preprocessor("binary", free.binary, Slider("Binary threshold", 0, 255, 0)),
-        Preprocessor("scribble_xdog", free.scribble_xdog, Slider("XDoG Threshold", 1, 64, 32)),
-        Preprocessor("blur_gaussian", free.blur_gaussian, Slider("Sigma", 0.01, 64.0, 9.0, 0.01)),
-        Preprocessor("tile_resample", free.tile_resample, Slider("Down Sampling Rate", 1.0, 8.0, 1.0, 0.01),
+        Preprocessor("threshold", simple_maps.threshold, Slider("Binarization Threshold", 0, 255, 127)),
+        Preprocessor("binary", simple_maps.binary, Slider("Binary threshold", 0, 255, 0)),
+        Preprocessor("scribble_xdog", simple_maps.scribble_xdog, Slider("XDoG Threshold", 1, 64, 32)),
+        Preprocessor("blur_gaussian", simple_maps.blur_gaussian, Slider("Sigma", 0.01, 64.0, 9.0, 0.01)),
+        Preprocessor("tile_resample", simple_maps.tile_resample, Slider("Down Sampling Rate", 1.0, 8.0, 1.0, 0.01),
                      uses_resolution=False),
-        Preprocessor("t2ia_color_grid", free.color_grid),
-        Preprocessor("recolor_luminance", free.luminance, Slider("Gamma Correction", 0.1, 2.0, 1.0, 0.001)),
-        Preprocessor("recolor_intensity", free.intensity, Slider("Gamma Correction", 0.1, 2.0, 1.0, 0.001)),
-        _weighted("depth_anything_v2", weighted.depth_anything_v2, (weighted.DEPTH_ANYTHING,)),
-        _weighted("seg_upernet_ade20k", weighted.seg_upernet_ade20k, (weighted.UPERNET,), class_map=True),
+        Preprocessor("t2ia_color_grid", simple_maps.color_grid),
+        Preprocessor("recolor_luminance", simple_maps.luminance, Slider("Gamma Correction", 0.1, 2.0, 1.0, 0.001)),
+        Preprocessor("recolor_intensity", simple_maps.intensity, Slider("Gamma Correction", 0.1, 2.0, 1.0, 0.001)),
+        _weighted("depth_anything_v2", detectors.depth_anything_v2, (detectors.DEPTH_ANYTHING,)),
+        _weighted("seg_upernet_ade20k", detectors.seg_upernet_ade20k, (detectors.UPERNET,), class_map=True),
         _weighted("openpose", openpose(), (_BODY,)),
         _weighted("openpose_face", openpose(face=True), (_BODY, _FACE)),
         _weighted("openpose_faceonly", openpose(body=False, face=True), (_BODY, _FACE)),
@@ -235,7 +233,7 @@ def missing(preprocessor: Preprocessor) -> str | None:
     for package in preprocessor.packages:
         if importlib.util.find_spec(package) is None:
             return f"needs the {package} package"
-    return weighted.missing(preprocessor.weights)
+    return detectors.missing(preprocessor.weights)
 
 
 def get(name: str) -> Preprocessor:
@@ -253,42 +251,35 @@ class MapCache:
     so a caller that draws on a map does not change the cached one."""
 
     def __init__(self, cap: int = 32):
-        if not isinstance(cap, int) or cap < 1:
-            raise ValueError(f"cap must be an integer >= 1, got {cap!r}")
-        self.cap = cap
+        self._maps: LRU[tuple, Image.Image] = LRU(cap)
         self.hits = 0
         self.misses = 0
-        self._lock = threading.Lock()
-        self._maps: OrderedDict[tuple, Image.Image] = OrderedDict()
+
+    @property
+    def cap(self) -> int:
+        return self._maps.cap
 
     def detect(self, image: Image.Image, module: str, resolution=DEFAULT_RESOLUTION, threshold_a=None,
                threshold_b=None) -> Image.Image:
         preprocessor = get(module)
         settings = preprocessor.settings(resolution, threshold_a, threshold_b)
-        source = str(weighted.annotator_dir()) if preprocessor.weights else None  # another folder, other weights
+        source = str(detectors.annotator_dir()) if preprocessor.weights else None  # another folder, other weights
         key = (image_digest(image), preprocessor.name, settings, source)
-        with self._lock:
+        with self._maps.lock:  # the look-up and its count together
             cached = self._maps.get(key)
             if cached is not None:
-                self._maps.move_to_end(key)
                 self.hits += 1
                 return cached.copy()
             self.misses += 1
-        detected = preprocessor.run(image, *settings)
-        with self._lock:
-            self._maps[key] = detected
-            self._maps.move_to_end(key)
-            while len(self._maps) > self.cap:
-                self._maps.popitem(last=False)
+        detected = preprocessor.run(image, *settings)  # not under the lock: other maps are served meanwhile
+        self._maps.put(key, detected)
         return detected.copy()
 
     def clear(self) -> None:
-        with self._lock:
-            self._maps.clear()
+        self._maps.clear()
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._maps)
+        return len(self._maps)
 
 
 def image_digest(image: Image.Image) -> str:

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps
+from PIL import Image
 
 from extensions.controlnet import preprocessors
-from models.limits import TooLarge, check_image, decode_base64_image
-from models.request import CONTROL_MODES, ControlInput
+from models.images import decode_image, fit
+from models.limits import TooLarge
+from models.validate import boolean, choice, in_range
+
+CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
+CONTROL_WEIGHT_RANGE = (0.0, 2.0)
 
 RESIZE_MODES = ("Just Resize", "Crop and Resize", "Resize and Fill")
 # sd-webui-controlnet's API also takes the modes by index, and by the names of its internal enums.
@@ -19,6 +23,46 @@ _RESIZE_ALIASES = {"Inner Fit (Scale to Fit)": "Crop and Resize", "Outer Fit (Sh
                    "Envelope (Outer Fit)": "Resize and Fill", "Scale to Fit (Inner Fit)": "Crop and Resize"}
 FIELDS = ("enabled", "module", "model", "image", "weight", "guidance_start", "guidance_end", "control_mode",
           "resize_mode", "processor_res", "threshold_a", "threshold_b", "pixel_perfect")
+
+
+@dataclass(frozen=True)
+class ControlInput:
+    """One ControlNet unit as the model runs it: the control map is already detected, resized and cropped to
+    the generation size. `model` is a name the library resolves."""
+
+    model: str
+    image: Image.Image
+    weight: float = 1.0
+    guidance_start: float = 0.0  # the fraction of the steps where the unit starts and stops acting
+    guidance_end: float = 1.0
+    control_mode: str = "Balanced"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model:
+            raise ValueError(f"ControlNet model must be a name, got {self.model!r}")
+        if not isinstance(self.image, Image.Image):
+            raise ValueError(f"ControlNet image must be an image, got {type(self.image).__name__}")
+        check_model_settings(self.weight, self.guidance_start, self.guidance_end, self.control_mode)
+
+
+def check_model_settings(weight, guidance_start, guidance_end, control_mode) -> None:
+    """The model-side ranges of a unit: weight 0 to 2, a guidance window within the steps, a control mode."""
+    in_range("ControlNet weight", weight, CONTROL_WEIGHT_RANGE)
+    in_range("ControlNet guidance_start", guidance_start, (0.0, 1.0))
+    in_range("ControlNet guidance_end", guidance_end, (0.0, 1.0))
+    if guidance_start > guidance_end:
+        raise ValueError(f"ControlNet guidance_start {guidance_start} must not be after guidance_end {guidance_end}")
+    if control_mode not in CONTROL_MODES:
+        raise ValueError(f"ControlNet control_mode must be one of {', '.join(CONTROL_MODES)}, got {control_mode!r}")
+
+
+@dataclass(frozen=True)
+class ControlNetPart:
+    """The request's "controlnet" part: the enabled units with their indexes (as sd-webui-controlnet numbers them),
+    and, once the job is prepared, each unit's map at the generation size."""
+
+    units: tuple[tuple[int, ControlUnit], ...] = ()
+    maps: tuple[ControlInput, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -55,10 +99,10 @@ class ControlUnit:
             if "model" in values:
                 values["model"] = str(values["model"]).split(" [")[0].strip()  # "name [hash]" as the UI shows it
             if "control_mode" in values:
-                values["control_mode"] = _choice("control_mode", values["control_mode"], CONTROL_MODES)
+                values["control_mode"] = choice("control_mode", values["control_mode"], CONTROL_MODES)
             if "resize_mode" in values:
                 mode = _RESIZE_ALIASES.get(values["resize_mode"], values["resize_mode"])
-                values["resize_mode"] = _choice("resize_mode", mode, RESIZE_MODES)
+                values["resize_mode"] = choice("resize_mode", mode, RESIZE_MODES)
             for name in ("threshold_a", "threshold_b") if values.get("module") != "none" else ():
                 if values.get(name) == -1:  # A1111 clients send -1 for "the default"
                     del values[name]
@@ -66,11 +110,9 @@ class ControlUnit:
             if not unit.model:
                 raise ValueError("model is required: choose a ControlNet")
             preprocessors.get(unit.module).settings(unit.processor_res, unit.threshold_a, unit.threshold_b)
-            # the model-side ranges (weight 0 to 2, guidance window, mode) checked now, not after detection
-            ControlInput(unit.model, Image.new("RGB", (8, 8)), unit.weight, unit.guidance_start, unit.guidance_end,
-                         unit.control_mode)
-            if not isinstance(unit.pixel_perfect, bool):
-                raise ValueError(f"pixel_perfect must be true or false, got {unit.pixel_perfect!r}")
+            # checked now, not after detection
+            check_model_settings(unit.weight, unit.guidance_start, unit.guidance_end, unit.control_mode)
+            boolean("pixel_perfect", unit.pixel_perfect)
         except (TypeError, ValueError) as error:
             raise (TooLarge if isinstance(error, TooLarge) else ValueError)(f"controlnet unit {index}: {error}") from None
         return unit, ignored
@@ -79,9 +121,8 @@ class ControlUnit:
     def for_map(cls, module: str, processor_res=512, threshold_a=None, threshold_b=None, pixel_perfect=True,
                 resize_mode="Crop and Resize") -> ControlUnit:
         """A unit that only makes maps (Preview, /controlnet_detect): its map settings checked, no model needed."""
-        mode = _choice("resize_mode", _RESIZE_ALIASES.get(resize_mode, resize_mode), RESIZE_MODES)
-        if not isinstance(pixel_perfect, bool):
-            raise ValueError(f"pixel_perfect must be true or false, got {pixel_perfect!r}")
+        mode = choice("resize_mode", _RESIZE_ALIASES.get(resize_mode, resize_mode), RESIZE_MODES)
+        boolean("pixel_perfect", pixel_perfect)
         _, threshold_a, threshold_b = preprocessors.get(module).settings(processor_res, threshold_a, threshold_b)
         return cls(module=module, processor_res=processor_res, threshold_a=threshold_a, threshold_b=threshold_b,
                    pixel_perfect=pixel_perfect, resize_mode=mode)
@@ -139,36 +180,6 @@ class ControlUnit:
         return ", ".join(f"{key}: {value}" for key, value in parts.items())
 
 
-def fit(image: Image.Image, size: tuple[int, int], resize_mode: str,
-        resample: Image.Resampling = Image.Resampling.BILINEAR) -> Image.Image:
-    """The image at `size`: stretched (Just Resize), scaled to cover and centre-cropped (Crop and Resize), or scaled
-    to fit and padded with black, which reads as "no control" in edge and line maps (Resize and Fill). Also the
-    REST API's img2img resize_mode."""
-    image = image.convert("RGB")
-    if resize_mode == "Just Resize" or image.size == size:
-        return image.resize(size, resample)
-    if resize_mode == "Crop and Resize":
-        return ImageOps.fit(image, size, resample)
-    return ImageOps.pad(image, size, resample, color="black")
-
-
-def decode_image(value, field_name: str = "image") -> Image.Image:
-    """An image from the API: a PIL image, or base64 / a data URL as A1111 clients send them (also used by the REST
-    API), within models.limits' bounds. File paths are not accepted: a client must not make the server read its
-    files."""
-    if isinstance(value, Image.Image):
-        return check_image(value, field_name)
-    return decode_base64_image(value, field_name)
-
-
 def _plain(number: float) -> float | int:
     """Thresholds as sd-webui-controlnet writes them: 100, not 100.0."""
     return int(number) if float(number).is_integer() else number
-
-
-def _choice(field: str, value, choices: tuple[str, ...]) -> str:
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(choices):
-        return choices[value]
-    if value not in choices:
-        raise ValueError(f"{field} must be one of {', '.join(choices)}, got {value!r}")
-    return value

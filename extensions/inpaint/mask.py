@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from PIL import Image, ImageFilter, ImageOps
 
-from extensions.inpaint.options import MASK_BLUR_RANGE, whole_number
+from extensions.inpaint.options import MASK_BLUR_RANGE
+from models.validate import whole_number
 
 # A1111's fill(): wide blurs first for the overall colour, then narrower ones for detail near the edge.
 FILL_PASSES = ((256, 1), (64, 1), (16, 2), (4, 4), (2, 2), (0, 1))

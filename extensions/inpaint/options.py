@@ -5,35 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from models.validate import boolean, one_of, whole_number
+
 INPAINT_AREAS = ("Whole picture", "Only masked")
 MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")  # A1111's order (its index is the API value)
 MASK_BLUR_RANGE = (0, 64)
 PADDING_RANGE = (0, 256)
-
-
-def whole_number(field: str, value, low: int, high: int | None = None) -> int:
-    """`value` as an int in [low, high]. JSON may deliver 4.0 for 4, so integral floats pass; 4.5 and True do not."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
-        bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
-        raise ValueError(f"{field} must be a whole number {bounds}, got {value!r}")
-    return value
-
-
-def multiple_of_8(field: str, value) -> int:
-    """A generation side: the VAE works on 8-pixel blocks, so anything else would be cropped or padded by the model."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 8 or value % 8:
-        raise ValueError(f"{field} must be a positive multiple of 8, got {value!r}")
-    return value
-
-
-def one_of(field: str, value, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"{field} must be one of {', '.join(choices)}, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -48,8 +25,7 @@ class InpaintOptions:
         # Frozen: the float-to-int normalisation has to go through object.__setattr__.
         object.__setattr__(self, "mask_blur", whole_number("mask_blur", self.mask_blur, *MASK_BLUR_RANGE))
         object.__setattr__(self, "padding", whole_number("padding", self.padding, *PADDING_RANGE))
-        if not isinstance(self.invert_mask, bool):
-            raise ValueError(f"invert_mask must be true or false, got {self.invert_mask!r}")
+        boolean("invert_mask", self.invert_mask)
         one_of("inpaint_area", self.inpaint_area, INPAINT_AREAS)
         one_of("masked_content", self.masked_content, MASKED_CONTENT)
 

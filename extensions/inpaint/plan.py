@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from PIL import Image
 
 from extensions.inpaint.mask import fill, prepare_mask
-from extensions.inpaint.options import InpaintOptions, multiple_of_8
+from extensions.inpaint.options import InpaintOptions
+from models.request import MIN_SIDE
+from models.validate import multiple_of_8
 
-MIN_SIDE = 64  # the smallest generation side the app accepts (models.request.SIZE_RANGE)
 Box = tuple[int, int, int, int]  # (left, top, right, bottom), right and bottom exclusive, as PIL's crop takes it
 
 
@@ -89,10 +90,7 @@ class InpaintPlan:
 def crop_region(mask: Image.Image, padding: int) -> Box:
     """A1111's get_crop_region: the bounding box of the mask's non-zero pixels grown by `padding` on every side,
     clamped to the image."""
-    bbox = mask.getbbox()
-    if bbox is None:
-        raise ValueError("mask is empty: paint the area to repaint (white in an uploaded mask)")
-    left, top, right, bottom = bbox
+    left, top, right, bottom = mask.getbbox()  # never empty: prepare_mask refuses a mask with nothing painted
     return (
         max(left - padding, 0),
         max(top - padding, 0),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import logging
 import warnings
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from extensions.lora.hotswap import Factors, UnetSlot
 from extensions.lora.library import LoraLibrary
 from extensions.lora.switch import activate, lora_layers
 from extensions.lora.tags import LoraTag
+from models.lru import LRU
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +44,21 @@ class LoraAdapters:
         if fuse and slot is not None:
             raise ValueError("lora fuse cannot be combined with a compiled U-Net (its LoRA slot is swapped in place)")
         self.library = library
-        self.cap = cap
         self.fuse = fuse  # fuse the active set into the weights when the same set comes again
         self.slot = slot  # with a compiled U-Net, its LoRA parts go through this one fixed slot
-        self._loaded: OrderedDict[str, LoadedLora] = OrderedDict()  # least recently used first
+        self._loaded: LRU[str, LoadedLora] = LRU(cap)  # by LoRA name, least recently used first
         self._numbers = itertools.count()
         self._last_set: tuple | None = None
         self._fused_set: tuple | None = None
         self._layers: list = []  # the LoRA layers of the shared U-Net and text encoder
 
     @property
+    def cap(self) -> int:
+        return self._loaded.cap
+
+    @property
     def loaded_names(self) -> list[str]:
-        return list(self._loaded)
+        return self._loaded.keys()
 
     def configure(self, pipe: DiffusionPipeline, tags: tuple[tuple[str, float], ...]) -> dict[str, str]:
         """Make `tags` ((name, weight) pairs) the active LoRA state of the shared model; returns
@@ -85,9 +88,9 @@ class LoraAdapters:
         path = self.library.resolve(name)
         stat = path.stat()
         stamp = (stat.st_mtime_ns, stat.st_size)
-        current = self._loaded.get(name)
+        current = self._loaded.peek(name)
         if current is not None and current.path == path and current.stamp == stamp:
-            self._loaded.move_to_end(name)
+            self._loaded.get(name)  # now the most recently used
             return current
         if self._fused_set is not None:
             self._unfuse(pipe)
@@ -116,20 +119,20 @@ class LoraAdapters:
             self._delete_adapter(pipe, adapter)  # leave the loaded state as it was
             raise ValueError(f"LoRA file {path.name}: could not be loaded ({type(error).__name__}: {error})") from None
         item = LoadedLora(adapter, path, stamp, addnet_hash(path), factors)
-        self._loaded[name] = item
+        self._loaded.put(name, item, evict=False)  # the cap is applied once the whole request is loaded
         self._layers = self._lora_layers(pipe)
         log.info("LoRA %s loaded from %s (%d adapters loaded)", name, path, len(self._loaded))
         return item
 
     def _evict(self, pipe: DiffusionPipeline, keep: set[str]) -> None:
-        for name in list(self._loaded):
-            if len(self._loaded) <= self.cap:
-                return
-            if name not in keep:
-                self._unload(pipe, name)
+        for name, item in self._loaded.evict(keep):
+            self._drop(pipe, name, item)
 
     def _unload(self, pipe: DiffusionPipeline, name: str) -> None:
-        item = self._loaded.pop(name)
+        self._drop(pipe, name, self._loaded.pop(name))
+
+    def _drop(self, pipe: DiffusionPipeline, name: str, item: LoadedLora) -> None:
+        """Delete the adapter of `item`, already taken out of the loaded set."""
         self._delete_adapter(pipe, item.adapter)
         self._layers = self._lora_layers(pipe)
         log.info("LoRA %s unloaded", name)
@@ -153,25 +156,3 @@ class LoraAdapters:
     def _unfuse(self, pipe: DiffusionPipeline) -> None:
         pipe.unfuse_lora(components=["unet", "text_encoder"])
         self._fused_set = None
-
-
-def install(
-    manager, folder: str | Path, cap: int = DEFAULT_CAP, fuse: bool = False, compiled_rank: int | None = None
-) -> LoraAdapters:
-    """Add LoRA to a PipelineManager: every request then sets its own adapters (or none) before it runs.
-    `compiled_rank`: the U-Net is to be compiled; LoRA then goes through one hot-swapped slot of that rank
-    (install before compiling)."""
-    slot = None
-    if compiled_rank is not None:
-        if manager.unet_compiled:
-            raise ValueError("install LoRA before compiling the U-Net: the slot must exist when it compiles")
-        slot = UnetSlot(manager.pipelines["txt2img"], compiled_rank)
-    adapters = LoraAdapters(LoraLibrary(folder), cap, fuse, slot)
-
-    def configure(pipe: DiffusionPipeline, request) -> dict[str, str]:
-        hashes = adapters.configure(pipe, request.loras)
-        # A1111 writes: Lora hashes: "name: 0123456789ab, other: ba9876543210"
-        return {"Lora hashes": ", ".join(f"{name}: {short}" for name, short in hashes.items())} if hashes else {}
-
-    manager.configurers.append(configure)
-    return adapters

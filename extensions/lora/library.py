@@ -11,9 +11,9 @@ import re
 import threading
 from pathlib import Path
 
-from models.files import PICKLE_SUFFIXES, is_inside_name, shown_path
+from models.files import PICKLE_SUFFIXES, is_hub_id, is_inside_name, shown_path
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(/[\w-][\w./-]*\.safetensors)?$")
+HUB_FILE = re.compile(r"[\w-][\w./-]*\.safetensors")  # a file in a Hub repository, after "owner/repo/"
 
 
 class LoraLibrary:
@@ -65,10 +65,16 @@ class LoraLibrary:
             raise ValueError(
                 f"LoRA {name!r}: only .safetensors files are loaded; pickled weights (.ckpt, .pt, .bin) can run code"
             )
-        if HUB_ID.match(name):
+        if _is_hub_name(name):
             return _from_hub(name)
         raise ValueError(f"LoRA {name!r} is not in the LoRA folder {shown_path(self.folder)} (press Refresh after "
                          "adding files)")
+
+
+def _is_hub_name(name: str) -> bool:
+    """A Hub id, "owner/repo", or a file in it, "owner/repo/<path>.safetensors"."""
+    parts = name.split("/", 2)
+    return is_hub_id("/".join(parts[:2])) and (len(parts) == 2 or HUB_FILE.fullmatch(parts[2]) is not None)
 
 
 def _from_hub(name: str) -> Path:

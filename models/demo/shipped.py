@@ -5,20 +5,11 @@ user dropped in."""
 from pathlib import Path
 
 MODELS_DIR = Path(__file__).resolve().parents[1]
-PIPELINE_DIR = MODELS_DIR / "demo" / "sd-shapes-inpainting"
+DEMO_DIR = MODELS_DIR / "demo"
+PIPELINE_DIR = DEMO_DIR / "sd-shapes-inpainting"
+# Random weights in SD 1.5's exact layout, for the tests (testing/plumbing_model.py); its tokenizer folder is the
+# real CLIP vocabulary the shapes model is trained with.
+PLUMBING_DIR = DEMO_DIR / "sd-demo-inpainting"
 LORA_DIR, LORA_NAME = MODELS_DIR / "Lora", "shapes-pastel"
 CONTROLNET_DIR, CONTROLNET_NAME = MODELS_DIR / "ControlNet", "shapes-canny"
 SEGMENTATION_NAME = "shapes-seg"  # the segmentation ControlNet (ADE20K-palette maps), beside the canny one
-
-
-def load_with_extras(device: str = "cpu"):
-    """The demo model with its shipped LoRA and ControlNets installed, as an offline `python app.py` has them: the
-    PipelineManager the semantic tests and bench/shapes_model.py measure."""
-    from extensions import lora
-    from extensions.controlnet import pipeline as controlnet
-    from models.manager import PipelineManager  # imported here: models.loading imports this module
-
-    manager = PipelineManager.load("demo", device=device)
-    lora.install(manager, LORA_DIR)
-    controlnet.install(manager, CONTROLNET_DIR)
-    return manager

@@ -3,14 +3,14 @@ and U-Net, the canny and segmentation ControlNets and the pastel LoRA (each with
 resumable: run it again after an interruption and it goes on), then assemble_shapes. About 100 minutes on 2 CPU
 cores; uses CUDA when there is a GPU.
 
-    python -m models.demo.train_shapes
+    python -m training.train_shapes
 """
 
 from __future__ import annotations
 
 import time
 
-from models.demo import assemble_shapes, train_controlnet, train_lora, train_unet, train_vae
+from training import assemble_shapes, train_controlnet, train_lora, train_unet, train_vae
 
 
 def main() -> None:

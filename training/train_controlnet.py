@@ -8,7 +8,7 @@ to follow its condition:
   each shape in the colour of its kind's class), as sd-webui-controlnet's seg models read, starting from the
   trained canny ControlNet; shipped as models/ControlNet/shapes-seg.
 
-    python -m models.demo.train_controlnet [--condition canny|segmentation] [--steps N] [--batch 32] [--seed 0]
+    python -m training.train_controlnet [--condition canny|segmentation] [--steps N] [--batch 32] [--seed 0]
 
 Needs models/demo/shapes-work/{vae,unet}, or takes the shipped pipeline's when they are not there (`frozen_parts`).
 Resumable from models/demo/shapes-work/controlnet (canny) or shapes-work/controlnet-seg (segmentation).
@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from diffusers import ControlNetModel, UNet2DConditionModel
 
-from models.demo.shapes import KINDS, POSITIONS, TEMPLATES, caption, edges, moved, reshaped, segmentation
 from models.demo.shipped import CONTROLNET_DIR, CONTROLNET_NAME, SEGMENTATION_NAME
-from models.demo.train_unet import epsilon_loss, frozen_parts, masks, noisy_inputs
-from models.demo.training import DEVICE, IMAGE_SIZE, WORK_DIR, Run, batches
+from training.common import DEVICE, IMAGE_SIZE, WORK_DIR, Run, batches
+from training.shapes import KINDS, POSITIONS, TEMPLATES, caption, edges, moved, reshaped, segmentation
+from training.train_unet import epsilon_loss, frozen_parts, masks, noisy_inputs
 
 
 # Half the captions dropped, as the ControlNet paper trains: with the caption the U-Net alone already knows where

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from extensions.controlnet import ade20k
-from extensions.controlnet.annotators import DetectFn
+from extensions.controlnet.simple_maps import DetectFn
 from models.files import hub_unreachable, shown_path
 
 DEFAULT_ANNOTATOR_DIR = Path(__file__).resolve().parents[2] / "models" / "annotators"
@@ -138,7 +138,7 @@ _probe: list = [-HUB_PROBE_SECONDS - 1, False]  # [monotonic time of the last pr
 
 def _hub_reachable() -> bool:
     """models.files.hub_unreachable (at once with HF_HUB_OFFLINE=1), with a 2 s probe trusted for a minute: the
-    preprocessor list asks for every weighted detector."""
+    preprocessor list asks for every detector that needs weights."""
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         return False
     with _probe_lock:

@@ -1,7 +1,7 @@
 """Measure whether an image shows the `shapes` scene it was asked for: background, colour, shape, pastel, edges.
 
 Why: the trained demo model (and its sample LoRA and canny ControlNet) must be judged by what it draws, not by its
-loss. Every caption of `models.demo.shapes` parses back to a `Scene`, so a prompt says exactly what should be
+loss. Every caption of `training.shapes` parses back to a `Scene`, so a prompt says exactly what should be
 drawn, and these checks need no second model: they read colours and outlines with NumPy.
 
 How each check reads an image (PIL image or HxWx3 uint8 array):
@@ -27,7 +27,7 @@ from dataclasses import replace
 import numpy as np
 from PIL import Image
 
-from models.demo.shapes import (
+from training.shapes import (
     COLOURS, KINDS, POSITIONS, SIZES, TEMPLATES, Scene, Shape, caption, edges, pastel, random_scene, shape_box,
 )
 

@@ -2,7 +2,7 @@
 diffusers StableDiffusionInpaintPipeline folder that `--model demo` loads, the canny and segmentation ControlNet
 folders and the pastel LoRA file. `python -m bench.shapes_model` then measures them.
 
-    python -m models.demo.assemble_shapes
+    python -m training.assemble_shapes
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from diffusers import AutoencoderKL, ControlNetModel, PNDMScheduler, StableDiffu
 from transformers import CLIPTextModel
 
 from models.demo import shipped
-from models.demo.train_controlnet import CONDITIONS
-from models.demo.train_lora import WEIGHTS as LORA_WEIGHTS
-from models.demo.train_unet import BETAS, load_tokenizer
-from models.demo.training import WORK_DIR
+from training.common import WORK_DIR
+from training.train_controlnet import CONDITIONS
+from training.train_lora import WEIGHTS as LORA_WEIGHTS
+from training.train_unet import BETAS, load_tokenizer
 
 
 def assemble(out: Path = shipped.PIPELINE_DIR, work: Path = WORK_DIR) -> Path:

@@ -1,7 +1,7 @@
 """sd-webui-controlnet's own simple maps that controlnet-aux lacks (invert, threshold, binary, scribble_xdog,
 blur_gaussian, tile_resample, t2ia_color_grid, recolor_*), written with OpenCV and NumPy as sd-webui-controlnet writes
 them (where they differ, the docstring says so). Canny, content shuffle and lineart_standard come from controlnet-aux,
-and the preprocessors with weights from controlnet-aux or transformers (`weighted`).
+and the preprocessors with weights from controlnet-aux or transformers (`detectors`).
 
 Each takes an RGB uint8 array already at the detection size and the two thresholds (None where unused), and
 returns a uint8 map (HxW or HxWx3); `preprocessors.Preprocessor.run` does the resizing and the checking.

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from extensions.controlnet import ade20k
-from extensions.controlnet.weighted import ANNOTATORS, DEPTH_ANYTHING_V2, UPERNET_ADE20K, controlnet_aux
+from extensions.controlnet.detectors import ANNOTATORS, DEPTH_ANYTHING_V2, UPERNET_ADE20K, controlnet_aux
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 

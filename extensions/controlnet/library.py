@@ -1,37 +1,30 @@
-"""The ControlNet library (a folder of models, and Hub ids) and a small LRU cache of loaded ControlNets.
+"""The ControlNet library: a folder of ControlNet models, and Hub ids, by name (cache.py keeps the loaded ones).
 
 A ControlNet in the folder is either a diffusers folder (`config.json` + `diffusion_pytorch_model.safetensors`)
 or one `.safetensors` file in lllyasviel's original layout (`control_v11p_sd15_canny.safetensors`). A single file
-carries no config, and diffusers would fetch one from the Hub; we pass the SD 1.5 ControlNet config shipped in
-`configs/sd15-controlnet/` instead, so loading works offline. Pickled weights are refused (they can run code),
-and so is anything whose real path lies outside the folder.
+carries no config, and diffusers would fetch one from the Hub; the SD 1.5 ControlNet config shipped in
+`configs/sd15-controlnet/` is passed instead, so loading works offline. Pickled weights are refused (they can run
+code), and so is anything whose real path lies outside the folder.
 
 Names are paths inside the folder without the suffix ("sub/canny"), and the bare stem where it is unique.
-A name that is not in the folder but looks like a Hub id ("lllyasviel/control_v11p_sd15_canny") is loaded with
-`from_pretrained`. The cache checks a ControlNet fits the base model (cross-attention width: SD 1.x 768,
-SD 2.x 1024, SDXL 2048) before it keeps it; a failed load leaves the cache as it was.
+A name that is not in the folder but is a Hub id ("lllyasviel/control_v11p_sd15_canny") names that repository.
+The library also reads, without loading anything, the cross-attention width a local ControlNet was made for
+(SD 1.x 768, SD 2.x 1024, SDXL 2048) and the short hash the infotext writes.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import struct
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from models.files import PICKLE_SUFFIXES, hub_unreachable, is_inside_name, own_memory, sha256, shown_path
-
-if TYPE_CHECKING:
-    from diffusers import ControlNetModel
+from models.files import PICKLE_SUFFIXES, is_hub_id, is_inside_name, sha256, shown_path
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 SD15_CONFIG = Path(__file__).resolve().parent / "configs" / "sd15-controlnet"
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 BASE_NAMES = {768: "SD 1.x", 1024: "SD 2.x", 1280: "SDXL refiner", 2048: "SDXL"}
 HASH_LENGTH = 8  # sd-webui-controlnet writes "Model: control_v11p_sd15_canny [d14c016b]"
 
@@ -128,7 +121,7 @@ class ControlNetLibrary:
                 raise ValueError(reason)
             if attempt == 0:
                 self.list_names()  # dropped in since the last scan?
-        if HUB_ID.match(key) and not (self.folder / parts[0]).is_dir():
+        if is_hub_id(key) and not (self.folder / parts[0]).is_dir():
             return ControlNetEntry(key, "hub", key)
         available = ", ".join(self.names()) or "nothing (the folder is empty or missing)"
         raise ValueError(f"ControlNet {name!r} not found in {shown_path(self.folder)}; available: {available}")
@@ -159,138 +152,6 @@ class ControlNetLibrary:
                 if key.endswith("attn2.to_k.weight") and len(shape) == 2:
                     return shape[1]
         return None
-
-
-class ControlNetCache:
-    """Loaded ControlNets by name, at most `cap` of them, least recently used evicted first.
-
-    Keyed by the weights file's path, size and mtime: a file replaced under the same name is loaded again."""
-
-    def __init__(self, library: ControlNetLibrary, cap: int = 3, device: str = "cpu", dtype=None):
-        if not isinstance(cap, int) or cap < 1:
-            raise ValueError(f"cap must be an integer >= 1, got {cap!r}")
-        self.library = library
-        self.cap = cap
-        self.device = device
-        self.dtype = dtype
-        self._lock = threading.Lock()
-        self._models: OrderedDict[tuple, ControlNetModel] = OrderedDict()
-
-    def get(self, name: str, cross_attention_dim: int | None = None) -> ControlNetModel:
-        """The ControlNetModel for `name`, loaded on first use. `cross_attention_dim` is the base model's text
-        width: a ControlNet made for another base is refused, naming the file and both widths."""
-        with self._lock:
-            entry = self.library.resolve(name)
-            key = _cache_key(entry)
-            model = self._models.get(key)
-            if model is not None:
-                _check_width(entry, model.config.cross_attention_dim, cross_attention_dim)
-                self._models.move_to_end(key)
-                return model
-            if cross_attention_dim is not None:
-                _check_width(entry, self.library.cross_attention_dim(entry), cross_attention_dim)
-            model = self._load(entry)
-            _check_width(entry, model.config.cross_attention_dim, cross_attention_dim)
-            for stale in [k for k in self._models if k[0] == key[0]]:  # the same file, changed since
-                del self._models[stale]
-            self._models[key] = model
-            while len(self._models) > self.cap:
-                self._models.popitem(last=False)
-                self._free()
-            return model
-
-    def loaded(self) -> list[str]:
-        """Where the loaded ControlNets come from (path or Hub id), least recently used first."""
-        with self._lock:
-            return [key[0] for key in self._models]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._models.clear()
-            self._free()
-
-    def _load(self, entry: ControlNetEntry) -> ControlNetModel:
-        import torch
-        from diffusers import ControlNetModel
-
-        dtype = self.dtype or torch.float32
-        if entry.kind == "single_file":
-            self._check_single_file_config(entry)
-        try:
-            if entry.kind == "single_file":
-                model = ControlNetModel.from_single_file(
-                    entry.location, config=str(self.library.single_file_config), local_files_only=True, dtype=dtype
-                )
-            elif entry.kind == "folder":
-                model = ControlNetModel.from_pretrained(entry.location, use_safetensors=True, dtype=dtype)
-            else:
-                model = ControlNetModel.from_pretrained(
-                    entry.location, use_safetensors=True, dtype=dtype,
-                    local_files_only=hub_unreachable(),  # offline: the local HF cache only, no waiting
-                )
-        except Exception as error:  # diffusers raises OSError, ValueError, SafetensorError, ... for a bad file
-            if entry.kind == "hub":
-                raise ValueError(
-                    f"ControlNet {entry.name!r}: not in {shown_path(self.library.folder)} and not loaded from the Hub "
-                    f"({type(error).__name__}: {_first_line(error)})"
-                ) from None
-            raise ValueError(
-                f"ControlNet file {_file_name(entry)}: cannot be loaded: truncated, damaged or not shaped as its "
-                f"config says ({type(error).__name__}: {_first_line(error)})"
-            ) from None
-        model = model.to(self.device).eval().requires_grad_(False)
-        if model.device.type == "cpu":
-            own_memory(model)
-        return model
-
-    def _check_single_file_config(self, entry: ControlNetEntry) -> None:
-        """A single file loads with one config; a ControlNet of another width would fail with a shape error."""
-        config_folder = self.library.single_file_config
-        config_width = json.loads((config_folder / "config.json").read_text()).get("cross_attention_dim")
-        width = self.library.cross_attention_dim(entry)
-        if width is not None and config_width is not None and width != config_width:
-            raise ValueError(
-                f"ControlNet file {_file_name(entry)}: its cross-attention width is {width} "
-                f"({BASE_NAMES.get(width, 'unknown base')}); single files load with the config in {shown_path(config_folder)}, "
-                f"of width {config_width}. Use it as a diffusers folder (config.json + {WEIGHTS_NAME}) instead."
-            )
-
-    def _free(self) -> None:
-        if str(self.device).startswith("cuda"):
-            import torch
-
-            torch.cuda.empty_cache()
-
-
-def _check_width(entry: ControlNetEntry, width: int | None, expected: int | None) -> None:
-    if expected is None or width is None or width == expected:
-        return
-    raise ValueError(
-        f"ControlNet file {_file_name(entry)}: made for another base model: its cross-attention width is {width} "
-        f"({BASE_NAMES.get(width, 'unknown base')}), the base model's is {expected} "
-        f"({BASE_NAMES.get(expected, 'unknown base')})"
-    )
-
-
-def _cache_key(entry: ControlNetEntry) -> tuple:
-    weights = entry.weights
-    if weights is None:
-        return (entry.location, 0, 0)
-    try:
-        stat = weights.stat()
-    except OSError:
-        raise ValueError(f"ControlNet file {_file_name(entry)}: cannot be read (was it removed?)") from None
-    return (entry.location, stat.st_size, stat.st_mtime_ns)
-
-
-def _file_name(entry: ControlNetEntry) -> str:
-    if entry.kind == "folder":
-        return f"{Path(entry.location).name}/{WEIGHTS_NAME}"
-    return Path(entry.location).name if entry.kind == "single_file" else entry.location
-
-
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [""])[0][:200]
 
 
 def _pickle_reason(name: str, what: str) -> str:

@@ -5,7 +5,7 @@ Then a second phase trains the decoder alone on plain and pastel images alike. T
 colours apart, but a decoder that only ever saw plain ones turned the pastel LoRA's pink into olive; with the
 encoder frozen, the latents every other model trains on stay exactly as they were.
 
-    python -m models.demo.train_vae [--steps 1500] [--batch 16] [--seed 0]
+    python -m training.train_vae [--steps 1500] [--batch 16] [--seed 0]
 
 Resumable: run it again and it goes on from models/demo/shapes-work/vae.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from diffusers import AutoencoderKL
 
-from models.demo.training import IMAGE_SIZE, WORK_DIR, Run, batches, command_line, decayed, to_tensor
+from training.common import IMAGE_SIZE, WORK_DIR, Run, batches, command_line, decayed, to_tensor
 
 KL_WEIGHT = 1e-6
 DECODER_STEPS = 300  # after the joint steps: half of each batch plain, half pastel

@@ -17,13 +17,13 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageFilter
 
-from extensions.inpaint.options import one_of, whole_number
+from models.request import MAX_SEED
+from models.validate import one_of, whole_number
 
 OUTPAINT_MAX = 1024  # pixels per side, as A1111's outpainting scripts allow
 OVERLAP_MAX = 256
 FILLS = ("edge", "noise")
 EDGE_BLUR = 16  # softens the streaks that stretching single edge pixels leaves
-MAX_SEED = 2**32 - 1
 
 
 def extend_canvas(

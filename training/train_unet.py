@@ -4,7 +4,7 @@ toward the shapes over the latents. Masks: a full mask (so txt2img and img2img r
 shape's box (so "repaint this shape green" is learnt) or a random rectangle; the caption is dropped 10% of the time
 for classifier-free guidance.
 
-    python -m models.demo.train_unet [--steps 7000] [--batch 32] [--seed 0]
+    python -m training.train_unet [--steps 7000] [--batch 32] [--seed 0]
 
 Needs models/demo/shapes-work/vae (train_vae). Resumable from models/demo/shapes-work/unet. The ControlNet and the
 LoRA train on top of the frozen parts this trains (`frozen_parts`), or on the shipped pipeline's when shapes-work
@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from models.demo.shapes import grown_box, shape_box
-from models.demo.shipped import PIPELINE_DIR
-from models.demo.training import DEVICE, IMAGE_SIZE, WORK_DIR, Run, batches, command_line, decayed, to_tensor
+from models.demo.shipped import PIPELINE_DIR, PLUMBING_DIR
+from training.common import DEVICE, IMAGE_SIZE, WORK_DIR, Run, batches, command_line, decayed, to_tensor
+from training.shapes import grown_box, shape_box
 
-TOKENIZER = Path(__file__).resolve().parent / "sd-demo-inpainting" / "tokenizer"  # the real CLIP vocabulary
+TOKENIZER = PLUMBING_DIR / "tokenizer"  # the real CLIP vocabulary
 CAPTION_DROP = 0.1
 # Low-frequency noise added to the white noise while training ("offset noise"): a flat background or a large shape
 # shows through white noise at almost every timestep, so without it the U-Net reads the colours off its noisy input

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -98,3 +99,47 @@ def save_png(image: Image.Image, path: Path, infotext: str) -> Path:
 def read_png_infotext(path: str | Path) -> str | None:
     with Image.open(path) as image:
         return image.info.get("parameters")
+
+
+# -- values read back (PNG Info's Send to) ---------------------------------------------------------------------
+
+
+def read_value(fields: dict, field: str, key: str, value: str, kind, warnings: list[str]) -> None:
+    """fields[field] = the value read as `kind` (a CONVERTERS name, or a (convert, description) pair); a value that
+    does not read is left out with a warning."""
+    convert, description = CONVERTERS[kind] if isinstance(kind, str) else kind
+    try:
+        fields[field] = convert(value)
+    except ValueError:
+        warnings.append(f"{key}: {value!r} is not {description}; left out")
+
+
+def _number(value: str) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(value)
+    return number
+
+
+def _whole(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        number = _number(value)  # "20.0"
+        if not number.is_integer():
+            raise
+        return int(number)
+
+
+def _boolean(value: str) -> bool:
+    if value.lower() not in ("true", "false"):
+        raise ValueError(value)
+    return value.lower() == "true"
+
+
+CONVERTERS = {
+    "number": (_number, "a number"),
+    "whole": (_whole, "a whole number"),
+    "boolean": (_boolean, "True or False"),
+    "text": (str, "text"),
+}

@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.demo.shapes import stream
+from models.demo.shipped import DEMO_DIR
+from training.shapes import stream
 
 IMAGE_SIZE = 64
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # trains on a GPU when there is one
-WORK_DIR = Path(__file__).resolve().parent / "shapes-work"  # checkpoints while training (not shipped)
+WORK_DIR = DEMO_DIR / "shapes-work"  # checkpoints while training (not shipped)
 
 
 def to_tensor(images) -> torch.Tensor:
@@ -79,7 +80,7 @@ class Run:
 
 
 def command_line(train, doc: str, steps: int, batch: int = 32, argv: list[str] | None = None) -> None:
-    """`python -m models.demo.train_*` [--steps N] [--batch N] [--seed N] for a train(steps, batch, seed)."""
+    """`python -m training.train_*` [--steps N] [--batch N] [--seed N] for a train(steps, batch, seed)."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--batch", type=int, default=batch)

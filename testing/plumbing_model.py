@@ -2,13 +2,13 @@
 
 It has SD 1.x's exact layout (9-channel U-Net with 4 levels and cross-attention, 8x KL VAE, CLIP text encoder
 with the real CLIP vocabulary, PNDM scheduler), only much narrower. It was the first demo model; the trained
-shapes model (`--model demo`, models/demo/train_shapes.py) replaced it there. It stays for the tests that need
+shapes model (`--model demo`, training/train_shapes.py) replaced it there. It stays for the tests that need
 SD 1.5's layout to the key (A1111 single-file round trips), and its tokenizer folder is the real CLIP vocabulary
 the shapes model is trained with.
 
 Deterministic: the same seed and versions give byte-identical safetensors.
 
-    python -m models.demo.build_demo [--vocab PATH] [--out models/demo/sd-demo-inpainting]
+    python -m testing.plumbing_model [--vocab PATH] [--out models/demo/sd-demo-inpainting]
 
 PATH is open_clip's `bpe_simple_vocab_16e6.txt.gz`, or the open-clip-torch wheel that contains it
 (`pip download --no-deps open-clip-torch`); without it the vocabulary already in --out is reused.
@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import io
 import json
 import zipfile
 from pathlib import Path
 
-DEMO_DIR = Path(__file__).resolve().parent / "sd-demo-inpainting"
+from models.demo.shipped import PLUMBING_DIR
+
 SEED = 20261125
 
 
@@ -140,7 +140,7 @@ def build_pipeline(tokenizer_dir: Path):
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vocab", type=Path, help="bpe_simple_vocab_16e6.txt.gz or the open-clip-torch wheel")
-    parser.add_argument("--out", type=Path, default=DEMO_DIR)
+    parser.add_argument("--out", type=Path, default=PLUMBING_DIR)
     args = parser.parse_args(argv)
 
     tokenizer_dir = args.out / "tokenizer"

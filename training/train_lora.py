@@ -3,7 +3,7 @@ mixed toward white). peft adapters on the linear layers of the U-Net's attention
 loss with everything else frozen; saved as a diffusers LoRA .safetensors the app's LoRA library loads.
 (A first "striped" style could not work: the VAE, trained on flat colours only, cannot reconstruct stripes.)
 
-    python -m models.demo.train_lora [--steps 1200] [--batch 32] [--seed 0]
+    python -m training.train_lora [--steps 1200] [--batch 32] [--seed 0]
 
 Needs models/demo/shapes-work/{vae,unet}. Resumable from models/demo/shapes-work/lora.
 """
@@ -20,8 +20,8 @@ from peft import LoraConfig, set_peft_model_state_dict
 from peft.utils import get_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
-from models.demo.train_unet import denoising_loss, frozen_parts
-from models.demo.training import WORK_DIR, Run, batches, command_line
+from training.common import WORK_DIR, Run, batches, command_line
+from training.train_unet import denoising_loss, frozen_parts
 
 RANK = 4
 # every linear layer of the attention blocks, the layers a LoRA for SD 1.x usually trains

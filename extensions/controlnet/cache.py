@@ -1,0 +1,146 @@
+"""The loaded ControlNets: a small LRU cache over the ControlNet library (library.py).
+
+The cache checks a ControlNet fits the base model (cross-attention width: SD 1.x 768, SD 2.x 1024, SDXL 2048)
+before it keeps it; a failed load leaves the cache as it was. Single files load with the library's config folder
+(the shipped SD 1.5 ControlNet config by default), so loading works offline.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from extensions.controlnet.library import BASE_NAMES, WEIGHTS_NAME, ControlNetEntry, ControlNetLibrary
+from models.files import hub_unreachable, own_memory, shown_path
+from models.lru import LRU
+
+if TYPE_CHECKING:
+    from diffusers import ControlNetModel
+
+
+class ControlNetCache:
+    """Loaded ControlNets by name, at most `cap` of them, least recently used evicted first.
+
+    Keyed by the weights file's path, size and mtime: a file replaced under the same name is loaded again."""
+
+    def __init__(self, library: ControlNetLibrary, cap: int = 3, device: str = "cpu", dtype=None):
+        self._models: LRU[tuple, ControlNetModel] = LRU(cap, on_evict=lambda key, model: self._free())
+        self.library = library
+        self.device = device
+        self.dtype = dtype
+
+    @property
+    def cap(self) -> int:
+        return self._models.cap
+
+    def get(self, name: str, cross_attention_dim: int | None = None) -> ControlNetModel:
+        """The ControlNetModel for `name`, loaded on first use. `cross_attention_dim` is the base model's text
+        width: a ControlNet made for another base is refused, naming the file and both widths."""
+        with self._models.lock:  # held while loading: one load at a time, and no second load of the same file
+            entry = self.library.resolve(name)
+            key = _cache_key(entry)
+            model = self._models.peek(key)
+            if model is not None:
+                _check_width(entry, model.config.cross_attention_dim, cross_attention_dim)
+                return self._models.get(key)  # now the most recently used
+            if cross_attention_dim is not None:
+                _check_width(entry, self.library.cross_attention_dim(entry), cross_attention_dim)
+            model = self._load(entry)
+            _check_width(entry, model.config.cross_attention_dim, cross_attention_dim)
+            for stale in [k for k in self._models.keys() if k[0] == key[0]]:  # the same file, changed since
+                self._models.pop(stale)
+            self._models.put(key, model)  # evicts the least recently used beyond the cap, freeing each
+            return model
+
+    def loaded(self) -> list[str]:
+        """Where the loaded ControlNets come from (path or Hub id), least recently used first."""
+        return [key[0] for key in self._models.keys()]
+
+    def clear(self) -> None:
+        with self._models.lock:
+            self._models.clear()
+            self._free()
+
+    def _load(self, entry: ControlNetEntry) -> ControlNetModel:
+        import torch
+        from diffusers import ControlNetModel
+
+        dtype = self.dtype or torch.float32
+        if entry.kind == "single_file":
+            self._check_single_file_config(entry)
+        try:
+            if entry.kind == "single_file":
+                model = ControlNetModel.from_single_file(
+                    entry.location, config=str(self.library.single_file_config), local_files_only=True, dtype=dtype
+                )
+            elif entry.kind == "folder":
+                model = ControlNetModel.from_pretrained(entry.location, use_safetensors=True, dtype=dtype)
+            else:
+                model = ControlNetModel.from_pretrained(
+                    entry.location, use_safetensors=True, dtype=dtype,
+                    local_files_only=hub_unreachable(),  # offline: the local HF cache only, no waiting
+                )
+        except Exception as error:  # diffusers raises OSError, ValueError, SafetensorError, ... for a bad file
+            if entry.kind == "hub":
+                raise ValueError(
+                    f"ControlNet {entry.name!r}: not in {shown_path(self.library.folder)} and not loaded from the Hub "
+                    f"({type(error).__name__}: {_first_line(error)})"
+                ) from None
+            raise ValueError(
+                f"ControlNet file {_file_name(entry)}: cannot be loaded: truncated, damaged or not shaped as its "
+                f"config says ({type(error).__name__}: {_first_line(error)})"
+            ) from None
+        model = model.to(self.device).eval().requires_grad_(False)
+        if model.device.type == "cpu":
+            own_memory(model)
+        return model
+
+    def _check_single_file_config(self, entry: ControlNetEntry) -> None:
+        """A single file loads with one config; a ControlNet of another width would fail with a shape error."""
+        config_folder = self.library.single_file_config
+        config_width = json.loads((config_folder / "config.json").read_text()).get("cross_attention_dim")
+        width = self.library.cross_attention_dim(entry)
+        if width is not None and config_width is not None and width != config_width:
+            raise ValueError(
+                f"ControlNet file {_file_name(entry)}: its cross-attention width is {width} "
+                f"({BASE_NAMES.get(width, 'unknown base')}); single files load with the config in {shown_path(config_folder)}, "
+                f"of width {config_width}. Use it as a diffusers folder (config.json + {WEIGHTS_NAME}) instead."
+            )
+
+    def _free(self) -> None:
+        if str(self.device).startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def _check_width(entry: ControlNetEntry, width: int | None, expected: int | None) -> None:
+    if expected is None or width is None or width == expected:
+        return
+    raise ValueError(
+        f"ControlNet file {_file_name(entry)}: made for another base model: its cross-attention width is {width} "
+        f"({BASE_NAMES.get(width, 'unknown base')}), the base model's is {expected} "
+        f"({BASE_NAMES.get(expected, 'unknown base')})"
+    )
+
+
+def _cache_key(entry: ControlNetEntry) -> tuple:
+    weights = entry.weights
+    if weights is None:
+        return (entry.location, 0, 0)
+    try:
+        stat = weights.stat()
+    except OSError:
+        raise ValueError(f"ControlNet file {_file_name(entry)}: cannot be read (was it removed?)") from None
+    return (entry.location, stat.st_size, stat.st_mtime_ns)
+
+
+def _file_name(entry: ControlNetEntry) -> str:
+    if entry.kind == "folder":
+        return f"{Path(entry.location).name}/{WEIGHTS_NAME}"
+    return Path(entry.location).name if entry.kind == "single_file" else entry.location
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [""])[0][:200]

@@ -1,0 +1,230 @@
+"""ControlNet as an extension: sd-webui-controlnet's units (its field names, `controlnet_units` in our endpoints,
+`alwayson_scripts.controlnet.args` in REST bodies) are the request's "controlnet" part; before the run each unit's
+map is detected and fitted to the generation size (for inpaint, to the picture and then cropped like it, so "only
+masked" sees the matching part of the map); a manager hook runs the request on a ControlNet pipeline derived from
+its own view; "ControlNet N" infotext entries are written and read back; a panel per tab; the /controlnet/* REST
+routes."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from PIL import Image
+
+from extensions.base import Extension, Job, Panel, Route, TabContext
+from extensions.controlnet import detectors, preprocessors
+from extensions.controlnet.cache import ControlNetCache
+from extensions.controlnet.library import ControlNetLibrary
+from extensions.controlnet.pipeline import ControlNets
+from extensions.controlnet.units import ControlNetPart, ControlUnit
+from models.images import decode_image, load_image
+from models.infotext import CONVERTERS, parameter_pairs, read_value
+from models.validate import boolean, whole_number
+
+# sd-webui-controlnet's infotext entry "Module: canny, Model: name [hash], Weight: 1.0, ..." -> the unit's fields
+_INFOTEXT_KEYS = {
+    "Module": ("module", "text"),
+    "Model": ("model", "model"),
+    "Weight": ("weight", "number"),
+    "Resize Mode": ("resize_mode", "text"),
+    "Processor Res": ("processor_res", "whole"),
+    "Threshold A": ("threshold_a", "threshold"),
+    "Threshold B": ("threshold_b", "threshold"),
+    "Guidance Start": ("guidance_start", "number"),
+    "Guidance End": ("guidance_end", "number"),
+    "Pixel Perfect": ("pixel_perfect", "boolean"),
+    "Control Mode": ("control_mode", "text"),
+}
+
+
+class ControlNet(Extension):
+    name = "controlnet"
+    fields = {"controlnet_units": []}
+    rest_fields = frozenset({"alwayson_scripts"})
+    script = "controlnet"
+
+    def __init__(self, folder: str | Path, cap: int = 3, max_units: int = 3, annotator_dir: str | Path | None = None):
+        """`annotator_dir`: where the preprocessors' weights are looked for first (None: models/annotators)."""
+        if annotator_dir is not None:
+            detectors.set_annotator_dir(annotator_dir)
+        self.library = ControlNetLibrary(folder)
+        self.cap, self.max_units = cap, max_units
+        self.nets: ControlNets | None = None  # the installed manager's loaded ControlNets and hook
+
+    @classmethod
+    def from_config(cls, config) -> ControlNet:
+        config.controlnet_dir.mkdir(parents=True, exist_ok=True)
+        return cls(config.controlnet_dir, cap=config.controlnet_cap, max_units=config.controlnet_units,
+                   annotator_dir=config.annotator_dir)
+
+    def install(self, manager) -> None:
+        """ControlNets then load on first use on the manager's device and dtype."""
+        cache = ControlNetCache(self.library, cap=self.cap, device=manager.runtime.device, dtype=manager.runtime.dtype)
+        self.nets = ControlNets(self.library, cache, self.max_units)
+        manager.pipeline_hooks.append(self.nets.hook)
+
+    # -- the request -----------------------------------------------------------------------------------------
+
+    def parse(self, mode: str, fields: Mapping, warnings: list[str]) -> ControlNetPart | None:
+        raw_units = fields.get("controlnet_units")
+        if not raw_units:
+            return None
+        if not isinstance(raw_units, (list, tuple)):
+            raise ValueError(f"controlnet_units must be a list of units, got {type(raw_units).__name__}")
+        if len(raw_units) > self.max_units:
+            raise ValueError(f"controlnet_units: at most {self.max_units} units, got {len(raw_units)}")
+        units = []
+        for index, raw in enumerate(raw_units):
+            unit, ignored = ControlUnit.parse(index, raw)
+            if ignored:
+                warnings.append(f"controlnet unit {index}: ignored unknown fields {', '.join(ignored)}")
+            if unit is not None:
+                try:  # an unknown model is an error now, not mid-run
+                    self.library.resolve(unit.model)
+                except ValueError as error:
+                    raise ValueError(f"controlnet unit {index}: {error}") from None
+                units.append((index, unit))
+        return ControlNetPart(tuple(units)) if units else None
+
+    def prepare(self, job: Job) -> None:
+        part = job.request.part(self.name)
+        if part is None:
+            return
+        picture = job.source.image
+        target = (job.request.width, job.request.height)
+        maps = tuple(unit.control_input(picture, target, index, job.crop) for index, unit in part.units)
+        job.request = job.request.with_part(self.name, ControlNetPart(part.units, maps))
+        for index, unit in part.units:
+            source = unit.image if unit.image is not None else picture
+            job.infotext[f"ControlNet {index}"] = unit.infotext(
+                self.library.infotext_name(unit.model), source.size if source is not None else None, target)
+
+    def control_map(self, image, module: str, processor_res=512, threshold_a=None, threshold_b=None,
+                    pixel_perfect=True, resize_mode="Crop and Resize", size=None) -> Image.Image:
+        """The map a unit with these settings gives a generation of `size` (width, height): detected and fitted
+        exactly as a generation does, so Preview shows what the ControlNet will see. Without `size`, the image's
+        own size: /controlnet/detect's map (with pixel perfect, detected at the image's resolution)."""
+        picture = load_image(image, "image")
+        if picture is None:
+            raise ValueError("image is required to detect a map")
+        unit = ControlUnit.for_map(module, processor_res, threshold_a, threshold_b, pixel_perfect, resize_mode)
+        width, height = size if size is not None else picture.size
+        return unit.control_map(picture, (whole_number("width", width, 1), whole_number("height", height, 1)))
+
+    # -- infotext and REST ----------------------------------------------------------------------------------
+
+    def from_infotext(self, entries: dict[str, str], warnings: list[str]) -> dict:
+        """`ControlNet 0`, `ControlNet 1`, ... entries (taken out of `entries`) as units, ordered by number."""
+        numbered = sorted((int(key.removeprefix("ControlNet ")), key) for key in entries
+                          if key.startswith("ControlNet ") and key.removeprefix("ControlNet ").isdigit())
+        units = [unit for _, key in numbered if (unit := _unit(key, entries.pop(key), warnings)) is not None]
+        return {"controlnet_units": units} if units else {}
+
+    def from_rest(self, payload: dict, route: str, fields: dict) -> str:
+        """sd-webui-controlnet's units from `alwayson_scripts` ({"controlnet": {"args": [unit, ...]}}, any case),
+        each checked (its image decoded within bounds) before the queue."""
+        scripts = payload.get("alwayson_scripts")
+        for name, script in scripts.items() if isinstance(scripts, dict) else ():
+            if name.lower() == "controlnet":
+                args = script.get("args") if isinstance(script, dict) else None
+                if not isinstance(args, list):
+                    raise ValueError("alwayson_scripts.controlnet.args must be a list of units")
+                units = [unit for unit in args if isinstance(unit, dict) and unit.get("enabled", True)]
+                for index, unit in enumerate(units):
+                    ControlUnit.parse(index, unit)
+                if units:
+                    fields["controlnet_units"] = units
+        return route
+
+    def in_rest_words(self, message: str) -> str:
+        return re.sub(r"\bcontrolnet unit (\d+)\b", r"alwayson_scripts.controlnet.args[\1]", message)
+
+    def rest_routes(self) -> list[Route]:
+        return [Route("GET", "/controlnet/model_list", self._model_list),
+                Route("GET", "/controlnet/module_list", lambda: {"module_list": preprocessors.available()}),
+                Route("POST", "/controlnet/detect", self._detect, takes_body=True)]
+
+    def _model_list(self) -> dict:
+        return {"model_list": [self.library.infotext_name(name) for name in self.library.list_names()]}
+
+    def _detect(self, payload: dict) -> dict:
+        # Pixel perfect unless the client turns it off: each map at its image's own resolution, whatever
+        # controlnet_processor_res says (A1111 clients send 512 by default, which blanks small images' edges).
+        pixel_perfect = boolean("controlnet_pixel_perfect", payload.get("controlnet_pixel_perfect", True))
+        images = payload.get("controlnet_input_images") or payload.get("controlnet_images") or []
+        maps = [self.control_map(decode_image(image, f"controlnet_input_images[{index}]"),
+                                 payload.get("controlnet_module", "none"), payload.get("controlnet_processor_res", 512),
+                                 _threshold(payload.get("controlnet_threshold_a")),
+                                 _threshold(payload.get("controlnet_threshold_b")), pixel_perfect=pixel_perfect)
+                for index, image in enumerate(images)]
+        info = "Success"
+        if pixel_perfect and "controlnet_processor_res" in payload:
+            info += ("; pixel perfect: each map was detected at its image's own resolution, not at "
+                     "controlnet_processor_res (send controlnet_pixel_perfect: false to use it)")
+        return {"images": [_png_base64(image) for image in maps], "info": info}
+
+    def register_endpoints(self, image_file) -> None:
+        from extensions.controlnet.panel import detect_endpoint
+
+        detect_endpoint(self, image_file)
+
+    def panel(self, tab: TabContext) -> Panel | None:
+        from extensions.controlnet.panel import controlnet_panel
+
+        return controlnet_panel(self, tab)
+
+
+def install(manager, folder, cap: int = 3, max_units: int = 3, annotator_dir=None) -> ControlNets:
+    """Add ControlNet to a PipelineManager without a service (tests, bench, training); returns its ControlNets."""
+    extension = ControlNet(folder, cap, max_units, annotator_dir)
+    extension.install(manager)
+    return extension.nets
+
+
+def _unit(key: str, value: str, warnings: list[str]) -> dict | None:
+    unit: dict = {"enabled": True}
+    for name, raw in parameter_pairs(value):  # A1111's key/value pairs, inside one ControlNet value
+        name = name.strip()
+        if raw.startswith('"') and raw.endswith('"'):
+            raw = _unquote(raw)
+        if name in _INFOTEXT_KEYS:
+            field, kind = _INFOTEXT_KEYS[name]
+            read_value(unit, field, f"{key} {name}", raw.strip(), _CONVERTERS.get(kind, kind), warnings)
+    if len(unit) == 1:
+        warnings.append(f"{key}: {value!r} has no ControlNet settings; left out")
+        return None
+    return unit
+
+
+def _unquote(raw: str) -> str:
+    try:
+        return json.loads(raw)
+    except ValueError:  # not valid JSON after all: keep what is between the quotes
+        return raw[1:-1]
+
+
+def _default_threshold(value: str) -> float | None:
+    """sd-webui-controlnet writes -1 for "the preprocessor's default", which units take as None."""
+    number = CONVERTERS["number"][0](value)
+    return None if number == -1 else number
+
+
+_CONVERTERS = {  # beside models.infotext's
+    "threshold": (_default_threshold, "a number"),
+    "model": (lambda value: value.split(" [")[0].strip(), "a model name"),  # "name [hash]", as the UI shows it
+}
+
+
+def _threshold(value):
+    return None if value in (None, -1) else value
+
+
+def _png_base64(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()

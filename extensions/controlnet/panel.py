@@ -1,0 +1,141 @@
+"""The ControlNet panel of a tab: one sub-tab per unit with sd-webui-controlnet's settings and a Preview of the
+detected map. The generate event receives every unit's values after the tab's own inputs; the panel's `collect`
+turns them back into the `controlnet_units` list the API takes, so the UI and the API send the same thing."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from extensions.base import Panel, TabContext
+from extensions.controlnet import preprocessors
+from extensions.controlnet.units import CONTROL_MODES, RESIZE_MODES
+from models.files import shown_path
+
+# The order of each unit's components, as the event passes their values (the API's field names).
+UNIT_FIELDS = ("enabled", "image", "module", "model", "weight", "guidance_start", "guidance_end", "control_mode",
+               "resize_mode", "processor_res", "threshold_a", "threshold_b", "pixel_perfect")
+
+
+def controlnet_panel(extension, tab: TabContext) -> Panel:
+    """One sub-tab per unit; the panel's inputs are every unit's components, unit after unit, in UNIT_FIELDS
+    order."""
+    components = []
+    modules, names = preprocessors.available(), extension.library.list_names()  # once, not once per unit
+    with gr.Accordion("ControlNet", open=False, elem_id=f"{tab.mode}-controlnet"):
+        with gr.Tabs():
+            for index in range(extension.max_units):
+                with gr.Tab(f"Unit {index}", id=f"{tab.mode}-cn-unit-{index}"):
+                    components += _unit(extension, tab, index, modules, names)
+    return Panel(inputs=components, collect=_collect, send=lambda fields: _send(fields, extension.max_units))
+
+
+def _collect(values: list) -> dict:
+    width = len(UNIT_FIELDS)
+    units = [dict(zip(UNIT_FIELDS, values[i: i + width])) for i in range(0, len(values), width)]
+    return {"controlnet_units": [unit for unit in units if unit["enabled"]]}
+
+
+def _send(fields: dict, unit_count: int) -> list:
+    """The image's units, the others switched off; control images stay."""
+    units, updates = fields.get("controlnet_units", []), []
+    for index in range(unit_count):
+        unit = units[index] if index < len(units) else {"enabled": False}
+        updates += [gr.update() if name == "image" or name not in unit else unit[name] for name in UNIT_FIELDS]
+    return updates
+
+
+def _unit(extension, tab: TabContext, index: int, modules: list[str], names: list[str]) -> list:
+    mode, prefix = tab.mode, f"{tab.mode}-cn{index}"
+    with gr.Row():
+        image = gr.Image(type="pil", label="Control image (empty: the tab's image)" if mode != "txt2img"
+                         else "Control image", elem_id=f"{prefix}-image", height=220)
+        detected = gr.Image(type="pil", label="Detected map", interactive=False, elem_id=f"{prefix}-map",
+                            height=220, format="png")
+    with gr.Row():
+        enabled = gr.Checkbox(label="Enable", elem_id=f"{prefix}-enabled")
+        pixel_perfect = gr.Checkbox(value=True, label="Pixel Perfect", elem_id=f"{prefix}-pixel-perfect",
+                                    info="the map at the generation's resolution")
+        show = gr.Button("Preview", size="sm", elem_id=f"{prefix}-preview")
+    with gr.Row():
+        module = gr.Dropdown(modules, value="canny", label="Preprocessor", elem_id=f"{prefix}-module")
+        model = gr.Dropdown(names, value=names[0] if names else None, label="Model", allow_custom_value=True,
+                            elem_id=f"{prefix}-model", info=f"from {shown_path(extension.library.folder)}, or a Hub id")
+        refresh = gr.Button("Refresh", size="sm", min_width=80)
+    with gr.Row():
+        weight = gr.Slider(0, 2, value=1.0, step=0.05, label="Control Weight")
+        start = gr.Slider(0, 1, value=0.0, step=0.01, label="Starting Control Step")
+        end = gr.Slider(0, 1, value=1.0, step=0.01, label="Ending Control Step")
+    with gr.Row():
+        resolution = gr.Slider(64, 2048, value=512, step=8, label="Preprocessor Resolution", visible=False,
+                               elem_id=f"{prefix}-resolution")
+        threshold_a, threshold_b = (_slider(preprocessors.get("canny"), ab) for ab in "ab")
+    control_mode = gr.Radio(list(CONTROL_MODES), value=CONTROL_MODES[0], label="Control Mode")
+    resize_mode = gr.Radio(list(RESIZE_MODES), value="Crop and Resize", label="Resize Mode")
+
+    # sd-webui-controlnet hides the resolution while pixel perfect chooses it
+    pixel_perfect.change(lambda on: gr.Slider(visible=not on), pixel_perfect, resolution, queue=False,
+                         api_visibility="private")
+    module.change(_threshold_sliders, module, [threshold_a, threshold_b], queue=False, api_visibility="private")
+    refresh.click(lambda: gr.Dropdown(choices=extension.library.list_names()), None, model, queue=False,
+                  api_visibility="private")
+    tab_image = [tab.image] if tab.image is not None else []
+    show.click(make_preview(extension, tab.image_file, tab.editor_image), [image, module, resolution, threshold_a, threshold_b, pixel_perfect,
+                                          resize_mode, *tab.size, *tab_image], detected, api_visibility="private")
+    return [enabled, image, module, model, weight, start, end, control_mode, resize_mode, resolution, threshold_a,
+            threshold_b, pixel_perfect]
+
+
+def make_preview(extension, image_file, editor_image):
+    """The Preview button's function; `image_file` hands a map to Gradio, `editor_image` gives an editor's picture."""
+    def preview(image, module, processor_res, threshold_a, threshold_b, pixel_perfect, resize_mode, width, height,
+                tab_image=None):
+        """A unit's Preview button: the map the generation will use, from the unit's image, else the tab's (an
+        editor gives its background). It is fitted to the generation size, Width x Height; in inpaint, where the
+        map is fitted to the picture and then cropped like it, to the picture's size."""
+        picture = None
+        if isinstance(tab_image, dict):
+            tab_image = picture = editor_image(tab_image)
+        if image is None and tab_image is None:
+            raise gr.Error("Preview: upload a control image first")
+        size = picture.size if picture is not None else (width, height)
+        try:
+            return image_file(extension.control_map(image if image is not None else tab_image, module,
+                                                        processor_res, threshold_a, threshold_b, pixel_perfect,
+                                                        resize_mode, size))
+        except ValueError as error:
+            raise gr.Error(str(error)) from None
+
+    return preview
+
+
+def _threshold_sliders(module: str):
+    try:
+        preprocessor = preprocessors.get(module)
+    except ValueError:
+        return gr.Slider(visible=False), gr.Slider(visible=False)
+    return tuple(_slider(preprocessor, ab) for ab in "ab")
+
+
+def _slider(preprocessor, ab: str) -> gr.Slider:
+    """The threshold slider a preprocessor uses (hidden if it uses none): built in the panel, an update in events."""
+    spec = getattr(preprocessor, f"threshold_{ab}")
+    if spec is None:
+        return gr.Slider(visible=False, value=None, label=f"Threshold {ab.upper()}")
+    return gr.Slider(spec.minimum, spec.maximum, value=spec.default, step=spec.step, label=spec.label, visible=True)
+
+
+def detect_endpoint(extension, image_file) -> None:
+    """/controlnet_detect for gradio_client: the preprocessor's map of an image (pixel perfect: at the image's own
+    resolution)."""
+    def controlnet_detect(image, module, processor_res=512, threshold_a=None, threshold_b=None, pixel_perfect=True):
+        try:
+            return image_file(extension.control_map(image, module, processor_res, threshold_a, threshold_b,
+                                                    pixel_perfect))
+        except ValueError as error:
+            raise gr.Error(str(error)) from None
+
+    inputs = [gr.File(label="image", file_types=["image"]), gr.Textbox(value="canny", label="module"),
+              gr.Number(value=512, label="processor_res"), gr.Number(value=None, label="threshold_a"),
+              gr.Number(value=None, label="threshold_b"), gr.Checkbox(value=True, label="pixel_perfect")]
+    gr.Button(visible=False).click(controlnet_detect, inputs, gr.Image(type="pil", format="png", label="map"),
+                                   api_name="controlnet_detect")

@@ -1,0 +1,90 @@
+"""LoRA as an extension: `<lora:name:weight>` tags in the prompt are the request's "lora" part (the tags' (name,
+weight) pairs, every name checked against the library), the adapters over the shared U-Net and text encoder are set
+by a manager hook before each run, the text encoder sees the prompt without the tags, and "Lora hashes" goes into
+the infotext. Its panel is the picker beside the prompt; its REST routes list and rescan the library."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from extensions.base import Extension, Panel, Route, TabContext
+from extensions.lora.adapters import DEFAULT_CAP, LoraAdapters
+from extensions.lora.hotswap import UnetSlot
+from extensions.lora.library import LoraLibrary
+from extensions.lora.tags import LoraTag, parse_tags
+
+WEIGHT_RANGE = (-10, 10)
+
+
+class Lora(Extension):
+    name = "lora"
+    placement = "prompt"
+
+    def __init__(self, folder: str | Path, cap: int = DEFAULT_CAP, fuse: bool = False,
+                 compiled_rank: int | None = None):
+        """`compiled_rank`: the U-Net is to be compiled; LoRA then goes through one hot-swapped slot of that rank
+        (install before compiling)."""
+        self.library = LoraLibrary(folder)
+        self.cap, self.fuse, self.compiled_rank = cap, fuse, compiled_rank
+        self.adapters: LoraAdapters | None = None  # the installed manager's
+
+    @classmethod
+    def from_config(cls, config) -> Lora:
+        config.lora_dir.mkdir(parents=True, exist_ok=True)  # so users see where to drop their LoRA files
+        return cls(config.lora_dir, cap=config.lora_cap, fuse=config.lora_fuse,
+                   compiled_rank=config.lora_rank if config.compile else None)
+
+    def install(self, manager) -> None:
+        slot = None
+        if self.compiled_rank is not None:
+            if manager.unet_compiled:
+                raise ValueError("install LoRA before compiling the U-Net: the slot must exist when it compiles")
+            slot = UnetSlot(manager.pipelines["txt2img"], self.compiled_rank)
+        self.adapters = LoraAdapters(self.library, self.cap, self.fuse, slot)
+        manager.configurers.append(self._configure)
+        manager.pipeline_hooks.append(_prompts_without_tags)
+
+    def parse(self, mode: str, fields: Mapping, warnings: list[str]) -> tuple[LoraTag, ...] | None:
+        """The prompt's tags; an unknown LoRA is an error now, not mid-run."""
+        _, tags = parse_tags(fields.get("prompt") or "")
+        for tag in tags:
+            if not WEIGHT_RANGE[0] <= tag.weight <= WEIGHT_RANGE[1]:
+                raise ValueError(f"LoRA {tag.name!r} weight must be a number from {WEIGHT_RANGE[0]} to "
+                                 f"{WEIGHT_RANGE[1]}, got {tag.weight!r}")
+            self.library.resolve(tag.name)
+        return tags or None
+
+    def encoder_text(self, prompt: str) -> str:
+        return without_tags(prompt)
+
+    def _configure(self, pipe, request) -> dict[str, str]:
+        hashes = self.adapters.configure(pipe, request.part(self.name, ()))
+        # A1111 writes: Lora hashes: "name: 0123456789ab, other: ba9876543210"
+        return {"Lora hashes": ", ".join(f"{name}: {short}" for name, short in hashes.items())} if hashes else {}
+
+    def rest_routes(self) -> list[Route]:
+        def listing() -> list[dict]:
+            library = self.library
+            return [{"name": name, "alias": name, "path": library.resolve(name).relative_to(library.folder).as_posix(),
+                     "metadata": {}} for name in library.names()]
+
+        def refresh() -> None:
+            self.library.names()  # rescans the folder
+
+        return [Route("GET", "/sdapi/v1/loras", listing), Route("POST", "/sdapi/v1/refresh-loras", refresh)]
+
+    def panel(self, tab: TabContext) -> Panel | None:
+        from extensions.lora.panel import lora_picker
+
+        lora_picker(tab.prompt, self.library, tab.mode)
+        return None
+
+
+def without_tags(prompt: str) -> str:
+    """What of a prompt reaches the text encoder."""
+    return parse_tags(prompt)[0]
+
+
+def _prompts_without_tags(pipe, request, arguments: dict) -> tuple:
+    return pipe, {**arguments, "prompt": [without_tags(text) for text in arguments["prompt"]]}

@@ -1,0 +1,35 @@
+"""Outpaint as an extension: the /outpaint endpoint takes a picture and how far to extend each side, and runs as an
+inpaint job on the bigger canvas, its new area pre-filled and masked with a seam that reaches `overlap` px into the
+picture; the picture beyond the seam is kept exactly."""
+
+from __future__ import annotations
+
+from extensions.base import Extension, Panel, TabContext
+from extensions.outpaint.canvas import extend_canvas
+
+class Outpaint(Extension):
+    name = "outpaint"
+    fields = {"left": 0, "right": 0, "up": 0, "down": 0, "overlap": 16, "fill": "edge"}
+    modes = ("outpaint",)
+    endpoints = {"outpaint": {"strength": 1.0}}  # the new area has nothing worth keeping
+
+    def rewrite(self, mode: str, fields: dict) -> str:
+        if mode != "outpaint":
+            return mode
+        settings = {name: fields.pop(name) for name in self.fields if name in fields}
+        if fields.get("image") is None:
+            raise ValueError("image is required for outpaint")
+        seed = fields.get("seed", -1)
+        canvas, mask = extend_canvas(fields["image"], seed=seed if isinstance(seed, int) and seed >= 0 else 0,
+                                     **settings)
+        overlap = settings.get("overlap", 16)
+        # A blur up to overlap / 8 softens the seam while the picture beyond the band stays 0 in the blurred mask.
+        fields.update(image=canvas, mask=mask, mask_blur=min(4, int(overlap) // 8))
+        return "inpaint"
+
+    def panel(self, tab: TabContext) -> Panel | None:
+        if tab.mode != "inpaint":
+            return None
+        from extensions.outpaint.panel import outpaint_panel
+
+        return outpaint_panel(tuple(self.fields))

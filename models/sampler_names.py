@@ -1,0 +1,55 @@
+"""Samplers by their AUTOMATIC1111 names, as plain data: what requests, the UI and the REST API need, without
+importing torch or diffusers (models/samplers.py builds the schedulers)."""
+
+from __future__ import annotations
+
+# A1111 sampler name -> (diffusers scheduler class name, config overrides). Karras variants are listed under their
+# pre-1.9 combined names, which clients still send; the infotext splits them into Sampler + Schedule type.
+SAMPLERS: dict[str, tuple[str, dict]] = {
+    "Euler": ("EulerDiscreteScheduler", {}),
+    "Euler a": ("EulerAncestralDiscreteScheduler", {}),
+    "Heun": ("HeunDiscreteScheduler", {}),
+    "LMS": ("LMSDiscreteScheduler", {}),
+    "LMS Karras": ("LMSDiscreteScheduler", {"use_karras_sigmas": True}),
+    "DPM2": ("KDPM2DiscreteScheduler", {}),
+    "DPM2 Karras": ("KDPM2DiscreteScheduler", {"use_karras_sigmas": True}),
+    "DPM2 a": ("KDPM2AncestralDiscreteScheduler", {}),
+    "DPM2 a Karras": ("KDPM2AncestralDiscreteScheduler", {"use_karras_sigmas": True}),
+    "DPM++ 2M": ("DPMSolverMultistepScheduler", {}),
+    "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+    "DPM++ 2M SDE": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
+    "DPM++ 2M SDE Karras": (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True},
+    ),
+    "DPM++ SDE": ("DPMSolverSDEScheduler", {}),
+    "DPM++ SDE Karras": ("DPMSolverSDEScheduler", {"use_karras_sigmas": True}),
+    "DDIM": ("DDIMScheduler", {"clip_sample": False}),  # as SD's own DDIM config; clipping is for pixel models
+    "PNDM": ("PNDMScheduler", {}),
+    "UniPC": ("UniPCMultistepScheduler", {}),
+    "LCM": ("LCMScheduler", {}),
+}
+
+SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
+DEFAULT_SAMPLER = "Euler a"
+SCHEDULE_TYPES = ("Automatic", "Karras")
+
+
+def check_sampler(name: str) -> str:
+    if name not in SAMPLERS:
+        raise ValueError(f"sampler {name!r} is unknown; choose one of: {', '.join(SAMPLER_NAMES)}")
+    return name
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """'DPM++ 2M Karras' -> ('DPM++ 2M', 'Karras'), as A1111 1.9+ writes Sampler and Schedule type."""
+    if name.endswith(" Karras"):
+        return name.removesuffix(" Karras"), "Karras"
+    return name, "Automatic"
+
+
+def join_name(sampler: str, schedule_type: str | None) -> str:
+    """Inverse of split_name, for infotexts read back ('Schedule type' absent in older ones)."""
+    if schedule_type == "Karras" and sampler + " Karras" in SAMPLERS:
+        return sampler + " Karras"
+    return sampler
