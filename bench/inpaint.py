@@ -39,7 +39,7 @@ def case(name: str) -> dict:
     ImageDraw.Draw(mask).ellipse([1300, 800, 1600, 1150], fill=255)  # a 300x350 px object to replace
     settings = {"prompt": "a red ball", "steps": STEPS, "seed": 1, "strength": 1.0}
     service.run("inpaint", dict(image=photo.resize((256, 256)), mask=mask.resize((256, 256)), width=256, height=256,
-                     **settings))
+                                **settings))
     started = time.perf_counter()
     peak = peak_rss_during(lambda: service.run("inpaint", dict(image=photo, mask=mask, **CASES[name], **settings)))
     return {"seconds": time.perf_counter() - started, "peak_mib": peak}

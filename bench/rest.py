@@ -1,6 +1,7 @@
-"""Per-request overhead of the three ways in, on the demo model (64 px, 2 steps, so the overhead shows): a direct
-manager call, the named endpoint through gradio_client, and A1111's REST route (which itself goes through the
-Gradio queue). All against one launched app, interleaved.
+"""Per-request overhead of the ways in, on the demo model (64 px, 2 steps, so the overhead shows): a direct
+manager call, the service (the typed request built from plain fields, the extensions' prepare, the PNG saved),
+the named endpoint through gradio_client, and A1111's REST route (which itself goes through the Gradio queue).
+All against one launched app, interleaved.
 
     python -m bench.rest
 """
@@ -37,6 +38,7 @@ def main(rounds: int = 15) -> dict:
         job = GenerationRequest("txt2img", REQUEST["prompt"], seed=1, steps=2, width=64, height=64)
         candidates = {
             "direct manager call": lambda: service.manager.generate(job),
+            "service.run (typed request, saved PNG)": lambda: service.run("txt2img", REQUEST),
             "gradio_client /txt2img": lambda: client.predict(**REQUEST, api_name="/txt2img"),
             "REST /sdapi/v1/txt2img": lambda: requests.post(f"{url}/sdapi/v1/txt2img", json=REQUEST, timeout=60),
         }

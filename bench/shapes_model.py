@@ -69,7 +69,7 @@ def box_mask(scene: Scene, pad: int = 3) -> Image.Image:
 def _inpainted(service: StudioService, prompt: str, image: Image.Image, mask: Image.Image, seed: int) -> Image.Image:
     """Inpaint through the app's service, as the inpaint tab does (whole picture, no mask blur, denoising 1)."""
     generation = service.run("inpaint", dict(prompt=prompt, image=image, mask=mask, width=SIZE, height=SIZE,
-                                  seed=seed, strength=1.0, mask_blur=0))
+                                             seed=seed, strength=1.0, mask_blur=0))
     return Image.open(generation.files[0]).convert("RGB")
 
 
@@ -182,8 +182,8 @@ def gallery(manager, folder: Path = GALLERY, scale: int = 2) -> None:
     save("inpaint-source", source)
     save("inpaint-mask", mask.convert("RGB"))
     with tempfile.TemporaryDirectory() as outputs:
-        result = _inpainted(StudioService(manager, outputs, [Inpaint()]), "a large green square on a white background", source,
-                            mask, seed=1)
+        result = _inpainted(StudioService(manager, outputs, [Inpaint()]), "a large green square on a white background",
+                            source, mask, seed=1)
     save("inpaint-result", result)
     picture = render(Scene(shapes=(Shape("circle", "white", "medium", "top left"),), background="black"), SIZE)
     outline = edges(picture).convert("RGB")  # what the canny preprocessor makes of that picture

@@ -24,7 +24,8 @@ class JobTracker:
     def __init__(self):
         self.state = JobState()
 
-    def run(self, manager: PipelineManager, request: GenerationRequest, on_step: StepCallback | None) -> GenerationResult:
+    def run(self, manager: PipelineManager, request: GenerationRequest,
+            on_step: StepCallback | None) -> GenerationResult:
         def step(done: int, total: int) -> None:
             self.state.step, self.state.steps = done, total
             if on_step is not None:

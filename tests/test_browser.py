@@ -168,8 +168,8 @@ def regenerate_in_txt2img(page: Page, infotext_pattern: str, original) -> None:
 
 def test_png_info_send_to_txt2img_regenerates_the_same_pixels(page, app_server, tmp_path):
     service = app_server[1]
-    original = service.run("txt2img", dict(prompt="a lighthouse <lora:ink:0.6>", negative_prompt="fog", seed=77,
-                                steps=5, guidance_scale=5.5, sampler="DPM++ 2M Karras", width=64, height=72)).files[0]
+    original = service.run("txt2img", dict(prompt="a lighthouse <lora:ink:0.6>", negative_prompt="fog", seed=77, steps=5,
+                                           guidance_scale=5.5, sampler="DPM++ 2M Karras", width=64, height=72)).files[0]
     page.get_by_role("tab", name="PNG Info").click()
     page.locator("#pnginfo-image input[type=file]").set_input_files(original)
     expect(page.locator("#pnginfo-text textarea")).to_have_value(re.compile("a lighthouse <lora:ink:0.6>"))
@@ -188,7 +188,7 @@ def test_png_info_send_to_fills_the_controlnet_unit_and_regenerates_the_same_pix
     ring.save(tmp_path / "ring.png")
     unit = {"enabled": True, "image": ring, "module": "canny", "model": "edges", "weight": 0.7, "guidance_end": 0.8}
     original = app_server[1].run("txt2img", dict(prompt="a ring", seed=5, steps=4, width=64, height=64,
-                                      controlnet_units=[unit])).files[0]
+                                                 controlnet_units=[unit])).files[0]
     page.get_by_role("tab", name="PNG Info").click()
     page.locator("#pnginfo-image input[type=file]").set_input_files(original)
     expect(page.locator("#pnginfo-text textarea")).to_have_value(re.compile("ControlNet 0"))

@@ -141,8 +141,8 @@ def test_infotext_has_a1111_inpaint_entries(service):
 
 def test_outpainting_grows_the_canvas_and_keeps_the_picture(service):
     image = picture(120, 96, seed=4)
-    generation = service.run("outpaint", dict(image=image, left=64, down=32, overlap=16, prompt="a field", steps=STEPS,
-                                  seed=1, width=128, height=128))
+    generation = service.run("outpaint", dict(image=image, left=64, down=32, overlap=16, prompt="a field",
+                                              steps=STEPS, seed=1, width=128, height=128))
     result = np.asarray(Image.open(generation.files[0]))
     assert result.shape[:2] == (96 + 32, 120 + 64)
     placed = result[0:96, 64:64 + 120]

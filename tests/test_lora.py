@@ -46,7 +46,8 @@ def manager(folder):
 
 
 def generate(manager, loras=(), seed=1, prompt="a cat") -> np.ndarray:
-    request = GenerationRequest("txt2img", prompt, width=SIZE, height=SIZE, steps=STEPS, seed=seed, parts={"lora": loras})
+    request = GenerationRequest("txt2img", prompt, width=SIZE, height=SIZE, steps=STEPS, seed=seed,
+                                parts={"lora": loras})
     return np.asarray(manager.generate(request).images[0]).astype(int)
 
 
@@ -161,7 +162,8 @@ def test_infotext_keeps_the_tags_and_writes_lora_hashes(folder, tmp_path):
 
     manager = PipelineManager.load("demo", device="cpu")
     service = StudioService(manager, tmp_path, [lora.Lora(folder)])
-    result = service.run("txt2img", dict(prompt="a cat <lora:kohya_a:0.5> <lora:peft_b>", steps=2, width=64, height=64))
+    result = service.run("txt2img", {"prompt": "a cat <lora:kohya_a:0.5> <lora:peft_b>", "steps": 2, "width": 64,
+                                     "height": 64})
     prompt, _, parameters = parse_infotext(result.infotexts[0])
     assert prompt == "a cat <lora:kohya_a:0.5> <lora:peft_b>"
     hashes = {name: addnet_hash(folder / f"{name}.safetensors")[:12] for name in ("kohya_a", "peft_b")}

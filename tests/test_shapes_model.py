@@ -76,7 +76,7 @@ def test_inpainting_a_masked_square_green_keeps_the_rest(shapes, tmp_path):
     keep, inside = np.asarray(mask) == 0, np.s_[22:42, 22:42]
     for seed in SEEDS:
         generation = service.run("inpaint", dict(prompt="a large green square on a white background", image=image,
-                                      mask=mask, width=64, height=64, seed=seed, strength=1.0, mask_blur=0))
+                                                 mask=mask, width=64, height=64, seed=seed, strength=1.0, mask_blur=0))
         pixels = np.asarray(Image.open(generation.files[0]).convert("RGB"))
         assert share_near(pixels[inside], "green") > 0.6 and share_near(pixels[inside], "red") < 0.1, seed
         assert np.array_equal(pixels[keep], np.asarray(image)[keep]), seed

@@ -79,8 +79,9 @@ def _unit(extension, tab: TabContext, index: int, modules: list[str], names: lis
     refresh.click(lambda: gr.Dropdown(choices=extension.library.list_names()), None, model, queue=False,
                   api_visibility="private")
     tab_image = [tab.image] if tab.image is not None else []
-    show.click(make_preview(extension, tab.image_file, tab.editor_image), [image, module, resolution, threshold_a, threshold_b, pixel_perfect,
-                                          resize_mode, *tab.size, *tab_image], detected, api_visibility="private")
+    show.click(make_preview(extension, tab.image_file, tab.editor_image),
+               [image, module, resolution, threshold_a, threshold_b, pixel_perfect, resize_mode, *tab.size, *tab_image],
+               detected, api_visibility="private")
     return [enabled, image, module, model, weight, start, end, control_mode, resize_mode, resolution, threshold_a,
             threshold_b, pixel_perfect]
 
