@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from extensions.controlnet import detectors as weighted  # the models' module, once weighted.py
+from extensions.controlnet import detectors
 from extensions.controlnet import preprocessors
 from extensions.controlnet.detectors import ANNOTATORS, controlnet_aux
 from extensions.controlnet.preprocessors import MapCache
@@ -134,13 +134,13 @@ def main(argv: list[str] | None = None) -> dict:
             save_annotators(folder, full=True)
             save_controlnet_aux_extras(folder, zoe=args.all)
         build_s = time.perf_counter() - started
-        weighted.set_annotator_dir(folder)
+        detectors.set_annotator_dir(folder)
         names = [name for name in preprocessors.available() if args.all or name not in VARIANTS]
         names.sort(key=lambda name: ORDER.index(name) + 1 if name in ORDER else 0)  # weight-free first, as listed
         deadline = time.perf_counter() + BUDGET_S
         for name in names:
             results[name] = time_one(name, image, deadline) if time.perf_counter() < deadline else None
-        weighted.set_annotator_dir(weighted.DEFAULT_ANNOTATOR_DIR)
+        detectors.set_annotator_dir(detectors.DEFAULT_ANNOTATOR_DIR)
     print(f"controlnet preprocessors  {SIZE} px on the CPU ({torch.get_num_threads()} threads); import controlnet_aux "
           f"(on the first use of any of its detectors, canny included) {import_s:.1f} s, not in the figures; random "
           f"full-size weights built in {build_s:.0f} s")

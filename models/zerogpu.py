@@ -23,6 +23,8 @@ import os
 from collections.abc import Callable
 from typing import TypeVar
 
+from models.validate import integer
+
 log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable)
@@ -120,20 +122,14 @@ def duration_from_call(fn: Callable, mode: str) -> Callable[..., int]:
         try:
             values = signature.bind_partial(*args, **kwargs).arguments
             return estimate_seconds(
-                _whole(values.get("steps", 20)), _whole(values.get("width", 512)), _whole(values.get("height", 512)),
-                _whole(values.get("batch_size", 1)), _unit_count(values.get("controlnet_units")), mode,
+                *(integer(name, values.get(name, default)) for name, default in
+                  (("steps", 20), ("width", 512), ("height", 512), ("batch_size", 1))),
+                _unit_count(values.get("controlnet_units")), mode,
             )
         except (TypeError, ValueError):
             return DURATION_RANGE[1]
 
     return duration_of
-
-
-def _whole(value) -> int:
-    """Sliders and JSON send 512.0 for 512; the service takes those too."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
 
 
 def _unit_count(units) -> int:

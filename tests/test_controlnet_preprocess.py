@@ -24,7 +24,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from extensions.controlnet import ade20k, preprocessors
-from extensions.controlnet import detectors as weighted  # the models' module, once weighted.py
+from extensions.controlnet import detectors
 from extensions.controlnet.preprocessors import PREPROCESSORS, MapCache, Preprocessor, available, detect, get
 from tests.conftest import ROOT
 
@@ -211,7 +211,7 @@ def test_the_hub_probe_answers_at_once_offline(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with annotator_folder(tmp_path):
         started = time.perf_counter()
-        reason = weighted.missing((weighted.Weights("nobody/nothing", ("weights.pth",)),))
+        reason = detectors.missing((detectors.Weights("nobody/nothing", ("weights.pth",)),))
         assert time.perf_counter() - started < 1
     assert "weights.pth" in reason and f"not in {tmp_path.name}/nobody/nothing" in reason
 
@@ -276,12 +276,12 @@ PALETTE = set(map(tuple, ade20k.PALETTE.tolist()))
 @contextlib.contextmanager
 def annotator_folder(folder):
     """`folder` as the annotator folder for the block, then the former one again (the session's app shares it)."""
-    before = weighted.annotator_dir()
-    weighted.set_annotator_dir(folder)
+    before = detectors.annotator_dir()
+    detectors.set_annotator_dir(folder)
     try:
         yield folder
     finally:
-        weighted.set_annotator_dir(before)
+        detectors.set_annotator_dir(before)
 
 
 @pytest.fixture
@@ -379,9 +379,9 @@ def test_depth_anything_v2_gives_a_gray_map_from_black_to_white(annotators):
 
 def test_depth_is_normalised_with_near_bright():
     disparity = np.array([[0.5, 2.0], [1.0, 4.0]])  # relative depth models give disparity: larger is nearer
-    gray = weighted.depth_to_gray(disparity)
+    gray = detectors.depth_to_gray(disparity)
     assert gray.dtype == np.uint8 and gray[1, 1] == 255 and gray[0, 0] == 0 and gray[0, 1] > gray[1, 0]
-    assert not weighted.depth_to_gray(np.full((2, 2), 3.0)).any(), "a flat depth is black, not a division by 0"
+    assert not detectors.depth_to_gray(np.full((2, 2), 3.0)).any(), "a flat depth is black, not a division by 0"
 
 
 @pytest.mark.parametrize("resolution", [131, 256])
@@ -416,17 +416,17 @@ def test_the_ade20k_palette():
 def test_openpose_full_loads_the_three_networks_from_the_upstream_files(annotators):
     pose = get("openpose_full").run(photo(), resolution=64)
     assert pose.size == (64, 128) and pose.mode == "RGB"
-    assert weighted.OPENPOSE_BODY.loaded and weighted.OPENPOSE_HAND.loaded and weighted.OPENPOSE_FACE.loaded
+    assert detectors.OPENPOSE_BODY.loaded and detectors.OPENPOSE_HAND.loaded and detectors.OPENPOSE_FACE.loaded
 
 
 def test_body_only_openpose_needs_only_the_body_file(annotators, tmp_path):
     with annotator_folder(linked(annotators, tmp_path, "lllyasviel/Annotators/body_pose_model.pth")):
         pose = get("openpose").run(photo(), resolution=64)
-        assert pose.size == (64, 128) and not weighted.OPENPOSE_HAND.loaded and not weighted.OPENPOSE_FACE.loaded
+        assert pose.size == (64, 128) and not detectors.OPENPOSE_HAND.loaded and not detectors.OPENPOSE_FACE.loaded
 
 
 def test_a_model_loads_once_and_threads_share_it(annotators, monkeypatch):
-    model = weighted.DEPTH_ANYTHING
+    model = detectors.DEPTH_ANYTHING
     model.forget()
     loads = []
     load = model._load
