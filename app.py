@@ -33,6 +33,7 @@ ENVIRONMENT = {
     "controlnet_cap": ("SD_CONTROLNET_CAP", "3"),
     "controlnet_units": ("SD_CONTROLNET_UNITS", "3"),
     "annotator_dir": ("SD_ANNOTATOR_DIR", str(ROOT / "models" / "annotators")),
+    "embeddings_dir": ("SD_EMBEDDINGS_DIR", str(ROOT / "models" / "embeddings")),
     "output_dir": ("SD_OUTPUT_DIR", str(ROOT / "outputs")),
     "queue_size": ("SD_QUEUE_SIZE", "16"),
     "api": ("SD_API", "off"),
@@ -60,6 +61,7 @@ class AppConfig:
     controlnet_cap: int  # ControlNets kept loaded; the least recently used one goes first
     controlnet_units: int  # ControlNet units per request (and per tab in the UI)
     annotator_dir: Path  # preprocessor weights, in the file layout of the Hub repositories they come from
+    embeddings_dir: Path  # textual-inversion embeddings (.safetensors), named in prompts by their file stems
     output_dir: Path
     queue_size: int
     api: bool  # serve AUTOMATIC1111's REST API (/sdapi/v1) beside the UI
@@ -103,7 +105,7 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
     return AppConfig(
         model=args.model, ckpt_dir=Path(args.ckpt_dir), host=args.host, device=args.device,
         lora_dir=Path(args.lora_dir), controlnet_dir=Path(args.controlnet_dir), annotator_dir=Path(args.annotator_dir),
-        output_dir=Path(args.output_dir), **numbers, **switches, **credentials,
+        embeddings_dir=Path(args.embeddings_dir), output_dir=Path(args.output_dir), **numbers, **switches, **credentials,
     )
 
 

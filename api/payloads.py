@@ -65,7 +65,8 @@ def job_from_payload(payload: dict, route: str, extensions: Sequence[Extension] 
     job.endpoint = f"/{route}"
     handled = SHARED.keys() | HANDLED | {name for extension in extensions for name in extension.rest_fields}
     job.ignored = sorted(key for key in payload if key not in handled)
-    job.ignored += sorted(key for key in (payload.get("override_settings") or {}) if key != "sd_model_checkpoint")
+    settings = {"sd_model_checkpoint"} | {name for extension in extensions for name in extension.rest_settings}
+    job.ignored += sorted(key for key in (payload.get("override_settings") or {}) if key not in settings)
     return job
 
 

@@ -12,6 +12,7 @@ REGISTERED = (
     "extensions.inpaint:Inpaint",
     "extensions.outpaint:Outpaint",
     "extensions.lora:Lora",
+    "extensions.prompts:Prompts",
     "extensions.controlnet.extension:ControlNet",
 )
 

@@ -73,10 +73,12 @@ class TabContext:
 
     mode: str
     prompt: Any  # the Prompt textbox
+    negative: Any  # the Negative prompt textbox
     image: Any  # the tab's image input (None in txt2img); an editor in inpaint
     size: list  # the Width and Height sliders
     image_file: Callable[[Image.Image], str]  # an image as a file Gradio may serve
     editor_image: Callable[[Any], Image.Image | None]  # the picture of an editor value
+    encoder_text: Callable[[str], str]  # what of a prompt reaches the text encoder (LoRA tags taken out)
 
 
 class Extension:
@@ -85,6 +87,7 @@ class Extension:
     modes: tuple[str, ...] = ("txt2img", "img2img", "inpaint")  # the endpoints whose requests carry its fields
     endpoints: Mapping[str, Mapping[str, Any]] = {}  # endpoints it adds -> the core defaults it changes there
     rest_fields: frozenset[str] = frozenset()  # the A1111 body fields it reads (not reported as ignored)
+    rest_settings: frozenset[str] = frozenset()  # the A1111 override_settings it reads (not reported as ignored)
     script: str | None = None  # its name in /sdapi/v1/scripts (webuiapi looks for "controlnet")
     placement: str = "settings"  # where its panel goes in a tab: under the settings, or "prompt" (beside it)
 

@@ -35,10 +35,11 @@ log = logging.getLogger(__name__)
 StepCallback = Callable[[int, int], None]  # (steps done, steps in total)
 # The extensions' hooks (extensions/base.py), called under the lock with the request, its seed resolved:
 # a configurer sets the shared model's state for the request (LoRA adapters) and returns infotext entries;
-# a pipeline hook may change the call's arguments or run it on another pipeline built over the same modules
-# (ControlNet): given the request's view and arguments, it returns the pipeline to call and its arguments.
+# a pipeline hook may change the call's arguments (prompt embeddings) or run it on another pipeline built over the
+# same modules (ControlNet): given the request's view, its arguments and the infotext entries so far (which it may
+# add to), it returns the pipeline to call and its arguments.
 Configurer = Callable[[DiffusionPipeline, GenerationRequest], dict[str, str]]
-PipelineHook = Callable[[DiffusionPipeline, GenerationRequest, dict], tuple[DiffusionPipeline, dict]]
+PipelineHook = Callable[[DiffusionPipeline, GenerationRequest, dict, dict], tuple[DiffusionPipeline, dict]]
 
 
 @dataclass(frozen=True)
@@ -105,14 +106,6 @@ class PipelineManager:
         pipe = self.pipelines["txt2img"]
         return pipe.unet.config.sample_size * pipe.vae_scale_factor
 
-    def count_tokens(self, text: str) -> int:
-        """Tokens the text encoder would see, without the start and end tokens (A1111 counts the same way)."""
-        return len(self.pipelines["txt2img"].tokenizer(text, truncation=False).input_ids) - 2
-
-    @property
-    def max_prompt_tokens(self) -> int:
-        return self.pipelines["txt2img"].tokenizer.model_max_length - 2
-
     def describe(self) -> str:
         kind = "inpainting (9-channel U-Net)" if self.is_inpainting_model else "4-channel U-Net"
         return f"model: {self.source.name} [{self.model_hash}] · {kind} · {self.runtime.describe()}"
@@ -146,7 +139,7 @@ class PipelineManager:
             pipe = type(shared)(**{**shared.components, "scheduler": scheduler})
             arguments = self._call_arguments(request, seeds)
             for hook in self.pipeline_hooks:
-                pipe, arguments = hook(pipe, request, arguments)
+                pipe, arguments = hook(pipe, request, arguments, parameters)
             pipe.set_progress_bar_config(disable=True)
             # 4. run
             images = pipe(**arguments, callback_on_step_end=self._step_end(on_step)).images

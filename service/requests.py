@@ -5,7 +5,7 @@ the request uses. Errors name the field and the value."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from PIL import Image
@@ -29,13 +29,9 @@ MODE_FIELDS = {  # the core fields each endpoint takes
     "inpaint": ("prompt", "image", "mask", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height",
                 "sampler", "batch_size", "strength"),
 }
-TokenCount = Callable[[str], tuple[int, int]]  # text -> (its tokens, the most the text encoder takes)
-
-
 class RequestBuilder:
-    def __init__(self, extensions: Sequence[Extension], tokens: TokenCount | None = None):
+    def __init__(self, extensions: Sequence[Extension]):
         self.extensions = list(extensions)
-        self.tokens = tokens
 
     def endpoints(self) -> dict[str, dict[str, Any]]:
         """Each endpoint's fields with their defaults, in order: the core's, then each extension's. An endpoint an
@@ -81,17 +77,10 @@ class RequestBuilder:
             if part is not None:
                 parts[extension.name] = part
         core = {name: fields[name] for name in CORE_FIELDS if fields.get(name) is not None}
-        request = GenerationRequest(mode=mode, **core, parts=parts)
-        return request, self._length_warnings(request) + warnings
+        return GenerationRequest(mode=mode, **core, parts=parts), warnings
 
-    def _length_warnings(self, request: GenerationRequest) -> list[str]:
-        warnings = []
-        for name in ("prompt", "negative_prompt") if self.tokens is not None else ():
-            text_ = getattr(request, name)
-            for extension in self.extensions:
-                text_ = extension.encoder_text(text_) if name == "prompt" else text_
-            count, most = self.tokens(text_)
-            if count > most:
-                warnings.append(f"{name} is {count} tokens long; only the first {most} reach the text encoder, "
-                                "the rest is cut off")
-        return warnings
+    def encoder_text(self, prompt: str) -> str:
+        """What of a prompt reaches the text encoder, once every extension took out its syntax (LoRA tags)."""
+        for extension in self.extensions:
+            prompt = extension.encoder_text(prompt)
+        return prompt

@@ -44,7 +44,7 @@ class StudioService:
         self.manager = self._installed(manager)
         self.output_dir = Path(output_dir)
         self.notice = notice  # e.g. "fell back to the demo model because ..."
-        self.requests = RequestBuilder(self.extensions, self._tokens)
+        self.requests = RequestBuilder(self.extensions)
         self.jobs = JobTracker()
         self.outputs = saving.OutputFolder(self.output_dir)
         self.model_loader: Callable[[str], PipelineManager] | None = None  # set by the app to allow switching
@@ -86,9 +86,6 @@ class StudioService:
         if self.after_install is not None:
             self.after_install(manager)
         return manager
-
-    def _tokens(self, text: str) -> tuple[int, int]:
-        return self.manager.count_tokens(text), self.manager.max_prompt_tokens
 
     # -- generation -------------------------------------------------------------------------------------
 

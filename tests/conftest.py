@@ -105,21 +105,27 @@ def annotator_weights(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def app_server(tmp_path_factory, annotator_weights):
-    """The real app on the demo model, launched on a free local port, with one LoRA ("ink") and one ControlNet
-    ("edges") in its folders and the preprocessor weights of `annotator_weights`; yields (url, service)."""
+    """The real app on the demo model, launched on a free local port, with one LoRA ("ink"), one ControlNet
+    ("edges") and one embedding ("shiny-style", and a pickled "evil") in its folders and the preprocessor weights of
+    `annotator_weights`; yields (url, service)."""
     import app
     from diffusers import StableDiffusionInpaintPipeline
 
     from testing.controlnet_files import controlnet_for
+    from testing.embedding_files import make_embedding
     from testing.lora_files import make_lora
 
     lora_dir, controlnet_dir = tmp_path_factory.mktemp("Lora"), tmp_path_factory.mktemp("ControlNet")
+    embeddings_dir = tmp_path_factory.mktemp("embeddings")
     demo = StableDiffusionInpaintPipeline.from_pretrained(DEMO, safety_checker=None)
     make_lora(demo, lora_dir / "ink.safetensors", seed=7)
+    make_embedding(embeddings_dir / "shiny-style.safetensors", demo.text_encoder.config.hidden_size, vectors=2)
+    (embeddings_dir / "evil.pt").write_bytes(b"never unpickled")
     controlnet_for(demo.unet, seed=1, vae_scale_factor=demo.vae_scale_factor).save_pretrained(controlnet_dir / "edges")
     config = app.parse_config(
         ["--model", "demo", "--device", "cpu", "--port", str(free_port()), "--lora-dir", str(lora_dir),
          "--controlnet-dir", str(controlnet_dir), "--annotator-dir", str(annotator_weights),
+         "--embeddings-dir", str(embeddings_dir),
          "--output-dir", str(tmp_path_factory.mktemp("outputs")), "--ckpt-dir", str(checkpoint_dir(tmp_path_factory)),
          "--api", "on"],
         environ={},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 from gradio_client import handle_file
 from PIL import Image
@@ -30,7 +31,7 @@ def test_endpoints_are_named_with_keyword_parameters(client):
     parameters = {p["parameter_name"]: p for p in endpoints["/inpaint"]["parameters"]}
     assert list(parameters) == ["prompt", "image", "mask", "negative_prompt", "seed", "steps", "guidance_scale",
                                 "width", "height", "sampler", "batch_size", "strength", "mask_blur", "invert_mask",
-                                "inpaint_area", "padding", "masked_content", "controlnet_units"]
+                                "inpaint_area", "padding", "masked_content", "clip_skip", "controlnet_units"]
     outpaint = [p["parameter_name"] for p in endpoints["/outpaint"]["parameters"]]
     assert outpaint[:8] == ["prompt", "image", "left", "right", "up", "down", "overlap", "fill"]
     optional = {name for name, p in parameters.items() if p["parameter_has_default"]}
@@ -170,10 +171,17 @@ def test_mask_of_another_size_is_resized_and_said_so(client, files):
     assert warnings == "mask was 48x32, resized to the image's 96x64"
 
 
-def test_long_prompt_is_truncated_with_a_warning(client):
-    _, infotext, warnings = client.predict(prompt="red " * 80, steps=1, width=64, height=64, api_name="/txt2img")
-    assert "prompt is 80 tokens long; only the first 75 reach the text encoder" in warnings
-    assert infotext.startswith("red red")
+def test_a_long_prompt_is_not_cut_off(client, tmp_path):
+    """Past 75 tokens the prompt goes on in a second chunk (issue 16): no warning, and a word there changes the
+    image."""
+    def pixels(prompt: str) -> np.ndarray:
+        gallery, infotext, warnings = client.predict(prompt=prompt, seed=3, steps=2, width=64, height=64,
+                                                     api_name="/txt2img")
+        assert warnings == "" and infotext.startswith(prompt + "\n")
+        return np.asarray(Image.open(gallery[0]["image"]).convert("RGB")).astype(int)
+
+    base = "a red circle, " * 20  # 80 tokens
+    assert np.abs(pixels(base + "on a green background") - pixels(base + "on a blue background")).max() > 0
 
 
 def test_progress_is_reported_and_interrupt_returns_the_image_early(client):

@@ -84,3 +84,26 @@ def test_rank_limit_and_layers_outside_the_slot_are_refused_by_name(managers):
     with pytest.raises(ValueError, match=r"LoRA resnet: .*down_blocks\.0\.resnets\.0\.time_emb_proj"):
         generate(compiled, (("resnet", 1.0),))
     assert np.abs(generate(compiled, (("wide", 1.0),)) - generate(compiled)).max() > 10, "the next requests work"
+
+
+def test_weighted_long_prompts_on_the_compiled_unet(managers, tmp_path):
+    """A1111's prompt syntax (issue 16) over the compiled U-Net with a LoRA in its slot: a prompt of two chunks and a
+    weighted one give the images the plain U-Net gives; a new prompt length recompiles once, not per request."""
+    from extensions.prompts import Prompts
+
+    compiled, plain = managers
+    for manager in managers:
+        Prompts(tmp_path).install(manager)
+
+    def image(manager, prompt: str) -> np.ndarray:
+        request = GenerationRequest("txt2img", prompt, width=64, height=64, steps=3, seed=5,
+                                    parts={"lora": (("a", 1.0),)})
+        return np.asarray(manager.generate(request).images[0]).astype(int)
+
+    long, weighted = "a (cat:1.3), " * 30, "a (cat:1.3) on [grass]"
+    image(compiled, long)  # the compile for 154 tokens of cross-attention
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        results = {prompt: image(compiled, prompt) for prompt in (long, "a [dog], " * 30)}
+    results[weighted] = image(compiled, weighted)
+    for prompt, result in results.items():
+        assert np.abs(result - image(plain, prompt)).max() <= 2, prompt

@@ -65,8 +65,8 @@ def _tab(handlers: Handlers, mode: str) -> dict:
             seed = gr.Number(value=defaults["seed"], precision=0, label="Seed (-1: random)")
             strength = gr.Slider(0.01, 1.0, value=defaults.get("strength", 0.75), step=0.01, label="Denoising strength",
                                  visible=mode != "txt2img")
-            context = TabContext(mode, prompt, images[0] if images else None, [width, height], map_file,
-                                 lambda editor: editor_image_and_mask(editor)[0])
+            context = TabContext(mode, prompt, negative, images[0] if images else None, [width, height], map_file,
+                                 lambda editor: editor_image_and_mask(editor)[0], handlers.service.requests.encoder_text)
             panels = _panels(handlers, context, prompt_row)
         with gr.Column():
             gallery = gr.Gallery(label="Results", format="png", columns=2, elem_id=f"{mode}-gallery")

@@ -65,7 +65,7 @@ class ControlNets:
         self.cache = cache
         self.max_units = max_units
 
-    def hook(self, pipe: DiffusionPipeline, request: GenerationRequest, arguments: dict) -> tuple:
+    def hook(self, pipe: DiffusionPipeline, request: GenerationRequest, arguments: dict, parameters: dict) -> tuple:
         maps = request.part("controlnet").maps if request.part("controlnet") is not None else ()
         if len(maps) > self.max_units:
             raise ValueError(f"controlnet units: at most {self.max_units} at once, got {len(maps)}")

@@ -30,7 +30,7 @@ def filled_latents(pipe, image: Image.Image, mask: Image.Image, fill: str, seeds
     return torch.cat(filled)
 
 
-def hook(pipe, request, arguments: dict) -> tuple:
+def hook(pipe, request, arguments: dict, parameters: dict) -> tuple:
     """The manager hook: for an inpaint request on a 4-channel U-Net whose part asks for a latent fill, the pipeline
     takes the filled latents as already-encoded `image` and `masked_image_latents` (the start and the kept area)."""
     options = request.part("inpaint")

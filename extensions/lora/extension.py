@@ -86,5 +86,5 @@ def without_tags(prompt: str) -> str:
     return parse_tags(prompt)[0]
 
 
-def _prompts_without_tags(pipe, request, arguments: dict) -> tuple:
+def _prompts_without_tags(pipe, request, arguments: dict, parameters: dict) -> tuple:
     return pipe, {**arguments, "prompt": [without_tags(text) for text in arguments["prompt"]]}

@@ -1,0 +1,182 @@
+"""Prompts encoded as AUTOMATIC1111 encodes them for SD 1.x (modules/sd_hijack_clip.py): any length, in chunks of
+75 tokens, each with its own start and end tokens; emphasis weights; textual-inversion vectors in place of their
+names; clip skip.
+
+Chunking follows A1111's rules: a chunk closes at 75 tokens, but when a comma came among its last 20 tokens, what
+follows the comma moves on to the next chunk; BREAK closes a chunk early; an embedding that does not fit moves to
+the next chunk whole; every chunk is padded with the end token. Each chunk goes through the text encoder on its
+own; with clip skip N > 1 the output is the N-th layer from the end through the final layer norm; each token's
+output is scaled by its weight and the chunk then rescaled to its original mean ("Original" emphasis); the chunks
+are concatenated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from extensions.prompts.embeddings import Embedding
+from extensions.prompts.syntax import BREAK, parse
+
+CHUNK = 75  # prompt tokens per chunk, between its start and end tokens
+COMMA_BACKTRACK = 20  # A1111's comma_padding_backtrack
+
+
+@dataclass
+class Chunk:
+    tokens: list[int] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    embeddings: list[tuple[int, Embedding]] = field(default_factory=list)  # (offset among the prompt tokens, embedding)
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    chunks: list[Chunk]
+    count: int  # the tokens A1111's counter shows (a full chunk counts 75)
+    plain: bool  # one chunk, no weights, no embeddings: what the text encoder would see from the text as it is
+
+    @property
+    def embeddings(self) -> dict[str, Embedding]:
+        return {embedding.name: embedding for chunk in self.chunks for _, embedding in chunk.embeddings}
+
+
+class PromptEncoder:
+    def __init__(self, tokenizer, text_encoder, embeddings: Mapping[str, Embedding] | None = None):
+        self.tokenizer, self.text_encoder = tokenizer, text_encoder
+        self.start, self.end = tokenizer.bos_token_id, tokenizer.eos_token_id  # SD 1.x pads with the end token
+        self.comma = tokenizer.get_vocab().get(",</w>")
+        self.layers = text_encoder.config.num_hidden_layers
+        # transformers 5's CLIPTextModel holds the layers itself; 4.x's wraps them in `text_model`
+        self._final_layer_norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm
+        self._lookup: dict[int, list[tuple[list[int], Embedding]]] = {}
+        self.use_embeddings(embeddings or {})
+
+    def use_embeddings(self, embeddings: Mapping[str, Embedding]) -> None:
+        """The embeddings a prompt may name: each found as its name's token sequence, the longest first."""
+        lookup: dict[int, list[tuple[list[int], Embedding]]] = {}
+        for name, embedding in embeddings.items():
+            ids = self.tokenizer(name, add_special_tokens=False).input_ids
+            if ids:
+                lookup.setdefault(ids[0], []).append((ids, embedding))
+        self._lookup = {first: sorted(found, key=lambda item: -len(item[0])) for first, found in lookup.items()}
+
+    # -- tokens ---------------------------------------------------------------------------------------------
+
+    def tokenize(self, text: str) -> Tokenized:
+        pieces = parse(text)
+        ids = self.tokenizer([piece for piece, _ in pieces], add_special_tokens=False).input_ids
+        chunks: list[Chunk] = []
+        chunk, count, last_comma = Chunk(), 0, -1
+
+        def close(last: bool = False) -> None:
+            nonlocal chunk, count, last_comma
+            count += len(chunk.tokens) if last else CHUNK
+            padding = CHUNK - len(chunk.tokens)
+            chunk.tokens = [self.start, *chunk.tokens, *[self.end] * padding, self.end]
+            chunk.weights = [1.0, *chunk.weights, *[1.0] * padding, 1.0]
+            chunks.append(chunk)
+            chunk, last_comma = Chunk(), -1
+
+        for piece_ids, piece in zip(ids, pieces):
+            if piece == BREAK:
+                close()
+                continue
+            weight, position = piece[1], 0
+            while position < len(piece_ids):
+                token = piece_ids[position]
+                if token == self.comma:
+                    last_comma = len(chunk.tokens)
+                elif len(chunk.tokens) == CHUNK and last_comma != -1 and CHUNK - last_comma <= COMMA_BACKTRACK:
+                    # what follows the comma moves on to the next chunk (its embeddings' places stay, as in A1111)
+                    cut = last_comma + 1
+                    moved = chunk.tokens[cut:], chunk.weights[cut:]
+                    chunk.tokens, chunk.weights = chunk.tokens[:cut], chunk.weights[:cut]
+                    close()
+                    chunk.tokens, chunk.weights = list(moved[0]), list(moved[1])
+                if len(chunk.tokens) == CHUNK:
+                    close()
+                found = self._embedding_at(piece_ids, position)
+                if found is None:
+                    chunk.tokens.append(token)
+                    chunk.weights.append(weight)
+                    position += 1
+                    continue
+                ids_length, embedding = found
+                vectors = embedding.vectors.shape[0]
+                if len(chunk.tokens) + vectors > CHUNK:
+                    close()
+                chunk.embeddings.append((len(chunk.tokens), embedding))
+                chunk.tokens += [0] * vectors
+                chunk.weights += [weight] * vectors
+                position += ids_length
+        if chunk.tokens or not chunks:
+            close(last=True)
+        plain = pieces == [(text, 1.0)] and len(chunks) == 1 and not chunks[0].embeddings
+        return Tokenized(chunks, count, plain)
+
+    def _embedding_at(self, ids: list[int], position: int) -> tuple[int, Embedding] | None:
+        for candidate, embedding in self._lookup.get(ids[position], ()):
+            if ids[position: position + len(candidate)] == candidate:
+                return len(candidate), embedding
+        return None
+
+    # -- tensors --------------------------------------------------------------------------------------------
+
+    def encode(self, tokenized: Tokenized, clip_skip: int = 1) -> torch.Tensor:
+        """(1, 77 x chunks, width): the conditioning of the prompt."""
+        return torch.cat([self._encode_chunk(chunk, clip_skip) for chunk in tokenized.chunks], dim=1)
+
+    def empty(self, clip_skip: int = 1) -> torch.Tensor:
+        """One chunk of the empty prompt: what pads the shorter of the prompt and the negative prompt."""
+        return self.encode(self.tokenize(""), clip_skip)
+
+    @torch.no_grad()
+    def _encode_chunk(self, chunk: Chunk, clip_skip: int) -> torch.Tensor:
+        device = self.text_encoder.device
+        ids = torch.tensor([chunk.tokens], device=device)
+        with self._vectors_in_place(chunk.embeddings):
+            output = self.text_encoder(input_ids=ids, output_hidden_states=clip_skip > 1)
+        if clip_skip > 1:
+            hidden = self._final_layer_norm(output.hidden_states[-clip_skip])
+        else:
+            hidden = output.last_hidden_state
+        weights = torch.tensor(chunk.weights, device=device, dtype=torch.float32).to(hidden.dtype)
+        original_mean = hidden.mean()
+        hidden = hidden * weights.reshape(1, -1, 1)
+        return hidden * (original_mean / hidden.mean())
+
+    @contextlib.contextmanager
+    def _vectors_in_place(self, embeddings: list[tuple[int, Embedding]]):
+        """The token embedding layer's output with each embedding's vectors after the start token at its offset
+        (A1111's EmbeddingsWithFixes), for this call only."""
+        if not embeddings:
+            yield
+            return
+
+        def replace(module, inputs, output):
+            rows = output[0]
+            for offset, embedding in embeddings:
+                vectors = embedding.vectors.to(rows.device, rows.dtype)
+                length = min(rows.shape[0] - offset - 1, vectors.shape[0])
+                rows = torch.cat([rows[: offset + 1], vectors[:length], rows[offset + 1 + length:]])
+            return rows.unsqueeze(0)
+
+        handle = self.text_encoder.get_input_embeddings().register_forward_hook(replace)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+
+def pad_chunks(cond: torch.Tensor, uncond: torch.Tensor, empty: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prompt and the negative prompt with as many chunks each, the shorter padded with empty-prompt chunks
+    (A1111's "pad prompt/negative prompt to be same length"): diffusers batches them together."""
+    def padded(tensor: torch.Tensor, chunks: int) -> torch.Tensor:
+        missing = chunks - tensor.shape[1] // empty.shape[1]
+        return torch.cat([tensor, *[empty] * missing], dim=1) if missing else tensor
+
+    chunks = max(cond.shape[1], uncond.shape[1]) // empty.shape[1]
+    return padded(cond, chunks), padded(uncond, chunks)

@@ -1,0 +1,134 @@
+"""Prompts as AUTOMATIC1111 reads them, as an extension over the text encoder: emphasis, BREAK, any length in
+75-token chunks, textual-inversion embeddings by name, and clip skip (the request's "prompts" part, the gradio_client
+keyword `clip_skip`, REST's `override_settings.CLIP_stopping_at_last_layers`, infotext `Clip skip: N`).
+
+A prompt that uses none of it (no brackets or BREAK, at most 75 tokens, no embedding, clip skip 1) reaches the
+pipeline as text, as before: it costs nothing. Otherwise a manager hook, after LoRA has set its adapters and taken its
+tags out, encodes the prompt and the negative prompt here and hands the pipeline their embeddings, padded to the
+same number of chunks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from extensions.base import Extension, Job, Panel, Route, TabContext
+from extensions.prompts.embeddings import EmbeddingLibrary
+from extensions.prompts.syntax import parse
+from models.infotext import read_value
+from models.validate import whole_number
+
+CLIP_SKIP_RANGE = (1, 12)
+
+
+@dataclass(frozen=True)
+class PromptsPart:
+    clip_skip: int = 1
+
+
+class Prompts(Extension):
+    name = "prompts"
+    fields = {"clip_skip": 1}
+    modes = ("txt2img", "img2img", "inpaint", "outpaint")
+    rest_settings = frozenset({"CLIP_stopping_at_last_layers"})
+    placement = "prompt"
+
+    def __init__(self, folder: str | Path):
+        self.library = EmbeddingLibrary(folder)
+        self.encoder = None  # the installed manager's PromptEncoder
+        self.width = 0  # its text encoder's token width
+
+    @classmethod
+    def from_config(cls, config) -> Prompts:
+        config.embeddings_dir.mkdir(parents=True, exist_ok=True)  # so users see where to drop embeddings
+        return cls(config.embeddings_dir)
+
+    def install(self, manager) -> None:
+        from extensions.prompts.encoder import PromptEncoder
+
+        pipe = manager.pipelines["txt2img"]
+        self.encoder = PromptEncoder(pipe.tokenizer, pipe.text_encoder)
+        self.width = pipe.text_encoder.get_input_embeddings().weight.shape[1]
+        manager.pipeline_hooks.append(self._hook)
+
+    # -- the request ------------------------------------------------------------------------------------------
+
+    def parse(self, mode: str, fields: Mapping, warnings: list[str]) -> PromptsPart | None:
+        for name in ("prompt", "negative_prompt"):
+            parse(fields.get(name) or "")  # a weight that is not a number is an error now, not mid-run
+        clip_skip = whole_number("clip_skip", fields.get("clip_skip", 1), *CLIP_SKIP_RANGE)
+        layers = self.encoder.layers if self.encoder is not None else CLIP_SKIP_RANGE[1]
+        if clip_skip > layers:
+            raise ValueError(f"clip_skip must be from 1 to {layers} for this model's {layers}-layer text encoder, "
+                             f"got {clip_skip}")
+        warnings += self._skipped_in(fields)
+        return PromptsPart(clip_skip) if clip_skip != 1 else None
+
+    def _skipped_in(self, fields: Mapping) -> list[str]:
+        """A warning for each embedding the prompts name that cannot be used (and why)."""
+        text = f"{fields.get('prompt') or ''} {fields.get('negative_prompt') or ''}"
+        return [f"embedding {name!r} is not used: {why}" for name, why in self.library.skipped(self.width).items()
+                if name in text]
+
+    def prepare(self, job: Job) -> None:
+        part = job.request.part(self.name)
+        if part is not None:
+            job.infotext["Clip skip"] = part.clip_skip
+
+    def _hook(self, pipe, request, arguments: dict, parameters: dict) -> tuple:
+        from extensions.prompts.encoder import pad_chunks
+
+        clip_skip = request.part(self.name, PromptsPart()).clip_skip
+        self.encoder.use_embeddings(self.library.loaded(self.width))
+        prompt = self.encoder.tokenize(arguments["prompt"][0])
+        negative = self.encoder.tokenize(arguments["negative_prompt"][0])
+        if clip_skip == 1 and prompt.plain and negative.plain:
+            return pipe, arguments  # the pipeline encodes the text itself, as without this extension
+        cond, uncond = pad_chunks(self.encoder.encode(prompt, clip_skip), self.encoder.encode(negative, clip_skip),
+                                  self.encoder.empty(clip_skip))
+        used = {**prompt.embeddings, **negative.embeddings}
+        if used:  # A1111: TI hashes: "name: 0123456789ab, ..."
+            parameters["TI hashes"] = ", ".join(f"{name.replace(':', '').replace(',', '')}: {embedding.shorthash}"
+                                                for name, embedding in used.items())
+        batch = len(arguments["prompt"])
+        arguments = {key: value for key, value in arguments.items() if key not in ("prompt", "negative_prompt")}
+        return pipe, {**arguments, "prompt_embeds": cond.expand(batch, -1, -1),
+                      "negative_prompt_embeds": uncond.expand(batch, -1, -1)}
+
+    def token_count(self, text: str) -> str:
+        """A1111's counter: "N/75", "N/150", ... (the tokens, and the chunks' room)."""
+        if self.encoder is None:
+            return ""
+        count = self.encoder.tokenize(text).count
+        return f"{count}/{max(1, -(-count // 75)) * 75}"
+
+    # -- infotext and REST ------------------------------------------------------------------------------------
+
+    def from_infotext(self, entries: dict[str, str], warnings: list[str]) -> dict:
+        fields: dict = {}
+        if "Clip skip" in entries:
+            read_value(fields, "clip_skip", "Clip skip", entries.pop("Clip skip"), "whole", warnings)
+        return fields
+
+    def from_rest(self, payload: dict, route: str, fields: dict) -> str:
+        settings = payload.get("override_settings")
+        if isinstance(settings, dict) and "CLIP_stopping_at_last_layers" in settings:
+            fields["clip_skip"] = settings["CLIP_stopping_at_last_layers"]
+        return route
+
+    def in_rest_words(self, message: str) -> str:
+        return message.replace("clip_skip", "override_settings.CLIP_stopping_at_last_layers")
+
+    def rest_routes(self) -> list[Route]:
+        def refresh() -> None:
+            self.library.refresh()
+
+        return [Route("GET", "/sdapi/v1/embeddings", lambda: self.library.listing(self.width)),
+                Route("POST", "/sdapi/v1/refresh-embeddings", refresh)]
+
+    def panel(self, tab: TabContext) -> Panel | None:
+        from extensions.prompts.panel import prompts_panel
+
+        return prompts_panel(self, tab)
