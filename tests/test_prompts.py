@@ -165,6 +165,16 @@ def test_a_plain_prompt_reaches_the_pipeline_as_text_and_the_rest_as_embeddings(
     assert seen[1]["negative_prompt_embeds"].shape == seen[1]["prompt_embeds"].shape
 
 
+def test_the_quick_plain_check_never_passes_what_needs_encoding(service):
+    encoder = service.extension("prompts").encoder
+    encoder.use_embeddings(service.extension("prompts").library.loaded(encoder.text_encoder.config.hidden_size))
+    rng = np.random.default_rng(0)
+    alphabet = list("abc ,:()[]\\1.") + ["BREAK", "shiny", "Dots", "x" * 30]
+    samples = PROMPTS + ["".join(rng.choice(alphabet, rng.integers(1, 12))) for _ in range(500)]
+    quick = [text for text in samples if encoder.surely_plain(text)]
+    assert len(quick) > 20 and all(encoder.tokenize(text).plain for text in quick)
+
+
 def test_long_prompts_and_negative_prompts_of_other_lengths_run(service):
     seen = recorded_arguments(service)
     try:

@@ -52,10 +52,24 @@ class PromptEncoder:
         # transformers 5's CLIPTextModel holds the layers itself; 4.x's wraps them in `text_model`
         self._final_layer_norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm
         self._lookup: dict[int, list[tuple[list[int], Embedding]]] = {}
+        self._embeddings_key: frozenset | None = None
+        self.names: list[str] = []
         self.use_embeddings(embeddings or {})
+
+    def surely_plain(self, text: str) -> bool:
+        """True when the text has no syntax, fits one chunk (a token has at least one character) and names no
+        embedding, found without tokenizing: such a prompt reaches the pipeline as text."""
+        lowered = text.lower()
+        return (len(text) <= CHUNK and not any(char in text for char in "()[]\\") and "BREAK" not in text
+                and not any(name in lowered for name in self.names))
 
     def use_embeddings(self, embeddings: Mapping[str, Embedding]) -> None:
         """The embeddings a prompt may name: each found as its name's token sequence, the longest first."""
+        key = frozenset((name, embedding.hash) for name, embedding in embeddings.items())
+        if key == self._embeddings_key:
+            return
+        self._embeddings_key = key
+        self.names = [name.lower() for name in embeddings]
         lookup: dict[int, list[tuple[list[int], Embedding]]] = {}
         for name, embedding in embeddings.items():
             ids = self.tokenizer(name, add_special_tokens=False).input_ids
@@ -127,42 +141,48 @@ class PromptEncoder:
 
     def encode(self, tokenized: Tokenized, clip_skip: int = 1) -> torch.Tensor:
         """(1, 77 x chunks, width): the conditioning of the prompt."""
-        return torch.cat([self._encode_chunk(chunk, clip_skip) for chunk in tokenized.chunks], dim=1)
+        return self.encode_all([tokenized], clip_skip)[0]
 
     def empty(self, clip_skip: int = 1) -> torch.Tensor:
         """One chunk of the empty prompt: what pads the shorter of the prompt and the negative prompt."""
         return self.encode(self.tokenize(""), clip_skip)
 
     @torch.no_grad()
-    def _encode_chunk(self, chunk: Chunk, clip_skip: int) -> torch.Tensor:
+    def encode_all(self, prompts: list[Tokenized], clip_skip: int = 1) -> list[torch.Tensor]:
+        """Each prompt's conditioning, every chunk of every prompt through the text encoder at once (each chunk is
+        still encoded on its own: a batch row)."""
+        chunks = [chunk for tokenized in prompts for chunk in tokenized.chunks]
         device = self.text_encoder.device
-        ids = torch.tensor([chunk.tokens], device=device)
-        with self._vectors_in_place(chunk.embeddings):
+        ids = torch.tensor([chunk.tokens for chunk in chunks], device=device)
+        with self._vectors_in_place([chunk.embeddings for chunk in chunks]):
             output = self.text_encoder(input_ids=ids, output_hidden_states=clip_skip > 1)
         if clip_skip > 1:
             hidden = self._final_layer_norm(output.hidden_states[-clip_skip])
         else:
             hidden = output.last_hidden_state
-        weights = torch.tensor(chunk.weights, device=device, dtype=torch.float32).to(hidden.dtype)
-        original_mean = hidden.mean()
-        hidden = hidden * weights.reshape(1, -1, 1)
-        return hidden * (original_mean / hidden.mean())
+        weights = torch.tensor([chunk.weights for chunk in chunks], device=device, dtype=torch.float32)
+        original_mean = hidden.mean(dim=(1, 2), keepdim=True)  # each chunk's own
+        hidden = hidden * weights.to(hidden.dtype).unsqueeze(-1)
+        hidden = hidden * (original_mean / hidden.mean(dim=(1, 2), keepdim=True))
+        rows = iter(hidden)
+        return [torch.cat([next(rows) for _ in tokenized.chunks]).unsqueeze(0) for tokenized in prompts]
 
     @contextlib.contextmanager
-    def _vectors_in_place(self, embeddings: list[tuple[int, Embedding]]):
-        """The token embedding layer's output with each embedding's vectors after the start token at its offset
-        (A1111's EmbeddingsWithFixes), for this call only."""
-        if not embeddings:
+    def _vectors_in_place(self, embeddings: list[list[tuple[int, Embedding]]]):
+        """The token embedding layer's output with each chunk's embedding vectors after its start token at their
+        offsets (A1111's EmbeddingsWithFixes), for this call only. `embeddings`: one list per batch row."""
+        if not any(embeddings):
             yield
             return
 
         def replace(module, inputs, output):
-            rows = output[0]
-            for offset, embedding in embeddings:
-                vectors = embedding.vectors.to(rows.device, rows.dtype)
-                length = min(rows.shape[0] - offset - 1, vectors.shape[0])
-                rows = torch.cat([rows[: offset + 1], vectors[:length], rows[offset + 1 + length:]])
-            return rows.unsqueeze(0)
+            rows = list(output)
+            for row, found in enumerate(embeddings):
+                for offset, embedding in found:
+                    vectors = embedding.vectors.to(output.device, output.dtype)
+                    length = min(output.shape[1] - offset - 1, vectors.shape[0])
+                    rows[row] = torch.cat([rows[row][: offset + 1], vectors[:length], rows[row][offset + 1 + length:]])
+            return torch.stack(rows)
 
         handle = self.text_encoder.get_input_embeddings().register_forward_hook(replace)
         try:

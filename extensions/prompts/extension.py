@@ -82,12 +82,16 @@ class Prompts(Extension):
 
         clip_skip = request.part(self.name, PromptsPart()).clip_skip
         self.encoder.use_embeddings(self.library.loaded(self.width))
+        texts = arguments["prompt"][0], arguments["negative_prompt"][0]
+        if clip_skip == 1 and all(self.encoder.surely_plain(text) for text in texts):
+            return pipe, arguments  # the pipeline encodes the text itself, as without this extension
         prompt = self.encoder.tokenize(arguments["prompt"][0])
         negative = self.encoder.tokenize(arguments["negative_prompt"][0])
         if clip_skip == 1 and prompt.plain and negative.plain:
             return pipe, arguments  # the pipeline encodes the text itself, as without this extension
-        cond, uncond = pad_chunks(self.encoder.encode(prompt, clip_skip), self.encoder.encode(negative, clip_skip),
-                                  self.encoder.empty(clip_skip))
+        padding = [self.encoder.tokenize("")] if len(prompt.chunks) != len(negative.chunks) else []
+        cond, uncond, *empty = self.encoder.encode_all([prompt, negative, *padding], clip_skip)
+        cond, uncond = pad_chunks(cond, uncond, empty[0]) if empty else (cond, uncond)
         used = {**prompt.embeddings, **negative.embeddings}
         if used:  # A1111: TI hashes: "name: 0123456789ab, ..."
             parameters["TI hashes"] = ", ".join(f"{name.replace(':', '').replace(',', '')}: {embedding.shorthash}"

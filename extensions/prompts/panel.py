@@ -14,10 +14,10 @@ def prompts_panel(extension, tab: TabContext) -> Panel:
     def count(text: str) -> str:
         return extension.token_count(tab.encoder_text(text or ""))
 
-    with gr.Row(equal_height=True):
-        counters = [gr.Textbox(value=count(""), show_label=False, container=False, interactive=False, max_lines=1,
-                               elem_id=f"{tab.mode}-{name}-tokens", min_width=80, scale=1)
-                    for name in ("prompt", "negative")]
+    with gr.Row():
+        counters = [gr.Textbox(value=count(""), label=label, interactive=False, lines=1, max_lines=1,
+                               elem_id=f"{tab.mode}-{name}-tokens", min_width=90, scale=1)
+                    for name, label in (("prompt", "Prompt tokens"), ("negative", "Negative tokens"))]
         clip_skip = gr.Slider(*CLIP_SKIP_RANGE, value=1, step=1, label="Clip skip", elem_id=f"{tab.mode}-clip-skip",
                               scale=3)
         names = gr.Dropdown(_names(extension), value=None, label="Embeddings", scale=3, elem_id=f"{tab.mode}-embeddings",
