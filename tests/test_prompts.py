@@ -227,6 +227,7 @@ def test_embeddings_that_cannot_be_used_are_named_with_why(service):
     assert any("embedding 'old' is not used: old.pt: pickled files are never loaded" in warning
                for warning in generation.warnings), generation.warnings
     assert "TI hashes" not in generation.infotexts[0]
+    assert service.run("txt2img", {"prompt": "a bold golden circle", **SMALL}).warnings == [], "whole words only"
 
 
 # -- clip skip ------------------------------------------------------------------------------------------------------

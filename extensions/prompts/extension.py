@@ -10,6 +10,7 @@ same number of chunks.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +71,7 @@ class Prompts(Extension):
         """A warning for each embedding the prompts name that cannot be used (and why)."""
         text = f"{fields.get('prompt') or ''} {fields.get('negative_prompt') or ''}"
         return [f"embedding {name!r} is not used: {why}" for name, why in self.library.skipped(self.width).items()
-                if name in text]
+                if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text, re.IGNORECASE)]
 
     def prepare(self, job: Job) -> None:
         part = job.request.part(self.name)
@@ -82,13 +83,13 @@ class Prompts(Extension):
 
         clip_skip = request.part(self.name, PromptsPart()).clip_skip
         self.encoder.use_embeddings(self.library.loaded(self.width))
-        texts = arguments["prompt"][0], arguments["negative_prompt"][0]
+        texts = arguments["prompt"][0], arguments["negative_prompt"][0]  # the batch repeats one text
+        # no syntax, one chunk, no embedding: the pipeline encodes the text itself, as without this extension
         if clip_skip == 1 and all(self.encoder.surely_plain(text) for text in texts):
-            return pipe, arguments  # the pipeline encodes the text itself, as without this extension
-        prompt = self.encoder.tokenize(arguments["prompt"][0])
-        negative = self.encoder.tokenize(arguments["negative_prompt"][0])
+            return pipe, arguments
+        prompt, negative = (self.encoder.tokenize(text) for text in texts)
         if clip_skip == 1 and prompt.plain and negative.plain:
-            return pipe, arguments  # the pipeline encodes the text itself, as without this extension
+            return pipe, arguments
         padding = [self.encoder.tokenize("")] if len(prompt.chunks) != len(negative.chunks) else []
         cond, uncond, *empty = self.encoder.encode_all([prompt, negative, *padding], clip_skip)
         cond, uncond = pad_chunks(cond, uncond, empty[0]) if empty else (cond, uncond)
