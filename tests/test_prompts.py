@@ -7,6 +7,7 @@ import functools
 import hashlib
 import json
 import re
+import time
 
 import numpy as np
 import pytest
@@ -83,6 +84,15 @@ def test_the_parser_reads_as_a1111s_own_examples_say():
 @pytest.mark.parametrize("prompt", PROMPTS + ["a\\", "\\", "((", "])", "(x:1e2)", "(x: 2 )", "(x:-1)", "BREAK"])
 def test_the_parser_agrees_with_the_reference(prompt):
     assert [list(piece) for piece in parse(prompt)] == a1111.parse_attention(prompt)
+
+
+def test_hostile_nesting_is_refused_at_once_and_the_worst_within_the_bound_parses_quickly(service):
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match="prompt: brackets nested more than 100 deep, at character 200"):
+        service.build("txt2img", {"prompt": "(a" * 16_000})
+    deep = "(" * 99 + "(a)[b]" * 5_000 + ")" * 99  # 10,000 pieces, each then rescaled 99 times
+    assert len(parse(deep)) == 10_000
+    assert time.perf_counter() - started < 2.0
 
 
 def test_a_weight_that_is_not_a_number_is_named(service):

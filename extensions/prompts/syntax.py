@@ -8,6 +8,7 @@ parse_prompt_attention): the prompt as (text, weight) pieces.
 - `BREAK` (a word of its own) ends a chunk: it is the piece ("BREAK", -1). Inside brackets its weight is
   multiplied like any other piece, and it is then the plain word, as in A1111.
 - Neighbouring pieces with the same weight are joined; an empty prompt is one empty piece.
+- Brackets nested more than MAX_NESTING deep are refused (A1111 has no bound).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from __future__ import annotations
 import re
 
 ROUND, SQUARE = 1.1, 1 / 1.1
+# A closing bracket rescales every piece it encloses, so the work grows with pieces x nesting depth: hostile
+# nesting (16,000 brackets deep, within the prompt's length bound) would take minutes. People nest a handful deep.
+MAX_NESTING = 100
 BREAK = ("BREAK", -1.0)
 _ESCAPED = "()[]\\"
 _SPECIAL = "\\()[]:"
@@ -45,11 +49,10 @@ def parse(text: str) -> list[tuple[str, float]]:
             literal = following if following and following in _ESCAPED else ""
             pieces.append([literal, 1.0])
             position += 1 + len(literal)
-        elif char == "(":
-            round_open.append(len(pieces))
-            position += 1
-        elif char == "[":
-            square_open.append(len(pieces))
+        elif char in "([":
+            if len(round_open) + len(square_open) == MAX_NESTING:
+                raise ValueError(f"prompt: brackets nested more than {MAX_NESTING} deep, at character {position}")
+            (round_open if char == "(" else square_open).append(len(pieces))
             position += 1
         elif char == ":" and (weight := _WEIGHT.match(text, position)) is not None and round_open:
             scale(round_open.pop(), _number(weight.group(1), weight.group(0)))
