@@ -265,6 +265,9 @@ def test_the_token_counter_counts_as_a1111(service):
         count = a1111.chunks(tokenizer, prompt)[1]
         assert prompts.token_count(prompt) == f"{count}/{max(1, -(-count // 75)) * 75}"
     assert prompts.token_count("x " * 76) == "76/150"
+    started = time.perf_counter()
+    assert prompts.token_count("x" * 10_000_000) == "over 32,768 characters"  # never tokenized
+    assert time.perf_counter() - started < 0.1
 
 
 def test_an_infotext_regenerates_its_pixels(service):

@@ -19,6 +19,7 @@ from extensions.base import Extension, Job, Panel, Route, TabContext
 from extensions.prompts.embeddings import EmbeddingLibrary
 from extensions.prompts.syntax import parse
 from models.infotext import read_value
+from models.limits import MAX_PROMPT_CHARS
 from models.validate import whole_number
 
 CLIP_SKIP_RANGE = (1, 12)
@@ -102,11 +103,14 @@ class Prompts(Extension):
         return pipe, {**arguments, "prompt_embeds": cond.expand(batch, -1, -1),
                       "negative_prompt_embeds": uncond.expand(batch, -1, -1)}
 
-    def token_count(self, text: str) -> str:
-        """A1111's counter: "N/75", "N/150", ... (the tokens, and the chunks' room)."""
+    def token_count(self, text: str, encoder_text=lambda text: text) -> str:
+        """A1111's counter: "N/75", "N/150", ... (the tokens of what reaches the text encoder, and the chunks' room).
+        A text over the prompt's length bound is not read (the counter runs on every keystroke, outside the queue)."""
         if self.encoder is None:
             return ""
-        count = self.encoder.tokenize(text).count
+        if not isinstance(text, str) or len(text) > MAX_PROMPT_CHARS:
+            return f"over {MAX_PROMPT_CHARS:,} characters"
+        count = self.encoder.tokenize(encoder_text(text)).count
         return f"{count}/{max(1, -(-count // 75)) * 75}"
 
     # -- infotext and REST ------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from models.files import shown_path
 
 def prompts_panel(extension, tab: TabContext) -> Panel:
     def count(text: str) -> str:
-        return extension.token_count(tab.encoder_text(text or ""))
+        return extension.token_count(text or "", tab.encoder_text)
 
     with gr.Row():
         counters = [gr.Textbox(value=count(""), label=label, interactive=False, lines=1, max_lines=1,
