@@ -180,6 +180,10 @@ def test_malformed_json_bodies_get_422_naming_the_field(app_server, body, detail
     ({"scheduler": "bogus"}, "scheduler must be one of automatic, karras, got 'bogus'"),
     ({"sampler_name": "Euler b"}, "sampler_name 'Euler b' is unknown"),
     ({"width": 1e400}, "width must be a finite number"),
+    ({"override_settings": {"CLIP_stopping_at_last_layers": "two"}},
+     "override_settings.CLIP_stopping_at_last_layers must be a whole number from 1 to 12, got 'two'"),
+    ({"prompt": "(x:1.2.3)"}, "prompt: the weight in ':1.2.3)' is not a number"),
+    ({"prompt": "[(" * 10_000}, "prompt: brackets nested more than 100 deep"),
 ])
 def test_bad_numbers_and_unknown_values_get_422_in_a1111s_words(app_server, change, detail):
     route = "/sdapi/v1/img2img" if "init_images" in change else "/sdapi/v1/txt2img"
