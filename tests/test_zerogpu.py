@@ -130,3 +130,27 @@ def test_unreadable_values_book_the_longest_duration():
     disabled = [{"enabled": False}, {"module": "canny"}]
     assert duration_of("cat", "", 1, 20, 7.0, 512, 512, "Euler", 1, controlnet_units=disabled) == estimate_seconds(
         20, 512, 512, 1, 1)
+
+
+def test_the_apps_endpoints_book_from_their_own_arguments(fake_spaces, demo_manager, tmp_path):
+    """The UI's endpoint functions (their signatures built from the request fields) under ZeroGPU: each call books
+    the duration its own steps, size and units ask for, and runs."""
+    import inspect
+
+    from extensions.controlnet.extension import ControlNet
+    from service.studio import StudioService
+    from ui.handlers import Handlers
+
+    service = StudioService(demo_manager, tmp_path / "outputs", [ControlNet(tmp_path / "ControlNet")])
+    handlers = Handlers(service)
+    assert list(inspect.signature(handlers.api["txt2img"]).parameters)[:3] == ["prompt", "negative_prompt", "seed"]
+    gallery, infotext, _, _ = handlers.api["txt2img"](prompt="x", negative_prompt="", seed=1, steps=2,
+                                                      guidance_scale=7.0, width=64, height=64, sampler="Euler",
+                                                      batch_size=1, controlnet_units=[])
+    assert len(gallery) == 1 and infotext.startswith("x\nSteps: 2")
+    assert fake_spaces.booked == [estimate_seconds(2, 64, 64, 1, 0, "txt2img")]
+    import gradio as gr
+
+    with pytest.raises(gr.Error, match="sampler 'Euler b' is unknown"):  # booked first, then refused at once
+        handlers.api["txt2img"]("x", "", 1, 40, 7.0, 1024, 1024, "Euler b", 2, [{"enabled": False}], None)
+    assert fake_spaces.booked[-1] == estimate_seconds(40, 1024, 1024, 2, 0, "txt2img") > DURATION_RANGE[0]
