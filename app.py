@@ -43,6 +43,7 @@ ENVIRONMENT = {
 
 
 SWITCHES = ("lora_fuse", "compile", "api")  # the on/off options
+SHUTDOWN_SECONDS = 3  # what open requests get on Ctrl+C before they are cancelled
 
 
 @dataclass(frozen=True)
@@ -121,13 +122,15 @@ def build_app(config: AppConfig):
     from models.limits import MAX_IMAGE_PIXELS
     from models.loading import identify
     from models.manager import PipelineManager, load_or_demo
+    from models.zerogpu import on_zerogpu
     from service.studio import StudioService
     from ui.layout import build_ui
 
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # Pillow's own bomb check, also for what Gradio decodes
     manager, notice = load_or_demo(config.model, config.device)
     service = StudioService(manager, config.output_dir, create(config), notice=notice,
-                            after_install=lambda manager: manager.compile_unet() if config.compile else None)
+                            after_install=lambda manager: manager.compile_unet() if config.compile else None,
+                            queue_size=config.queue_size, direct=on_zerogpu())
 
     def switch(name: str):
         spec, local = resolve_checkpoint(name, config.ckpt_dir, config.model)
@@ -161,16 +164,14 @@ def build_server(config: AppConfig, blocks, service):
     server = FastAPI(title="SD Studio", docs_url=None, redoc_url=None, openapi_url=None)
     if config.api:
         from api.docs import build_docs_router
-        from api.queued import QueuedEndpoints
         from api.sdapi import build_router
 
-        host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
-        queued = QueuedEndpoints(f"http://{host}:{config.port}/", auth=config.auth)
-        server.include_router(build_router(service, queued, config.rest_auth))
+        server.include_router(build_router(service, config.rest_auth))
         server.include_router(build_docs_router(server, config.rest_auth))
     server = gr.mount_gradio_app(server, blocks, path="", auth=config.auth, show_error=True,
                                  max_file_size=MAX_IMAGE_BYTES)
     server.add_middleware(BodyLimit)
+    server.router.on_shutdown.append(service.close)  # Ctrl+C: the waiting jobs go, the running one stops
     return server
 
 
@@ -218,12 +219,14 @@ def main(argv: list[str] | None = None) -> None:
     from models.zerogpu import on_zerogpu
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # the REST API's loopback client logs every request
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own client calls log every request
     config = parse_config(argv)
     if on_zerogpu():  # imports `spaces` before torch touches CUDA, as ZeroGPU needs
         log.info("running on ZeroGPU: each generation holds a GPU while it runs")
     blocks, service = build_app(config)
-    uvicorn.run(build_server(config, blocks, service), host=config.host, port=config.port)
+    # Ctrl+C: open requests get 3 s, then they are cancelled (a REST job with them) and the queue is closed
+    uvicorn.run(build_server(config, blocks, service), host=config.host, port=config.port,
+                timeout_graceful_shutdown=SHUTDOWN_SECONDS)
 
 
 if __name__ == "__main__":

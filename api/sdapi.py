@@ -1,6 +1,6 @@
 """AUTOMATIC1111's REST API (/sdapi/v1/...) and the extensions' routes (sd-webui-controlnet's /controlnet/...), with
 their paths, field names and response shapes, so existing clients (webuiapi, Krita and Photoshop plugins, chat bots)
-work unchanged. One router, from route groups: generation (through the Gradio queue: api/generation.py), the
+work unchanged. One router, from route groups: generation (through the service's job queue: api/generation.py), the
 listings and options (api/listings.py), progress and interrupt, PNG info, and each extension's own routes."""
 
 from __future__ import annotations
@@ -9,14 +9,13 @@ from fastapi import APIRouter, Depends
 
 from api import generation, listings
 from api.edge import basic_auth, http_error, json_body
-from api.queued import QueuedEndpoints
 from extensions.base import Route
 from service.studio import StudioService
 
 
-def build_router(service: StudioService, queued: QueuedEndpoints, credentials: tuple[str, str] | None) -> APIRouter:
+def build_router(service: StudioService, credentials: tuple[str, str] | None) -> APIRouter:
     router = APIRouter(dependencies=[Depends(basic_auth(credentials))] if credentials else [])
-    generation.add_routes(router, service, queued)
+    generation.add_routes(router, service)
     listings.add_routes(router, service)
     for extension in service.extensions:
         for route in extension.rest_routes():

@@ -1,6 +1,7 @@
 """The studio service: the one place every interface (UI, gradio_client, REST) goes through.
 
-An interface builds a typed request with `build` (service/requests.py), then `generate` runs it: the extensions
+An interface builds a typed request with `build` (service/requests.py) and submits it to the one job queue
+(service/queue.py: first come, first served, bounded), whose worker runs `generate` on it: the extensions
 prepare the job (in the order they were registered), the shared manager runs it under its lock (service/jobs.py
 tracks it), the extensions' finishing steps apply to the images, and each image is saved as a PNG carrying A1111's
 infotext (service/saving.py). Bad input raises ValueError naming the field and the value; the interfaces turn that
@@ -20,6 +21,7 @@ from models.manager import PipelineManager, StepCallback
 from models.request import GenerationRequest
 from service import saving
 from service.jobs import JobState, JobTracker
+from service.queue import JobQueue, QueuedJob
 from service.requests import RequestBuilder
 
 log = logging.getLogger(__name__)
@@ -36,9 +38,12 @@ class Generation:
 
 class StudioService:
     def __init__(self, manager: PipelineManager, output_dir: str | Path, extensions: Sequence[Extension] = (),
-                 notice: str = "", after_install: Callable[[PipelineManager], None] | None = None):
+                 notice: str = "", after_install: Callable[[PipelineManager], None] | None = None,
+                 queue_size: int = 16, direct: bool = False):
         """`after_install`: called with each manager once the extensions are installed on it (the app compiles
-        the U-Net there: after the extensions that add layers to it)."""
+        the U-Net there: after the extensions that add layers to it). `queue_size`: the jobs that may wait.
+        `direct`: run each job in the caller's thread instead of the queue's (ZeroGPU, where a job runs in the
+        GPU worker process that the calling function is moved to)."""
         self.extensions = list(extensions)
         self.after_install = after_install
         self.manager = self._installed(manager)
@@ -46,6 +51,8 @@ class StudioService:
         self.notice = notice  # e.g. "fell back to the demo model because ..."
         self.requests = RequestBuilder(self.extensions)
         self.jobs = JobTracker()
+        self.queue = JobQueue(queue_size, lambda: self.manager.interrupt())
+        self.direct = direct
         self.outputs = saving.OutputFolder(self.output_dir)
         self.model_loader: Callable[[str], PipelineManager] | None = None  # set by the app to allow switching
         self.checkpoints: Callable[[], list[str]] = lambda: []  # the checkpoint names a client may switch to
@@ -94,9 +101,26 @@ class StudioService:
         return self.requests.build(mode, fields)
 
     def run(self, mode: str, fields: Mapping[str, Any], on_step: StepCallback | None = None) -> Generation:
-        """`build`, then `generate` (what every interface does)."""
+        """`build`, then the job through the queue, waited for here (what the UI and gradio_client do); `on_step`
+        is called from this thread as the job's steps advance. Raises QueueFull when the queue has no room."""
         request, warnings = self.build(mode, fields)
-        return self.generate(request, warnings, on_step)
+        if self.direct:
+            return self.generate(request, warnings, on_step)
+        job = self.submit(request, warnings)
+        reported = 0
+        while not job.wait(0.05):
+            if on_step is not None and job.step != reported:
+                reported = job.step
+                on_step(job.step, job.steps)
+        return job.outcome()
+
+    def submit(self, request: GenerationRequest, warnings: Sequence[str] = ()) -> QueuedJob:
+        """The request as a job in the queue (QueueFull when it has no room); `job.outcome()` is its Generation."""
+        return self.queue.submit(lambda job: self.generate(request, warnings, job.on_step))
+
+    def close(self) -> None:
+        """Cancel the waiting jobs and stop the running one: the server is going away."""
+        self.queue.close()
 
     def generate(self, request: GenerationRequest, warnings: Sequence[str] = (),
                  on_step: StepCallback | None = None) -> Generation:

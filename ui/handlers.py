@@ -20,6 +20,7 @@ from PIL import Image
 from extensions.base import Panel
 from models.zerogpu import MODES as ZEROGPU_MODES
 from models.zerogpu import duration_from_call, gpu
+from service.queue import Cancelled, QueueFull
 from service.studio import Generation, StudioService
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,10 @@ class Handlers:
             result = self.service.run(mode, fields, on_step)
         except ValueError as error:
             raise gr.Error(str(error)) from None
+        except QueueFull as error:
+            raise gr.Error(f"the queue is full, try again in a moment ({error})") from None
+        except Cancelled as error:
+            raise gr.Error(f"{mode} was cancelled: {error}") from None
         except Exception as error:  # never a bare stack trace for the user; the log keeps it
             log.exception("%s failed", mode)
             raise gr.Error(f"{mode} failed: {type(error).__name__}: {error}") from None

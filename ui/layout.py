@@ -15,14 +15,16 @@ from ui.endpoints import register_endpoints
 from ui.handlers import Handlers, editor_image_and_mask, map_file, select_infotext
 from ui.png_info import png_info_tab
 
-GPU_SLOT = "gpu"  # every generation event shares this concurrency slot
+GPU_SLOT = "gpu"  # every generation event shares this concurrency group
 TITLE = "SD Studio"
-GENERATION_EVENT = {"concurrency_limit": 1, "concurrency_id": GPU_SLOT}
 SETTINGS = ("negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "sampler", "batch_size")
 
 
 def build_ui(service: StudioService, queue_size: int = 16) -> gr.Blocks:
     handlers = Handlers(service)
+    # Generation events wait in the service's queue (one job on the model at a time), so Gradio lets as many in as
+    # that queue holds; running each job in the event's own thread (ZeroGPU), Gradio's slot is the one queue.
+    event = {"concurrency_limit": 1 if service.direct else queue_size + 1, "concurrency_id": GPU_SLOT}
     with gr.Blocks(title=TITLE) as blocks:
         gr.Markdown(f"# {TITLE}")
         if service.notice:
@@ -31,15 +33,15 @@ def build_ui(service: StudioService, queue_size: int = 16) -> gr.Blocks:
             targets = {}
             for mode in ("txt2img", "img2img", "inpaint"):
                 with gr.Tab(mode, id=mode):
-                    targets[mode] = _tab(handlers, mode)
+                    targets[mode] = _tab(handlers, mode, event)
             png_info_tab(tabs, targets, service.extensions)
         gr.Markdown(f"`{service.system_line()}`", elem_id="system-line")
-        register_endpoints(handlers, service.extensions, GENERATION_EVENT)
+        register_endpoints(handlers, service.extensions, event)
     blocks.queue(max_size=queue_size, default_concurrency_limit=1, api_open=False)
     return blocks
 
 
-def _tab(handlers: Handlers, mode: str) -> dict:
+def _tab(handlers: Handlers, mode: str, event: dict) -> dict:
     """Build one tab; returns its fields by API name, "image" and its panels, for PNG Info's Send to."""
     defaults = handlers.fields[mode]
     with gr.Row():
@@ -84,14 +86,14 @@ def _tab(handlers: Handlers, mode: str) -> dict:
     generating = [panel for panel in panels if not panel.actions]
     generate.click(handlers.tab_event(mode, names, generating), [*own, *(c for p in generating for c in p.inputs)],
                    outputs, api_name=f"{mode}_ui", api_visibility="private", show_progress_on=[gallery],
-                   **GENERATION_EVENT)
+                   **event)
     for panel in panels:
         for action, button in panel.actions.items():  # e.g. Outpaint: the tab's picture, not its painted mask
             action_names = [name for name in names if name != "mask"]
             action_own = [component for name, component in zip(names, own) if name != "mask"]
             button.click(handlers.tab_event(action, action_names, [panel]), [*action_own, *panel.inputs], outputs,
                          api_name=f"{action}_ui", api_visibility="private", show_progress_on=[gallery],
-                         **GENERATION_EVENT)
+                         **event)
     # Not queued: it must get through while the generation holds the GPU slot.
     interrupt.click(handlers.interrupt, api_name=f"{mode}_interrupt", queue=False, api_visibility="private")
     gallery.select(

@@ -1,0 +1,125 @@
+"""The service's one job queue (issue 19): first come, first served, bounded, cancellable; REST clients that go away
+free their place; Ctrl+C ends the server at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+
+from service.queue import Cancelled, JobQueue, QueueFull
+from testing.ports import free_port
+from tests.conftest import ROOT
+
+
+class Gate:
+    """Work that runs until released or interrupted (an interrupt stops the job running then), recording the order
+    jobs ran in and the interrupts."""
+
+    def __init__(self):
+        self.order, self.interrupts = [], 0
+        self.release, self._stop = threading.Event(), threading.Event()
+
+    def interrupt(self) -> None:
+        self.interrupts += 1
+        self._stop.set()
+
+    def work(self, name):
+        def run(job):
+            self.order.append(name)
+            while not self.release.is_set():
+                if self._stop.is_set():
+                    self._stop.clear()
+                    return f"{name} stopped"
+                time.sleep(0.01)
+            return name
+
+        return run
+
+
+def test_first_come_first_served_bounded_and_cancellable():
+    gate = Gate()
+    queue = JobQueue(max_waiting=2, interrupt=gate.interrupt)
+    running = queue.submit(gate.work("a"))
+    while queue.running is None:
+        time.sleep(0.01)
+    b, c = queue.submit(gate.work("b")), queue.submit(gate.work("c"))
+    with pytest.raises(QueueFull, match="2 jobs are waiting"):
+        queue.submit(gate.work("d"))
+    queue.cancel(b)  # a waiting job leaves the queue at once
+    assert b.wait(0) and b.state == "cancelled" and queue.waiting == 1
+    with pytest.raises(Cancelled):
+        b.outcome()
+    gate.release.set()
+    assert running.outcome() == "a" and c.outcome() == "c" and gate.order == ["a", "c"]
+
+
+def test_cancelling_the_running_job_interrupts_it_and_close_ends_everything():
+    gate = Gate()
+    queue = JobQueue(max_waiting=4, interrupt=gate.interrupt)
+    running = queue.submit(gate.work("a"))
+    while queue.running is None:
+        time.sleep(0.01)
+    waiting = queue.submit(gate.work("b"))
+    queue.cancel(running)  # stops at its next step
+    assert running.wait(5) and running.state == "cancelled" and gate.interrupts == 1
+    while queue.running is not waiting:
+        time.sleep(0.01)
+    queue.close()  # the running job is stopped, nothing more is taken
+    assert waiting.outcome() == "b stopped" and gate.interrupts == 2 and gate.order == ["a", "b"]
+    with pytest.raises(Cancelled, match="shutting down"):
+        queue.submit(gate.work("c"))
+
+
+def test_a_rest_client_that_goes_away_frees_its_place(app_server):
+    """Six clients give up after half a second on slow jobs; the next job starts at once, not after theirs."""
+    url, service = app_server
+    slow = {"prompt": "slow", "steps": 150, "width": 256, "height": 256}
+    for _ in range(6):
+        with pytest.raises(requests.exceptions.Timeout):
+            requests.post(f"{url}/sdapi/v1/txt2img", json=slow, timeout=0.5)
+    deadline = time.monotonic() + 30
+    while (service.queue.running is not None or service.queue.waiting) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert service.queue.running is None and service.queue.waiting == 0, "every abandoned job was dropped"
+    started = time.monotonic()
+    response = requests.post(f"{url}/sdapi/v1/txt2img", json={"prompt": "x", "steps": 2, "width": 64,
+                                                               "height": 64}, timeout=60)
+    assert response.status_code == 200 and time.monotonic() - started < 10
+
+
+def test_ctrl_c_ends_the_server_within_seconds_after_rest_calls_and_with_a_job_running(tmp_path):
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "app.py", "--model", "demo", "--device", "cpu", "--port", str(port), "--api",
+         "--output-dir", str(tmp_path / "outputs"), "--lora-dir", str(tmp_path / "Lora"),
+         "--controlnet-dir", str(tmp_path / "ControlNet"), "--embeddings-dir", str(tmp_path / "embeddings")],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "SD_API_AUTH": ""})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{url}/sdapi/v1/options", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        small = {"prompt": "x", "steps": 1, "width": 64, "height": 64}
+        assert requests.post(f"{url}/sdapi/v1/txt2img", json=small, timeout=60).status_code == 200
+        threading.Thread(target=lambda: requests.post(f"{url}/sdapi/v1/txt2img", timeout=120, json={
+            **small, "steps": 150, "width": 256, "height": 256}), daemon=True).start()
+        while requests.get(f"{url}/sdapi/v1/progress", timeout=5).json()["state"]["job"] == "":
+            time.sleep(0.1)
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=10)
+        assert time.monotonic() - started < 10
+    finally:
+        if process.poll() is None:
+            process.kill()
