@@ -83,16 +83,15 @@ class JobQueue:
             return job
 
     def cancel(self, job: QueuedJob) -> None:
-        """A waiting job leaves the queue; the running one stops after its current step."""
+        """A waiting job leaves the queue; the running one stops after its current step. The interrupt is sent
+        under the lock: the worker cannot have started the next job meanwhile (which clears it when it starts)."""
         with self._condition:
             if job.state == "waiting" and job in self._waiting:
                 self._waiting.remove(job)
                 self._finish(job, error=Cancelled("cancelled while waiting"), state="cancelled")
-                return
-            if job is self._running:
+            elif job is self._running:
                 job.state = "cancelled"
-        if job.state == "cancelled" and job is self._running:
-            self._interrupt()
+                self._interrupt()
 
     def close(self) -> None:
         """No more jobs; the waiting ones are cancelled and the running one is stopped."""
@@ -101,10 +100,9 @@ class JobQueue:
             while self._waiting:
                 self._finish(self._waiting.popleft(), error=Cancelled("the server is shutting down"),
                              state="cancelled")
-            running = self._running
+            if self._running is not None:
+                self._interrupt()
             self._condition.notify_all()
-        if running is not None:
-            self._interrupt()
 
     def _work(self) -> None:
         while True:
