@@ -32,7 +32,7 @@ def add_routes(router: APIRouter, service: StudioService) -> None:
                     kwargs["seed"] += batch * int(kwargs.get("batch_size", 1))
                 elif batch and seeds:  # a random first seed: the next batches follow it, as A1111 does
                     kwargs["seed"] = seeds[-1] + 1
-                generation = await _run(service, job.endpoint.strip("/"), {**kwargs, **job.images}, client)
+                generation = await _run(service, job.endpoint.strip("/"), kwargs, client)
                 files, seeds = files + generation.files, seeds + generation.seeds
                 warnings += generation.warnings
         except ValueError as error:

@@ -1,4 +1,4 @@
-"""AUTOMATIC1111's /sdapi/v1 request bodies turned into our endpoint keywords, and our results into its responses.
+"""AUTOMATIC1111's /sdapi/v1 request bodies turned into our endpoints' fields, and our results into its responses.
 
 A1111 clients send every field they know, most with defaults for features this app does not have (hires fix,
 face restoration, ...). Those are ignored and listed in the response's `info`; a value we use but cannot accept
@@ -32,12 +32,12 @@ FIT_MODES = ("Just Resize", "Crop and Resize", "Resize and Fill", "Just Resize")
 
 @dataclass
 class Job:
-    """One REST request as calls of our endpoints: `n_iter` batches of `kwargs`, the seed advancing by batch."""
+    """One REST request as jobs of our endpoints: `n_iter` batches of `kwargs` (images decoded), the seed advancing
+    by batch."""
 
     endpoint: str  # "/txt2img", "/img2img" or "/inpaint"
     kwargs: dict
     n_iter: int = 1
-    images: dict[str, Image.Image] = field(default_factory=dict)  # endpoint keyword -> image to upload
     ignored: list[str] = field(default_factory=list)
 
 
@@ -57,11 +57,10 @@ def job_from_payload(payload: dict, route: str, extensions: Sequence[Extension] 
             raise ValueError("init_images must be a list with one base64-encoded image")
         image = decode_image(images[0], "init_images[0]")
         kwargs["strength"] = payload.get("denoising_strength", 0.75)
-    for extension in extensions:  # their fields, checked before the queue (ControlNet: each unit's image decoded)
+    for extension in extensions:  # their fields (the service's builder checks them, as every interface's)
         route = extension.from_rest(payload, route, kwargs)
-    job.images = {name: kwargs.pop(name) for name in ("image", "mask") if name in kwargs}
     if image is not None:
-        job.images["image"] = _resized(image, payload.get("resize_mode", 0), kwargs) if route == "img2img" else image
+        kwargs["image"] = _resized(image, payload.get("resize_mode", 0), kwargs) if route == "img2img" else image
     job.endpoint = f"/{route}"
     handled = SHARED.keys() | HANDLED | {name for extension in extensions for name in extension.rest_fields}
     job.ignored = sorted(key for key in payload if key not in handled)

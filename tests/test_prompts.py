@@ -135,7 +135,8 @@ def test_conditioning_equals_a1111s(encoder, clip_skip, tmp_path):
         assert tokenized.count == count, prompt
         assert torch.allclose(ours, theirs, atol=1e-6, rtol=1e-5), (prompt, (ours - theirs).abs().max())
     cond, uncond = pad_chunks(encoder.encode(encoder.tokenize(LONG), clip_skip),
-                              encoder.encode(encoder.tokenize("blurry"), clip_skip), encoder.empty(clip_skip))
+                              encoder.encode(encoder.tokenize("blurry"), clip_skip),
+                              encoder.encode(encoder.tokenize(""), clip_skip))
     ref_cond, ref_uncond = a1111.pad_to_same_chunks(
         a1111.conditioning(tokenizer, model, LONG, clip_skip), a1111.conditioning(tokenizer, model, "blurry", clip_skip),
         a1111.conditioning(tokenizer, model, "", clip_skip))

@@ -18,6 +18,16 @@ from testing.ports import free_port
 from tests.conftest import ROOT
 
 
+def until(condition, seconds: float = 10) -> bool:
+    """Wait for `condition()` to hold, at most `seconds`; whether it did."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 class Gate:
     """Work that runs until released or interrupted (an interrupt stops the job running then), recording the order
     jobs ran in and the interrupts."""
@@ -47,8 +57,7 @@ def test_first_come_first_served_bounded_and_cancellable():
     gate = Gate()
     queue = JobQueue(max_waiting=2, interrupt=gate.interrupt)
     running = queue.submit(gate.work("a"))
-    while queue.running is None:
-        time.sleep(0.01)
+    assert until(lambda: queue.running is running)
     b, c = queue.submit(gate.work("b")), queue.submit(gate.work("c"))
     with pytest.raises(QueueFull, match="2 jobs are waiting"):
         queue.submit(gate.work("d"))
@@ -64,13 +73,11 @@ def test_cancelling_the_running_job_interrupts_it_and_close_ends_everything():
     gate = Gate()
     queue = JobQueue(max_waiting=4, interrupt=gate.interrupt)
     running = queue.submit(gate.work("a"))
-    while queue.running is None:
-        time.sleep(0.01)
+    assert until(lambda: queue.running is running)
     waiting = queue.submit(gate.work("b"))
     queue.cancel(running)  # stops at its next step
     assert running.wait(5) and running.state == "cancelled" and gate.interrupts == 1
-    while queue.running is not waiting:
-        time.sleep(0.01)
+    assert until(lambda: queue.running is waiting)
     queue.close()  # the running job is stopped, nothing more is taken
     assert waiting.outcome() == "b stopped" and gate.interrupts == 2 and gate.order == ["a", "b"]
     with pytest.raises(Cancelled, match="shutting down"):
@@ -84,9 +91,7 @@ def test_a_rest_client_that_goes_away_frees_its_place(app_server):
     for _ in range(6):
         with pytest.raises(requests.exceptions.Timeout):
             requests.post(f"{url}/sdapi/v1/txt2img", json=slow, timeout=0.5)
-    deadline = time.monotonic() + 30
-    while (service.queue.running is not None or service.queue.waiting) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    until(lambda: service.queue.running is None and not service.queue.waiting, seconds=30)
     assert service.queue.running is None and service.queue.waiting == 0, "every abandoned job was dropped"
     started = time.monotonic()
     response = requests.post(f"{url}/sdapi/v1/txt2img", json={"prompt": "x", "steps": 2, "width": 64,
@@ -114,8 +119,7 @@ def test_ctrl_c_ends_the_server_within_seconds_after_rest_calls_and_with_a_job_r
         assert requests.post(f"{url}/sdapi/v1/txt2img", json=small, timeout=60).status_code == 200
         threading.Thread(target=lambda: requests.post(f"{url}/sdapi/v1/txt2img", timeout=120, json={
             **small, "steps": 150, "width": 256, "height": 256}), daemon=True).start()
-        while requests.get(f"{url}/sdapi/v1/progress", timeout=5).json()["state"]["job"] == "":
-            time.sleep(0.1)
+        assert until(lambda: requests.get(f"{url}/sdapi/v1/progress", timeout=5).json()["state"]["job"] != "", 60)
         started = time.monotonic()
         process.send_signal(signal.SIGINT)
         process.wait(timeout=10)

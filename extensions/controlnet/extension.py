@@ -126,8 +126,8 @@ class ControlNet(Extension):
         return {"controlnet_units": units} if units else {}
 
     def from_rest(self, payload: dict, route: str, fields: dict) -> str:
-        """sd-webui-controlnet's units from `alwayson_scripts` ({"controlnet": {"args": [unit, ...]}}, any case),
-        each checked (its image decoded within bounds) before the queue."""
+        """sd-webui-controlnet's units from `alwayson_scripts` ({"controlnet": {"args": [unit, ...]}}, any case);
+        `parse` checks them (and decodes their images within bounds) when the request is built."""
         scripts = payload.get("alwayson_scripts")
         for name, script in scripts.items() if isinstance(scripts, dict) else ():
             if name.lower() == "controlnet":
@@ -135,8 +135,6 @@ class ControlNet(Extension):
                 if not isinstance(args, list):
                     raise ValueError("alwayson_scripts.controlnet.args must be a list of units")
                 units = [unit for unit in args if isinstance(unit, dict) and unit.get("enabled", True)]
-                for index, unit in enumerate(units):
-                    ControlUnit.parse(index, unit)
                 if units:
                     fields["controlnet_units"] = units
         return route

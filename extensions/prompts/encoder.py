@@ -143,10 +143,6 @@ class PromptEncoder:
         """(1, 77 x chunks, width): the conditioning of the prompt."""
         return self.encode_all([tokenized], clip_skip)[0]
 
-    def empty(self, clip_skip: int = 1) -> torch.Tensor:
-        """One chunk of the empty prompt: what pads the shorter of the prompt and the negative prompt."""
-        return self.encode(self.tokenize(""), clip_skip)
-
     @torch.no_grad()
     def encode_all(self, prompts: list[Tokenized], clip_skip: int = 1) -> list[torch.Tensor]:
         """Each prompt's conditioning, every chunk of every prompt through the text encoder at once (each chunk is

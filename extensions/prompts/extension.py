@@ -17,6 +17,7 @@ from pathlib import Path
 
 from extensions.base import Extension, Job, Panel, Route, TabContext
 from extensions.prompts.embeddings import EmbeddingLibrary
+from extensions.prompts.encoder import CHUNK, PromptEncoder, pad_chunks
 from extensions.prompts.syntax import parse
 from models.infotext import read_value
 from models.limits import MAX_PROMPT_CHARS
@@ -48,8 +49,6 @@ class Prompts(Extension):
         return cls(config.embeddings_dir)
 
     def install(self, manager) -> None:
-        from extensions.prompts.encoder import PromptEncoder
-
         pipe = manager.pipelines["txt2img"]
         self.encoder = PromptEncoder(pipe.tokenizer, pipe.text_encoder)
         self.width = pipe.text_encoder.get_input_embeddings().weight.shape[1]
@@ -80,8 +79,6 @@ class Prompts(Extension):
             job.infotext["Clip skip"] = part.clip_skip
 
     def _hook(self, pipe, request, arguments: dict, parameters: dict) -> tuple:
-        from extensions.prompts.encoder import pad_chunks
-
         clip_skip = request.part(self.name, PromptsPart()).clip_skip
         self.encoder.use_embeddings(self.library.loaded(self.width))
         texts = arguments["prompt"][0], arguments["negative_prompt"][0]  # the batch repeats one text
@@ -111,7 +108,7 @@ class Prompts(Extension):
         if not isinstance(text, str) or len(text) > MAX_PROMPT_CHARS:
             return f"over {MAX_PROMPT_CHARS:,} characters"
         count = self.encoder.tokenize(encoder_text(text)).count
-        return f"{count}/{max(1, -(-count // 75)) * 75}"
+        return f"{count}/{max(1, -(-count // CHUNK)) * CHUNK}"
 
     # -- infotext and REST ------------------------------------------------------------------------------------
 
