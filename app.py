@@ -36,6 +36,8 @@ ENVIRONMENT = {
     "embeddings_dir": ("SD_EMBEDDINGS_DIR", str(ROOT / "models" / "embeddings")),
     "output_dir": ("SD_OUTPUT_DIR", str(ROOT / "outputs")),
     "queue_size": ("SD_QUEUE_SIZE", "16"),
+    "max_batch": ("SD_MAX_BATCH", "4"),
+    "batch_wait_ms": ("SD_BATCH_WAIT_MS", "10"),
     "api": ("SD_API", "off"),
     "api_auth": ("SD_API_AUTH", ""),
     "auth": ("SD_AUTH", ""),
@@ -64,7 +66,9 @@ class AppConfig:
     annotator_dir: Path  # preprocessor weights, in the file layout of the Hub repositories they come from
     embeddings_dir: Path  # textual-inversion embeddings (.safetensors), named in prompts by their file stems
     output_dir: Path
-    queue_size: int
+    queue_size: int  # jobs that may wait
+    max_batch: int  # the most images compatible jobs make in one diffusers call (1: no batching)
+    batch_wait_ms: int  # how long a job that could take more waits for compatible ones
     api: bool  # serve AUTOMATIC1111's REST API (/sdapi/v1) beside the UI
     api_auth: tuple[str, str] | None  # HTTP basic credentials for the REST API (default: --auth's)
     auth: tuple[str, str] | None  # credentials for the UI, gradio_client and (without --api-auth) the REST API
@@ -84,10 +88,11 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
         parser.add_argument(f"--{option.replace('_', '-')}", default=environ.get(variable, default), **bare)
     args = parser.parse_args(argv)
     numbers = {}
-    for option in ("port", "queue_size", "lora_cap", "lora_rank", "controlnet_cap", "controlnet_units"):
-        value = getattr(args, option)
-        if not str(value).isdigit() or int(value) < 1:
-            parser.error(f"--{option.replace('_', '-')} must be a whole number of at least 1, got {value!r}")
+    for option in ("port", "queue_size", "max_batch", "batch_wait_ms", "lora_cap", "lora_rank", "controlnet_cap",
+                   "controlnet_units"):
+        value, least = getattr(args, option), 0 if option == "batch_wait_ms" else 1
+        if not str(value).isdigit() or int(value) < least:
+            parser.error(f"--{option.replace('_', '-')} must be a whole number of at least {least}, got {value!r}")
         numbers[option] = int(value)
     switches = {}
     for option in SWITCHES:
@@ -130,7 +135,8 @@ def build_app(config: AppConfig):
     manager, notice = load_or_demo(config.model, config.device)
     service = StudioService(manager, config.output_dir, create(config), notice=notice,
                             after_install=lambda manager: manager.compile_unet() if config.compile else None,
-                            queue_size=config.queue_size, direct=on_zerogpu())
+                            queue_size=config.queue_size, direct=on_zerogpu(), max_batch=config.max_batch,
+                            batch_wait=config.batch_wait_ms / 1000)
 
     def switch(name: str):
         spec, local = resolve_checkpoint(name, config.ckpt_dir, config.model)

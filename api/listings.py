@@ -63,6 +63,11 @@ def add_routes(router: APIRouter, service: StudioService) -> None:
                       "sampling_step": state.step, "sampling_steps": state.steps},
         }
 
+    @router.get("/studio/v1/queue")
+    def queue() -> dict:
+        """The job queue's state and how many jobs each diffusers call ran (this app's own; not A1111's)."""
+        return service.queue_metrics()
+
     @router.post("/sdapi/v1/interrupt")
     def interrupt() -> None:
         service.interrupt()

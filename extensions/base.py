@@ -21,7 +21,7 @@ The life of one request, and where an extension takes part:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +81,9 @@ class TabContext:
     encoder_text: Callable[[str], str]  # what of a prompt reaches the text encoder (LoRA tags taken out)
 
 
+SOLO = object()  # a batch key: the request runs alone
+
+
 class Extension:
     name: str = ""
     fields: Mapping[str, Any] = {}  # its plain fields (gradio_client keywords) and their defaults
@@ -108,6 +111,11 @@ class Extension:
 
     def prepare(self, job: Job) -> None:
         """Adjust the job before it runs."""
+
+    def batch_key(self, request) -> Hashable:
+        """What of its part must be equal for requests to share one diffusers call (SOLO: this request runs
+        alone). Its (frozen, hashable) part by default."""
+        return request.part(self.name)
 
     def from_infotext(self, entries: dict[str, str], warnings: list[str]) -> dict:
         """Its fields from its infotext entries, which it takes out of `entries`."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -123,27 +123,55 @@ class PipelineManager:
         self._interrupt.set()
 
     def generate(self, request: GenerationRequest, on_step: StepCallback | None = None) -> GenerationResult:
+        return self.generate_together([request], on_step)[0]
+
+    def generate_together(self, requests: Sequence[GenerationRequest],
+                          on_step: StepCallback | None = None) -> list[GenerationResult]:
+        """Requests that agree on everything but their prompts, seeds, images and masks (the service's batch key
+        says which do), run as one diffusers call: each image still draws its noise from its own seed's generator,
+        so it equals its solo result up to the rounding of batched arithmetic. Requests whose extensions' arguments
+        cannot be joined (`shared_calls`) run in separate calls."""
         with self.lock:
             self._interrupt.clear()
-            # 1. seeds: image i of the batch uses seed + i
-            first = request.seed if request.seed != -1 else random.randint(0, MAX_SEED - request.batch_size + 1)
-            seeds = [first + i for i in range(request.batch_size)]
-            request = request.replace(seed=first)
-            # 2. extensions set the whole state this request needs on the shared model (adapters, ...)
-            shared = self.pipelines[request.mode]
+            # 1. seeds: image i of a request uses seed + i
+            requests = [request.replace(seed=_first_seed(request)) for request in requests]
+            seeds = [[request.seed + i for i in range(request.batch_size)] for request in requests]
+            first = requests[0]
+            # 2. extensions set the whole state these requests need on the shared model (adapters, ...)
+            shared = self.pipelines[first.mode]
             parameters: dict[str, str] = {}
             for configure in self.configurers:
-                parameters.update(configure(shared, request))
-            # 3. a throw-away view of the shared pipeline with this request's own scheduler
-            scheduler = make_scheduler(request.sampler, shared.scheduler.config, seeds)
-            pipe = type(shared)(**{**shared.components, "scheduler": scheduler})
-            arguments = self._call_arguments(request, seeds)
-            for hook in self.pipeline_hooks:
-                pipe, arguments = hook(pipe, request, arguments, parameters)
-            pipe.set_progress_bar_config(disable=True)
-            # 4. run
-            images = pipe(**arguments, callback_on_step_end=self._step_end(on_step)).images
-            return GenerationResult(images, seeds, self._interrupt.is_set(), parameters)
+                parameters.update(configure(shared, first))
+            # 3. a throw-away view of the shared pipeline with its own scheduler, and each request's arguments
+            scheduler = make_scheduler(first.sampler, shared.scheduler.config, [s for some in seeds for s in some])
+            view = type(shared)(**{**shared.components, "scheduler": scheduler})
+            view.set_progress_bar_config(disable=True)
+            calls = [self._hooked(view, request, request_seeds, dict(parameters))
+                     for request, request_seeds in zip(requests, seeds)]
+            # 4. run (one call for all unless their extensions' arguments differ), each request getting its images
+            results: list[GenerationResult | None] = [None] * len(requests)
+            groups = shared_calls(calls)
+            if len(groups) > 1:
+                log.info("%d requests need %d calls: their prompts are encoded differently", len(calls), len(groups))
+            for group in groups:
+                pipe, arguments = joined([calls[index] for index in group])
+                if len(groups) > 1:  # the scheduler's own noise (DPM++ SDE) is seeded per image of the call
+                    pipe.scheduler = make_scheduler(first.sampler, shared.scheduler.config,
+                                                    [s for index in group for s in seeds[index]])
+                images = pipe(**arguments, callback_on_step_end=self._step_end(on_step)).images
+                for index in group:
+                    some, images = images[:len(seeds[index])], images[len(seeds[index]):]
+                    results[index] = GenerationResult(some, seeds[index], self._interrupt.is_set(), calls[index][2])
+            return results
+
+    def _hooked(self, view: DiffusionPipeline, request: GenerationRequest, seeds: list[int],
+                parameters: dict) -> Call:
+        """The pipeline to call for `request`, its arguments and its infotext entries, after the extensions' hooks."""
+        pipe, arguments = view, self._call_arguments(request, seeds)
+        for hook in self.pipeline_hooks:
+            pipe, arguments = hook(pipe, request, arguments, parameters)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe, arguments, parameters
 
     def _call_arguments(self, request: GenerationRequest, seeds: list[int]) -> dict:
         # Everything is given per image (prompt, image, mask, generator lists of the batch's length), so image
@@ -178,6 +206,70 @@ class PipelineManager:
             return tensors
 
         return callback
+
+
+def _first_seed(request: GenerationRequest) -> int:
+    return request.seed if request.seed != -1 else random.randint(0, MAX_SEED - request.batch_size + 1)
+
+
+# The call arguments that hold one entry per image (lists, or tensors along their first dimension).
+PER_IMAGE = frozenset({"prompt", "negative_prompt", "prompt_embeds", "negative_prompt_embeds", "generator", "image",
+                       "mask_image", "masked_image_latents"})
+
+Call = tuple[DiffusionPipeline, dict, dict]  # a request's pipeline, call arguments and infotext entries
+
+
+def shared_calls(calls: Sequence[Call]) -> list[list[int]]:
+    """The requests' calls grouped (by index, in order) into those that can be one call: the same pipeline class,
+    the same arguments, equal except per image (a plain prompt and a weighted one, say, cannot)."""
+    groups: list[list[int]] = []
+    for index, call in enumerate(calls):
+        group = next((group for group in groups if _joinable(calls[group[0]], call)), None)
+        if group is None:
+            groups.append([index])
+        else:
+            group.append(index)
+    return groups
+
+
+def joined(calls: Sequence[Call]) -> tuple[DiffusionPipeline, dict]:
+    """One call's pipeline and arguments from joinable calls: the per-image arguments concatenated in order."""
+    pipe, first, _ = calls[0]
+    arguments = {}
+    for key, value in first.items():
+        values = [call[1][key] for call in calls]
+        if key not in PER_IMAGE or len(calls) == 1:
+            arguments[key] = value
+        elif isinstance(value, torch.Tensor):
+            arguments[key] = torch.cat(values)
+        else:
+            arguments[key] = [item for some in values for item in some]
+    return pipe, arguments
+
+
+def _joinable(a: Call, b: Call) -> bool:
+    (pipe_a, arguments_a, _), (pipe_b, arguments_b, _) = a, b
+    if type(pipe_a) is not type(pipe_b) or arguments_a.keys() != arguments_b.keys():
+        return False
+    for key, value in arguments_a.items():
+        other = arguments_b[key]
+        if key in PER_IMAGE:
+            if isinstance(value, torch.Tensor) != isinstance(other, torch.Tensor) or \
+                    isinstance(value, torch.Tensor) and value.shape[1:] != other.shape[1:] or \
+                    not isinstance(value, (list, torch.Tensor)):
+                return False
+        elif not _same(value, other):
+            return False
+    return True
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return a is b
+    try:
+        return bool(a == b)
+    except Exception:  # objects without a plain comparison: only themselves
+        return a is b
 
 
 def load_or_demo(spec: str, device: str = "auto") -> tuple[PipelineManager, str]:

@@ -53,3 +53,8 @@ def join_name(sampler: str, schedule_type: str | None) -> str:
     if schedule_type == "Karras" and sampler + " Karras" in SAMPLERS:
         return sampler + " Karras"
     return sampler
+
+# The samplers whose images, run in a batch, stay within 2/255 per pixel of their solo results (tests/test_batching.py
+# checks each; bench/batching.py measures them): the others never batch.
+BATCHING_SAMPLERS: frozenset[str] = frozenset(SAMPLERS)
+BATCH_TOLERANCE = 2  # the most a batched image's pixel may differ from its solo result, in 1/255

@@ -24,17 +24,18 @@ class JobTracker:
     def __init__(self):
         self.state = JobState()
 
-    def run(self, manager: PipelineManager, request: GenerationRequest,
-            on_step: StepCallback | None) -> GenerationResult:
+    def run(self, manager: PipelineManager, requests: list[GenerationRequest],
+            on_step: StepCallback | None) -> list[GenerationResult]:
+        """The requests as one call (PipelineManager.generate_together), tracked."""
         def step(done: int, total: int) -> None:
             self.state.step, self.state.steps = done, total
             if on_step is not None:
                 on_step(done, total)
 
         with manager.lock:  # the state describes the job that holds the model
-            self.state = JobState(True, 0, request.steps, time.monotonic(), self.state.job_count + 1)
+            self.state = JobState(True, 0, requests[0].steps, time.monotonic(), self.state.job_count + 1)
             try:
-                return manager.generate(request, on_step=step)
+                return manager.generate_together(requests, on_step=step)
             finally:
                 self.state.running = False
 

@@ -1,18 +1,26 @@
-"""The one job queue every interface submits to: first come, first served, one job on the model at a time.
+"""The one job queue every interface submits to: first come, first served, one call on the model at a time.
 
-It holds at most `max_waiting` jobs besides the running one; past that, `submit` raises QueueFull (REST answers
+It holds at most `max_waiting` jobs besides the running ones; past that, `submit` raises QueueFull (REST answers
 503, the UI and gradio_client say the queue is full). A waiting job can be cancelled (it is removed), a running one
 is asked to stop after its current step. `close` cancels everything, so the server can exit at once.
+
+Batching: jobs submitted with equal keys may run together in one call (`run_together`), up to `max_batch` images.
+When the job at the head of the queue could take more, the worker waits up to `batch_wait` seconds for compatible
+jobs to arrive; a job behind an incompatible one may join the head's batch, which only ever makes it earlier.
 """
 
 from __future__ import annotations
 
 import collections
 import itertools
+import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class QueueFull(Exception):
@@ -25,11 +33,15 @@ class Cancelled(Exception):
 
 @dataclass(eq=False)
 class QueuedJob:
-    work: Callable[[QueuedJob], Any]  # runs the job; called on the queue's worker thread
+    work: Callable[[QueuedJob], Any]  # runs the job alone; called on the queue's worker thread
     number: int
+    key: Hashable | None = None  # jobs with equal keys may run together; None: always alone
+    size: int = 1  # the images it makes
+    payload: Any = None  # what `run_together` needs to run it
     state: str = "waiting"  # waiting, running, done, cancelled
     step: int = 0
     steps: int = 0
+    together: int = 1  # the jobs in the call that ran it
     result: Any = None
     error: BaseException | None = None
     _finished: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -49,78 +61,132 @@ class QueuedJob:
         return self.result
 
 
+# Runs jobs together; gives each job's result, or the exception it failed with, in order.
+RunTogether = Callable[[Sequence[QueuedJob]], list]
+
+
 class JobQueue:
-    def __init__(self, max_waiting: int, interrupt: Callable[[], None]):
+    def __init__(self, max_waiting: int, interrupt: Callable[[], None], max_batch: int = 1,
+                 batch_wait: float = 0.0, run_together: RunTogether | None = None):
         self.max_waiting = max_waiting
-        self._interrupt = interrupt  # stops the running job after its current step
+        self.max_batch = max_batch
+        self.batch_wait = batch_wait
+        self._interrupt = interrupt  # stops the running call after its current step
+        self._run_together = run_together
         self._waiting: collections.deque[QueuedJob] = collections.deque()
-        self._running: QueuedJob | None = None
+        self._running: tuple[QueuedJob, ...] = ()
         self._condition = threading.Condition()
         self._numbers = itertools.count(1)
         self._closed = False
         self._worker: threading.Thread | None = None
+        self.calls: collections.Counter[int] = collections.Counter()  # jobs per call -> calls run
 
     @property
     def waiting(self) -> int:
         return len(self._waiting)
 
     @property
-    def running(self) -> QueuedJob | None:
+    def running(self) -> tuple[QueuedJob, ...]:
         return self._running
 
-    def submit(self, work: Callable[[QueuedJob], Any]) -> QueuedJob:
+    def submit(self, work: Callable[[QueuedJob], Any], key: Hashable | None = None, size: int = 1,
+               payload: Any = None) -> QueuedJob:
         with self._condition:
             if self._closed:
                 raise Cancelled("the server is shutting down")
             if len(self._waiting) >= self.max_waiting:
                 raise QueueFull(f"{len(self._waiting)} jobs are waiting, the most this server takes")
-            job = QueuedJob(work, next(self._numbers))
+            job = QueuedJob(work, next(self._numbers), key, size, payload)
             self._waiting.append(job)
             if self._worker is None:
                 self._worker = threading.Thread(target=self._work, name="job-queue", daemon=True)
                 self._worker.start()
-            self._condition.notify()
+            self._condition.notify_all()
             return job
 
     def cancel(self, job: QueuedJob) -> None:
-        """A waiting job leaves the queue; the running one stops after its current step. The interrupt is sent
-        under the lock: the worker cannot have started the next job meanwhile (which clears it when it starts)."""
+        """A waiting job leaves the queue. A running one is dropped; the call stops after its current step once
+        every job in it is cancelled (the others in a batch still want their images). The interrupt is sent under
+        the lock: the worker cannot have started the next call meanwhile (which clears it when it starts)."""
         with self._condition:
             if job.state == "waiting" and job in self._waiting:
                 self._waiting.remove(job)
                 self._finish(job, error=Cancelled("cancelled while waiting"), state="cancelled")
-            elif job is self._running:
+                self._condition.notify_all()
+            elif job in self._running:
                 job.state = "cancelled"
-                self._interrupt()
+                if all(other.state == "cancelled" for other in self._running):
+                    self._interrupt()
 
     def close(self) -> None:
-        """No more jobs; the waiting ones are cancelled and the running one is stopped."""
+        """No more jobs; the waiting ones are cancelled and the running call is stopped."""
         with self._condition:
             self._closed = True
             while self._waiting:
                 self._finish(self._waiting.popleft(), error=Cancelled("the server is shutting down"),
                              state="cancelled")
-            if self._running is not None:
+            if self._running:
                 self._interrupt()
             self._condition.notify_all()
 
     def _work(self) -> None:
         while True:
             with self._condition:
-                while not self._waiting and not self._closed:
-                    self._condition.wait()
-                if self._closed and not self._waiting:
+                group = self._next_call()
+                if not group:
                     return
-                job = self._running = self._waiting.popleft()
-                job.state = "running"
-            try:
-                result, error = job.work(job), None
-            except BaseException as failure:  # handed to the job's client, which raises it
-                result, error = None, failure
+                self._running = group
+                for job in group:
+                    job.state, job.together = "running", len(group)
+            outcomes = self._run(group)
             with self._condition:
-                self._running = None
-                cancelled = job.state == "cancelled"
-                self._finish(job, result=result, error=error, state="cancelled" if cancelled else "done")
+                self._running = ()
+                self.calls[len(group)] += 1
+                for job, outcome in zip(group, outcomes):
+                    failed = isinstance(outcome, BaseException)
+                    self._finish(job, result=None if failed else outcome, error=outcome if failed else None,
+                                 state="cancelled" if job.state == "cancelled" else "done")
+
+    def _run(self, group: tuple[QueuedJob, ...]) -> list:
+        try:
+            if len(group) == 1:
+                return [group[0].work(group[0])]
+            log.info("running %d jobs together (%d images)", len(group), sum(job.size for job in group))
+            return self._run_together(group)
+        except BaseException as failure:  # handed to the jobs' clients, which raise it
+            return [failure] * len(group)
+
+    def _next_call(self) -> tuple[QueuedJob, ...]:
+        """The jobs to run next (called under the lock): the head of the queue, with the compatible jobs that fit
+        beside it, waiting up to `batch_wait` for more. Empty once closed."""
+        while True:
+            while not self._waiting and not self._closed:
+                self._condition.wait()
+            if not self._waiting:
+                return ()
+            head = self._waiting[0]
+            if head.key is None or self.max_batch <= 1 or self._run_together is None:
+                return (self._waiting.popleft(),)
+            deadline = time.monotonic() + self.batch_wait
+            while self._waiting and self._waiting[0] is head and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0 or sum(job.size for job in self._beside(head)) >= self.max_batch:
+                    break
+                self._condition.wait(left)
+            if self._waiting and self._waiting[0] is head:  # not cancelled meanwhile
+                group = self._beside(head)
+                for job in group:
+                    self._waiting.remove(job)
+                return group
+
+    def _beside(self, head: QueuedJob) -> tuple[QueuedJob, ...]:
+        """The head and the waiting jobs with its key, in order, as many as fit in `max_batch` images."""
+        group, images = [], 0
+        for job in self._waiting:
+            if job.key == head.key and images + job.size <= self.max_batch or job is head:
+                group.append(job)
+                images += job.size
+        return tuple(group)
 
     @staticmethod
     def _finish(job: QueuedJob, result=None, error: BaseException | None = None, state: str = "done") -> None:

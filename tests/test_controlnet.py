@@ -109,14 +109,14 @@ def test_only_masked_crops_the_control_map_like_the_image(service):
     mask.paste(255, (120, 30, 160, 70))
     options = {"inpaint_area": "Only masked", "padding": 8, "mask_blur": 0}
     seen = []
-    original = service.manager.generate
-    service.manager.generate = lambda job, on_step=None: seen.append(job) or original(job, on_step)
+    original = service.manager.generate_together
+    service.manager.generate_together = lambda jobs, on_step=None: seen.extend(jobs) or original(jobs, on_step)
     try:
         service.generate(*service.build("inpaint", dict(
             prompt="x", image=picture, mask=mask, steps=2, width=SIZE, height=SIZE,
             controlnet_units=[{"module": "none", "model": "cn_a"}], **options)))
     finally:
-        del service.manager.generate
+        del service.manager.generate_together
     plan = InpaintPlan.make(picture, mask, InpaintOptions(**options), SIZE, SIZE)
     control = np.asarray(seen[0].part("controlnet").maps[0].image).astype(int)
     fitted = fit(picture, picture.size, "Crop and Resize")
@@ -134,16 +134,16 @@ def control_images_of(service, mode: str, **inputs) -> list[Image.Image]:
     """The control maps the job of a request for `mode` with `inputs` hands the model."""
     jobs = []
 
-    def spy(job, on_step=None):
-        jobs.append(job)
+    def spy(requests, on_step=None):
+        jobs.extend(requests)
         raise Captured
 
-    service.manager.generate = spy
+    service.manager.generate_together = spy
     try:
         with pytest.raises(Captured):
             service.generate(*service.build(mode, {"prompt": "x", "steps": 2, **inputs}))
     finally:
-        del service.manager.generate
+        del service.manager.generate_together
     return [control.image for control in jobs[0].part("controlnet").maps]
 
 

@@ -57,7 +57,7 @@ def test_first_come_first_served_bounded_and_cancellable():
     gate = Gate()
     queue = JobQueue(max_waiting=2, interrupt=gate.interrupt)
     running = queue.submit(gate.work("a"))
-    assert until(lambda: queue.running is running)
+    assert until(lambda: queue.running == (running,))
     b, c = queue.submit(gate.work("b")), queue.submit(gate.work("c"))
     with pytest.raises(QueueFull, match="2 jobs are waiting"):
         queue.submit(gate.work("d"))
@@ -73,11 +73,11 @@ def test_cancelling_the_running_job_interrupts_it_and_close_ends_everything():
     gate = Gate()
     queue = JobQueue(max_waiting=4, interrupt=gate.interrupt)
     running = queue.submit(gate.work("a"))
-    assert until(lambda: queue.running is running)
+    assert until(lambda: queue.running == (running,))
     waiting = queue.submit(gate.work("b"))
     queue.cancel(running)  # stops at its next step
     assert running.wait(5) and running.state == "cancelled" and gate.interrupts == 1
-    assert until(lambda: queue.running is waiting)
+    assert until(lambda: queue.running == (waiting,))
     queue.close()  # the running job is stopped, nothing more is taken
     assert waiting.outcome() == "b stopped" and gate.interrupts == 2 and gate.order == ["a", "b"]
     with pytest.raises(Cancelled, match="shutting down"):
@@ -91,12 +91,28 @@ def test_a_rest_client_that_goes_away_frees_its_place(app_server):
     for _ in range(6):
         with pytest.raises(requests.exceptions.Timeout):
             requests.post(f"{url}/sdapi/v1/txt2img", json=slow, timeout=0.5)
-    until(lambda: service.queue.running is None and not service.queue.waiting, seconds=30)
-    assert service.queue.running is None and service.queue.waiting == 0, "every abandoned job was dropped"
+    until(lambda: not service.queue.running and not service.queue.waiting, seconds=30)
+    assert not service.queue.running and service.queue.waiting == 0, "every abandoned job was dropped"
     started = time.monotonic()
     response = requests.post(f"{url}/sdapi/v1/txt2img", json={"prompt": "x", "steps": 2, "width": 64,
                                                                "height": 64}, timeout=60)
     assert response.status_code == 200 and time.monotonic() - started < 10
+
+
+def test_cancelled_gradio_client_jobs_free_their_places(app_server, client):
+    """A running job and two waiting ones are cancelled by their gradio_client jobs: all three leave the queue, and
+    the next job starts at once."""
+    service = app_server[1]
+    slow = {"prompt": "slow", "steps": 150, "width": 256, "height": 256}
+    jobs = [client.submit(**slow, api_name="/txt2img") for _ in range(3)]
+    assert until(lambda: len(service.queue.running) + service.queue.waiting == 3, seconds=30)
+    for job in jobs:
+        job.cancel()
+    assert until(lambda: not service.queue.running and not service.queue.waiting, seconds=30), \
+        service.queue_metrics()
+    started = time.monotonic()
+    client.predict(prompt="x", steps=2, width=64, height=64, api_name="/txt2img")
+    assert time.monotonic() - started < 10
 
 
 def test_ctrl_c_ends_the_server_within_seconds_after_rest_calls_and_with_a_job_running(tmp_path):

@@ -17,6 +17,7 @@ import webuiapi
 from PIL import Image, ImageDraw
 
 from app import start_in_background, stop_in_background
+from models.sampler_names import BATCH_TOLERANCE
 from testing.ports import free_port
 from tests.conftest import checkpoint_dir
 
@@ -225,8 +226,8 @@ def test_ui_api_and_rest_interleaved_each_get_their_own_image(app_server, client
     for thread in threads:
         thread.join(timeout=300)
     assert not errors
-    for (route, seed), image in results.items():
-        assert np.array_equal(image, alone[seed]), (route, seed)
+    for (route, seed), image in results.items():  # compatible requests may have run batched (test_batching.py)
+        assert np.abs(image.astype(int) - alone[seed]).max() <= BATCH_TOLERANCE, (route, seed)
 
 
 @pytest.fixture(scope="module")

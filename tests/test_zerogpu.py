@@ -141,8 +141,10 @@ def test_the_apps_endpoints_book_from_their_own_arguments(fake_spaces, demo_mana
     from service.studio import StudioService
     from ui.handlers import Handlers
 
-    service = StudioService(demo_manager, tmp_path / "outputs", [ControlNet(tmp_path / "ControlNet")])
+    # as app.py builds it on ZeroGPU: jobs run in the calling (GPU worker) thread
+    service = StudioService(demo_manager, tmp_path / "outputs", [ControlNet(tmp_path / "ControlNet")], direct=True)
     handlers = Handlers(service)
+    assert service.batch_key(service.build("txt2img", {"prompt": "x"})[0]) is None, "no batching on ZeroGPU"
     assert list(inspect.signature(handlers.api["txt2img"]).parameters)[:3] == ["prompt", "negative_prompt", "seed"]
     gallery, infotext, _, _ = handlers.api["txt2img"](prompt="x", negative_prompt="", seed=1, steps=2,
                                                       guidance_scale=7.0, width=64, height=64, sampler="Euler",

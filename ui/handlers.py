@@ -4,6 +4,8 @@ gr.Error."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import inspect
 import io
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import gradio as gr
 from PIL import Image
+from starlette.concurrency import run_in_threadpool
 
 from extensions.base import Panel
 from models.zerogpu import MODES as ZEROGPU_MODES
@@ -24,6 +27,7 @@ from service.queue import Cancelled, QueueFull
 from service.studio import Generation, StudioService
 
 log = logging.getLogger(__name__)
+POLL_SECONDS = 0.05  # how often a waiting event looks at its job
 
 class Handlers:
     def __init__(self, service: StudioService):
@@ -34,37 +38,52 @@ class Handlers:
                        for mode, fields in service.requests.endpoints().items()}
         # The functions behind the named endpoints, whose parameters are the fields. On a ZeroGPU Space each holds a
         # GPU for a duration estimated from its own arguments; elsewhere gpu() returns the function itself.
+        # Elsewhere they wait for the queue asynchronously, so a cancelled event (a gradio_client job.cancel(), a
+        # closed tab) cancels its job.
         self.api = {}
         for mode, fields in self.fields.items():
-            function = _with_parameters(lambda progress=None, mode=mode, **values: self.run(mode, values, progress),
-                                        list(fields), mode)
-            self.api[mode] = gpu(function, duration_from_call(function, mode)) if mode in ZEROGPU_MODES else function
+            if service.direct:
+                function = _with_parameters(lambda progress=None, mode=mode, **values: self.run(mode, values, progress),
+                                            list(fields), mode)
+                self.api[mode] = gpu(function, duration_from_call(function, mode)) if mode in ZEROGPU_MODES else function
+            else:
+                self.api[mode] = _with_parameters(self._queued(mode), list(fields), mode)
 
     def run(self, mode: str, fields: dict, progress: gr.Progress | None = None):
         """Build the typed request from the fields, run it; errors become gr.Error naming the field and value."""
-        def on_step(done: int, total: int) -> None:
-            if progress is not None:
-                progress((done, total), desc="Sampling", unit="steps")
+        with _as_gradio_errors(mode):
+            result = self.service.run(mode, fields, _progress_reporter(progress))
+        return _outputs(result)
 
-        try:
-            result = self.service.run(mode, fields, on_step)
-        except ValueError as error:
-            raise gr.Error(str(error)) from None
-        except QueueFull as error:
-            raise gr.Error(f"the queue is full, try again in a moment ({error})") from None
-        except Cancelled as error:
-            raise gr.Error(f"{mode} was cancelled: {error}") from None
-        except Exception as error:  # never a bare stack trace for the user; the log keeps it
-            log.exception("%s failed", mode)
-            raise gr.Error(f"{mode} failed: {type(error).__name__}: {error}") from None
-        for warning in result.warnings:
-            gr.Warning(warning)
+    def _queued(self, mode: str) -> Callable:
+        async def queued(progress=None, **values):
+            return await self.run_queued(mode, values, progress)
+
+        return queued
+
+    async def run_queued(self, mode: str, fields: dict, progress: gr.Progress | None = None):
+        """`run` through the queue, waited for without holding a thread: when Gradio cancels the event, the job
+        leaves the queue (or stops after its current step)."""
+        with _as_gradio_errors(mode):
+            request, warnings = await run_in_threadpool(self.service.build, mode, fields)
+            job = self.service.submit(request, warnings)
+            report, reported = _progress_reporter(progress), 0
+            try:
+                while not job.wait(0):
+                    if job.step != reported:
+                        reported = job.step
+                        report(job.step, job.steps)
+                    await asyncio.sleep(POLL_SECONDS)
+            except asyncio.CancelledError:
+                self.service.queue.cancel(job)
+                raise
+            result = job.outcome()
         return _outputs(result)
 
     def tab_event(self, mode: str, names: list[str], panels: list[Panel]) -> Callable:
         """A tab's generate event: its own components (by field name; "editor" for inpaint's image editor, whose
         painted mask is used unless a mask image was uploaded), then each panel's inputs."""
-        def event(*values, progress=gr.Progress()):
+        async def event(*values, progress=gr.Progress()):
             fields, rest = dict(zip(names, values)), list(values[len(names):])
             for panel in panels:
                 fields.update(panel.collect(rest[: len(panel.inputs)]))
@@ -74,7 +93,8 @@ class Handlers:
                 fields["image"] = image
                 if "mask" in fields:
                     fields["mask"] = fields["mask"] if fields["mask"] is not None else painted
-            return self.api[mode](**fields, progress=progress)
+            outputs = self.api[mode](**fields, progress=progress)
+            return await outputs if inspect.isawaitable(outputs) else outputs
 
         return event
 
@@ -89,16 +109,47 @@ def _with_parameters(function: Callable, names: list[str], mode: str) -> Callabl
     parameters = [inspect.Parameter(name, kind) for name in names]
     parameters.append(inspect.Parameter("progress", kind, default=gr.Progress()))
 
-    def endpoint(*args, **kwargs):
-        values = dict(zip([*names, "progress"], args), **kwargs)
-        return function(**values)
+    if inspect.iscoroutinefunction(function):  # Gradio awaits it in its own event loop
+        async def endpoint(*args, **kwargs):
+            return await function(**dict(zip([*names, "progress"], args), **kwargs))
+    else:
+        def endpoint(*args, **kwargs):
+            return function(**dict(zip([*names, "progress"], args), **kwargs))
 
     endpoint.__signature__ = inspect.Signature(parameters)
     endpoint.__name__ = endpoint.__qualname__ = mode
     return endpoint
 
 
+def _progress_reporter(progress: gr.Progress | None) -> Callable[[int, int], None]:
+    def on_step(done: int, total: int) -> None:
+        if progress is not None:
+            progress((done, total), desc="Sampling", unit="steps")
+
+    return on_step
+
+
+@contextlib.contextmanager
+def _as_gradio_errors(mode: str):
+    """Errors become gr.Error naming the field and the value, never a bare stack trace (the log keeps that)."""
+    try:
+        yield
+    except ValueError as error:
+        raise gr.Error(str(error)) from None
+    except QueueFull as error:
+        raise gr.Error(f"the queue is full, try again in a moment ({error})") from None
+    except Cancelled as error:
+        raise gr.Error(f"{mode} was cancelled: {error}") from None
+    except gr.Error:
+        raise
+    except Exception as error:
+        log.exception("%s failed", mode)
+        raise gr.Error(f"{mode} failed: {type(error).__name__}: {error}") from None
+
+
 def _outputs(result: Generation):
+    for warning in result.warnings:
+        gr.Warning(warning)
     gallery = [(str(servable(path)), f"seed {seed}") for path, seed in zip(result.files, result.seeds)]
     return gallery, result.infotexts[0] if result.infotexts else "", "\n".join(result.warnings), result.infotexts
 

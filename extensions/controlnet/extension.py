@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from extensions.base import Extension, Job, Panel, Route, TabContext
+from extensions.base import SOLO, Extension, Job, Panel, Route, TabContext
 from extensions.controlnet import detectors, preprocessors
 from extensions.controlnet.cache import ControlNetCache
 from extensions.controlnet.library import ControlNetLibrary
@@ -90,6 +90,10 @@ class ControlNet(Extension):
                     raise ValueError(f"controlnet unit {index}: {error}") from None
                 units.append((index, unit))
         return ControlNetPart(tuple(units)) if units else None
+
+    def batch_key(self, request):
+        """A request with units runs alone: its hook builds a pipeline around its own control maps."""
+        return SOLO if request.part(self.name) is not None else None
 
     def prepare(self, job: Job) -> None:
         part = job.request.part(self.name)
