@@ -1,13 +1,10 @@
-"""What runs now, for /sdapi/v1/progress and the interrupt button: the job that holds the model, its step, its
-steps and when it started."""
+"""What runs now, for /sdapi/v1/progress: the latest call started, its step, its steps and when it started."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
-
-from models.manager import GenerationResult, PipelineManager, StepCallback
-from models.request import GenerationRequest
 
 
 @dataclass
@@ -16,7 +13,7 @@ class JobState:
     step: int = 0
     steps: int = 0
     started: float = 0.0
-    job_count: int = 0  # jobs started since the app started
+    job_count: int = 0  # calls started since the app started
     interrupted: bool = False
 
 
@@ -24,21 +21,14 @@ class JobTracker:
     def __init__(self):
         self.state = JobState()
 
-    def run(self, manager: PipelineManager, requests: list[GenerationRequest],
-            on_step: StepCallback | None) -> list[GenerationResult]:
-        """The requests as one call (PipelineManager.generate_together), tracked."""
-        def step(done: int, total: int) -> None:
-            self.state.step, self.state.steps = done, total
-            if on_step is not None:
-                on_step(done, total)
+    @contextlib.contextmanager
+    def tracking(self, steps: int):
+        """A call of `steps` steps runs inside."""
+        state = self.state = JobState(True, 0, steps, time.monotonic(), self.state.job_count + 1)
+        try:
+            yield
+        finally:
+            state.running = False
 
-        with manager.lock:  # the state describes the job that holds the model
-            self.state = JobState(True, 0, requests[0].steps, time.monotonic(), self.state.job_count + 1)
-            try:
-                return manager.generate_together(requests, on_step=step)
-            finally:
-                self.state.running = False
-
-    def interrupt(self, manager: PipelineManager) -> None:
-        self.state.interrupted = self.state.running
-        manager.interrupt()
+    def step(self, done: int, total: int) -> None:
+        self.state.step, self.state.steps = done, total

@@ -1,4 +1,5 @@
-"""The one job queue every interface submits to: first come, first served, one call on the model at a time.
+"""The one job queue every interface submits to: first come, first served, `concurrency` calls at a time (one on
+the local model; one per Ray replica and one more ready for each).
 
 It holds at most `max_waiting` jobs besides the running ones; past that, `submit` raises QueueFull (REST answers
 503, the UI and gradio_client say the queue is full). A waiting job can be cancelled (it is removed), a running one
@@ -33,7 +34,7 @@ class Cancelled(Exception):
 
 @dataclass(eq=False)
 class QueuedJob:
-    work: Callable[[QueuedJob], Any]  # runs the job alone; called on the queue's worker thread
+    work: Callable[[QueuedJob], Any]  # runs the job alone; called on one of the queue's worker threads
     number: int
     key: Hashable | None = None  # jobs with equal keys may run together; None: always alone
     size: int = 1  # the images it makes
@@ -66,19 +67,20 @@ RunTogether = Callable[[Sequence[QueuedJob]], list]
 
 
 class JobQueue:
-    def __init__(self, max_waiting: int, interrupt: Callable[[], None], max_batch: int = 1,
-                 batch_wait: float = 0.0, run_together: RunTogether | None = None):
+    def __init__(self, max_waiting: int, interrupt: Callable[[tuple[QueuedJob, ...]], None], max_batch: int = 1,
+                 batch_wait: float = 0.0, run_together: RunTogether | None = None, concurrency: int = 1):
         self.max_waiting = max_waiting
         self.max_batch = max_batch
         self.batch_wait = batch_wait
-        self._interrupt = interrupt  # stops the running call after its current step
+        self.concurrency = concurrency
+        self._interrupt = interrupt  # stops a running call (given its jobs) after its current step
         self._run_together = run_together
         self._waiting: collections.deque[QueuedJob] = collections.deque()
-        self._running: tuple[QueuedJob, ...] = ()
+        self._running: list[tuple[QueuedJob, ...]] = []  # the calls running now
         self._condition = threading.Condition()
         self._numbers = itertools.count(1)
         self._closed = False
-        self._worker: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
         self.calls: collections.Counter[int] = collections.Counter()  # jobs per call -> calls run
 
     @property
@@ -87,7 +89,13 @@ class JobQueue:
 
     @property
     def running(self) -> tuple[QueuedJob, ...]:
-        return self._running
+        return tuple(job for call in self._running for job in call)
+
+    def stop_running(self) -> None:
+        """Stop every running call after its current step (the interrupt button, /sdapi/v1/interrupt)."""
+        with self._condition:
+            for call in self._running:
+                self._interrupt(call)
 
     def submit(self, work: Callable[[QueuedJob], Any], key: Hashable | None = None, size: int = 1,
                payload: Any = None) -> QueuedJob:
@@ -98,9 +106,11 @@ class JobQueue:
                 raise QueueFull(f"{len(self._waiting)} jobs are waiting, the most this server takes")
             job = QueuedJob(work, next(self._numbers), key, size, payload)
             self._waiting.append(job)
-            if self._worker is None:
-                self._worker = threading.Thread(target=self._work, name="job-queue", daemon=True)
-                self._worker.start()
+            if not self._workers:
+                self._workers = [threading.Thread(target=self._work, name=f"job-queue-{n}", daemon=True)
+                                 for n in range(self.concurrency)]
+                for worker in self._workers:
+                    worker.start()
             self._condition.notify_all()
             return job
 
@@ -113,10 +123,10 @@ class JobQueue:
                 self._waiting.remove(job)
                 self._finish(job, error=Cancelled("cancelled while waiting"), state="cancelled")
                 self._condition.notify_all()
-            elif job in self._running:
+            elif call := next((call for call in self._running if job in call), None):
                 job.state = "cancelled"
-                if all(other.state == "cancelled" for other in self._running):
-                    self._interrupt()
+                if all(other.state == "cancelled" for other in call):
+                    self._interrupt(call)
 
     def close(self) -> None:
         """No more jobs; the waiting ones are cancelled and the running call is stopped."""
@@ -125,8 +135,8 @@ class JobQueue:
             while self._waiting:
                 self._finish(self._waiting.popleft(), error=Cancelled("the server is shutting down"),
                              state="cancelled")
-            if self._running:
-                self._interrupt()
+            for call in self._running:
+                self._interrupt(call)
             self._condition.notify_all()
 
     def _work(self) -> None:
@@ -135,12 +145,12 @@ class JobQueue:
                 group = self._next_call()
                 if not group:
                     return
-                self._running = group
+                self._running.append(group)
                 for job in group:
                     job.state, job.together = "running", len(group)
             outcomes = self._run(group)
             with self._condition:
-                self._running = ()
+                self._running.remove(group)
                 self.calls[len(group)] += 1
                 for job, outcome in zip(group, outcomes):
                     failed = isinstance(outcome, BaseException)

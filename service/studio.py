@@ -1,20 +1,23 @@
 """The studio service: the one place every interface (UI, gradio_client, REST) goes through.
 
 An interface builds a typed request with `build` (service/requests.py) and submits it to the one job queue
-(service/queue.py: first come, first served, bounded), whose worker runs `generate` on it: the extensions
-prepare the job (in the order they were registered), the shared manager runs it under its lock (service/jobs.py
-tracks it), the extensions' finishing steps apply to the images, and each image is saved as a PNG carrying A1111's
-infotext (service/saving.py). Bad input raises ValueError naming the field and the value; the interfaces turn that
-into gr.Error or an HTTP error.
+(service/queue.py: first come, first served, bounded, compatible jobs batched), whose workers hand each call to the
+backend: here (`compose_together`: the extensions prepare each job in the order they were registered, the shared
+manager runs them, the extensions' finishing steps apply to the images) or on Ray Serve replicas that do the same
+(service/ray_backend.py). Each image is then saved here as a PNG carrying A1111's infotext (service/saving.py).
+Bad input raises ValueError naming the field and the value; the interfaces turn that into gr.Error or an HTTP error.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Hashable, Mapping, Sequence
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+from PIL import Image
 
 from extensions.base import SOLO, Extension, Job
 from models.manager import GenerationResult, PipelineManager, StepCallback
@@ -37,15 +40,68 @@ class Generation:
     interrupted: bool = False
 
 
+@dataclass(frozen=True)
+class Composed:
+    """A job's finished images and their infotexts, before they are saved (what a Ray replica sends back)."""
+    mode: str
+    images: list[Image.Image]
+    infotexts: list[str]
+    seeds: list[int]
+    warnings: list[str]
+    interrupted: bool
+
+
+Payload = tuple[GenerationRequest, Sequence[str]]  # a queued job's request and its warnings so far
+
+
+class Backend(Protocol):
+    concurrency: int  # the calls it runs at once
+
+    def run(self, payloads: Sequence[Payload], on_step: StepCallback, stop: threading.Event) -> list:
+        """The jobs as one call: each one's Composed, or the exception it failed with. `stop` is set to end the
+        call after its current step."""
+
+    def interrupt(self) -> None:
+        """Stop what runs now after its current step (besides setting the calls' `stop`)."""
+
+    def metrics(self) -> dict:
+        """What /studio/v1/queue adds about the backend."""
+
+    def close(self) -> None:
+        """The server is going away."""
+
+
+class LocalBackend:
+    """The in-process pipeline manager: one call at a time."""
+    concurrency = 1
+
+    def __init__(self, service: StudioService):
+        self.service = service
+
+    def run(self, payloads: Sequence[Payload], on_step: StepCallback, stop: threading.Event) -> list:
+        return self.service.compose_together(payloads, on_step)
+
+    def interrupt(self) -> None:
+        self.service.manager.interrupt()
+
+    def metrics(self) -> dict:
+        return {"backend": "local"}
+
+    def close(self) -> None:
+        pass
+
+
 class StudioService:
     def __init__(self, manager: PipelineManager, output_dir: str | Path, extensions: Sequence[Extension] = (),
                  notice: str = "", after_install: Callable[[PipelineManager], None] | None = None,
-                 queue_size: int = 16, direct: bool = False, max_batch: int = 1, batch_wait: float = 0.0):
+                 queue_size: int = 16, direct: bool = False, max_batch: int = 1, batch_wait: float = 0.0,
+                 backend: Callable[[StudioService], Backend] = LocalBackend):
         """`after_install`: called with each manager once the extensions are installed on it (the app compiles
         the U-Net there: after the extensions that add layers to it). `queue_size`: the jobs that may wait.
         `direct`: run each job in the caller's thread instead of the queue's (ZeroGPU, where a job runs in the
         GPU worker process that the calling function is moved to). `max_batch`: the most images compatible jobs
-        make in one call; `batch_wait`: how long (seconds) a job that could take more waits for company."""
+        make in one call; `batch_wait`: how long (seconds) a job that could take more waits for company.
+        `backend`: makes what runs the calls (LocalBackend, or service.ray_backend's)."""
         self.extensions = list(extensions)
         self.after_install = after_install
         self.manager = self._installed(manager)
@@ -53,8 +109,10 @@ class StudioService:
         self.notice = notice  # e.g. "fell back to the demo model because ..."
         self.requests = RequestBuilder(self.extensions)
         self.jobs = JobTracker()
-        self.queue = JobQueue(queue_size, lambda: self.manager.interrupt(), max_batch=1 if direct else max_batch,
-                              batch_wait=batch_wait, run_together=self.run_together)
+        self.backend = backend(self)
+        self._stops: dict[int, threading.Event] = {}  # a running call's first job number -> its stop
+        self.queue = JobQueue(queue_size, self._stop, max_batch=1 if direct else max_batch, batch_wait=batch_wait,
+                              run_together=self._run_call, concurrency=self.backend.concurrency)
         self.direct = direct
         self.outputs = saving.OutputFolder(self.output_dir)
         self.model_loader: Callable[[str], PipelineManager] | None = None  # set by the app to allow switching
@@ -80,10 +138,20 @@ class StudioService:
         queue = self.queue
         return {"waiting": queue.waiting, "running": len(queue.running), "max_waiting": queue.max_waiting,
                 "max_batch": queue.max_batch, "batch_wait_ms": round(queue.batch_wait * 1000),
-                "calls_by_jobs": {str(jobs): calls for jobs, calls in sorted(queue.calls.items())}}
+                "calls_by_jobs": {str(jobs): calls for jobs, calls in sorted(queue.calls.items())},
+                **self.backend.metrics()}
 
     def interrupt(self) -> None:
-        self.jobs.interrupt(self.manager)
+        """Stop what runs now after its current step; its images come back as they are then."""
+        self.jobs.state.interrupted = self.jobs.state.running
+        self.queue.stop_running()
+        self.backend.interrupt()
+
+    def _stop(self, call: Sequence[QueuedJob]) -> None:
+        stop = self._stops.get(call[0].number)
+        if stop is not None:
+            stop.set()
+        self.backend.interrupt()
 
     def switch_model(self, spec: str) -> None:
         """Load another base model and make it the one every request uses (A1111's sd_model_checkpoint), with the
@@ -125,8 +193,8 @@ class StudioService:
 
     def submit(self, request: GenerationRequest, warnings: Sequence[str] = ()) -> QueuedJob:
         """The request as a job in the queue (QueueFull when it has no room); `job.outcome()` is its Generation."""
-        return self.queue.submit(lambda job: self.generate(request, warnings, job.on_step), key=self.batch_key(request),
-                                 size=request.batch_size, payload=(request, warnings))
+        return self.queue.submit(lambda job: self._run_call([job])[0], key=self.batch_key(request),
+                                 size=request.batch_size, payload=(request, list(warnings)))
 
     def batch_key(self, request: GenerationRequest) -> Hashable | None:
         """Requests with equal keys can share one diffusers call: same mode, size, steps, sampler, CFG, strength
@@ -146,35 +214,56 @@ class StudioService:
         return key
 
     def close(self) -> None:
-        """Cancel the waiting jobs and stop the running one: the server is going away."""
+        """Cancel the waiting jobs and stop the running ones: the server is going away."""
         self.queue.close()
+        self.backend.close()
 
     def generate(self, request: GenerationRequest, warnings: Sequence[str] = (),
                  on_step: StepCallback | None = None) -> Generation:
-        job = self._prepared(request, warnings)
-        return self._finished(job, self.jobs.run(self.manager, [job.request], on_step)[0])
+        """One job here and now, outside the queue (ZeroGPU's direct calls, tests)."""
+        def step(done: int, total: int) -> None:
+            self.jobs.step(done, total)
+            if on_step is not None:
+                on_step(done, total)
 
-    def run_together(self, queued: Sequence[QueuedJob]) -> list:
-        """Jobs with one batch key (`batch_key`), as few diffusers calls as their prepared sizes allow (inpainting
-        only the masked area gives each its own); each job's Generation, or the error it failed with."""
-        outcomes: list = [None] * len(queued)
+        with self.jobs.tracking(request.steps):
+            [outcome] = self.compose_together([(request, warnings)], step)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return self._saved(outcome)
+
+    def _run_call(self, queued: Sequence[QueuedJob]) -> list:
+        """Queued jobs as one call on the backend (on a queue worker); each one's saved Generation, or its error."""
+        def on_step(done: int, total: int) -> None:
+            self.jobs.step(done, total)
+            for job in queued:
+                job.on_step(done, total)
+
+        stop = self._stops[queued[0].number] = threading.Event()
+        try:
+            with self.jobs.tracking(queued[0].payload[0].steps):
+                outcomes = self.backend.run([job.payload for job in queued], on_step, stop)
+        finally:
+            del self._stops[queued[0].number]
+        return [self._saved(outcome) if isinstance(outcome, Composed) else outcome for outcome in outcomes]
+
+    def compose_together(self, payloads: Sequence[Payload], on_step: StepCallback | None = None) -> list:
+        """Jobs with one batch key (`batch_key`) as few diffusers calls as their prepared sizes allow (inpainting
+        only the masked area gives each its own); each job's Composed, or the error it failed with."""
+        outcomes: list = [None] * len(payloads)
         calls: dict[tuple[int, int], list[tuple[int, Job]]] = {}
-        for index, entry in enumerate(queued):
+        for index, (request, warnings) in enumerate(payloads):
             try:
-                job = self._prepared(*entry.payload)
+                job = self._prepared(request, warnings)
             except Exception as error:  # e.g. a ControlNet map that cannot be made: that job's error alone
                 outcomes[index] = error
                 continue
             calls.setdefault((job.request.width, job.request.height), []).append((index, job))
         for call in calls.values():
-            def on_step(done: int, total: int, call=call) -> None:
-                for index, _ in call:
-                    queued[index].on_step(done, total)
-
             try:
-                results = self.jobs.run(self.manager, [job.request for _, job in call], on_step)
+                results = self.manager.generate_together([job.request for _, job in call], on_step)
                 for (index, job), result in zip(call, results):
-                    outcomes[index] = self._finished(job, result)
+                    outcomes[index] = self._composed(job, result)
             except Exception as error:
                 for index, _ in call:
                     outcomes[index] = error
@@ -186,8 +275,8 @@ class StudioService:
             extension.prepare(job)
         return job
 
-    def _finished(self, job: Job, result: GenerationResult) -> Generation:
-        """The job's images after the extensions' finishing steps, saved with their infotexts."""
+    def _composed(self, job: Job, result: GenerationResult) -> Composed:
+        """The job's images after the extensions' finishing steps, with their infotexts."""
         request = job.source
         if result.interrupted:
             job.warnings.append("interrupted: the image shows the state after the last finished step")
@@ -197,8 +286,12 @@ class StudioService:
         extra = {**job.infotext, **result.parameters}
         infotexts = [saving.infotext(request, seed, self.manager.source.name, self.manager.model_hash, extra)
                      for seed in result.seeds]
-        files = [self.outputs.save(request.mode, image, seed, text)
-                 for image, seed, text in zip(images, result.seeds, infotexts)]
-        for warning in job.warnings:
+        return Composed(request.mode, images, infotexts, result.seeds, job.warnings, result.interrupted)
+
+    def _saved(self, composed: Composed) -> Generation:
+        """Each image saved as a PNG carrying its infotext, in its mode's folder."""
+        files = [self.outputs.save(composed.mode, image, seed, text)
+                 for image, seed, text in zip(composed.images, composed.seeds, composed.infotexts)]
+        for warning in composed.warnings:
             log.warning(warning)
-        return Generation(files, infotexts, result.seeds, job.warnings, result.interrupted)
+        return Generation(files, composed.infotexts, composed.seeds, composed.warnings, composed.interrupted)

@@ -57,7 +57,7 @@ def test_compatible_jobs_run_together_up_to_max_batch_images_and_others_alone():
 
 def test_a_job_waits_batch_wait_for_company_and_a_full_batch_does_not_wait():
     together = Together()
-    queue = JobQueue(max_waiting=16, interrupt=lambda: None, max_batch=2, batch_wait=0.5, run_together=together)
+    queue = JobQueue(max_waiting=16, interrupt=lambda call: None, max_batch=2, batch_wait=0.5, run_together=together)
     first = queue.submit(lambda job: job.payload, key="A", payload="first")
     time.sleep(0.1)
     second = queue.submit(lambda job: job.payload, key="A", payload="second")
@@ -75,8 +75,8 @@ def test_cancelling_one_job_of_a_running_batch_leaves_the_others_and_cancelling_
         stop.wait(10)
         return [job.payload for job in jobs]
 
-    def interrupt():
-        interrupts.append(1)
+    def interrupt(call):
+        interrupts.append(len(call))
         stop.set()
 
     queue = JobQueue(max_waiting=16, interrupt=interrupt, max_batch=4, batch_wait=5, run_together=together)
@@ -86,7 +86,7 @@ def test_cancelling_one_job_of_a_running_batch_leaves_the_others_and_cancelling_
     assert not interrupts, "the others in the call still want their images"
     for job in jobs[1:]:
         queue.cancel(job)
-    assert interrupts == [1] and all(job.wait(5) for job in jobs)
+    assert interrupts == [4] and all(job.wait(5) for job in jobs)
     assert [job.state for job in jobs] == ["cancelled"] * 4
 
 

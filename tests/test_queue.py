@@ -36,7 +36,7 @@ class Gate:
         self.order, self.interrupts = [], 0
         self.release, self._stop = threading.Event(), threading.Event()
 
-    def interrupt(self) -> None:
+    def interrupt(self, call=()) -> None:
         self.interrupts += 1
         self._stop.set()
 
