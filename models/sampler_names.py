@@ -54,7 +54,8 @@ def join_name(sampler: str, schedule_type: str | None) -> str:
         return sampler + " Karras"
     return sampler
 
-# The samplers whose images, run in a batch, stay within 2/255 per pixel of their solo results (tests/test_batching.py
-# checks each; bench/batching.py measures them): the others never batch.
-BATCHING_SAMPLERS: frozenset[str] = frozenset(SAMPLERS)
 BATCH_TOLERANCE = 2  # the most a batched image's pixel may differ from its solo result, in 1/255
+# The samplers whose batched images stay within BATCH_TOLERANCE of their solo results (bench/batching.py measures each
+# sampler, tests/test_batching.py checks these): 1/255 for most, 2 for DPM++ 2M SDE. DPM2 a reached 3/255, and LCM
+# moved some images by up to 123/255 at 20 steps (its x0 prediction amplifies batched rounding): those two never batch.
+BATCHING_SAMPLERS: frozenset[str] = frozenset(SAMPLERS) - {"DPM2 a", "LCM"}
