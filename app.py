@@ -38,6 +38,9 @@ ENVIRONMENT = {
     "queue_size": ("SD_QUEUE_SIZE", "16"),
     "max_batch": ("SD_MAX_BATCH", "4"),
     "batch_wait_ms": ("SD_BATCH_WAIT_MS", "10"),
+    "backend": ("SD_BACKEND", "local"),
+    "replicas": ("SD_REPLICAS", "1"),
+    "ray_address": ("SD_RAY_ADDRESS", ""),
     "api": ("SD_API", "off"),
     "api_auth": ("SD_API_AUTH", ""),
     "auth": ("SD_AUTH", ""),
@@ -45,6 +48,7 @@ ENVIRONMENT = {
 
 
 SWITCHES = ("lora_fuse", "compile", "api")  # the on/off options
+BACKENDS = ("local", "ray")
 SHUTDOWN_SECONDS = 3  # what open requests get on Ctrl+C before they are cancelled
 
 
@@ -69,6 +73,9 @@ class AppConfig:
     queue_size: int  # jobs that may wait
     max_batch: int  # the most images compatible jobs make in one diffusers call (1: no batching)
     batch_wait_ms: int  # how long a job that could take more waits for compatible ones
+    backend: str  # "local" (the in-process model) or "ray" (Ray Serve replicas, each with its own copy)
+    replicas: int  # with --backend ray
+    ray_address: str  # with --backend ray: a running Ray cluster (default: start a local one)
     api: bool  # serve AUTOMATIC1111's REST API (/sdapi/v1) beside the UI
     api_auth: tuple[str, str] | None  # HTTP basic credentials for the REST API (default: --auth's)
     auth: tuple[str, str] | None  # credentials for the UI, gradio_client and (without --api-auth) the REST API
@@ -88,8 +95,8 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
         parser.add_argument(f"--{option.replace('_', '-')}", default=environ.get(variable, default), **bare)
     args = parser.parse_args(argv)
     numbers = {}
-    for option in ("port", "queue_size", "max_batch", "batch_wait_ms", "lora_cap", "lora_rank", "controlnet_cap",
-                   "controlnet_units"):
+    for option in ("port", "queue_size", "max_batch", "batch_wait_ms", "replicas", "lora_cap", "lora_rank",
+                   "controlnet_cap", "controlnet_units"):
         value, least = getattr(args, option), 0 if option == "batch_wait_ms" else 1
         if not str(value).isdigit() or int(value) < least:
             parser.error(f"--{option.replace('_', '-')} must be a whole number of at least {least}, got {value!r}")
@@ -102,6 +109,8 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
         switches[option] = value in ("on", "1", "true")
     if switches["lora_fuse"] and switches["compile"]:
         parser.error("--lora-fuse cannot be combined with --compile: the compiled U-Net's LoRA slot is hot-swapped")
+    if args.backend not in BACKENDS:
+        parser.error(f"--backend must be one of {', '.join(BACKENDS)}, got {args.backend!r}")
     credentials = {}
     for option in ("api_auth", "auth"):
         value = str(getattr(args, option))
@@ -111,7 +120,8 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
     return AppConfig(
         model=args.model, ckpt_dir=Path(args.ckpt_dir), host=args.host, device=args.device,
         lora_dir=Path(args.lora_dir), controlnet_dir=Path(args.controlnet_dir), annotator_dir=Path(args.annotator_dir),
-        embeddings_dir=Path(args.embeddings_dir), output_dir=Path(args.output_dir), **numbers, **switches, **credentials,
+        embeddings_dir=Path(args.embeddings_dir), output_dir=Path(args.output_dir), backend=args.backend,
+        ray_address=args.ray_address, **numbers, **switches, **credentials,
     )
 
 
@@ -132,16 +142,21 @@ def build_app(config: AppConfig):
     from ui.layout import build_ui
 
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # Pillow's own bomb check, also for what Gradio decodes
-    manager, notice = load_or_demo(config.model, config.device)
+    ray = config.backend == "ray"
+    # With Ray the replicas generate; this copy, on the CPU, serves token counts, previews and the model's facts.
+    manager, notice = load_or_demo(config.model, "cpu" if ray else config.device)
     service = StudioService(manager, config.output_dir, create(config), notice=notice,
-                            after_install=lambda manager: manager.compile_unet() if config.compile else None,
+                            after_install=lambda manager: manager.compile_unet() if config.compile and not ray else None,
                             queue_size=config.queue_size, direct=on_zerogpu(), max_batch=config.max_batch,
-                            batch_wait=config.batch_wait_ms / 1000)
+                            batch_wait=config.batch_wait_ms / 1000, backend=backend_for(config))
 
     def switch(name: str):
         spec, local = resolve_checkpoint(name, config.ckpt_dir, config.model)
         if identify(spec, local).location == service.manager.source.location:  # in use already (clients send
             return service.manager  # override_settings with every request)
+        if config.backend == "ray":
+            raise ValueError(f"sd_model_checkpoint: the Ray replicas keep the model they started with "
+                             f"({config.model!r}); start the app with --model {name} to use {name!r}")
         try:
             return PipelineManager.load(spec, config.device, local=local)
         except ValueError:
@@ -156,6 +171,21 @@ def build_app(config: AppConfig):
     if warning := exposure_warning(config):
         log.warning(warning)
     return build_ui(service, queue_size=config.queue_size), service
+
+
+def backend_for(config: AppConfig):
+    """What runs the queue's calls: the in-process model, or Ray Serve replicas."""
+    from service.studio import LocalBackend
+
+    if config.backend == "local":
+        return LocalBackend
+
+    def ray_backend(service):
+        from service.ray_backend import RayBackend
+
+        return RayBackend(config, config.replicas, config.ray_address)
+
+    return ray_backend
 
 
 def build_server(config: AppConfig, blocks, service):

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from api.edge import http_error, json_body
 from api.payloads import encode_png, job_from_payload, response
 from models.infotext import read_png_infotext
-from service.queue import Cancelled, QueueFull
+from service.queue import Cancelled, QueueFull, Unavailable
 from service.studio import Generation, StudioService
 
 POLL_SECONDS = 0.05
@@ -39,6 +39,8 @@ def add_routes(router: APIRouter, service: StudioService) -> None:
             raise http_error(error, service.extensions) from None
         except QueueFull as error:
             raise HTTPException(503, detail=f"the queue is full, try again later ({error})") from None
+        except Unavailable as error:
+            raise HTTPException(503, detail=f"the job could not run, try again ({error})") from None
         except Cancelled as error:
             raise HTTPException(503, detail=f"the job was cancelled ({error})") from None
         infotexts = [read_png_infotext(path) or "" for path in files]

@@ -28,6 +28,10 @@ class QueueFull(Exception):
     pass
 
 
+class Unavailable(Exception):
+    """The backend could not run the job (a Ray replica was lost, and then another)."""
+
+
 class Cancelled(Exception):
     """The job was cancelled (by its client, by interrupt while it waited, or by the server closing)."""
 

@@ -15,6 +15,7 @@ def test_defaults():
     assert (config.host, config.port, config.device, config.queue_size) == ("127.0.0.1", 7860, "auto", 16)
     assert config.lora_dir == app.ROOT / "models" / "Lora"
     assert (config.lora_cap, config.lora_fuse, config.lora_rank, config.compile) == (16, False, 64, False)
+    assert (config.max_batch, config.batch_wait_ms, config.backend, config.replicas) == (4, 10, "local", 1)
 
 
 def test_environment_then_flags():
@@ -29,12 +30,19 @@ def test_environment_then_flags():
     assert (config.lora_cap, config.lora_fuse) == (4, True)
     config = app.parse_config(["--compile", "on"], environ={"SD_LORA_RANK": "128"})
     assert (config.compile, config.lora_rank) == (True, 128)
+    config = app.parse_config(["--replicas", "3", "--batch-wait-ms", "0"],
+                              environ={"SD_BACKEND": "ray", "SD_RAY_ADDRESS": "ray://head:10001", "SD_MAX_BATCH": "8"})
+    assert (config.backend, config.replicas, config.ray_address) == ("ray", 3, "ray://head:10001")
+    assert (config.max_batch, config.batch_wait_ms) == (8, 0)
 
 
 @pytest.mark.parametrize("argv, named", [
     (["--port", "http"], "--port must be a whole number of at least 1, got 'http'"),
     (["--lora-cap", "0"], "--lora-cap must be a whole number of at least 1, got '0'"),
     (["--lora-fuse", "maybe"], "--lora-fuse must be on or off, got 'maybe'"),
+    (["--backend", "k8s"], "--backend must be one of local, ray, got 'k8s'"),
+    (["--max-batch", "0"], "--max-batch must be a whole number of at least 1, got '0'"),
+    (["--batch-wait-ms", "-1"], "--batch-wait-ms must be a whole number of at least 0, got '-1'"),
     (["--compile", "fast"], "--compile must be on or off, got 'fast'"),
     (["--lora-rank", "-8"], "--lora-rank must be a whole number of at least 1, got '-8'"),
     (["--compile", "on", "--lora-fuse", "on"], "--lora-fuse cannot be combined with --compile"),

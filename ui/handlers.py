@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from extensions.base import Panel
 from models.zerogpu import MODES as ZEROGPU_MODES
 from models.zerogpu import duration_from_call, gpu
-from service.queue import Cancelled, QueueFull
+from service.queue import Cancelled, QueueFull, Unavailable
 from service.studio import Generation, StudioService
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,8 @@ def _as_gradio_errors(mode: str):
         raise gr.Error(str(error)) from None
     except QueueFull as error:
         raise gr.Error(f"the queue is full, try again in a moment ({error})") from None
+    except Unavailable as error:
+        raise gr.Error(f"{mode} could not run, try again ({error})") from None
     except Cancelled as error:
         raise gr.Error(f"{mode} was cancelled: {error}") from None
     except gr.Error:
