@@ -183,7 +183,7 @@ def backend_for(config: AppConfig):
     def ray_backend(service):
         from service.ray_backend import RayBackend
 
-        return RayBackend(config, config.replicas, config.ray_address)
+        return RayBackend(config, config.replicas, service.extensions, config.ray_address)
 
     return ray_backend
 

@@ -4,8 +4,8 @@ figures come from.
     python -m bench.run_all
 """
 
-from bench import (cold_start, controlnet, cuda_speed, inpaint, lora, memory, overhead, png_text, preprocessors, prompts,
-                   rest, shapes_model)
+from bench import (batching, cold_start, controlnet, cuda_speed, inpaint, lora, memory, overhead, png_text,
+                   preprocessors, prompts, ray_scaling, rest, shapes_model)
 
 if __name__ == "__main__":
     overhead.main()
@@ -18,5 +18,7 @@ if __name__ == "__main__":
     png_text.main()
     prompts.main()
     rest.main()
+    batching.main()
+    ray_scaling.main()
     shapes_model.main([])
     cuda_speed.main()

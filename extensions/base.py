@@ -117,6 +117,11 @@ class Extension:
         alone). Its (frozen, hashable) part by default."""
         return request.part(self.name)
 
+    def affinity(self, request) -> str:
+        """What a model replica must have loaded for this request, as a name ("" for nothing): Ray Serve sends the
+        request to a replica that has it (LoRA: the adapters)."""
+        return ""
+
     def from_infotext(self, entries: dict[str, str], warnings: list[str]) -> dict:
         """Its fields from its infotext entries, which it takes out of `entries`."""
         return {}

@@ -122,13 +122,14 @@ class StudioReplica:
 class RayBackend:
     """The queue's backend on Ray Serve (see the module's docstring)."""
 
-    def __init__(self, config, replicas: int, address: str = ""):
+    def __init__(self, config, replicas: int, extensions: Sequence = (), address: str = ""):
         self.replicas = replicas
         # One call running on each replica and one ready behind it, held by Ray's router. The router's bound
         # (max_queued_requests) is that many again: it refuses only when something besides this queue floods it,
         # and its backpressure is then the queue's 503.
         self.concurrency = 2 * replicas
         self.model = config.model
+        self.extensions = list(extensions)
         self.started_ray = not ray.is_initialized()
         if self.started_ray:
             # a local cluster unless an address is given; the replicas import this project from its folder
@@ -155,9 +156,10 @@ class RayBackend:
         log.info("Ray Serve: %d replicas (%s each)", replicas, "1 GPU" if gpus else "1 CPU")
 
     def model_id(self, payloads: Sequence[Payload]) -> str:
-        """serve.multiplexed's model id: the base model and the call's LoRA set (one set per call: the batch key)."""
-        tags = payloads[0][0].part("lora", ()) or ()
-        return f"{self.model}[{'+'.join(sorted({tag.name for tag in tags}))}]"
+        """serve.multiplexed's model id: the base model and what the extensions need loaded for the call (the LoRA
+        set; one per call, by the batch key)."""
+        needs = (extension.affinity(payloads[0][0]) for extension in self.extensions)
+        return f"{self.model}[{'|'.join(need for need in needs if need)}]"
 
     def run(self, payloads: Sequence[Payload], on_step: StepCallback, stop: threading.Event) -> list:
         for attempt in (1, 2):

@@ -58,6 +58,9 @@ class Lora(Extension):
     def encoder_text(self, prompt: str) -> str:
         return without_tags(prompt)
 
+    def affinity(self, request) -> str:
+        return "+".join(sorted({tag.name for tag in request.part(self.name, ()) or ()}))
+
     def _configure(self, pipe, request) -> dict[str, str]:
         hashes = self.adapters.configure(pipe, request.part(self.name, ()))
         # A1111 writes: Lora hashes: "name: 0123456789ab, other: ba9876543210"
