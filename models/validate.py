@@ -4,6 +4,8 @@ value; nothing is clamped silently. No torch here: requests are validated before
 
 from __future__ import annotations
 
+import difflib
+
 from models.limits import check_text
 
 
@@ -68,3 +70,13 @@ def text(field: str, value, limit: int | None = None) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{field} must be text, got {value!r}")
     return check_text(field, value) if limit is None else check_text(field, value, limit)
+
+
+def did_you_mean(name: str, known) -> str:
+    """"; did you mean 'x'?" naming the known names closest to a mistyped one (at most three), or "". A name in a
+    subfolder ("other/pose") is also found by its last part ("pose", "Pose")."""
+    known = list(known)
+    by_last_part = [candidate for candidate in known if candidate.rsplit("/", 1)[-1].lower() == name.lower()]
+    close = by_last_part + [match for match in difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+                            if match not in by_last_part]
+    return f"; did you mean {' or '.join(map(repr, close[:3]))}?" if close else ""

@@ -71,8 +71,14 @@ def test_resolve_by_stem_relative_name_or_file_name(library):
 
 
 def test_a_stem_shared_by_two_files_needs_its_path(library):
-    with pytest.raises(ValueError, match=r"ControlNet 'pose' not found in .*ControlNet; available: canny-tiny, other/"):
+    with pytest.raises(ValueError, match=r"ControlNet 'pose' not found in .*ControlNet; did you mean '(other|sub)/pose' "
+                                         r"or '(other|sub)/pose'\?; available: canny-tiny, other/"):
         library.resolve("pose")
+
+
+def test_a_mistyped_name_gets_the_closest_names(library):
+    with pytest.raises(ValueError, match=r"ControlNet 'cany-tiny' not found in .*; did you mean 'canny-tiny'\?"):
+        library.resolve("cany-tiny")
 
 
 @pytest.mark.filterwarnings("ignore:The `local_dir_use_symlinks` argument is deprecated")

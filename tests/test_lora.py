@@ -134,6 +134,7 @@ def test_a_file_changed_on_disk_is_reloaded(manager, folder, tmp_path):
     ("truncated", "LoRA file truncated.safetensors: not a readable .safetensors file, perhaps truncated"),
     ("unknown_keys", "LoRA file unknown_keys.safetensors: key 'lora_unet_mystery_layer.lora_down.weight' names no layer"),
     ("nobody", "LoRA 'nobody' is not in the LoRA folder"),
+    ("kohya-a", r"LoRA 'kohya-a' is not in the LoRA folder .*; did you mean 'kohya_a'\?"),
 ])
 def test_bad_loras_are_refused_and_leave_the_state_as_it_was(manager, name, message):
     with_a = generate(manager, (("kohya_a", 1.0),))

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.files import PICKLE_SUFFIXES, is_hub_id, is_inside_name, sha256, shown_path
+from models.validate import did_you_mean
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 SD15_CONFIG = Path(__file__).resolve().parent / "configs" / "sd15-controlnet"
@@ -124,7 +125,8 @@ class ControlNetLibrary:
         if is_hub_id(key) and not (self.folder / parts[0]).is_dir():
             return ControlNetEntry(key, "hub", key)
         available = ", ".join(self.names()) or "nothing (the folder is empty or missing)"
-        raise ValueError(f"ControlNet {name!r} not found in {shown_path(self.folder)}; available: {available}")
+        raise ValueError(f"ControlNet {name!r} not found in {shown_path(self.folder)}{did_you_mean(key, self.names())}; "
+                         f"available: {available}")
 
     def short_hash(self, name: str) -> str:
         """A1111's short hash: the first 8 hex digits of the weights file's sha256 ("" for an uncached Hub id)."""

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from models.files import PICKLE_SUFFIXES, is_hub_id, is_inside_name, shown_path
+from models.validate import did_you_mean
 
 HUB_FILE = re.compile(r"[\w-][\w./-]*\.safetensors")  # a file in a Hub repository, after "owner/repo/"
 
@@ -68,7 +69,7 @@ class LoraLibrary:
         if _is_hub_name(name):
             return _from_hub(name)
         raise ValueError(f"LoRA {name!r} is not in the LoRA folder {shown_path(self.folder)} (press Refresh after "
-                         "adding files)")
+                         f"adding files){did_you_mean(name, self.names())}")
 
 
 def _is_hub_name(name: str) -> bool:
