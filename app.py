@@ -38,6 +38,8 @@ ENVIRONMENT = {
     "queue_size": ("SD_QUEUE_SIZE", "16"),
     "max_batch": ("SD_MAX_BATCH", "4"),
     "batch_wait_ms": ("SD_BATCH_WAIT_MS", "10"),
+    "live_preview": ("SD_LIVE_PREVIEW", "approx"),
+    "preview_every": ("SD_PREVIEW_EVERY", "5"),
     "backend": ("SD_BACKEND", "local"),
     "replicas": ("SD_REPLICAS", "1"),
     "ray_address": ("SD_RAY_ADDRESS", ""),
@@ -49,6 +51,7 @@ ENVIRONMENT = {
 
 SWITCHES = ("lora_fuse", "compile", "api")  # the on/off options
 BACKENDS = ("local", "ray")
+PREVIEW_MODES = ("approx", "off")  # as models.previews.PREVIEW_MODES (not imported here: it loads torch)
 SHUTDOWN_SECONDS = 3  # what open requests get on Ctrl+C before they are cancelled
 
 
@@ -73,6 +76,8 @@ class AppConfig:
     queue_size: int  # jobs that may wait
     max_batch: int  # the most images compatible jobs make in one diffusers call (1: no batching)
     batch_wait_ms: int  # how long a job that could take more waits for compatible ones
+    live_preview: str  # "approx" (latents to RGB without the VAE) or "off"
+    preview_every: int  # steps between live previews
     backend: str  # "local" (the in-process model) or "ray" (Ray Serve replicas, each with its own copy)
     replicas: int  # with --backend ray
     ray_address: str  # with --backend ray: a running Ray cluster (default: start a local one)
@@ -95,8 +100,8 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
         parser.add_argument(f"--{option.replace('_', '-')}", default=environ.get(variable, default), **bare)
     args = parser.parse_args(argv)
     numbers = {}
-    for option in ("port", "queue_size", "max_batch", "batch_wait_ms", "replicas", "lora_cap", "lora_rank",
-                   "controlnet_cap", "controlnet_units"):
+    for option in ("port", "queue_size", "max_batch", "batch_wait_ms", "replicas", "preview_every", "lora_cap",
+                   "lora_rank", "controlnet_cap", "controlnet_units"):
         value, least = getattr(args, option), 0 if option == "batch_wait_ms" else 1
         if not str(value).isdigit() or int(value) < least:
             parser.error(f"--{option.replace('_', '-')} must be a whole number of at least {least}, got {value!r}")
@@ -111,6 +116,8 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
         parser.error("--lora-fuse cannot be combined with --compile: the compiled U-Net's LoRA slot is hot-swapped")
     if args.backend not in BACKENDS:
         parser.error(f"--backend must be one of {', '.join(BACKENDS)}, got {args.backend!r}")
+    if args.live_preview not in PREVIEW_MODES:
+        parser.error(f"--live-preview must be one of {', '.join(PREVIEW_MODES)}, got {args.live_preview!r}")
     credentials = {}
     for option in ("api_auth", "auth"):
         value = str(getattr(args, option))
@@ -121,6 +128,7 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
         model=args.model, ckpt_dir=Path(args.ckpt_dir), host=args.host, device=args.device,
         lora_dir=Path(args.lora_dir), controlnet_dir=Path(args.controlnet_dir), annotator_dir=Path(args.annotator_dir),
         embeddings_dir=Path(args.embeddings_dir), output_dir=Path(args.output_dir), backend=args.backend,
+        live_preview=args.live_preview,
         ray_address=args.ray_address, **numbers, **switches, **credentials,
     )
 
@@ -138,7 +146,7 @@ def build_app(config: AppConfig):
     from models.loading import identify
     from models.manager import PipelineManager, load_or_demo
     from models.zerogpu import on_zerogpu
-    from service.studio import StudioService
+    from service.studio import StudioService, with_settings
     from ui.layout import build_ui
 
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # Pillow's own bomb check, also for what Gradio decodes
@@ -146,7 +154,7 @@ def build_app(config: AppConfig):
     # With Ray the replicas generate; this copy, on the CPU, serves token counts, previews and the model's facts.
     manager, notice = load_or_demo(config.model, "cpu" if ray else config.device)
     service = StudioService(manager, config.output_dir, create(config), notice=notice,
-                            after_install=lambda manager: manager.compile_unet() if config.compile and not ray else None,
+                            after_install=lambda manager: with_settings(manager, config, compile_unet=not ray),
                             queue_size=config.queue_size, direct=on_zerogpu(), max_batch=config.max_batch,
                             batch_wait=config.batch_wait_ms / 1000, backend=backend_for(config))
 

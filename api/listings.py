@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends
 
 from api.edge import http_error, json_body
 from api.generation import switch
+from api.payloads import encode_picture
 from models.images import decode_image
 from models.infotext import parse_infotext
 from models.sampler_names import SAMPLER_NAMES, SCHEDULE_TYPES, split_name
@@ -57,7 +58,8 @@ def add_routes(router: APIRouter, service: StudioService) -> None:
         elapsed = time.monotonic() - state.started if state.running else 0.0
         eta = elapsed / done - elapsed if done else 0.0
         return {
-            "progress": done, "eta_relative": eta, "current_image": None, "textinfo": None,
+            "progress": done, "eta_relative": eta, "textinfo": None,
+            "current_image": encode_picture(state.current_image) if state.running and state.current_image else None,
             "state": {"skipped": False, "interrupted": state.interrupted, "job": "generate" if state.running else "",
                       "job_count": int(state.running), "job_timestamp": "", "job_no": state.job_count,
                       "sampling_step": state.step, "sampling_steps": state.steps},

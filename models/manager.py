@@ -7,11 +7,13 @@ scheduler, under one lock, so no request sees or leaves behind another request's
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from diffusers import (
@@ -27,12 +29,14 @@ from PIL import Image
 from models import loading
 from models.files import hub_unreachable, own_memory
 from models.device import Runtime, resolve_runtime
+from models.previews import LatentPreviewer
 from models.request import MAX_SEED, GenerationRequest
 from models.samplers import make_scheduler
 
 log = logging.getLogger(__name__)
 
 StepCallback = Callable[[int, int], None]  # (steps done, steps in total)
+PreviewCallback = Callable[[int, Image.Image], None]  # (the request's index in the call, its first image's preview)
 # The extensions' hooks (extensions/base.py), called under the lock with the request, its seed resolved:
 # a configurer sets the shared model's state for the request (LoRA adapters) and returns infotext entries;
 # a pipeline hook may change the call's arguments (prompt embeddings) or run it on another pipeline built over the
@@ -60,6 +64,8 @@ class PipelineManager:
         self.configurers: list[Configurer] = []  # in the order the extensions were installed
         self.pipeline_hooks: list[PipelineHook] = []
         self.unet_compiled = False
+        self.previewer: LatentPreviewer | None = LatentPreviewer.for_model(None)  # None: no live previews
+        self.preview_every = 5  # steps between live previews
         base.to(runtime.device)
         if runtime.device.type == "cpu":  # on a GPU, .to() has copied them already
             own_memory(*(part for part in base.components.values() if isinstance(part, torch.nn.Module)))
@@ -80,6 +86,7 @@ class PipelineManager:
         path = loading.local_path(source)
         base = loading.load_pipeline(source, path, runtime.dtype, single_file_config)
         manager = cls(base, source, runtime, loading.model_hash(source, path))
+        manager.previewer = LatentPreviewer.for_model(Path(path) if Path(path).is_dir() else None)
         log.info("model %s (%s) on %s", source.name, source.kind, runtime.describe())
         return manager
 
@@ -116,6 +123,14 @@ class PipelineManager:
         self.pipelines["txt2img"].unet.compile(backend=backend)
         self.unet_compiled = True
 
+    def set_previews(self, mode: str, every: int) -> None:
+        """Live previews: `approx` every `every` steps, or `off`."""
+        if mode == "off":
+            self.previewer = None
+        elif self.previewer is None:
+            self.previewer = LatentPreviewer.for_model(None)
+        self.preview_every = every
+
     # -- running ----------------------------------------------------------------------------------------
 
     def interrupt(self) -> None:
@@ -125,8 +140,8 @@ class PipelineManager:
     def generate(self, request: GenerationRequest, on_step: StepCallback | None = None) -> GenerationResult:
         return self.generate_together([request], on_step)[0]
 
-    def generate_together(self, requests: Sequence[GenerationRequest],
-                          on_step: StepCallback | None = None) -> list[GenerationResult]:
+    def generate_together(self, requests: Sequence[GenerationRequest], on_step: StepCallback | None = None,
+                          on_preview: PreviewCallback | None = None) -> list[GenerationResult]:
         """Requests that agree on everything but their prompts, seeds, images and masks (the service's batch key
         says which do), run as one diffusers call: each image still draws its noise from its own seed's generator,
         so it equals its solo result up to the rounding of batched arithmetic. Requests whose extensions' arguments
@@ -158,7 +173,9 @@ class PipelineManager:
                 if len(groups) > 1:  # the scheduler's own noise (DPM++ SDE) is seeded per image of the call
                     pipe.scheduler = make_scheduler(first.sampler, shared.scheduler.config,
                                                     [s for index in group for s in seeds[index]])
-                images = pipe(**arguments, callback_on_step_end=self._step_end(on_step)).images
+                firsts = dict(zip(group, itertools.accumulate((len(seeds[index]) for index in group), initial=0)))
+                previews = self._previews(on_preview, firsts, (first.width, first.height))
+                images = pipe(**arguments, callback_on_step_end=self._step_end(on_step, previews)).images
                 for index in group:
                     some, images = images[:len(seeds[index])], images[len(seeds[index]):]
                     results[index] = GenerationResult(some, seeds[index], self._interrupt.is_set(), calls[index][2])
@@ -197,10 +214,25 @@ class PipelineManager:
         return {**arguments, "mask_image": [mask] * batch, "width": width, "height": height, "strength": strength,
                 "image": [image] * batch}
 
-    def _step_end(self, on_step: StepCallback | None):
+    def _previews(self, on_preview: PreviewCallback | None, firsts: dict[int, int], size: tuple[int, int]):
+        """What the step callback calls with the latents when a preview is due: each request's first image as a
+        preview (`firsts`: a request's index in the call -> its first image's in the batch)."""
+        if on_preview is None or self.previewer is None:
+            return None
+
+        def preview(latents) -> None:
+            pictures = self.previewer.pictures(latents[list(firsts.values())], size)
+            for index, picture in zip(firsts, pictures):
+                on_preview(index, picture)
+
+        return preview
+
+    def _step_end(self, on_step: StepCallback | None, preview: Callable | None = None):
         def callback(pipe, step: int, timestep, tensors: dict) -> dict:
             if on_step is not None:
                 on_step(step + 1, pipe.num_timesteps)
+            if preview is not None and (step + 1) % self.preview_every == 0 and step + 1 < pipe.num_timesteps:
+                preview(tensors["latents"])
             if self._interrupt.is_set():
                 pipe._interrupt = True  # the denoising loop skips the remaining steps, then decodes
             return tensors

@@ -1,10 +1,12 @@
-"""What runs now, for /sdapi/v1/progress: the latest call started, its step, its steps and when it started."""
+"""What runs now, for /sdapi/v1/progress: the latest call started, its step, its steps, when it started and its
+latest live preview."""
 
 from __future__ import annotations
 
 import contextlib
 import time
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
@@ -15,6 +17,7 @@ class JobState:
     started: float = 0.0
     job_count: int = 0  # calls started since the app started
     interrupted: bool = False
+    current_image: Any = None  # the latest live preview (a PIL image) of the running call
 
 
 class JobTracker:

@@ -47,6 +47,7 @@ class QueuedJob:
     step: int = 0
     steps: int = 0
     together: int = 1  # the jobs in the call that ran it
+    preview: Any = None  # its latest live preview (a PIL image) while it runs
     result: Any = None
     error: BaseException | None = None
     _finished: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -94,6 +95,11 @@ class JobQueue:
     @property
     def running(self) -> tuple[QueuedJob, ...]:
         return tuple(job for call in self._running for job in call)
+
+    def position(self, job: QueuedJob) -> int:
+        """How many jobs wait ahead of `job` (0 when it is not waiting)."""
+        with self._condition:
+            return self._waiting.index(job) if job in self._waiting else 0
 
     def stop_running(self) -> None:
         """Stop every running call after its current step (the interrupt button, /sdapi/v1/interrupt)."""

@@ -32,7 +32,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
 
 from service.queue import QueueFull, Unavailable
-from service.studio import Payload, StepCallback
+from service.studio import Payload, PreviewCallback, StepCallback
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class StudioReplica:
 
         from extensions import create
         from models.manager import load_or_demo
-        from service.studio import StudioService
+        from service.studio import StudioService, with_settings
 
         if device == "cpu":  # torch would take every core of the machine, and the replicas would fight over them
             import torch
@@ -80,7 +80,7 @@ class StudioReplica:
         transformers_logging.disable_progress_bar()
         manager, _ = load_or_demo(config.model, device)
         self.service = StudioService(manager, config.output_dir, create(config), direct=True,
-                                     after_install=lambda manager: manager.compile_unet() if config.compile else None)
+                                     after_install=lambda manager: with_settings(manager, config))
         self.board = board
         self.executor = ThreadPoolExecutor(1)
         self.name = f"{serve.get_replica_context().replica_id.unique_id} (pid {os.getpid()})"
@@ -92,23 +92,25 @@ class StudioReplica:
         return model_id
 
     async def run(self, payloads: Sequence[Payload], token: str):
-        """Streams ("start", replica name), ("step", done, total) as the call advances, then ("done", outcomes,
-        seconds)."""
+        """Streams ("start", replica name), ("step", done, total) and ("preview", job index, picture) as the call
+        advances, then ("done", outcomes, seconds)."""
         await self.lora_set(serve.get_multiplexed_model_id())
         yield "start", self.name
         loop = asyncio.get_running_loop()
         steps: asyncio.Queue = asyncio.Queue()
 
         def on_step(done: int, total: int) -> None:
-            loop.call_soon_threadsafe(steps.put_nowait, (done, total))
+            loop.call_soon_threadsafe(steps.put_nowait, ("step", done, total))
+
+        def on_preview(index: int, picture) -> None:
+            loop.call_soon_threadsafe(steps.put_nowait, ("preview", index, picture))
 
         started = time.perf_counter()
-        work = loop.run_in_executor(self.executor, self.service.compose_together, payloads, on_step)
+        work = loop.run_in_executor(self.executor, self.service.compose_together, payloads, on_step, on_preview)
         try:
             while not work.done():
                 try:
-                    done, total = await asyncio.wait_for(steps.get(), POLL_SECONDS)
-                    yield "step", done, total
+                    yield await asyncio.wait_for(steps.get(), POLL_SECONDS)
                 except asyncio.TimeoutError:
                     pass
                 if await self.board.stopped.remote(token):
@@ -161,10 +163,11 @@ class RayBackend:
         needs = (extension.affinity(payloads[0][0]) for extension in self.extensions)
         return f"{self.model}[{'|'.join(need for need in needs if need)}]"
 
-    def run(self, payloads: Sequence[Payload], on_step: StepCallback, stop: threading.Event) -> list:
+    def run(self, payloads: Sequence[Payload], on_step: StepCallback, on_preview: PreviewCallback,
+            stop: threading.Event) -> list:
         for attempt in (1, 2):
             try:
-                return self._call(payloads, on_step, stop)
+                return self._call(payloads, on_step, on_preview, stop)
             except BackPressureError as error:
                 return [QueueFull(f"the Ray replicas' queue is full ({error})")] * len(payloads)
             except LOST as error:
@@ -175,7 +178,8 @@ class RayBackend:
                 log.warning("a Ray replica was lost mid-call; retrying on another (%s)", str(error).splitlines()[0])
         raise AssertionError("unreachable")
 
-    def _call(self, payloads: Sequence[Payload], on_step: StepCallback, stop: threading.Event) -> list:
+    def _call(self, payloads: Sequence[Payload], on_step: StepCallback, on_preview: PreviewCallback,
+              stop: threading.Event) -> list:
         token, told, started, replica = uuid.uuid4().hex, False, time.perf_counter(), None
         handle = self.handle.options(stream=True, multiplexed_model_id=self.model_id(payloads))
         try:
@@ -188,6 +192,8 @@ class RayBackend:
                     self.running[replica] += 1
                 elif event[0] == "step":
                     on_step(event[1], event[2])
+                elif event[0] == "preview":
+                    on_preview(event[1], event[2])
                 else:
                     _, outcomes, seconds = event
                     self.calls_by_replica[replica] += 1

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from PIL import Image
 
 from extensions.base import SOLO, Extension, Job
-from models.manager import GenerationResult, PipelineManager, StepCallback
+from models.manager import GenerationResult, PipelineManager, PreviewCallback, StepCallback
 from models.request import GenerationRequest
 from models.sampler_names import BATCHING_SAMPLERS
 from service import saving
@@ -57,9 +57,10 @@ Payload = tuple[GenerationRequest, Sequence[str]]  # a queued job's request and 
 class Backend(Protocol):
     concurrency: int  # the calls it runs at once
 
-    def run(self, payloads: Sequence[Payload], on_step: StepCallback, stop: threading.Event) -> list:
-        """The jobs as one call: each one's Composed, or the exception it failed with. `stop` is set to end the
-        call after its current step."""
+    def run(self, payloads: Sequence[Payload], on_step: StepCallback, on_preview: PreviewCallback,
+            stop: threading.Event) -> list:
+        """The jobs as one call: each one's Composed, or the exception it failed with. `on_preview` gets a job's
+        (index in `payloads`) live preview; `stop` is set to end the call after its current step."""
 
     def interrupt(self) -> None:
         """Stop what runs now after its current step (besides setting the calls' `stop`)."""
@@ -78,8 +79,9 @@ class LocalBackend:
     def __init__(self, service: StudioService):
         self.service = service
 
-    def run(self, payloads: Sequence[Payload], on_step: StepCallback, stop: threading.Event) -> list:
-        return self.service.compose_together(payloads, on_step)
+    def run(self, payloads: Sequence[Payload], on_step: StepCallback, on_preview: PreviewCallback,
+            stop: threading.Event) -> list:
+        return self.service.compose_together(payloads, on_step, on_preview)
 
     def interrupt(self) -> None:
         self.service.manager.interrupt()
@@ -89,6 +91,14 @@ class LocalBackend:
 
     def close(self) -> None:
         pass
+
+
+def with_settings(manager: PipelineManager, config, compile_unet: bool = True) -> None:
+    """The app's settings (its AppConfig) on a newly loaded manager, once the extensions are installed on it: live
+    previews, and torch.compile (after the extensions that add layers to the U-Net)."""
+    manager.set_previews(config.live_preview, config.preview_every)
+    if config.compile and compile_unet:
+        manager.compile_unet()
 
 
 class StudioService:
@@ -239,15 +249,19 @@ class StudioService:
             for job in queued:
                 job.on_step(done, total)
 
+        def on_preview(index: int, picture: Image.Image) -> None:
+            queued[index].preview = self.jobs.state.current_image = picture
+
         stop = self._stops[queued[0].number] = threading.Event()
         try:
             with self.jobs.tracking(queued[0].payload[0].steps):
-                outcomes = self.backend.run([job.payload for job in queued], on_step, stop)
+                outcomes = self.backend.run([job.payload for job in queued], on_step, on_preview, stop)
         finally:
             del self._stops[queued[0].number]
         return [self._saved(outcome) if isinstance(outcome, Composed) else outcome for outcome in outcomes]
 
-    def compose_together(self, payloads: Sequence[Payload], on_step: StepCallback | None = None) -> list:
+    def compose_together(self, payloads: Sequence[Payload], on_step: StepCallback | None = None,
+                         on_preview: PreviewCallback | None = None) -> list:
         """Jobs with one batch key (`batch_key`) as few diffusers calls as their prepared sizes allow (inpainting
         only the masked area gives each its own); each job's Composed, or the error it failed with."""
         outcomes: list = [None] * len(payloads)
@@ -260,8 +274,12 @@ class StudioService:
                 continue
             calls.setdefault((job.request.width, job.request.height), []).append((index, job))
         for call in calls.values():
+            def preview(index: int, picture: Image.Image, call=call) -> None:  # the call's index -> the payload's
+                on_preview(call[index][0], picture)
+
             try:
-                results = self.manager.generate_together([job.request for _, job in call], on_step)
+                results = self.manager.generate_together([job.request for _, job in call], on_step,
+                                                         preview if on_preview is not None else None)
                 for (index, job), result in zip(call, results):
                     outcomes[index] = self._composed(job, result)
             except Exception as error:

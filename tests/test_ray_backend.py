@@ -109,9 +109,10 @@ def test_progress_and_interrupt_reach_the_replica(ray_app):
     def progress() -> dict:
         return requests.get(f"{url}/sdapi/v1/progress", timeout=5).json()
 
-    assert until(lambda: progress()["progress"] > 0 and progress()["state"]["sampling_step"] >= 2, seconds=60)
+    assert until(lambda: progress()["progress"] > 0 and progress()["current_image"] is not None, seconds=60)
     now = progress()
     assert 0 < now["progress"] < 1 and now["state"]["sampling_steps"] == 150
+    assert Image.open(io.BytesIO(base64.b64decode(now["current_image"]))).size == (128, 128), "the replica's preview"
     started = time.monotonic()
     requests.post(f"{url}/sdapi/v1/interrupt", timeout=5)
     worker.join(timeout=60)
@@ -161,5 +162,6 @@ def test_rays_backpressure_is_the_queues_503():
     backend = RayBackend.__new__(RayBackend)  # only what `run` touches: no cluster needed for this mapping
     backend.handle, backend.model, backend.extensions = Refusing(), "demo", []
     request = GenerationRequest("txt2img", "x")
-    outcomes = backend.run([(request, [])] * 2, lambda done, total: None, threading.Event())
+    outcomes = backend.run([(request, [])] * 2, lambda done, total: None, lambda index, picture: None,
+                           threading.Event())
     assert len(outcomes) == 2 and all(isinstance(outcome, QueueFull) for outcome in outcomes)

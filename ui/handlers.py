@@ -57,28 +57,36 @@ class Handlers:
 
     def _queued(self, mode: str) -> Callable:
         async def queued(progress=None, **values):
-            return await self.run_queued(mode, values, progress)
+            async for outputs in self.run_queued(mode, values, progress):
+                yield outputs
 
         return queued
 
     async def run_queued(self, mode: str, fields: dict, progress: gr.Progress | None = None):
-        """`run` through the queue, waited for without holding a thread: when Gradio cancels the event, the job
-        leaves the queue (or stops after its current step)."""
+        """`run` through the queue, waited for without holding a thread: yields the job's live previews as they come
+        (gradio_client's `job.outputs()`), then its result. While it waits, the progress says its place in the
+        queue. When Gradio cancels the event, the job leaves the queue (or stops after its current step)."""
         with _as_gradio_errors(mode):
             request, warnings = await run_in_threadpool(self.service.build, mode, fields)
             job = self.service.submit(request, warnings)
-            report, reported = _progress_reporter(progress), 0
+            report, reported, shown = _progress_reporter(progress), 0, None
             try:
                 while not job.wait(0):
+                    if job.state == "waiting" and progress is not None:
+                        ahead = self.service.queue.position(job)
+                        progress(0, desc=f"waiting in the queue: {ahead} ahead" if ahead else "starting")
                     if job.step != reported:
                         reported = job.step
                         report(job.step, job.steps)
+                    if job.preview is not None and job.preview is not shown:
+                        shown = job.preview
+                        yield [(shown, f"step {job.step}/{job.steps}")], "", "", []
                     await asyncio.sleep(POLL_SECONDS)
             except asyncio.CancelledError:
                 self.service.queue.cancel(job)
                 raise
             result = job.outcome()
-        return _outputs(result)
+        yield _outputs(result)
 
     def tab_event(self, mode: str, names: list[str], panels: list[Panel]) -> Callable:
         """A tab's generate event: its own components (by field name; "editor" for inpaint's image editor, whose
@@ -94,7 +102,11 @@ class Handlers:
                 if "mask" in fields:
                     fields["mask"] = fields["mask"] if fields["mask"] is not None else painted
             outputs = self.api[mode](**fields, progress=progress)
-            return await outputs if inspect.isawaitable(outputs) else outputs
+            if inspect.isasyncgen(outputs):  # the queued endpoints: live previews, then the result
+                async for output in outputs:
+                    yield output
+            else:  # on ZeroGPU: the result
+                yield outputs
 
         return event
 
@@ -109,9 +121,10 @@ def _with_parameters(function: Callable, names: list[str], mode: str) -> Callabl
     parameters = [inspect.Parameter(name, kind) for name in names]
     parameters.append(inspect.Parameter("progress", kind, default=gr.Progress()))
 
-    if inspect.iscoroutinefunction(function):  # Gradio awaits it in its own event loop
+    if inspect.isasyncgenfunction(function):  # Gradio iterates it in its own event loop: intermediate outputs
         async def endpoint(*args, **kwargs):
-            return await function(**dict(zip([*names, "progress"], args), **kwargs))
+            async for outputs in function(**dict(zip([*names, "progress"], args), **kwargs)):
+                yield outputs
     else:
         def endpoint(*args, **kwargs):
             return function(**dict(zip([*names, "progress"], args), **kwargs))

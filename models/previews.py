@@ -1,0 +1,51 @@
+"""Live previews: a running job's latents as a picture, every few steps, without the VAE.
+
+`approx` maps the 4 latent channels to RGB with a linear map per pixel, then enlarges it to the generation size
+(A1111's "Approx cheap"). The map is SD 1.5's published one, unless the model folder ships its own fitted map in
+`latent_rgb.json` (the demo model's VAE is its own: training/fit_latent_rgb.py fits it). `off`: none.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+PREVIEW_MODES = ("approx", "off")
+FITTED_FILE = "latent_rgb.json"
+# SD 1.5's latents (as the pipeline holds them, scaled) to RGB in [-1, 1]: the widely used linear fit
+# (huggingface.co forum, "Decoding latents to RGB without upscaling"), as A1111's Approx cheap uses it.
+SD15_LATENT_RGB = ([[0.298, 0.207, 0.208], [0.187, 0.286, 0.173], [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]],
+                   [0.0, 0.0, 0.0])
+
+
+class LatentPreviewer:
+    def __init__(self, weights, bias):
+        self.weights = torch.tensor(weights, dtype=torch.float32)  # latent channels x 3
+        self.bias = torch.tensor(bias, dtype=torch.float32)
+
+    @classmethod
+    def for_model(cls, folder: Path | None) -> LatentPreviewer:
+        """The model's own fitted map when its folder ships one, else SD 1.5's."""
+        fitted = folder / FITTED_FILE if folder is not None else None
+        if fitted is not None and fitted.is_file():
+            data = json.loads(fitted.read_text())
+            return cls(data["weights"], data["bias"])
+        return cls(*SD15_LATENT_RGB)
+
+    def pictures(self, latents: torch.Tensor, size: tuple[int, int]) -> list[Image.Image]:
+        """Each latent of the batch as an RGB picture of `size` (width, height), enlarged with crisp pixels."""
+        rgb = torch.einsum("bchw,cr->bhwr", latents.detach().float().cpu(), self.weights) + self.bias
+        pixels = ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+        return [Image.fromarray(np.ascontiguousarray(picture)).resize(size, Image.NEAREST) for picture in pixels]
+
+
+def fit_latent_rgb(latents: torch.Tensor, rgb: torch.Tensor) -> dict:
+    """The least-squares linear map (with bias) from latents (N, C, h, w) to RGB in [-1, 1] at the same (h, w)."""
+    x = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1]).double()
+    y = rgb.permute(0, 2, 3, 1).reshape(-1, 3).double()
+    solution = torch.linalg.lstsq(torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1), y).solution
+    return {"weights": solution[:-1].tolist(), "bias": solution[-1].tolist()}
