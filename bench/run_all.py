@@ -5,7 +5,7 @@ figures come from.
 """
 
 from bench import (batching, cold_start, controlnet, cuda_speed, inpaint, lora, memory, overhead, png_text,
-                   preprocessors, prompts, ray_scaling, rest, shapes_model)
+                   preprocessors, previews, prompts, ray_scaling, rest, shapes_model)
 
 if __name__ == "__main__":
     overhead.main()
@@ -19,6 +19,7 @@ if __name__ == "__main__":
     prompts.main()
     rest.main()
     batching.main()
+    previews.main()
     ray_scaling.main()
     shapes_model.main([])
     cuda_speed.main()
