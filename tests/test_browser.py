@@ -68,7 +68,7 @@ def test_txt2img_generate_shows_the_image_and_its_parameters(page):
     screenshot(page, "txt2img")
 
 
-def test_progress_bar_moves_and_interrupt_returns_the_image_early(page):
+def test_progress_bar_moves_live_previews_show_and_interrupt_returns_the_image_early(page):
     page.locator("#txt2img-prompt textarea").fill("a slow job")
     set_number(page, "Sampling steps", 150)
     set_number(page, "Width", 512)
@@ -77,10 +77,14 @@ def test_progress_bar_moves_and_interrupt_returns_the_image_early(page):
     progress = page.locator("#txt2img-gallery [role=progressbar]")
     expect(progress).to_have_attribute("aria-valuetext", "Sampling: 1 / 150 steps", timeout=30_000)
     expect(progress).not_to_have_attribute("aria-valuetext", "Sampling: 1 / 150 steps", timeout=30_000)
+    # a live preview (every 5 steps) shows in the result area while the job runs
+    preview = page.locator("#txt2img-gallery img").first
+    expect(preview).to_be_visible(timeout=30_000)
+    expect(page.locator("#txt2img-gallery")).to_contain_text(re.compile(r"step \d+/150, about \d+ s left"))
     screenshot(page, "progress")
     page.locator("#txt2img-interrupt").click()
-    expect(page.locator("#txt2img-gallery img").first).to_be_visible(timeout=30_000)
-    expect(page.locator("#txt2img-notes textarea")).to_have_value(re.compile("^interrupted"))
+    expect(page.locator("#txt2img-notes textarea")).to_have_value(re.compile("^interrupted"), timeout=30_000)
+    expect(page.locator("#txt2img-gallery")).not_to_contain_text("left")
 
 
 def test_inpaint_error_then_painted_mask_generates(page, tmp_path):

@@ -13,6 +13,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,7 +70,7 @@ class Handlers:
         with _as_gradio_errors(mode):
             request, warnings = await run_in_threadpool(self.service.build, mode, fields)
             job = self.service.submit(request, warnings)
-            report, reported, shown = _progress_reporter(progress), 0, None
+            report, reported, shown, first_step = _progress_reporter(progress), 0, None, None
             try:
                 while not job.wait(0):
                     if job.state == "waiting" and progress is not None:
@@ -78,9 +79,10 @@ class Handlers:
                     if job.step != reported:
                         reported = job.step
                         report(job.step, job.steps)
+                        first_step = first_step or (time.monotonic(), job.step)
                     if job.preview is not None and job.preview is not shown:
                         shown = job.preview
-                        yield [(shown, f"step {job.step}/{job.steps}")], "", "", []
+                        yield [(shown, _preview_caption(job.step, job.steps, first_step))], "", "", []
                     await asyncio.sleep(POLL_SECONDS)
             except asyncio.CancelledError:
                 self.service.queue.cancel(job)
@@ -132,6 +134,14 @@ def _with_parameters(function: Callable, names: list[str], mode: str) -> Callabl
     endpoint.__signature__ = inspect.Signature(parameters)
     endpoint.__name__ = endpoint.__qualname__ = mode
     return endpoint
+
+
+def _preview_caption(step: int, steps: int, first_step: tuple[float, int] | None) -> str:
+    """"step 10/40, about 12 s left": the time left from the step time measured since the first step seen."""
+    if first_step is None or step <= first_step[1]:
+        return f"step {step}/{steps}"
+    per_step = (time.monotonic() - first_step[0]) / (step - first_step[1])
+    return f"step {step}/{steps}, about {per_step * (steps - step):.0f} s left"
 
 
 def _progress_reporter(progress: gr.Progress | None) -> Callable[[int, int], None]:
