@@ -110,7 +110,7 @@ def test_only_masked_crops_the_control_map_like_the_image(service):
     options = {"inpaint_area": "Only masked", "padding": 8, "mask_blur": 0}
     seen = []
     original = service.manager.generate_together
-    service.manager.generate_together = lambda jobs, on_step=None: seen.extend(jobs) or original(jobs, on_step)
+    service.manager.generate_together = lambda jobs, *rest: seen.extend(jobs) or original(jobs, *rest)
     try:
         service.generate(*service.build("inpaint", dict(
             prompt="x", image=picture, mask=mask, steps=2, width=SIZE, height=SIZE,
@@ -134,7 +134,7 @@ def control_images_of(service, mode: str, **inputs) -> list[Image.Image]:
     """The control maps the job of a request for `mode` with `inputs` hands the model."""
     jobs = []
 
-    def spy(requests, on_step=None):
+    def spy(requests, *rest):
         jobs.extend(requests)
         raise Captured
 

@@ -58,9 +58,9 @@ class GenerationSizes:
     def __enter__(self):
         original = self.manager.generate_together
 
-        def recording(requests, on_step=None):
+        def recording(requests, *rest):
             self.sizes += [(request.width, request.height, request.image.size) for request in requests]
-            return original(requests, on_step=on_step)
+            return original(requests, *rest)
 
         self.manager.generate_together = recording
         return self.sizes
