@@ -97,11 +97,14 @@ def test_inpaint_options_and_outpaint(client, files):
     assert (parameters["Inpaint area"], parameters["Masked area padding"], parameters["Mask blur"]) == (
         "Only masked", "8", "2")
     assert Image.open(gallery[0]["image"]).size == (96, 64), "the result has the input's size"
-    gallery, _, _ = client.predict(
+    gallery, infotext, _ = client.predict(
         prompt="a wall", image=handle_file(files / "image.png"), right=40, up=16, steps=3, seed=2,
         api_name="/outpaint",
     )
     assert Image.open(gallery[0]["image"]).size == (96 + 40, 64 + 16)
+    parameters = parse_infotext(infotext)[2]
+    assert parameters["Result size"] == "136x80", "the result's size, beside the generation's Size"
+    assert parameters["Outpaint extents"] == "left 0, right 40, up 16, down 0"
     with pytest.raises(Exception, match="inpaint_area must be one of Whole picture, Only masked, got 'All'"):
         client.predict(prompt="x", image=handle_file(files / "image.png"), mask=handle_file(files / "mask.png"),
                        inpaint_area="All", api_name="/inpaint")

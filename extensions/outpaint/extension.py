@@ -4,8 +4,20 @@ picture; the picture beyond the seam is kept exactly."""
 
 from __future__ import annotations
 
-from extensions.base import Extension, Panel, TabContext
+from dataclasses import dataclass
+
+from extensions.base import Extension, Job, Panel, TabContext
 from extensions.outpaint.canvas import extend_canvas
+
+
+@dataclass(frozen=True)
+class Extents:
+    """How far an outpaint job extended each side of its picture, and the result's size."""
+    left: int
+    right: int
+    up: int
+    down: int
+    size: tuple[int, int]
 
 class Outpaint(Extension):
     name = "outpaint"
@@ -25,7 +37,25 @@ class Outpaint(Extension):
         overlap = settings.get("overlap", 16)
         # A blur up to overlap / 8 softens the seam while the picture beyond the band stays 0 in the blurred mask.
         fields.update(image=canvas, mask=mask, mask_blur=min(4, int(overlap) // 8))
+        fields[self.name] = Extents(*(int(settings.get(side, 0)) for side in ("left", "right", "up", "down")),
+                                    canvas.size)
         return "inpaint"
+
+    def parse(self, mode: str, fields, warnings: list[str]) -> Extents | None:
+        return fields.pop(self.name, None)  # what `rewrite` left for the job
+
+    def prepare(self, job: Job) -> None:
+        extents = job.request.part(self.name)
+        if extents is not None:  # the generation's Size is the model's; these say what the result is
+            job.infotext["Outpaint extents"] = (f"left {extents.left}, right {extents.right}, up {extents.up}, "
+                                                f"down {extents.down}")
+            job.infotext["Result size"] = "{}x{}".format(*extents.size)
+
+    def from_infotext(self, entries: dict[str, str], warnings: list[str]) -> dict:
+        # The outpainted result is the picture to work on now: the extents are history, not settings to reapply.
+        entries.pop("Outpaint extents", None)
+        entries.pop("Result size", None)
+        return {}
 
     def panel(self, tab: TabContext) -> Panel | None:
         if tab.mode != "inpaint":
