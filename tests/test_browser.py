@@ -150,6 +150,8 @@ def test_controlnet_unit_preview_then_generate(page, tmp_path):
     page.locator("#txt2img-cn0-preview").click()
     expect(page.locator("#txt2img-cn0-map img")).to_be_visible(timeout=30_000)
     page.locator("#txt2img-cn0-enabled input").check()
+    header = page.locator("#txt2img-controlnet").get_by_text(re.compile("^ControlNet")).first
+    expect(header).to_have_text("ControlNet (1 unit on)")
     page.locator("#txt2img-generate").click()
     expect(page.locator("#txt2img-infotext textarea")).to_have_value(
         re.compile(r'ControlNet 0: "Module: canny, Model: edges \[[0-9a-f]{8}\], Weight: 1.0'), timeout=30_000

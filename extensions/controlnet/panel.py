@@ -21,12 +21,21 @@ def controlnet_panel(extension, tab: TabContext) -> Panel:
     order."""
     components = []
     modules, names = preprocessors.available(), extension.library.list_names()  # once, not once per unit
-    with gr.Accordion("ControlNet", open=False, elem_id=f"{tab.mode}-controlnet"):
+    with gr.Accordion("ControlNet", open=False, elem_id=f"{tab.mode}-controlnet") as accordion:
         with gr.Tabs():
             for index in range(extension.max_units):
                 with gr.Tab(f"Unit {index}", id=f"{tab.mode}-cn-unit-{index}"):
                     components += _unit(extension, tab, index, modules, names)
+    # The header counts the units switched on, so a closed accordion still says that ControlNet is in use.
+    switches = components[UNIT_FIELDS.index("enabled")::len(UNIT_FIELDS)]
+    for switch in switches:
+        switch.change(_header, switches, accordion, queue=False, api_visibility="private")
     return Panel(inputs=components, collect=_collect, send=lambda fields: _send(fields, extension.max_units))
+
+
+def _header(*enabled: bool):
+    on = sum(bool(value) for value in enabled)
+    return gr.Accordion(label=f"ControlNet ({on} unit{'s' if on != 1 else ''} on)" if on else "ControlNet")
 
 
 def _collect(values: list) -> dict:
