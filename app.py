@@ -204,6 +204,7 @@ def build_server(config: AppConfig, blocks, service):
 
     from api.edge import BodyLimit
     from models.limits import MAX_IMAGE_BYTES
+    from ui.layout import CSS
 
     server = FastAPI(title="SD Studio", docs_url=None, redoc_url=None, openapi_url=None)
     if config.api:
@@ -212,7 +213,7 @@ def build_server(config: AppConfig, blocks, service):
 
         server.include_router(build_router(service, config.rest_auth))
         server.include_router(build_docs_router(server, config.rest_auth))
-    server = gr.mount_gradio_app(server, blocks, path="", auth=config.auth, show_error=True,
+    server = gr.mount_gradio_app(server, blocks, path="", auth=config.auth, show_error=True, css=CSS,
                                  max_file_size=MAX_IMAGE_BYTES)
     server.add_middleware(BodyLimit)
     server.router.on_shutdown.append(service.close)  # Ctrl+C: the waiting jobs go, the running one stops

@@ -65,6 +65,8 @@ def test_txt2img_generate_shows_the_image_and_its_parameters(page):
         re.compile(r"^a large red circle on a blue background\nSteps: 20, Sampler: Euler a, .*Model: sd-shapes-inpainting")
     )
     expect(page.locator("#system-line")).to_contain_text("cpu · float32 · attention: sdpa")
+    result = page.locator("#txt2img-gallery img").first
+    assert result.evaluate("image => getComputedStyle(image).imageRendering") == "pixelated", "crisp, not blurred"
     screenshot(page, "txt2img")
 
 

@@ -20,6 +20,12 @@ TITLE = "SD Studio"
 SETTINGS = ("negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "sampler", "batch_size")
 
 
+# Results are enlarged with crisp pixels (the demo model makes 64 px images; smoothing blurs them to mush).
+CSS = """
+[id$="-gallery"] img { image-rendering: pixelated; }
+"""
+
+
 def build_ui(service: StudioService, queue_size: int = 16) -> gr.Blocks:
     handlers = Handlers(service)
     # Generation events wait in the service's queue (one job on the model at a time), so Gradio lets as many in as
