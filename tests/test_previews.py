@@ -21,7 +21,7 @@ def test_the_demo_models_fitted_map_shows_what_its_vae_would(demo_manager):
     image = demo_manager.generate(GenerationRequest("txt2img", "a red circle on a blue background", seed=3,
                                                     steps=20, width=64, height=64)).images[0]
     vae = demo_manager.pipelines["txt2img"].vae
-    pixels = torch.from_numpy(np.asarray(image)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 127.5 - 1
     with torch.no_grad():
         latents = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor
 
