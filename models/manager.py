@@ -115,7 +115,9 @@ class PipelineManager:
 
     def describe(self) -> str:
         kind = "inpainting (9-channel U-Net)" if self.is_inpainting_model else "4-channel U-Net"
-        return f"model: {self.source.name} [{self.model_hash}] · {kind} · {self.runtime.describe()}"
+        native = self.default_size
+        return (f"model: {self.source.name} [{self.model_hash}] · {kind} · native {native}x{native} · "
+                f"{self.runtime.describe()}")
 
     def compile_unet(self, backend: str = "inductor") -> None:
         """torch.compile the shared U-Net in place, so every derived pipeline runs the compiled one. Extensions

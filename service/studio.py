@@ -101,6 +101,9 @@ def with_settings(manager: PipelineManager, config, compile_unet: bool = True) -
         manager.compile_unet()
 
 
+FAR_BEYOND_NATIVE = 16  # pixels over the model's native size's that earn a warning (4x a side)
+
+
 class StudioService:
     def __init__(self, manager: PipelineManager, output_dir: str | Path, extensions: Sequence[Extension] = (),
                  notice: str = "", after_install: Callable[[PipelineManager], None] | None = None,
@@ -185,7 +188,14 @@ class StudioService:
 
     def build(self, mode: str, fields: Mapping[str, Any]) -> tuple[GenerationRequest, list[str]]:
         """A typed request from an endpoint's plain fields, and warnings for the user."""
-        return self.requests.build(mode, fields)
+        request, warnings = self.requests.build(mode, fields)
+        native = self.default_size
+        if request.width * request.height > FAR_BEYOND_NATIVE * native * native:
+            warnings.append(
+                f"{request.width}x{request.height} is far beyond this model's native {native}x{native}: each step "
+                f"takes at least {request.width * request.height / native ** 2:.0f}x as long, and the model may "
+                "repeat or stretch what it draws")
+        return request, warnings
 
     def run(self, mode: str, fields: Mapping[str, Any], on_step: StepCallback | None = None) -> Generation:
         """`build`, then the job through the queue, waited for here (what the UI and gradio_client do); `on_step`

@@ -64,7 +64,7 @@ def test_txt2img_generate_shows_the_image_and_its_parameters(page):
     expect(infotext).to_have_value(
         re.compile(r"^a large red circle on a blue background\nSteps: 20, Sampler: Euler a, .*Model: sd-shapes-inpainting")
     )
-    expect(page.locator("#system-line")).to_contain_text("cpu · float32 · attention: sdpa")
+    expect(page.locator("#system-line")).to_contain_text("native 64x64 · cpu · float32 · attention: sdpa")
     result = page.locator("#txt2img-gallery img").first
     assert result.evaluate("image => getComputedStyle(image).imageRendering") == "pixelated", "crisp, not blurred"
     screenshot(page, "txt2img")
@@ -85,7 +85,10 @@ def test_progress_bar_moves_live_previews_show_and_interrupt_returns_the_image_e
     expect(page.locator("#txt2img-gallery")).to_contain_text(re.compile(r"step \d+/150, about \d+ s left"))
     screenshot(page, "progress")
     page.locator("#txt2img-interrupt").click()
-    expect(page.locator("#txt2img-notes textarea")).to_have_value(re.compile("^interrupted"), timeout=30_000)
+    notes = page.locator("#txt2img-notes textarea")
+    expect(notes).to_have_value(re.compile(r"(^|\n)interrupted"), timeout=30_000)
+    expect(notes).to_have_value(re.compile("^512x512 is far beyond this model's native 64x64: each step takes at "
+                                           "least 64x as long"))
     expect(page.locator("#txt2img-gallery")).not_to_contain_text("left")
 
 
