@@ -64,8 +64,8 @@ class PipelineManager:
         self.configurers: list[Configurer] = []  # in the order the extensions were installed
         self.pipeline_hooks: list[PipelineHook] = []
         self.unet_compiled = False
-        self.previewer: LatentPreviewer | None = LatentPreviewer.for_model(None)  # None: no live previews
-        self.preview_every = 5  # steps between live previews
+        self.previewer = LatentPreviewer.for_model(None)  # the model's latent-to-RGB map (load() finds its own)
+        self.preview_every = 5  # steps between live previews; 0: none
         base.to(runtime.device)
         if runtime.device.type == "cpu":  # on a GPU, .to() has copied them already
             own_memory(*(part for part in base.components.values() if isinstance(part, torch.nn.Module)))
@@ -126,12 +126,8 @@ class PipelineManager:
         self.unet_compiled = True
 
     def set_previews(self, mode: str, every: int) -> None:
-        """Live previews: `approx` every `every` steps, or `off`."""
-        if mode == "off":
-            self.previewer = None
-        elif self.previewer is None:
-            self.previewer = LatentPreviewer.for_model(None)
-        self.preview_every = every
+        """Live previews: `approx` every `every` steps, or `off` (the model's map stays for when they come back)."""
+        self.preview_every = every if mode == "approx" else 0
 
     # -- running ----------------------------------------------------------------------------------------
 
@@ -219,7 +215,7 @@ class PipelineManager:
     def _previews(self, on_preview: PreviewCallback | None, firsts: dict[int, int], size: tuple[int, int]):
         """What the step callback calls with the latents when a preview is due: each request's first image as a
         preview (`firsts`: a request's index in the call -> its first image's in the batch)."""
-        if on_preview is None or self.previewer is None:
+        if on_preview is None or not self.preview_every:
             return None
 
         def preview(latents) -> None:

@@ -47,6 +47,8 @@ def test_previews_come_every_n_steps_per_request_of_a_batch_and_not_when_off(dem
         assert not seen
     finally:
         demo_manager.set_previews("approx", 5)
+    assert demo_manager.previewer.weights.tolist() != LatentPreviewer.for_model(None).weights.tolist(), \
+        "back on, the model's own fitted map"
 
 
 def test_rest_progress_has_a_preview_of_the_generation_size_while_running_and_none_when_idle(app_server):
