@@ -107,14 +107,17 @@ class StudioReplica:
 
         started = time.perf_counter()
         work = loop.run_in_executor(self.executor, self.service.compose_together, payloads, on_step, on_preview)
+        looked = started
         try:
             while not work.done():
                 try:
                     yield await asyncio.wait_for(steps.get(), POLL_SECONDS)
                 except asyncio.TimeoutError:
                     pass
-                if await self.board.stopped.remote(token):
-                    self.service.manager.interrupt()
+                if time.perf_counter() - looked >= POLL_SECONDS:  # the board, not once per step: a round trip
+                    looked = time.perf_counter()
+                    if await self.board.stopped.remote(token):
+                        self.service.manager.interrupt()
             yield "done", work.result(), time.perf_counter() - started
         except asyncio.CancelledError:  # the front gave up on the call
             self.service.manager.interrupt()
