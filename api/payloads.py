@@ -18,7 +18,13 @@ from PIL import Image
 from extensions.base import Extension
 from models.images import decode_image, fit
 from models.limits import check_text
-from models.sampler_names import DEFAULT_SAMPLER, SAMPLER_NAMES, SCHEDULE_TYPES, join_name, split_name
+from models.sampler_names import (
+    DEFAULT_SAMPLER,
+    SAMPLER_NAMES,
+    SCHEDULE_TYPES,
+    join_name,
+    split_name,
+)
 from models.validate import whole_number
 
 # A1111 field -> our keyword, for fields that mean the same thing
@@ -74,9 +80,9 @@ def _resized(image: Image.Image, mode, kwargs: dict) -> Image.Image:
     """img2img's init image at width x height by A1111's resize_mode (0 stretch, 1 crop, 2 fill, 3 as 0)."""
     if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode < len(RESIZE_MODES):
         raise ValueError(f"resize_mode must be 0 to 3 ({', '.join(RESIZE_MODES)}), got {mode!r}")
-    width, height = kwargs.get("width", 512), kwargs.get("height", 512)
+    width, height = kwargs.get("width"), kwargs.get("height")
     if not all(isinstance(side, int) and side > 0 for side in (width, height)):
-        return image  # the endpoint names the bad size
+        return image  # no size: the image's own (the endpoint names a bad one)
     return fit(image, (width, height), FIT_MODES[mode], Image.Resampling.LANCZOS)
 
 

@@ -23,12 +23,12 @@ from diffusers import (
     StableDiffusionPipeline,
 )
 from diffusers.utils import logging as diffusers_logging
-from transformers.utils import logging as transformers_logging
 from PIL import Image
+from transformers.utils import logging as transformers_logging
 
 from models import loading
-from models.files import hub_unreachable, own_memory
 from models.device import Runtime, resolve_runtime
+from models.files import hub_unreachable, own_memory
 from models.previews import LatentPreviewer
 from models.request import MAX_SEED, GenerationRequest
 from models.samplers import make_scheduler

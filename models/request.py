@@ -10,6 +10,7 @@ never looks inside.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -27,6 +28,13 @@ STEPS_RANGE = (1, 150)
 CFG_RANGE = (1.0, 30.0)
 BATCH_RANGE = (1, 8)
 MAX_SEED = 2**32 - 1  # A1111 seeds are 32-bit
+
+
+def size_of_image(image: Image.Image) -> tuple[int, int]:
+    """The generation size an input image asks for: its own, scaled down to fit SIZE_RANGE if it is larger, each
+    side the nearest multiple of 8 and at least MIN_SIDE."""
+    scale = min(1.0, SIZE_RANGE[1] / max(image.size))
+    return tuple(min(SIZE_RANGE[1], max(MIN_SIDE, math.floor(side * scale / 8 + 0.5) * 8)) for side in image.size)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from extensions.base import Extension
 from models.images import load_image, load_mask
-from models.request import MODES, GenerationRequest
+from models.request import MODES, GenerationRequest, size_of_image
 from models.sampler_names import DEFAULT_SAMPLER
 from models.validate import text
 
@@ -21,6 +21,7 @@ CORE_FIELDS: dict[str, Any] = {
     "prompt": "", "negative_prompt": "", "seed": -1, "steps": 20, "guidance_scale": 7.0, "width": 512, "height": 512,
     "sampler": DEFAULT_SAMPLER, "batch_size": 1, "strength": 0.75, "image": None, "mask": None,
 }
+IMAGE_SIZED = ("img2img", "inpaint")  # a width or height of 0 (their endpoints' default) means the image's own
 MODE_FIELDS = {  # the core fields each endpoint takes
     "txt2img": ("prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "sampler",
                 "batch_size"),
@@ -68,6 +69,9 @@ class RequestBuilder:
             mode = extension.rewrite(mode, fields)
         warnings: list[str] = []
         image, mask = fields.get("image"), fields.get("mask")
+        if mode in IMAGE_SIZED and isinstance(image, Image.Image):  # no size given (or 0): the image's own
+            for name, side in zip(("width", "height"), size_of_image(image)):
+                fields[name] = fields.get(name) or side
         if isinstance(mask, Image.Image) and isinstance(image, Image.Image) and mask.size != image.size:
             warnings.append("mask was {}x{}, resized to the image's {}x{}".format(*mask.size, *image.size))
             fields["mask"] = mask.resize(image.size, Image.NEAREST)

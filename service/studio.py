@@ -11,8 +11,8 @@ Bad input raises ValueError naming the field and the value; the interfaces turn 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable, Mapping, Sequence
 import threading
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,7 +20,12 @@ from typing import Any, Protocol
 from PIL import Image
 
 from extensions.base import SOLO, Extension, Job
-from models.manager import GenerationResult, PipelineManager, PreviewCallback, StepCallback
+from models.manager import (
+    GenerationResult,
+    PipelineManager,
+    PreviewCallback,
+    StepCallback,
+)
 from models.request import GenerationRequest
 from models.sampler_names import BATCHING_SAMPLERS
 from service import saving

@@ -36,7 +36,9 @@ def test_endpoints_are_named_with_keyword_parameters(client):
     assert outpaint[:8] == ["prompt", "image", "left", "right", "up", "down", "overlap", "fill"]
     optional = {name for name, p in parameters.items() if p["parameter_has_default"]}
     assert optional == set(parameters) - {"prompt", "image", "mask"}
-    assert parameters["width"]["parameter_default"] == 64  # the UI's default for the demo model (its native size)
+    assert parameters["width"]["parameter_default"] == 0  # the input image's own size
+    txt2img = {p["parameter_name"]: p for p in endpoints["/txt2img"]["parameters"]}
+    assert txt2img["width"]["parameter_default"] == 64  # the demo model's native size
 
 
 def check_result(result, prompt, asked: dict, mode_extra: dict | None = None):
@@ -77,6 +79,19 @@ def test_img2img(client, files):
     )
     asked = dict(seed=5, steps=4, width=96, height=64, sampler_written="Euler a", cfg_written="7")
     check_result(result, "a blue square", asked, {"Denoising strength": "0.5"})
+
+
+def test_img2img_and_inpaint_default_to_the_input_image_size_rounded_to_8(client, tmp_path):
+    Image.new("RGB", (100, 60), "navy").save(tmp_path / "odd.png")  # 100 -> 104, 60 -> 64
+    Image.new("RGB", (128, 128), "navy").save(tmp_path / "square.png")
+    Image.new("L", (128, 128), 255).save(tmp_path / "mask.png")
+    for api_name, image in (("/img2img", "odd.png"), ("/inpaint", "square.png")):
+        mask = {"mask": handle_file(tmp_path / "mask.png")} if api_name == "/inpaint" else {}
+        gallery, infotext, _ = client.predict(prompt="a red circle", image=handle_file(tmp_path / image), steps=2,
+                                              api_name=api_name, **mask)
+        expected = {"odd.png": (104, 64), "square.png": (128, 128)}[image]
+        assert Image.open(gallery[0]["image"]).size == expected, api_name
+        assert parse_infotext(infotext)[2]["Size"] == "{}x{}".format(*expected)
 
 
 def test_inpaint_with_plain_image_and_mask_files(client, files):

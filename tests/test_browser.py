@@ -149,11 +149,14 @@ def test_controlnet_unit_preview_then_generate(page, tmp_path):
     ring = Image.new("RGB", (128, 128), "black")
     ImageDraw.Draw(ring).ellipse([32, 32, 96, 96], outline="white", width=4)
     ring.save(tmp_path / "ring.png")
+    page.set_viewport_size({"width": 1280, "height": 800})
     page.locator("#txt2img-prompt textarea").fill("a ring")
     page.locator("#txt2img-controlnet").get_by_text("ControlNet").first.click()  # open the accordion
     page.locator("#txt2img-cn0-image input[type=file]").set_input_files(tmp_path / "ring.png")
     page.locator("#txt2img-cn0-preview").click()
     expect(page.locator("#txt2img-cn0-map img")).to_be_visible(timeout=30_000)
+    assert page.locator("#txt2img-cn0-map img").bounding_box()["width"] > 150, "the 64 px map is shown enlarged"
+    assert overflowing_labels(page.locator("#txt2img-controlnet")) == []
     page.locator("#txt2img-cn0-enabled input").check()
     header = page.locator("#txt2img-controlnet").get_by_text(re.compile("^ControlNet")).first
     expect(header).to_have_text("ControlNet (1 unit on)")
@@ -162,6 +165,83 @@ def test_controlnet_unit_preview_then_generate(page, tmp_path):
         re.compile(r'ControlNet 0: "Module: canny, Model: edges \[[0-9a-f]{8}\], Weight: 1.0'), timeout=30_000
     )
     screenshot(page, "controlnet")
+
+
+def overflowing_labels(area) -> list[str]:
+    """The components' labels in `area` that wrap onto a second line or overflow their box, from their bounding
+    boxes."""
+    return area.evaluate("""area => [...area.querySelectorAll('[data-testid="block-info"]')]
+        .filter(label => label.offsetParent !== null && label.textContent.trim())
+        .filter(label => {
+            const box = label.getBoundingClientRect(), style = getComputedStyle(label);
+            const line = parseFloat(style.lineHeight) || parseFloat(style.fontSize) * 1.3;
+            return box.height > line * 1.5 || label.scrollWidth > label.clientWidth + 1;
+        })
+        .map(label => label.textContent.trim())""")
+
+
+def test_results_reuse_seed_survive_an_error_and_go_to_inpaint(page):
+    page.locator("#txt2img-prompt textarea").fill("a green square")
+    page.locator("#txt2img-generate").click()
+    infotext = page.locator("#txt2img-infotext textarea")
+    expect(infotext).to_have_value(re.compile(r"^a green square\n.*Seed: \d+"), timeout=30_000)
+    seed = re.search(r"Seed: (\d+)", infotext.input_value())[1]
+    result = page.locator("#txt2img-gallery img").first
+    source = result.get_attribute("src")
+    page.locator("#txt2img-reuse-seed").click()
+    expect(page.get_by_role("tabpanel").get_by_label("Seed (-1: random)")).to_have_value(seed)
+
+    page.locator("#txt2img-prompt textarea").fill("a green square <lora:inc:1>")  # a typo: the job fails
+    page.locator("#txt2img-generate").click()
+    expect(page.locator(".toast-body").first).to_contain_text("did you mean 'ink'?")
+    expect(page.locator("#txt2img-notes textarea")).to_have_value(re.compile("^error: LoRA 'inc'"))
+    expect(result).to_be_visible()  # the last image stays, without an error badge over it
+    assert result.get_attribute("src") == source
+    expect(page.locator("#txt2img-gallery").get_by_text("Error", exact=True)).to_be_hidden()
+    screenshot(page, "error-keeps-result")
+
+    page.locator("#txt2img-to-inpaint").click()
+    expect(page.locator("#inpaint-prompt textarea")).to_have_value("a green square")
+    tab = page.get_by_role("tabpanel")  # the tab on show
+    expect(tab.get_by_label("Seed (-1: random)")).to_have_value(seed)
+    expect(page.locator("#inpaint-editor canvas").first).to_be_visible()
+    expect(tab.locator("input[aria-label='number input for Width']")).to_have_value("64")
+
+
+def test_history_lists_saved_outputs_filters_and_sends_to_img2img(page, app_server, tmp_path):
+    """Yesterday's image (saved by an earlier run) is listed with today's, newest first; the filter finds it; Send
+    to img2img fills the tab; Delete removes it."""
+    import os
+
+    from models.infotext import save_png
+
+    service = app_server[1]
+    today = service.run("txt2img", dict(prompt="a blue triangle today", seed=3, steps=2)).files[0]
+    yesterday = save_png(Image.new("RGB", (64, 64), "purple"),
+                         service.output_dir / "txt2img-images" / "2026-11-29" / "00000-42.png",
+                         "a purple moon yesterday\nSteps: 7, Sampler: Euler a, CFG scale: 6, Seed: 42, Size: 64x64")
+    os.utime(yesterday, (1, 1))
+    page.get_by_role("tab", name="History").click()
+    gallery = page.locator("#history-gallery")
+    expect(page.locator("#history-page")).to_contain_text(re.compile(r"page 1 of \d+ · \d+ images"))
+    expect(gallery.get_by_text(today.name)).to_be_visible()
+    page.locator("#history-filter textarea").fill("PURPLE moon")
+    page.locator("#history-filter textarea").press("Enter")
+    expect(page.locator("#history-page")).to_have_text("page 1 of 1 · 1 image matching 'PURPLE moon'")
+    gallery.locator("img").first.click()
+    expect(page.locator("#history-infotext textarea")).to_have_value(re.compile("^a purple moon yesterday\nSteps: 7"))
+    screenshot(page, "history")
+    page.locator("#history-to-img2img").click()
+    expect(page.locator("#img2img-prompt textarea")).to_have_value("a purple moon yesterday")
+    expect(page.get_by_role("tabpanel").locator("input[aria-label='number input for Sampling steps']")
+           ).to_have_value("7")
+    expect(page.locator("#img2img-image img")).to_be_visible()
+
+    page.get_by_role("tab", name="History").click()
+    gallery.locator("img").first.click()
+    page.locator("#history-delete").click()
+    expect(page.locator("#history-page")).to_contain_text("0 images matching 'PURPLE moon' · deleted 00000-42.png")
+    assert not yesterday.exists() and today.exists()
 
 
 def regenerate_in_txt2img(page: Page, infotext_pattern: str, original) -> None:

@@ -48,3 +48,11 @@ def test_good_values_pass_unchanged():
     request = GenerationRequest("inpaint", "x", width=2048, height=64, steps=150, guidance_scale=30, seed=2**32 - 1,
                                 batch_size=8, strength=1.0, image=IMAGE, mask=MASK)
     assert (request.width, request.steps, request.seed) == (2048, 150, 2**32 - 1)
+
+
+def test_an_input_image_asks_for_its_own_size_in_multiples_of_8_within_the_range():
+    from models.request import size_of_image
+
+    assert size_of_image(Image.new("RGB", (100, 60))) == (104, 64)
+    assert size_of_image(Image.new("RGB", (4000, 3000))) == (2048, 1536)  # scaled to fit, the aspect kept
+    assert size_of_image(Image.new("RGB", (10, 300))) == (64, 304)

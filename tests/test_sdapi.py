@@ -193,6 +193,15 @@ def test_an_empty_body_generates_with_the_defaults(app_server):
                                 "long, and the model may repeat or stretch what it draws"]
 
 
+def test_img2img_without_a_size_keeps_the_image_size(app_server):
+    buffer = io.BytesIO()
+    Image.new("RGB", (128, 96), "navy").save(buffer, format="PNG")
+    response = requests.post(f"{app_server[0]}/sdapi/v1/img2img", json={
+        "prompt": "x", "steps": 2, "init_images": [base64.b64encode(buffer.getvalue()).decode()]}, timeout=60)
+    assert response.status_code == 200
+    assert Image.open(io.BytesIO(base64.b64decode(response.json()["images"][0]))).size == (128, 96)
+
+
 def test_bad_images_get_422(app_server):
     response = requests.post(f"{app_server[0]}/sdapi/v1/img2img", json={"prompt": "x", "init_images": ["bm90"]},
                              timeout=30)

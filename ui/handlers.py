@@ -25,6 +25,7 @@ from extensions.base import Panel
 from models.zerogpu import MODES as ZEROGPU_MODES
 from models.zerogpu import duration_from_call, gpu
 from service.queue import Cancelled, QueueFull, Unavailable
+from service.requests import IMAGE_SIZED
 from service.studio import Generation, StudioService
 
 log = logging.getLogger(__name__)
@@ -33,9 +34,10 @@ POLL_SECONDS = 0.05  # how often a waiting event looks at its job
 class Handlers:
     def __init__(self, service: StudioService):
         self.service = service
-        size = service.default_size
-        # each endpoint's fields and defaults (the UI's defaults): the core's, then each extension's
-        self.fields = {mode: {**fields, **{name: size for name in ("width", "height") if name in fields}}
+        # each endpoint's fields and defaults: the core's, then each extension's; the size is the model's, or for
+        # img2img and inpaint 0 (the input image's own)
+        self.fields = {mode: {**fields, **{name: 0 if mode in IMAGE_SIZED else service.default_size
+                                           for name in ("width", "height") if name in fields}}
                        for mode, fields in service.requests.endpoints().items()}
         # The functions behind the named endpoints, whose parameters are the fields. On a ZeroGPU Space each holds a
         # GPU for a duration estimated from its own arguments; elsewhere gpu() returns the function itself.
@@ -91,26 +93,37 @@ class Handlers:
         yield _outputs(result)
 
     def tab_event(self, mode: str, names: list[str], panels: list[Panel]) -> Callable:
-        """A tab's generate event: its own components (by field name; "editor" for inpaint's image editor, whose
-        painted mask is used unless a mask image was uploaded), then each panel's inputs."""
-        async def event(*values, progress=gr.Progress()):
-            fields, rest = dict(zip(names, values)), list(values[len(names):])
-            for panel in panels:
-                fields.update(panel.collect(rest[: len(panel.inputs)]))
-                rest = rest[len(panel.inputs):]
-            if "editor" in fields:
-                image, painted = editor_image_and_mask(fields.pop("editor"))
-                fields["image"] = image
-                if "mask" in fields:
-                    fields["mask"] = fields["mask"] if fields["mask"] is not None else painted
-            outputs = self.api[mode](**fields, progress=progress)
-            if inspect.isasyncgen(outputs):  # the queued endpoints: live previews, then the result
-                async for output in outputs:
+        """A tab's generate event: the results shown now, its own components (by field name; "editor" for
+        inpaint's image editor, whose painted mask is used unless a mask image was uploaded), then each panel's
+        inputs. When it fails, the results shown before come back (not a live preview of the failed job) and the
+        notes keep the error after its toast has gone."""
+        async def event(shown, *values, progress=gr.Progress()):
+            try:
+                async for output in self._tab_outputs(mode, names, panels, values, progress):
                     yield output
-            else:  # on ZeroGPU: the result
-                yield outputs
+            except gr.Error as error:
+                yield (shown or {}).get("gallery", []), gr.update(), f"error: {error.message}", shown or {}
+                raise
 
         return event
+
+    async def _tab_outputs(self, mode: str, names: list[str], panels: list[Panel], values, progress):
+        """A tab's values as the fields of its endpoint, run: its outputs as they come."""
+        fields, rest = dict(zip(names, values)), list(values[len(names):])
+        for panel in panels:
+            fields.update(panel.collect(rest[: len(panel.inputs)]))
+            rest = rest[len(panel.inputs):]
+        if "editor" in fields:
+            image, painted = editor_image_and_mask(fields.pop("editor"))
+            fields["image"] = image
+            if "mask" in fields:
+                fields["mask"] = fields["mask"] if fields["mask"] is not None else painted
+        outputs = self.api[mode](**fields, progress=progress)
+        if inspect.isasyncgen(outputs):  # the queued endpoints: live previews, then the result
+            async for output in outputs:
+                yield output
+        else:  # on ZeroGPU: the result
+            yield outputs
 
     def interrupt(self) -> None:
         self.service.interrupt()
@@ -173,10 +186,13 @@ def _as_gradio_errors(mode: str):
 
 
 def _outputs(result: Generation):
+    """The gallery, the first image's infotext, the warnings, and what is shown (for the buttons under it)."""
     for warning in result.warnings:
         gr.Warning(warning)
     gallery = [(str(servable(path)), f"seed {seed}") for path, seed in zip(result.files, result.seeds)]
-    return gallery, result.infotexts[0] if result.infotexts else "", "\n".join(result.warnings), result.infotexts
+    shown = {"gallery": gallery, "files": [str(path) for path in result.files], "infotexts": result.infotexts,
+             "seeds": result.seeds, "selected": 0}
+    return gallery, result.infotexts[0] if result.infotexts else "", "\n".join(result.warnings), shown
 
 
 def editor_image_and_mask(editor) -> tuple[Image.Image | None, Image.Image | None]:
@@ -192,8 +208,19 @@ def editor_image_and_mask(editor) -> tuple[Image.Image | None, Image.Image | Non
     return background.convert("RGB"), mask
 
 
-def select_infotext(infotexts: list[str], event: gr.SelectData) -> str:
-    return infotexts[event.index] if infotexts and event.index < len(infotexts) else ""
+def select_result(shown: dict, event: gr.SelectData) -> tuple[str, dict]:
+    """A click on a result: its infotext, and it becomes the one the buttons under the results act on."""
+    if not shown or not 0 <= event.index < len(shown["infotexts"]):
+        return "", shown
+    return shown["infotexts"][event.index], {**shown, "selected": event.index}
+
+
+def selected_result(shown: dict) -> tuple[str | None, str | None, int | None]:
+    """(infotext, file, seed) of the result the buttons under the results act on; Nones before any."""
+    if not shown or not shown.get("files"):
+        return None, None, None
+    index = shown["selected"]
+    return shown["infotexts"][index], shown["files"][index], shown["seeds"][index]
 
 
 def servable(path: Path) -> Path:

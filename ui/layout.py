@@ -8,21 +8,41 @@ import contextlib
 import gradio as gr
 
 from extensions.base import Panel, TabContext
-from models.request import BATCH_RANGE, CFG_RANGE, SIZE_RANGE, STEPS_RANGE
+from models.request import (
+    BATCH_RANGE,
+    CFG_RANGE,
+    SIZE_RANGE,
+    STEPS_RANGE,
+    size_of_image,
+)
 from models.sampler_names import SAMPLER_NAMES
+from service.history import History
+from service.pnginfo import fields_from_infotext
 from service.studio import StudioService
 from ui.endpoints import register_endpoints
-from ui.handlers import Handlers, editor_image_and_mask, map_file, select_infotext
+from ui.handlers import (
+    Handlers,
+    editor_image_and_mask,
+    map_file,
+    select_result,
+    selected_result,
+)
+from ui.history import history_tab
 from ui.png_info import png_info_tab
+from ui.send import send_to
 
 GPU_SLOT = "gpu"  # every generation event shares this concurrency group
 TITLE = "SD Studio"
+INPUT_HEIGHT = 360  # px: input pictures at a size one can see and paint on (a 64 px image is enlarged to fit)
 SETTINGS = ("negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "sampler", "batch_size")
 
 
-# Results are enlarged with crisp pixels (the demo model makes 64 px images; smoothing blurs them to mush).
+# Results are enlarged with crisp pixels (the demo model makes 64 px images; smoothing blurs them to mush). A failed
+# job's toast and notes say what went wrong; Gradio's "Error" badge over the results would hide the last images.
 CSS = """
 [id$="-gallery"] img { image-rendering: pixelated; }
+[id$="-gallery"] .wrap:has(> .error) { display: none; }
+.studio-input img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
 """
 
 
@@ -40,7 +60,10 @@ def build_ui(service: StudioService, queue_size: int = 16) -> gr.Blocks:
             for mode in ("txt2img", "img2img", "inpaint"):
                 with gr.Tab(mode, id=mode):
                     targets[mode] = _tab(handlers, mode, event)
-            png_info_tab(tabs, targets, service.extensions)
+            png_info_source = png_info_tab(tabs, targets, service.extensions)
+            history_tab(tabs, targets, png_info_source, History(service.output_dir), service.extensions)
+        for target in targets.values():
+            _wire_result_buttons(target, tabs, targets, service.extensions)
         gr.Markdown(f"`{service.system_line()}`", elem_id="system-line")
         register_endpoints(handlers, service.extensions, event)
     blocks.queue(max_size=queue_size, default_concurrency_limit=1, api_open=False)
@@ -65,8 +88,9 @@ def _tab(handlers: Handlers, mode: str, event: dict) -> dict:
             sampler = gr.Dropdown(list(SAMPLER_NAMES), value=defaults["sampler"], label="Sampling method")
             steps = gr.Slider(*STEPS_RANGE, value=defaults["steps"], step=1, label="Sampling steps")
             with gr.Row():
-                width = gr.Slider(*SIZE_RANGE, value=defaults["width"], step=8, label="Width")
-                height = gr.Slider(*SIZE_RANGE, value=defaults["height"], step=8, label="Height")
+                size = handlers.service.default_size  # the model's; an uploaded image sets its own (below)
+                width = gr.Slider(*SIZE_RANGE, value=size, step=8, label="Width")
+                height = gr.Slider(*SIZE_RANGE, value=size, step=8, label="Height")
             with gr.Row():
                 batch_size = gr.Slider(*BATCH_RANGE, value=defaults["batch_size"], step=1, label="Batch size")
                 cfg = gr.Slider(*CFG_RANGE, value=defaults["guidance_scale"], step=0.5, label="CFG scale")
@@ -79,35 +103,56 @@ def _tab(handlers: Handlers, mode: str, event: dict) -> dict:
         with gr.Column():
             gallery = gr.Gallery(label="Results", format="png", columns=2, elem_id=f"{mode}-gallery")
             infotext = gr.Textbox(label="Generation parameters", lines=4, elem_id=f"{mode}-infotext")
+            with gr.Row(elem_id=f"{mode}-result-buttons"):
+                reuse = gr.Button("♻ Reuse seed", size="sm", elem_id=f"{mode}-reuse-seed")
+                sends = {to: gr.Button(f"Send to {to}", size="sm", elem_id=f"{mode}-to-{to}")
+                         for to in ("img2img", "inpaint")}
             notes = gr.Textbox(label="Notes", lines=1, elem_id=f"{mode}-notes")
-            infotexts = gr.State([])
+            shown = gr.State({})  # the results on show (handlers._outputs), for the buttons under them
 
     fields = {"prompt": prompt, "negative_prompt": negative, "seed": seed, "steps": steps, "guidance_scale": cfg,
               "width": width, "height": height, "sampler": sampler, "batch_size": batch_size}
     image_names = {"txt2img": [], "img2img": ["image"], "inpaint": ["editor", "mask"]}[mode]
     names = ["prompt", *image_names, *SETTINGS] + (["strength"] if mode != "txt2img" else [])
     own = [prompt, *images, *(fields[name] for name in SETTINGS)] + ([strength] if mode != "txt2img" else [])
-    outputs = [gallery, infotext, notes, infotexts]
+    outputs = [gallery, infotext, notes, shown]
     # The named API endpoints are registered separately (ui/endpoints.py); these events serve the browser only.
     generating = [panel for panel in panels if not panel.actions]
-    generate.click(handlers.tab_event(mode, names, generating), [*own, *(c for p in generating for c in p.inputs)],
+    generate.click(handlers.tab_event(mode, names, generating),
+                   [shown, *own, *(c for p in generating for c in p.inputs)],
                    outputs, api_name=f"{mode}_ui", api_visibility="private", show_progress_on=[gallery],
                    **event)
     for panel in panels:
         for action, button in panel.actions.items():  # e.g. Outpaint: the tab's picture, not its painted mask
             action_names = [name for name in names if name != "mask"]
             action_own = [component for name, component in zip(names, own) if name != "mask"]
-            button.click(handlers.tab_event(action, action_names, [panel]), [*action_own, *panel.inputs], outputs,
+            button.click(handlers.tab_event(action, action_names, [panel]), [shown, *action_own, *panel.inputs], outputs,
                          api_name=f"{action}_ui", api_visibility="private", show_progress_on=[gallery],
                          **event)
     # Not queued: it must get through while the generation holds the GPU slot.
     interrupt.click(handlers.interrupt, api_name=f"{mode}_interrupt", queue=False, api_visibility="private")
-    gallery.select(
-        select_infotext, [infotexts], [infotext], api_name=f"{mode}_select", queue=False, api_visibility="private"
-    )
+    gallery.select(select_result, [shown], [infotext, shown], api_name=f"{mode}_select", queue=False,
+                   api_visibility="private")
     if mode != "txt2img":
         fields.update(image=images[0], strength=strength)
-    return {"fields": fields, "panels": [panel for panel in panels if panel.send is not None]}
+        images[0].upload(_size_of_upload, images[0], [width, height], queue=False, api_visibility="private")
+    return {"fields": fields, "panels": [panel for panel in panels if panel.send is not None],
+            "results": {"shown": shown, "reuse": reuse, "sends": sends}}
+
+
+def _wire_result_buttons(target: dict, tabs: gr.Tabs, targets: dict, extensions) -> None:
+    """Under the results: the selected image's seed into this tab's Seed, or the image with its parameters to a
+    tab (as PNG Info sends it)."""
+    results = target["results"]
+    results["reuse"].click(lambda shown: selected_result(shown)[2] if shown else gr.update(), [results["shown"]],
+                           [target["fields"]["seed"]], queue=False, api_visibility="private")
+
+    def read(shown: dict) -> tuple[dict, str | None]:
+        infotext, path, _ = selected_result(shown)
+        return (fields_from_infotext(infotext, extensions) if infotext else {}), path
+
+    for mode, button in results["sends"].items():
+        send_to(button, tabs, mode, targets[mode], [results["shown"]], read)
 
 
 def _panels(handlers: Handlers, context: TabContext, prompt_row) -> list[Panel]:
@@ -120,17 +165,26 @@ def _panels(handlers: Handlers, context: TabContext, prompt_row) -> list[Panel]:
     return panels
 
 
+def _size_of_upload(image):
+    """Width and height for an uploaded picture (an editor's value in inpaint): its own size, as the API's default."""
+    picture = editor_image_and_mask(image)[0] if isinstance(image, dict) else image
+    return size_of_image(picture) if picture is not None else (gr.update(), gr.update())
+
+
 def _image_inputs(mode: str) -> list:
     if mode == "txt2img":
         return []
     if mode == "img2img":
-        return [gr.Image(type="pil", label="Image", elem_id="img2img-image")]
+        return [gr.Image(type="pil", label="Image", elem_id="img2img-image", height=INPUT_HEIGHT,
+                         elem_classes=["studio-input"])]
     editor = gr.ImageEditor(
         type="pil",
         label="Image and mask: paint over the area to repaint",
         brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=24),
         layers=False,
+        height=INPUT_HEIGHT,
         elem_id="inpaint-editor",
     )
-    mask_upload = gr.Image(type="pil", image_mode="RGBA", label="Or upload a mask (white = repaint)", elem_id="inpaint-mask")
+    mask_upload = gr.Image(type="pil", image_mode="RGBA", label="Or upload a mask (white = repaint)",
+                           elem_id="inpaint-mask", elem_classes=["studio-input"])
     return [editor, mask_upload]

@@ -14,6 +14,7 @@ from models.files import shown_path
 # The order of each unit's components, as the event passes their values (the API's field names).
 UNIT_FIELDS = ("enabled", "image", "module", "model", "weight", "guidance_start", "guidance_end", "control_mode",
                "resize_mode", "processor_res", "threshold_a", "threshold_b", "pixel_perfect")
+SLIDER_WIDTH = 240  # px: a slider's label, number box and reset button on one line
 
 
 def controlnet_panel(extension, tab: TabContext) -> Panel:
@@ -57,9 +58,9 @@ def _unit(extension, tab: TabContext, index: int, modules: list[str], names: lis
     mode, prefix = tab.mode, f"{tab.mode}-cn{index}"
     with gr.Row():
         image = gr.Image(type="pil", label="Control image (empty: the tab's image)" if mode != "txt2img"
-                         else "Control image", elem_id=f"{prefix}-image", height=220)
+                         else "Control image", elem_id=f"{prefix}-image", height=220, elem_classes=["studio-input"])
         detected = gr.Image(type="pil", label="Detected map", interactive=False, elem_id=f"{prefix}-map",
-                            height=220, format="png")
+                            height=220, format="png", elem_classes=["studio-input"])
     with gr.Row():
         enabled = gr.Checkbox(label="Enable", elem_id=f"{prefix}-enabled")
         pixel_perfect = gr.Checkbox(value=True, label="Pixel Perfect", elem_id=f"{prefix}-pixel-perfect",
@@ -70,12 +71,13 @@ def _unit(extension, tab: TabContext, index: int, modules: list[str], names: lis
         model = gr.Dropdown(names, value=names[0] if names else None, label="Model", allow_custom_value=True,
                             elem_id=f"{prefix}-model", info=f"from {shown_path(extension.library.folder)}, or a Hub id")
         refresh = gr.Button("Refresh", size="sm", min_width=80)
-    with gr.Row():
-        weight = gr.Slider(0, 2, value=1.0, step=0.05, label="Control Weight")
-        start = gr.Slider(0, 1, value=0.0, step=0.01, label="Starting Control Step")
-        end = gr.Slider(0, 1, value=1.0, step=0.01, label="Ending Control Step")
+    with gr.Row():  # wide enough for A1111's labels on one line: a row wraps its sliders rather than their labels
+        weight = gr.Slider(0, 2, value=1.0, step=0.05, label="Control Weight", min_width=SLIDER_WIDTH)
+        start = gr.Slider(0, 1, value=0.0, step=0.01, label="Starting Control Step", min_width=SLIDER_WIDTH)
+        end = gr.Slider(0, 1, value=1.0, step=0.01, label="Ending Control Step", min_width=SLIDER_WIDTH)
     with gr.Row():
         resolution = gr.Slider(64, 2048, value=512, step=8, label="Preprocessor Resolution", visible=False,
+                               min_width=SLIDER_WIDTH,
                                elem_id=f"{prefix}-resolution")
         threshold_a, threshold_b = (_slider(preprocessors.get("canny"), ab) for ab in "ab")
     control_mode = gr.Radio(list(CONTROL_MODES), value=CONTROL_MODES[0], label="Control Mode")
@@ -130,8 +132,9 @@ def _slider(preprocessor, ab: str) -> gr.Slider:
     """The threshold slider a preprocessor uses (hidden if it uses none): built in the panel, an update in events."""
     spec = getattr(preprocessor, f"threshold_{ab}")
     if spec is None:
-        return gr.Slider(visible=False, value=None, label=f"Threshold {ab.upper()}")
-    return gr.Slider(spec.minimum, spec.maximum, value=spec.default, step=spec.step, label=spec.label, visible=True)
+        return gr.Slider(visible=False, value=None, label=f"Threshold {ab.upper()}", min_width=SLIDER_WIDTH)
+    return gr.Slider(spec.minimum, spec.maximum, value=spec.default, step=spec.step, label=spec.label, visible=True,
+                     min_width=SLIDER_WIDTH)
 
 
 def detect_endpoint(extension, image_file) -> None:
