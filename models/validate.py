@@ -72,11 +72,13 @@ def text(field: str, value, limit: int | None = None) -> str:
     return check_text(field, value) if limit is None else check_text(field, value, limit)
 
 
-def did_you_mean(name: str, known) -> str:
+def did_you_mean(name: str, known, cutoff: float = 0.6) -> str:
     """"; did you mean 'x'?" naming the known names closest to a mistyped one (at most three), or "". A name in a
-    subfolder ("other/pose") is also found by its last part ("pose", "Pose")."""
+    subfolder ("other/pose") is also found by its last part ("pose", "Pose"). Case does not count."""
     known = list(known)
     by_last_part = [candidate for candidate in known if candidate.rsplit("/", 1)[-1].lower() == name.lower()]
-    close = by_last_part + [match for match in difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-                            if match not in by_last_part]
+    by_lower = {candidate.lower(): candidate for candidate in reversed(known)}
+    close = by_last_part + [by_lower[match] for match in difflib.get_close_matches(name.lower(), by_lower, n=3,
+                                                                                   cutoff=cutoff)
+                            if by_lower[match] not in by_last_part]
     return f"; did you mean {' or '.join(map(repr, close[:3]))}?" if close else ""

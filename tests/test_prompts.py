@@ -311,6 +311,16 @@ def test_rest_lists_the_embeddings_as_a1111_does(app_server):
     assert requests.post(f"{app_server[0]}/sdapi/v1/refresh-embeddings", timeout=30).status_code == 200
 
 
+def test_a_word_close_to_an_embeddings_name_gets_did_you_mean_and_ordinary_words_pass(app_server):
+    service = app_server[1]
+    _, warnings = service.build("txt2img", {"prompt": "a (shiny-styl:1.1) red circle", "negative_prompt": "Shiny_Style"})
+    assert [warning for warning in warnings if "embedding" in warning] == [
+        "'shiny-styl' is no embedding's name; did you mean 'shiny-style'?",
+        "'Shiny_Style' is no embedding's name; did you mean 'shiny-style'?"]
+    _, warnings = service.build("txt2img", {"prompt": "a shiny red circle in style, shiny-style, evils, stylish"})
+    assert [warning for warning in warnings if "embedding's name" in warning] == []
+
+
 def test_a_weighted_long_prompt_with_an_embedding_through_gradio_client(client):
     prompt = "(a shiny-style red circle:1.2), [blue background], " * 12  # 200 tokens and more
     gallery, infotext, warnings = client.predict(prompt=prompt, negative_prompt="evil", seed=2, steps=2, width=64,

@@ -21,9 +21,10 @@ from extensions.prompts.encoder import CHUNK, PromptEncoder, pad_chunks
 from extensions.prompts.syntax import parse
 from models.infotext import read_value
 from models.limits import MAX_PROMPT_CHARS
-from models.validate import whole_number
+from models.validate import did_you_mean, whole_number
 
 CLIP_SKIP_RANGE = (1, 12)
+NEAR_MISS = 0.9  # how alike a prompt word and an embedding's name must be to ask "did you mean"
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class Prompts(Extension):
         if clip_skip > layers:
             raise ValueError(f"clip_skip must be from 1 to {layers} for this model's {layers}-layer text encoder, "
                              f"got {clip_skip}")
-        warnings += self._skipped_in(fields)
+        warnings += self._skipped_in(fields) + self._near_misses(fields)
         return PromptsPart(clip_skip) if clip_skip != 1 else None
 
     def _skipped_in(self, fields: Mapping) -> list[str]:
@@ -72,6 +73,18 @@ class Prompts(Extension):
         text = f"{fields.get('prompt') or ''} {fields.get('negative_prompt') or ''}"
         return [f"embedding {name!r} is not used: {why}" for name, why in self.library.skipped(self.width).items()
                 if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text, re.IGNORECASE)]
+
+    def _near_misses(self, fields: Mapping) -> list[str]:
+        """A warning for each word of the prompts that is not an embedding's name but nearly one (a typo: the word
+        would reach the text encoder as plain text). Only close matches, so that ordinary words pass unremarked."""
+        names = [*self.library.loaded(self.width), *self.library.skipped(self.width)]
+        if not names:
+            return []
+        text = f"{fields.get('prompt') or ''} {fields.get('negative_prompt') or ''}"
+        lowered = {name.lower() for name in names}
+        words = dict.fromkeys(word for word in re.findall(r"[\w-]{4,}", text) if word.lower() not in lowered)
+        hints = ((word, did_you_mean(word, names, cutoff=NEAR_MISS)) for word in words)
+        return [f"{word!r} is no embedding's name{hint}" for word, hint in hints if hint]
 
     def prepare(self, job: Job) -> None:
         part = job.request.part(self.name)
