@@ -175,6 +175,8 @@ def build_app(config: AppConfig):
 
     service.model_loader = switch
     service.checkpoints = lambda: checkpoint_names(config.ckpt_dir)
+    service.startup_model = config.model
+    service.model_name = "demo" if notice else config.model
     log.info(service.system_line())
     if warning := exposure_warning(config):
         log.warning(warning)

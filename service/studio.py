@@ -135,6 +135,8 @@ class StudioService:
         self.outputs = saving.OutputFolder(self.output_dir)
         self.model_loader: Callable[[str], PipelineManager] | None = None  # set by the app to allow switching
         self.checkpoints: Callable[[], list[str]] = lambda: []  # the checkpoint names a client may switch to
+        self.model_name = "demo"  # the model in use, by the name it was chosen with (the app sets the first)
+        self.startup_model = "demo"  # the model the app was started with (--model)
 
     # -- facts for the interfaces -----------------------------------------------------------------------
 
@@ -181,6 +183,11 @@ class StudioService:
             manager = self.model_loader(spec)
             if manager is not self.manager:
                 self.manager = self._installed(manager)
+            self.model_name = spec
+
+    def model_choices(self) -> list[str]:
+        """What the UI's model dropdown offers: the model in use, demo, the startup model, the checkpoint folder's."""
+        return list(dict.fromkeys([self.model_name, "demo", self.startup_model, *self.checkpoints()]))
 
     def _installed(self, manager: PipelineManager) -> PipelineManager:
         for extension in self.extensions:

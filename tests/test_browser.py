@@ -244,6 +244,35 @@ def test_history_lists_saved_outputs_filters_and_sends_to_img2img(page, app_serv
     assert not yesterday.exists() and today.exists()
 
 
+def test_the_model_dropdown_switches_the_model_and_a_bad_name_keeps_it(page, app_server, txt2img_folder,
+                                                                         tmp_path_factory):
+    from tests.conftest import checkpoint_dir
+
+    service = app_server[1]
+    shutil.copytree(txt2img_folder, checkpoint_dir(tmp_path_factory) / "ui" / "sd-txt2img", dirs_exist_ok=True)
+    choice = page.locator("#model-choice input")
+    expect(choice).to_have_value("demo")
+    page.locator("#model-refresh").click()  # the checkpoint just added
+    try:
+        choice.click()
+        page.get_by_role("option", name="ui/sd-txt2img").click()
+        expect(page.locator("#system-line")).to_contain_text("model: sd-txt2img [", timeout=30_000)
+        page.locator("#txt2img-prompt textarea").fill("a red circle")
+        page.locator("#txt2img-generate").click()
+        expect(page.locator("#txt2img-infotext textarea")).to_have_value(re.compile("Model: sd-txt2img"),
+                                                                         timeout=30_000)
+        choice.fill("nosuch")
+        choice.press("Enter")
+        expect(page.locator(".toast-body").filter(has_text="no model named 'nosuch'")).to_be_visible()
+        expect(choice).to_have_value("ui/sd-txt2img")
+        page.reload()  # a page opened later shows the model in use
+        expect(page.locator("#model-choice input")).to_have_value("ui/sd-txt2img")
+        screenshot(page, "model-switched")
+    finally:
+        service.switch_model("demo")
+    assert service.model_name == "demo" and service.manager.source.name == "sd-shapes-inpainting"
+
+
 def regenerate_in_txt2img(page: Page, infotext_pattern: str, original) -> None:
     """Generate in txt2img, wait for an infotext matching the pattern, and check the pixels equal the original's."""
     import io

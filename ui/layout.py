@@ -28,6 +28,7 @@ from ui.handlers import (
     selected_result,
 )
 from ui.history import history_tab
+from ui.models import model_row
 from ui.png_info import png_info_tab
 from ui.send import send_to
 
@@ -55,6 +56,9 @@ def build_ui(service: StudioService, queue_size: int = 16) -> gr.Blocks:
         gr.Markdown(f"# {TITLE}")
         if service.notice:
             gr.Markdown(f"⚠️ **{service.notice}**", elem_id="model-notice")
+        system_line = gr.Markdown(f"`{service.system_line()}`", elem_id="system-line", render=False)
+        if service.model_loader is not None:
+            model_row(blocks, service, system_line)
         with gr.Tabs() as tabs:
             targets = {}
             for mode in ("txt2img", "img2img", "inpaint"):
@@ -64,7 +68,7 @@ def build_ui(service: StudioService, queue_size: int = 16) -> gr.Blocks:
             history_tab(tabs, targets, png_info_source, History(service.output_dir), service.extensions)
         for target in targets.values():
             _wire_result_buttons(target, tabs, targets, service.extensions)
-        gr.Markdown(f"`{service.system_line()}`", elem_id="system-line")
+        system_line.render()
         register_endpoints(handlers, service.extensions, event)
     blocks.queue(max_size=queue_size, default_concurrency_limit=1, api_open=False)
     return blocks
