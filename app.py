@@ -40,6 +40,7 @@ ENVIRONMENT = {
     "batch_wait_ms": ("SD_BATCH_WAIT_MS", "10"),
     "live_preview": ("SD_LIVE_PREVIEW", "approx"),
     "preview_every": ("SD_PREVIEW_EVERY", "5"),
+    "taesd": ("SD_TAESD", "madebyollin/taesd"),
     "backend": ("SD_BACKEND", "local"),
     "replicas": ("SD_REPLICAS", "1"),
     "ray_address": ("SD_RAY_ADDRESS", ""),
@@ -51,7 +52,7 @@ ENVIRONMENT = {
 
 SWITCHES = ("lora_fuse", "compile", "api")  # the on/off options
 BACKENDS = ("local", "ray")
-PREVIEW_MODES = ("approx", "off")  # as models.previews.PREVIEW_MODES (not imported here: it loads torch)
+PREVIEW_MODES = ("approx", "taesd", "off")  # as models.previews.PREVIEW_MODES (not imported here: it loads torch)
 SHUTDOWN_SECONDS = 3  # what open requests get on Ctrl+C before they are cancelled
 
 
@@ -76,8 +77,9 @@ class AppConfig:
     queue_size: int  # jobs that may wait
     max_batch: int  # the most images compatible jobs make in one diffusers call (1: no batching)
     batch_wait_ms: int  # how long a job that could take more waits for compatible ones
-    live_preview: str  # "approx" (latents to RGB without the VAE) or "off"
+    live_preview: str  # "approx" (latents to RGB without the VAE), "taesd" (a tiny VAE) or "off"
     preview_every: int  # steps between live previews
+    taesd: str  # the tiny VAE for taesd previews: a diffusers folder or a Hub id
     backend: str  # "local" (the in-process model) or "ray" (Ray Serve replicas, each with its own copy)
     replicas: int  # with --backend ray
     ray_address: str  # with --backend ray: a running Ray cluster (default: start a local one)
@@ -128,7 +130,7 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
         model=args.model, ckpt_dir=Path(args.ckpt_dir), host=args.host, device=args.device,
         lora_dir=Path(args.lora_dir), controlnet_dir=Path(args.controlnet_dir), annotator_dir=Path(args.annotator_dir),
         embeddings_dir=Path(args.embeddings_dir), output_dir=Path(args.output_dir), backend=args.backend,
-        live_preview=args.live_preview,
+        live_preview=args.live_preview, taesd=args.taesd,
         ray_address=args.ray_address, **numbers, **switches, **credentials,
     )
 

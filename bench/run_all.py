@@ -4,7 +4,7 @@ figures come from.
     python -m bench.run_all
 """
 
-from bench import (batching, cold_start, controlnet, cuda_speed, inpaint, lora, memory, overhead, png_text,
+from bench import (batching, cold_start, controlnet, cuda_speed, history, inpaint, lora, memory, overhead, png_text,
                    preprocessors, previews, prompts, ray_scaling, rest, shapes_model)
 
 if __name__ == "__main__":
@@ -21,5 +21,6 @@ if __name__ == "__main__":
     batching.main()
     previews.main()
     ray_scaling.main()
+    history.main()
     shapes_model.main([])
     cuda_speed.main()

@@ -29,7 +29,7 @@ from transformers.utils import logging as transformers_logging
 from models import loading
 from models.device import Runtime, resolve_runtime
 from models.files import hub_unreachable, own_memory
-from models.previews import LatentPreviewer
+from models.previews import TAESD, LatentPreviewer, TinyVaePreviewer
 from models.request import MAX_SEED, GenerationRequest
 from models.samplers import make_scheduler
 
@@ -65,6 +65,7 @@ class PipelineManager:
         self.pipeline_hooks: list[PipelineHook] = []
         self.unet_compiled = False
         self.previewer = LatentPreviewer.for_model(None)  # the model's latent-to-RGB map (load() finds its own)
+        self.tiny_vae: TinyVaePreviewer | None = None  # taesd, when previews use it
         self.preview_every = 5  # steps between live previews; 0: none
         base.to(runtime.device)
         if runtime.device.type == "cpu":  # on a GPU, .to() has copied them already
@@ -125,9 +126,18 @@ class PipelineManager:
         self.pipelines["txt2img"].unet.compile(backend=backend)
         self.unet_compiled = True
 
-    def set_previews(self, mode: str, every: int) -> None:
-        """Live previews: `approx` every `every` steps, or `off` (the model's map stays for when they come back)."""
-        self.preview_every = every if mode == "approx" else 0
+    def set_previews(self, mode: str, every: int, taesd: str = TAESD) -> None:
+        """Live previews every `every` steps: `approx`, `taesd` (the tiny VAE from the folder or Hub id `taesd`;
+        approx when it cannot be loaded, with a warning in the log), or `off` (the model's map stays for when they
+        come back)."""
+        self.preview_every = every if mode in ("approx", "taesd") else 0
+        self.tiny_vae = None
+        if mode == "taesd":
+            try:
+                self.tiny_vae = TinyVaePreviewer.load(taesd)
+            except Exception as error:  # noqa: BLE001 - previews are a convenience: never stop the app for them
+                log.warning("live previews: taesd %r could not be loaded (%s: %s); using approx instead", taesd,
+                            type(error).__name__, str(error).splitlines()[0] if str(error) else "")
 
     # -- running ----------------------------------------------------------------------------------------
 
@@ -218,8 +228,10 @@ class PipelineManager:
         if on_preview is None or not self.preview_every:
             return None
 
+        previewer = self.tiny_vae or self.previewer
+
         def preview(latents) -> None:
-            pictures = self.previewer.pictures(latents[list(firsts.values())], size)
+            pictures = previewer.pictures(latents[list(firsts.values())], size)
             for index, picture in zip(firsts, pictures):
                 on_preview(index, picture)
 

@@ -2,11 +2,14 @@
 
 `approx` maps the 4 latent channels to RGB with a linear map per pixel, then enlarges it to the generation size
 (A1111's "Approx cheap"). The map is SD 1.5's published one, unless the model folder ships its own fitted map in
-`latent_rgb.json` (the demo model's VAE is its own: training/fit_latent_rgb.py fits it). `off`: none.
+`latent_rgb.json` (the demo model's VAE is its own: training/fit_latent_rgb.py fits it). `taesd`: diffusers'
+AutoencoderTiny (madebyollin/taesd, trained to decode SD 1.x latents) makes a picture at the generation size,
+close to the final image, from a local folder or the Hub (`--taesd`). `off`: none.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -14,7 +17,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-PREVIEW_MODES = ("approx", "off")
+from models.files import hub_unreachable
+
+PREVIEW_MODES = ("approx", "taesd", "off")
+TAESD = "madebyollin/taesd"  # the tiny VAE for SD 1.x latents
 FITTED_FILE = "latent_rgb.json"
 # SD 1.5's latents (as the pipeline holds them, scaled) to RGB in [-1, 1]: the widely used linear fit
 # (huggingface.co forum, "Decoding latents to RGB without upscaling"), as A1111's Approx cheap uses it.
@@ -41,6 +47,33 @@ class LatentPreviewer:
         rgb = torch.einsum("bchw,cr->bhwr", latents.detach().float().cpu(), self.weights) + self.bias
         pixels = ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
         return [Image.fromarray(np.ascontiguousarray(picture)).resize(size, Image.NEAREST) for picture in pixels]
+
+
+class TinyVaePreviewer:
+    def __init__(self, vae):
+        self.vae = vae.eval().requires_grad_(False)
+
+    @classmethod
+    @functools.lru_cache(maxsize=2)  # one copy per folder or Hub id, whichever models use it
+    def load(cls, spec: str) -> TinyVaePreviewer:
+        """AutoencoderTiny from a diffusers folder or a Hub id (from the local cache when the Hub is unreachable);
+        `.safetensors` weights only."""
+        from diffusers import AutoencoderTiny
+
+        local = Path(spec).is_dir()
+        return cls(AutoencoderTiny.from_pretrained(spec, use_safetensors=True,
+                                                   local_files_only=local or hub_unreachable()))
+
+    def pictures(self, latents: torch.Tensor, size: tuple[int, int]) -> list[Image.Image]:
+        """Each latent (as the pipeline holds them: scaled, which is what taesd decodes) as an RGB picture of
+        `size` (width, height)."""
+        parameter = next(self.vae.parameters())
+        if parameter.device != latents.device or parameter.dtype != latents.dtype:
+            self.vae.to(latents.device, latents.dtype)
+        with torch.no_grad():
+            rgb = self.vae.decode(latents.detach()).sample  # (b, 3, 8h, 8w) in [-1, 1]
+        pixels = ((rgb.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return [Image.fromarray(np.ascontiguousarray(picture)).resize(size, Image.BILINEAR) for picture in pixels]
 
 
 def fit_latent_rgb(latents: torch.Tensor, rgb: torch.Tensor) -> dict:

@@ -101,7 +101,7 @@ class LocalBackend:
 def with_settings(manager: PipelineManager, config, compile_unet: bool = True) -> None:
     """The app's settings (its AppConfig) on a newly loaded manager, once the extensions are installed on it: live
     previews, and torch.compile (after the extensions that add layers to the U-Net)."""
-    manager.set_previews(config.live_preview, config.preview_every)
+    manager.set_previews(config.live_preview, config.preview_every, config.taesd)
     if config.compile and compile_unet:
         manager.compile_unet()
 

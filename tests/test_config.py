@@ -34,6 +34,8 @@ def test_environment_then_flags():
                               environ={"SD_BACKEND": "ray", "SD_RAY_ADDRESS": "ray://head:10001", "SD_MAX_BATCH": "8"})
     assert (config.backend, config.replicas, config.ray_address) == ("ray", 3, "ray://head:10001")
     assert (config.max_batch, config.batch_wait_ms) == (8, 0)
+    config = app.parse_config(["--live-preview", "taesd"], environ={"SD_TAESD": "/models/taesd"})
+    assert (config.live_preview, config.taesd, config.preview_every) == ("taesd", "/models/taesd", 5)
 
 
 @pytest.mark.parametrize("argv, named", [
@@ -46,6 +48,7 @@ def test_environment_then_flags():
     (["--compile", "fast"], "--compile must be on or off, got 'fast'"),
     (["--lora-rank", "-8"], "--lora-rank must be a whole number of at least 1, got '-8'"),
     (["--compile", "on", "--lora-fuse", "on"], "--lora-fuse cannot be combined with --compile"),
+    (["--live-preview", "vae"], "--live-preview must be one of approx, taesd, off, got 'vae'"),
 ])
 def test_bad_values_are_named(capsys, argv, named):
     with pytest.raises(SystemExit):

@@ -12,7 +12,7 @@ import requests
 import torch
 from PIL import Image
 
-from models.previews import LatentPreviewer
+from models.previews import LatentPreviewer, TinyVaePreviewer
 from models.request import GenerationRequest
 from tests.test_queue import until
 
@@ -49,6 +49,52 @@ def test_previews_come_every_n_steps_per_request_of_a_batch_and_not_when_off(dem
         demo_manager.set_previews("approx", 5)
     assert demo_manager.previewer.weights.tolist() != LatentPreviewer.for_model(None).weights.tolist(), \
         "back on, the model's own fitted map"
+
+
+def tiny_taesd(folder, weights: str = "safetensors"):
+    """An AutoencoderTiny shaped as taesd (three 2x upsamplings, 4 latent channels) but 8 channels wide."""
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(0)
+    vae = AutoencoderTiny(encoder_block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4,
+                          num_encoder_blocks=(1,) * 4, num_decoder_blocks=(1,) * 4)
+    vae.save_pretrained(folder, safe_serialization=weights == "safetensors")
+    return vae
+
+
+def test_taesd_previews_decode_the_latents_with_the_tiny_vae(demo_manager, tmp_path, caplog):
+    vae = tiny_taesd(tmp_path / "taesd")
+    latents = torch.randn(2, 4, 9, 8)
+    with torch.no_grad():
+        decoded = ((vae.decode(latents).sample.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    pictures = TinyVaePreviewer.load(str(tmp_path / "taesd")).pictures(latents, (64, 72))
+    assert [picture.size for picture in pictures] == [(64, 72)] * 2  # the latents' 8x
+    assert np.array_equal(np.asarray(pictures[1]), decoded[1].permute(1, 2, 0).numpy())
+
+    request = GenerationRequest("txt2img", "a red circle", seed=1, steps=10, width=64, height=72)
+    seen = []
+    demo_manager.set_previews("taesd", 5, str(tmp_path / "taesd"))
+    try:
+        demo_manager.generate_together([request], on_preview=lambda index, picture: seen.append(picture))
+    finally:
+        demo_manager.set_previews("approx", 5)
+    assert [picture.size for picture in seen] == [(64, 72)]
+    approx = demo_manager.previewer.pictures(torch.zeros(1, 4, 9, 8), (64, 72))[0]
+    assert not np.array_equal(np.asarray(seen[0]), np.asarray(approx))
+
+
+def test_taesd_that_cannot_load_falls_back_to_approx_and_says_why(demo_manager, tmp_path, caplog):
+    tiny_taesd(tmp_path / "pickled", weights="pickle")  # .bin weights are never unpickled
+    request = GenerationRequest("txt2img", "a red circle", seed=1, steps=6, width=64, height=64)
+    for spec in (str(tmp_path / "pickled"), str(tmp_path / "missing")):
+        seen = []
+        demo_manager.set_previews("taesd", 5, spec)
+        try:
+            demo_manager.generate_together([request], on_preview=lambda index, picture: seen.append(picture))
+        finally:
+            demo_manager.set_previews("approx", 5)
+        assert demo_manager.tiny_vae is None and len(seen) == 1, "approx previews instead"
+        assert f"live previews: taesd {spec!r} could not be loaded" in caplog.text
 
 
 def test_rest_progress_has_a_preview_of_the_generation_size_while_running_and_none_when_idle(app_server):
