@@ -65,10 +65,12 @@ class Handlers:
 
         return queued
 
-    async def run_queued(self, mode: str, fields: dict, progress: gr.Progress | None = None):
+    async def run_queued(self, mode: str, fields: dict, progress: gr.Progress | None = None, ui: bool = False):
         """`run` through the queue, waited for without holding a thread: yields the job's live previews as they come
         (gradio_client's `job.outputs()`), then its result. While it waits, the progress says its place in the
-        queue. When Gradio cancels the event, the job leaves the queue (or stops after its current step)."""
+        queue. When Gradio cancels the event, the job leaves the queue (or stops after its current step).
+        For the UI (`ui`), a preview also writes its step and time left into the notes (a single image in the
+        gallery shows no caption) and leaves the infotext and the results' state as they are."""
         with _as_gradio_errors(mode):
             request, warnings = await run_in_threadpool(self.service.build, mode, fields)
             job = self.service.submit(request, warnings)
@@ -83,8 +85,9 @@ class Handlers:
                         report(job.step, job.steps)
                         first_step = first_step or (time.monotonic(), job.step)
                     if job.preview is not None and job.preview is not shown:
-                        shown = job.preview
-                        yield [(shown, _preview_caption(job.step, job.steps, first_step))], "", "", []
+                        shown, caption = job.preview, _preview_caption(job.step, job.steps, first_step)
+                        yield ([(shown, caption)], gr.update(), caption, gr.update()) if ui else \
+                            ([(shown, caption)], "", "", [])
                     await asyncio.sleep(POLL_SECONDS)
             except asyncio.CancelledError:
                 self.service.queue.cancel(job)
@@ -118,12 +121,11 @@ class Handlers:
             fields["image"] = image
             if "mask" in fields:
                 fields["mask"] = fields["mask"] if fields["mask"] is not None else painted
-        outputs = self.api[mode](**fields, progress=progress)
-        if inspect.isasyncgen(outputs):  # the queued endpoints: live previews, then the result
-            async for output in outputs:
+        if self.service.direct:  # on ZeroGPU: the endpoint's function, which holds a GPU while it runs
+            yield self.api[mode](**fields, progress=progress)
+        else:  # live previews, then the result
+            async for output in self.run_queued(mode, fields, progress, ui=True):
                 yield output
-        else:  # on ZeroGPU: the result
-            yield outputs
 
     def interrupt(self) -> None:
         self.service.interrupt()
