@@ -20,12 +20,7 @@ from typing import Any, Protocol
 from PIL import Image
 
 from extensions.base import SOLO, Extension, Job
-from models.manager import (
-    GenerationResult,
-    PipelineManager,
-    PreviewCallback,
-    StepCallback,
-)
+from models.manager import GenerationResult, PipelineManager, PreviewCallback, StepCallback
 from models.request import GenerationRequest
 from models.sampler_names import BATCHING_SAMPLERS
 from service import saving

@@ -208,14 +208,30 @@ def test_results_reuse_seed_survive_an_error_and_go_to_inpaint(page):
     expect(tab.locator("input[aria-label='number input for Width']")).to_have_value("64")
 
 
-def test_history_lists_saved_outputs_filters_and_sends_to_img2img(page, app_server, tmp_path):
-    """Yesterday's image (saved by an earlier run) is listed with today's, newest first; the filter finds it; Send
-    to img2img fills the tab; Delete removes it."""
+@pytest.fixture
+def restarted(app_server, browser):
+    """A page on a second app over the app_server's output folder: what a restart sees."""
+    import app
+    from testing.ports import free_port
+
+    config = app.parse_config(["--model", "demo", "--device", "cpu", "--port", str(free_port()),
+                               "--output-dir", str(app_server[1].output_dir)], environ={})
+    server, service = app.start_in_background(config)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(f"http://{config.host}:{config.port}")
+    yield page
+    page.close()
+    app.stop_in_background(server)
+
+
+def test_history_after_a_restart_lists_filters_sends_to_img2img_and_deletes(restarted, app_server):
+    """What the first app made today, and an image of yesterday's, are listed by a restarted app, newest first;
+    the filter finds yesterday's; Send to img2img fills the tab; Delete removes the file."""
     import os
 
     from models.infotext import save_png
 
-    service = app_server[1]
+    service, page = app_server[1], restarted
     today = service.run("txt2img", dict(prompt="a blue triangle today", seed=3, steps=2)).files[0]
     yesterday = save_png(Image.new("RGB", (64, 64), "purple"),
                          service.output_dir / "txt2img-images" / "2026-11-29" / "00000-42.png",
@@ -249,7 +265,8 @@ def test_the_model_dropdown_switches_the_model_and_a_bad_name_keeps_it(page, app
     from tests.conftest import checkpoint_dir
 
     service = app_server[1]
-    shutil.copytree(txt2img_folder, checkpoint_dir(tmp_path_factory) / "ui" / "sd-txt2img", dirs_exist_ok=True)
+    copy = checkpoint_dir(tmp_path_factory) / "ui"  # taken away after: other tests list the folder
+    shutil.copytree(txt2img_folder, copy / "sd-txt2img", dirs_exist_ok=True)
     choice = page.locator("#model-choice input")
     expect(choice).to_have_value("demo")
     page.locator("#model-refresh").click()  # the checkpoint just added
@@ -270,6 +287,7 @@ def test_the_model_dropdown_switches_the_model_and_a_bad_name_keeps_it(page, app
         screenshot(page, "model-switched")
     finally:
         service.switch_model("demo")
+        shutil.rmtree(copy)
     assert service.model_name == "demo" and service.manager.source.name == "sd-shapes-inpainting"
 
 

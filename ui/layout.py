@@ -8,25 +8,13 @@ import contextlib
 import gradio as gr
 
 from extensions.base import Panel, TabContext
-from models.request import (
-    BATCH_RANGE,
-    CFG_RANGE,
-    SIZE_RANGE,
-    STEPS_RANGE,
-    size_of_image,
-)
+from models.request import BATCH_RANGE, CFG_RANGE, SIZE_RANGE, STEPS_RANGE, size_of_image
 from models.sampler_names import SAMPLER_NAMES
 from service.history import History
 from service.pnginfo import fields_from_infotext
 from service.studio import StudioService
 from ui.endpoints import register_endpoints
-from ui.handlers import (
-    Handlers,
-    editor_image_and_mask,
-    map_file,
-    select_result,
-    selected_result,
-)
+from ui.handlers import Handlers, editor_image_and_mask, map_file, select_result, selected_result
 from ui.history import history_tab
 from ui.models import model_row
 from ui.png_info import png_info_tab
