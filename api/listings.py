@@ -9,8 +9,7 @@ from fastapi import APIRouter, Depends
 
 from api.edge import http_error, json_body
 from api.generation import switch
-from api.payloads import encode_picture
-from models.images import decode_image
+from models.images import decode_image, png_base64
 from models.infotext import parse_infotext
 from models.sampler_names import SAMPLER_NAMES, SCHEDULE_TYPES, split_name
 from service.pnginfo import read_infotext
@@ -59,7 +58,7 @@ def add_routes(router: APIRouter, service: StudioService) -> None:
         eta = elapsed / done - elapsed if done else 0.0
         return {
             "progress": done, "eta_relative": eta, "textinfo": None,
-            "current_image": encode_picture(state.current_image) if state.running and state.current_image else None,
+            "current_image": png_base64(state.current_image) if state.running and state.current_image else None,
             "state": {"skipped": False, "interrupted": state.interrupted, "job": "generate" if state.running else "",
                       "job_count": int(state.running), "job_timestamp": "", "job_no": state.job_count,
                       "sampling_step": state.step, "sampling_steps": state.steps},

@@ -8,7 +8,6 @@ is a ValueError naming the field, which the route answers with HTTP 422.
 from __future__ import annotations
 
 import base64
-import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -101,13 +100,6 @@ def _sampler(payload: dict) -> str:
     if joined == name:
         raise ValueError(f"scheduler {scheduler!r} is not available with sampler_name {name!r}")
     return joined
-
-
-def encode_picture(image) -> str:
-    """A picture (a live preview) as a base64 PNG."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def encode_png(path) -> str:

@@ -14,6 +14,7 @@ REGISTERED = (
     "extensions.lora:Lora",
     "extensions.prompts:Prompts",
     "extensions.controlnet.extension:ControlNet",
+    "extensions.upscale:Upscale",
 )
 
 

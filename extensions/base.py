@@ -93,6 +93,7 @@ class Extension:
     rest_settings: frozenset[str] = frozenset()  # the A1111 override_settings it reads (not reported as ignored)
     script: str | None = None  # its name in /sdapi/v1/scripts (webuiapi looks for "controlnet")
     placement: str = "settings"  # where its panel goes in a tab: under the settings, or "prompt" (beside it)
+    tab_name: str | None = None  # the id of a tab of its own (see `tab`), e.g. "extras"
 
     def install(self, manager) -> None:
         """Add its hooks to a (newly loaded) PipelineManager."""
@@ -142,6 +143,11 @@ class Extension:
         """Add its own named gradio_client endpoints (called inside the UI's hidden API column)."""
 
     def panel(self, tab: TabContext) -> Panel | None:
+        return None
+
+    def tab(self, image_file: Callable[[Image.Image], str]) -> Any:
+        """Add its own tab, whose id is `tab_name` (called inside the UI's Tabs); returns the tab's input picture,
+        which the buttons under every result send pictures to."""
         return None
 
 

@@ -3,6 +3,8 @@ dimensions are checked before it is decoded)."""
 
 from __future__ import annotations
 
+import base64
+import io
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +57,10 @@ def fit(image: Image.Image, size: tuple[int, int], resize_mode: str,
     if resize_mode == "Crop and Resize":
         return ImageOps.fit(image, size, resample)
     return ImageOps.pad(image, size, resample, color="black")
+
+
+def png_base64(image: Image.Image) -> str:
+    """A picture as a base64 PNG, as A1111's JSON responses carry images."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()

@@ -106,14 +106,15 @@ def annotator_weights(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def app_server(tmp_path_factory, annotator_weights):
     """The real app on the demo model, launched on a free local port, with one LoRA ("ink"), one ControlNet
-    ("edges") and one embedding ("shiny-style", and a pickled "evil") in its folders and the preprocessor weights of
-    `annotator_weights`; yields (url, service)."""
+    ("edges"), one upscaler ("tiny-x2") and one embedding ("shiny-style", and a pickled "evil") in its folders and
+    the preprocessor weights of `annotator_weights`; yields (url, service)."""
     import app
     from diffusers import StableDiffusionInpaintPipeline
 
     from testing.controlnet_files import controlnet_for
     from testing.embedding_files import make_embedding
     from testing.lora_files import make_lora
+    from testing.upscaler_files import make_upscaler
 
     lora_dir, controlnet_dir = tmp_path_factory.mktemp("Lora"), tmp_path_factory.mktemp("ControlNet")
     embeddings_dir = tmp_path_factory.mktemp("embeddings")
@@ -122,10 +123,12 @@ def app_server(tmp_path_factory, annotator_weights):
     make_embedding(embeddings_dir / "shiny-style.safetensors", demo.text_encoder.config.hidden_size, vectors=2)
     (embeddings_dir / "evil.pt").write_bytes(b"never unpickled")
     controlnet_for(demo.unet, seed=1, vae_scale_factor=demo.vae_scale_factor).save_pretrained(controlnet_dir / "edges")
+    upscaler_dir = tmp_path_factory.mktemp("upscale_models")
+    make_upscaler(upscaler_dir / "tiny-x2.safetensors", "compact", 2)
     config = app.parse_config(
         ["--model", "demo", "--device", "cpu", "--port", str(free_port()), "--lora-dir", str(lora_dir),
          "--controlnet-dir", str(controlnet_dir), "--annotator-dir", str(annotator_weights),
-         "--embeddings-dir", str(embeddings_dir),
+         "--embeddings-dir", str(embeddings_dir), "--upscaler-dir", str(upscaler_dir),
          "--output-dir", str(tmp_path_factory.mktemp("outputs")), "--ckpt-dir", str(checkpoint_dir(tmp_path_factory)),
          "--api", "on"],
         environ={},

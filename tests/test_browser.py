@@ -180,7 +180,7 @@ def overflowing_labels(area) -> list[str]:
         .map(label => label.textContent.trim())""")
 
 
-def test_results_reuse_seed_survive_an_error_and_go_to_inpaint(page):
+def test_results_reuse_seed_survive_an_error_and_go_to_inpaint_and_extras(page):
     page.locator("#txt2img-prompt textarea").fill("a green square")
     page.locator("#txt2img-generate").click()
     infotext = page.locator("#txt2img-infotext textarea")
@@ -206,6 +206,16 @@ def test_results_reuse_seed_survive_an_error_and_go_to_inpaint(page):
     expect(tab.get_by_label("Seed (-1: random)")).to_have_value(seed)
     expect(page.locator("#inpaint-editor canvas").first).to_be_visible()
     expect(tab.locator("input[aria-label='number input for Width']")).to_have_value("64")
+
+    page.get_by_role("tab", name="txt2img").click()
+    page.locator("#txt2img-to-extras").click()
+    expect(page.locator("#extras-image img")).to_be_visible()
+    page.locator("#extras-upscaler input").click()
+    page.get_by_role("option", name="tiny-x2", exact=True).click()
+    page.locator("#extras-run").click()
+    expect(page.locator("#extras-info textarea")).to_have_value("64x64 -> 128x128 (tiny-x2)", timeout=30_000)
+    expect(page.locator("#extras-result img")).to_have_js_property("naturalWidth", 128)
+    screenshot(page, "extras")
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from service.history import History
 from service.pnginfo import fields_from_infotext
 from service.studio import StudioService
 from ui.endpoints import register_endpoints
-from ui.handlers import Handlers, editor_image_and_mask, map_file, select_result, selected_result
+from ui.handlers import Handlers, editor_image_and_mask, map_file, select_result, selected_result, servable
 from ui.history import history_tab
 from ui.models import model_row
 from ui.png_info import png_info_tab
@@ -52,10 +52,12 @@ def build_ui(service: StudioService, queue_size: int = 16) -> gr.Blocks:
             for mode in ("txt2img", "img2img", "inpaint"):
                 with gr.Tab(mode, id=mode):
                     targets[mode] = _tab(handlers, mode, event)
+            own_tabs = {extension.tab_name: extension.tab(map_file) for extension in service.extensions
+                        if extension.tab_name}  # Extras: a tab name -> its input picture
             png_info_source = png_info_tab(tabs, targets, service.extensions)
             history_tab(tabs, targets, png_info_source, History(service.output_dir), service.extensions)
         for target in targets.values():
-            _wire_result_buttons(target, tabs, targets, service.extensions)
+            _wire_result_buttons(target, tabs, targets, own_tabs, service.extensions)
         system_line.render()
         register_endpoints(handlers, service.extensions, event)
     blocks.queue(max_size=queue_size, default_concurrency_limit=1, api_open=False)
@@ -97,8 +99,9 @@ def _tab(handlers: Handlers, mode: str, event: dict) -> dict:
             infotext = gr.Textbox(label="Generation parameters", lines=4, elem_id=f"{mode}-infotext")
             with gr.Row(elem_id=f"{mode}-result-buttons"):
                 reuse = gr.Button("♻ Reuse seed", size="sm", elem_id=f"{mode}-reuse-seed")
+                own_tabs = [extension.tab_name for extension in handlers.service.extensions if extension.tab_name]
                 sends = {to: gr.Button(f"Send to {to}", size="sm", elem_id=f"{mode}-to-{to}")
-                         for to in ("img2img", "inpaint")}
+                         for to in ("img2img", "inpaint", *own_tabs)}
             notes = gr.Textbox(label="Notes", lines=1, elem_id=f"{mode}-notes")
             shown = gr.State({})  # the results on show (handlers._outputs), for the buttons under them
 
@@ -118,8 +121,8 @@ def _tab(handlers: Handlers, mode: str, event: dict) -> dict:
         for action, button in panel.actions.items():  # e.g. Outpaint: the tab's picture, not its painted mask
             action_names = [name for name in names if name != "mask"]
             action_own = [component for name, component in zip(names, own) if name != "mask"]
-            button.click(handlers.tab_event(action, action_names, [panel]), [shown, *action_own, *panel.inputs], outputs,
-                         api_name=f"{action}_ui", api_visibility="private", show_progress_on=[gallery],
+            button.click(handlers.tab_event(action, action_names, [panel]), [shown, *action_own, *panel.inputs],
+                         outputs, api_name=f"{action}_ui", api_visibility="private", show_progress_on=[gallery],
                          **event)
     # Not queued: it must get through while the generation holds the GPU slot.
     interrupt.click(handlers.interrupt, api_name=f"{mode}_interrupt", queue=False, api_visibility="private")
@@ -132,9 +135,9 @@ def _tab(handlers: Handlers, mode: str, event: dict) -> dict:
             "results": {"shown": shown, "reuse": reuse, "sends": sends}}
 
 
-def _wire_result_buttons(target: dict, tabs: gr.Tabs, targets: dict, extensions) -> None:
+def _wire_result_buttons(target: dict, tabs: gr.Tabs, targets: dict, own_tabs: dict, extensions) -> None:
     """Under the results: the selected image's seed into this tab's Seed, or the image with its parameters to a
-    tab (as PNG Info sends it)."""
+    tab (as PNG Info sends it), or the image alone to an extension's tab (Extras)."""
     results = target["results"]
     results["reuse"].click(lambda shown: selected_result(shown)[2] if shown else gr.update(), [results["shown"]],
                            [target["fields"]["seed"]], queue=False, api_visibility="private")
@@ -144,7 +147,15 @@ def _wire_result_buttons(target: dict, tabs: gr.Tabs, targets: dict, extensions)
         return (fields_from_infotext(infotext, extensions) if infotext else {}), path
 
     for mode, button in results["sends"].items():
-        send_to(button, tabs, mode, targets[mode], [results["shown"]], read)
+        if mode in targets:
+            send_to(button, tabs, mode, targets[mode], [results["shown"]], read)
+        else:
+            button.click(lambda shown, mode=mode: (gr.Tabs(selected=mode), _picture(selected_result(shown)[1])),
+                         [results["shown"]], [tabs, own_tabs[mode]], queue=False, api_visibility="private")
+
+
+def _picture(path: str | None):
+    return str(servable(path)) if path else gr.update()
 
 
 def _panels(handlers: Handlers, context: TabContext, prompt_row) -> list[Panel]:

@@ -7,8 +7,6 @@ routes."""
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import re
 from collections.abc import Mapping
@@ -22,7 +20,7 @@ from extensions.controlnet.cache import ControlNetCache
 from extensions.controlnet.library import ControlNetLibrary
 from extensions.controlnet.pipeline import ControlNets
 from extensions.controlnet.units import ControlNetPart, ControlUnit
-from models.images import decode_image, load_image
+from models.images import decode_image, load_image, png_base64
 from models.infotext import CONVERTERS, parameter_pairs, read_value
 from models.validate import boolean, whole_number
 
@@ -168,7 +166,7 @@ class ControlNet(Extension):
         if pixel_perfect and "controlnet_processor_res" in payload:
             info += ("; pixel perfect: each map was detected at its image's own resolution, not at "
                      "controlnet_processor_res (send controlnet_pixel_perfect: false to use it)")
-        return {"images": [_png_base64(image) for image in maps], "info": info}
+        return {"images": [png_base64(image) for image in maps], "info": info}
 
     def register_endpoints(self, image_file) -> None:
         from extensions.controlnet.panel import detect_endpoint
@@ -224,9 +222,3 @@ _CONVERTERS = {  # beside models.infotext's
 
 def _threshold(value):
     return None if value in (None, -1) else value
-
-
-def _png_base64(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
