@@ -1,5 +1,5 @@
 """Upscalers as a slice: the upscaler folder (library.py), tiled model runs (upscaling.py), the Extras tab
-(tab.py), gradio_client's /upscale, and A1111's GET /sdapi/v1/upscalers and POST /sdapi/v1/extra-single-image.
+(panel.py), gradio_client's /upscale, and A1111's GET /sdapi/v1/upscalers and POST /sdapi/v1/extra-single-image.
 
 An upscale shares the device with generations: it runs under the model's lock, after the running job."""
 
@@ -98,11 +98,11 @@ class Upscale(Extension):
     # -- gradio_client and the UI --------------------------------------------------------------------------
 
     def register_endpoints(self, image_file) -> None:
-        from extensions.upscale.tab import upscale_endpoint
+        from extensions.upscale.panel import upscale_endpoint
 
         upscale_endpoint(self, image_file)
 
     def tab(self, image_file):
-        from extensions.upscale.tab import extras_tab
+        from extensions.upscale.panel import extras_tab
 
         return extras_tab(self, image_file)

@@ -1,4 +1,4 @@
-"""The Extras tab (a picture made larger by an upscaler) and gradio_client's /upscale."""
+"""The Extras tab (a picture made larger by an upscaler) and gradio_client's /upscale: the slice's UI part."""
 
 from __future__ import annotations
 
