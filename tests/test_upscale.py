@@ -57,7 +57,7 @@ def test_a_model_that_scales_less_than_asked_runs_again_then_lanczos_to_the_exac
 
 
 def test_tiled_equals_untiled_within_tolerance(upscale):
-    pixels = torch.from_numpy(np.asarray(picture(100, 70))).permute(2, 0, 1)[None].float() / 255
+    pixels = torch.from_numpy(np.array(picture(100, 70))).permute(2, 0, 1)[None].float() / 255
     for name, tolerance in (("compact-x4", 1e-5), ("esrgan-x2", 2 / 255)):
         model = upscale.library.load(name)
         with torch.no_grad():
