@@ -22,6 +22,7 @@ ENVIRONMENT = {
     "model": ("SD_MODEL", "stable-diffusion-v1-5/stable-diffusion-inpainting"),
     "ckpt_dir": ("SD_CKPT_DIR", str(ROOT / "models" / "Stable-diffusion")),
     "upscaler_dir": ("SD_UPSCALER_DIR", str(ROOT / "models" / "upscale_models")),
+    "vae_dir": ("SD_VAE_DIR", str(ROOT / "models" / "VAE")),
     "host": ("SD_HOST", os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")),
     "port": ("SD_PORT", os.environ.get("GRADIO_SERVER_PORT", "7860")),
     "device": ("SD_DEVICE", "auto"),
@@ -62,6 +63,7 @@ class AppConfig:
     model: str
     ckpt_dir: Path  # the checkpoints sd_model_checkpoint may switch to (besides demo and Hub ids)
     upscaler_dir: Path  # upscaler models (ESRGAN and the others spandrel detects), .safetensors
+    vae_dir: Path  # VAEs a request may choose instead of the model's own (A1111's SD VAE)
     host: str
     port: int
     device: str
@@ -129,8 +131,8 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
             parser.error(f"--{option.replace('_', '-')} must be user:password, got {value!r}")
         credentials[option] = tuple(value.split(":", 1)) if value else None
     return AppConfig(
-        model=args.model, ckpt_dir=Path(args.ckpt_dir), upscaler_dir=Path(args.upscaler_dir), host=args.host,
-        device=args.device,
+        model=args.model, ckpt_dir=Path(args.ckpt_dir), upscaler_dir=Path(args.upscaler_dir),
+        vae_dir=Path(args.vae_dir), host=args.host, device=args.device,
         lora_dir=Path(args.lora_dir), controlnet_dir=Path(args.controlnet_dir), annotator_dir=Path(args.annotator_dir),
         embeddings_dir=Path(args.embeddings_dir), output_dir=Path(args.output_dir), backend=args.backend,
         live_preview=args.live_preview, taesd=args.taesd,

@@ -13,6 +13,7 @@ REGISTERED = (
     "extensions.outpaint:Outpaint",
     "extensions.lora:Lora",
     "extensions.prompts:Prompts",
+    "extensions.vae:Vae",  # before ControlNet, whose pipeline is built on the view's components (its VAE too)
     "extensions.controlnet.extension:ControlNet",
     "extensions.upscale:Upscale",
 )

@@ -106,8 +106,9 @@ def annotator_weights(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def app_server(tmp_path_factory, annotator_weights):
     """The real app on the demo model, launched on a free local port, with one LoRA ("ink"), one ControlNet
-    ("edges"), one upscaler ("tiny-x2") and one embedding ("shiny-style", and a pickled "evil") in its folders and
-    the preprocessor weights of `annotator_weights`; yields (url, service)."""
+    ("edges"), one upscaler ("tiny-x2"), one VAE ("changed": the demo's, its decoder moved) and one embedding
+    ("shiny-style", and a pickled "evil") in its folders and the preprocessor weights of `annotator_weights`; yields
+    (url, service)."""
     import app
     from diffusers import StableDiffusionInpaintPipeline
 
@@ -115,6 +116,7 @@ def app_server(tmp_path_factory, annotator_weights):
     from testing.embedding_files import make_embedding
     from testing.lora_files import make_lora
     from testing.upscaler_files import make_upscaler
+    from testing.vae_files import changed_vae, save_ldm_vae
 
     lora_dir, controlnet_dir = tmp_path_factory.mktemp("Lora"), tmp_path_factory.mktemp("ControlNet")
     embeddings_dir = tmp_path_factory.mktemp("embeddings")
@@ -125,10 +127,12 @@ def app_server(tmp_path_factory, annotator_weights):
     controlnet_for(demo.unet, seed=1, vae_scale_factor=demo.vae_scale_factor).save_pretrained(controlnet_dir / "edges")
     upscaler_dir = tmp_path_factory.mktemp("upscale_models")
     make_upscaler(upscaler_dir / "tiny-x2.safetensors", "compact", 2)
+    vae_dir = tmp_path_factory.mktemp("VAE")
+    save_ldm_vae(changed_vae(demo.vae), vae_dir / "changed.safetensors")
     config = app.parse_config(
         ["--model", "demo", "--device", "cpu", "--port", str(free_port()), "--lora-dir", str(lora_dir),
          "--controlnet-dir", str(controlnet_dir), "--annotator-dir", str(annotator_weights),
-         "--embeddings-dir", str(embeddings_dir), "--upscaler-dir", str(upscaler_dir),
+         "--embeddings-dir", str(embeddings_dir), "--upscaler-dir", str(upscaler_dir), "--vae-dir", str(vae_dir),
          "--output-dir", str(tmp_path_factory.mktemp("outputs")), "--ckpt-dir", str(checkpoint_dir(tmp_path_factory)),
          "--api", "on"],
         environ={},

@@ -242,7 +242,8 @@ def test_history_after_a_restart_lists_filters_sends_to_img2img_and_deletes(rest
     from models.infotext import save_png
 
     service, page = app_server[1], restarted
-    today = service.run("txt2img", dict(prompt="a blue triangle today", seed=3, steps=2)).files[0]
+    today = service.run("txt2img", dict(prompt="a blue triangle today", seed=3, steps=2, width=64,
+                                        height=64)).files[0]
     yesterday = save_png(Image.new("RGB", (64, 64), "purple"),
                          service.output_dir / "txt2img-images" / "2026-11-29" / "00000-42.png",
                          "a purple moon yesterday\nSteps: 7, Sampler: Euler a, CFG scale: 6, Seed: 42, Size: 64x64")

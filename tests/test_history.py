@@ -25,8 +25,9 @@ def outputs(tmp_path):
     files = [saved(tmp_path, mode, day, f"{index:05d}-{index}.png", f"a {colour} circle\nSteps: 20, Seed: {index}",
                    age=index)
              for index, (mode, day, colour) in enumerate([
-                 ("txt2img", "2026-11-29", "red"), ("img2img", "2026-11-29", "green"), ("txt2img", "2026-11-30", "blue"),
-                 ("inpaint", "2026-11-30", "red"), ("txt2img", "2026-11-30", "green"), ("img2img", "2026-11-30", "red")])]
+                 ("txt2img", "2026-11-29", "red"), ("img2img", "2026-11-29", "green"),
+                 ("txt2img", "2026-11-30", "blue"), ("inpaint", "2026-11-30", "red"),
+                 ("txt2img", "2026-11-30", "green"), ("img2img", "2026-11-30", "red")])]
     (tmp_path / "txt2img-images" / "2026-11-30" / "notes.txt").write_text("not an image")
     return tmp_path, files
 
