@@ -5,7 +5,7 @@ figures come from.
 """
 
 from bench import (batching, cold_start, controlnet, cuda_speed, history, inpaint, lora, memory, overhead, png_text,
-                   preprocessors, previews, prompts, ray_scaling, rest, shapes_model)
+                   preprocessors, previews, prompts, ray_scaling, rest, shapes_model, vae_tiling)
 
 if __name__ == "__main__":
     overhead.main()
@@ -22,5 +22,6 @@ if __name__ == "__main__":
     previews.main()
     ray_scaling.main()
     history.main()
+    vae_tiling.main()
     shapes_model.main([])
     cuda_speed.main()

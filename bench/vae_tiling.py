@@ -3,9 +3,9 @@ resident memory added by the decode, and time. Each decode runs in its own proce
 
     python -m bench.vae_tiling
 
-The demo model's VAE at 2048x2048 both ways; the SD 1.5-shaped VAE (random weights, bench/sd15_random.py) at
-1024x1024 both ways and at 2048x2048 tiled (untiled, InvokeAI measured 19.9 GiB for SD 1.5 at that size: more than
-this machine should risk).
+The demo model's VAE and the SD 1.5-shaped VAE (random weights, bench/sd15_random.py) at 1024x1024, both ways.
+(At 2048x2048 a CPU decode takes many minutes either way; untiled, InvokeAI measured 19.9 GiB for SD 1.5 there,
+against 0.55 GiB tiled. The added memory of the tiled decode stays that of its 512 px tiles however big the image.)
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import json
 import subprocess
 import sys
 
-CASES = [("demo", 2048, False), ("demo", 2048, True), ("sd15", 1024, False), ("sd15", 1024, True),
-         ("sd15", 2048, True)]
+CASES = [("demo", 1024, False), ("demo", 1024, True), ("sd15", 1024, False), ("sd15", 1024, True)]
 
 
 def one(model: str, size: int, tile: bool) -> dict:
@@ -51,7 +50,7 @@ def main() -> dict:
         figure = figures[(model, size, tile)] = one(model, size, tile)
         print(f"vae_tiling  {model} VAE {size}x{size} {'tiled' if tile else 'untiled'}: +{figure['added MiB']:,.0f} "
               f"MiB peak, {figure['seconds']:.1f} s")
-    for model, size in (("demo", 2048), ("sd15", 1024)):
+    for model, size in (("demo", 1024), ("sd15", 1024)):
         untiled, tiled = figures[(model, size, False)], figures[(model, size, True)]
         print(f"vae_tiling  {model} {size}: tiled {tiled['added MiB'] / untiled['added MiB']:.2f}x the memory, "
               f"{tiled['seconds'] / untiled['seconds']:.2f}x the time of untiled")
