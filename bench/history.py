@@ -15,6 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from bench.common import interleaved
 from models.infotext import save_png
 from service.history import History
 
@@ -34,12 +35,8 @@ def make_outputs(folder: Path, count: int) -> None:
 
 
 def timed(function, rounds: int = 3) -> float:
-    times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    """The median time of `function` (seconds)."""
+    return statistics.median(interleaved({"run": function}, rounds, warmup=0)["run"])
 
 
 def main(count: int = FILES) -> dict:
