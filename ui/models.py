@@ -13,7 +13,7 @@ from service.studio import StudioService
 def model_row(blocks: gr.Blocks, service: StudioService, system_line: gr.Markdown) -> None:
     """Call inside the Blocks; `system_line` shows the model in use and is updated after a switch (and when a page
     opens: another page may have switched since the Blocks were built)."""
-    with gr.Row(equal_height=True):
+    with gr.Row():
         choice = gr.Dropdown(service.model_choices(), value=service.model_name, label="Stable Diffusion checkpoint",
                              allow_custom_value=True, scale=4, elem_id="model-choice",
                              info="a checkpoint in the checkpoint folder, demo, or a Hub id (owner/name)")
