@@ -7,6 +7,7 @@ scheduler, under one lock, so no request sees or leaves behind another request's
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import random
@@ -29,6 +30,7 @@ from transformers.utils import logging as transformers_logging
 from models import loading
 from models.device import Runtime, resolve_runtime
 from models.files import hub_unreachable, own_memory
+from models.limits import TooLarge
 from models.previews import TAESD, LatentPreviewer, TinyVaePreviewer
 from models.request import MAX_SEED, GenerationRequest
 from models.samplers import make_scheduler
@@ -183,7 +185,13 @@ class PipelineManager:
                                                     [s for index in group for s in seeds[index]])
                 firsts = dict(zip(group, itertools.accumulate((len(seeds[index]) for index in group), initial=0)))
                 previews = self._previews(on_preview, firsts, (first.width, first.height))
-                images = pipe(**arguments, callback_on_step_end=self._step_end(on_step, previews)).images
+                finished: dict = {}  # the latest step's latents, for a decode after running out of memory
+                try:
+                    images = pipe(**arguments, callback_on_step_end=self._step_end(on_step, previews, finished)).images
+                except torch.OutOfMemoryError:
+                    images = None  # handled below, once the failed call's frames (and their tensors) are gone
+                if images is None:
+                    images = self._after_out_of_memory(pipe, finished, first, len(arguments["generator"]))
                 for index in group:
                     some, images = images[:len(seeds[index])], images[len(seeds[index]):]
                     results[index] = GenerationResult(some, seeds[index], self._interrupt.is_set(), calls[index][2])
@@ -237,8 +245,36 @@ class PipelineManager:
 
         return preview
 
-    def _step_end(self, on_step: StepCallback | None, preview: Callable | None = None):
+    def _after_out_of_memory(self, pipe: DiffusionPipeline, finished: dict, request: GenerationRequest,
+                             images: int) -> list[Image.Image]:
+        """The device ran out of memory in a call. Its cache is freed; when the denoising had ended (or was
+        interrupted), the latents are decoded again in tiles, which needs the memory of one tile. Otherwise a clear
+        error says what to lower; either way the next request starts with the memory given back."""
+        denoised = finished.pop("latents", None) if finished.get("done") else None
+        finished.clear()
+        free_device_memory(self.runtime.device)
+        if denoised is not None:
+            log.warning("out of memory decoding %dx%d: decoding again in tiles", request.width, request.height)
+            vae, was_tiled = pipe.vae, pipe.vae.use_tiling
+            try:
+                vae.enable_tiling()
+                with torch.no_grad():
+                    decoded = vae.decode(denoised / vae.config.scaling_factor, return_dict=False)[0]
+                return pipe.image_processor.postprocess(decoded, output_type="pil")
+            except torch.OutOfMemoryError:
+                free_device_memory(self.runtime.device)
+            finally:
+                vae.use_tiling = was_tiled
+        raise OutOfMemory(
+            f"out of memory on {self.runtime.device.type} at {request.width}x{request.height} with {images} "
+            f"image{'s' if images != 1 else ''} in one call: lower the width and height, the batch size or the "
+            "number of ControlNet units")
+
+    def _step_end(self, on_step: StepCallback | None, preview: Callable | None = None, finished: dict | None = None):
         def callback(pipe, step: int, timestep, tensors: dict) -> dict:
+            if finished is not None:  # only the denoising's end is kept (a reference, no copy)
+                finished["latents"] = tensors["latents"]
+                finished["done"] = step + 1 == pipe.num_timesteps or self._interrupt.is_set()
             if on_step is not None:
                 on_step(step + 1, pipe.num_timesteps)
             if preview is not None and (step + 1) % self.preview_every == 0 and step + 1 < pipe.num_timesteps:
@@ -248,6 +284,16 @@ class PipelineManager:
             return tensors
 
         return callback
+
+
+class OutOfMemory(TooLarge):
+    """A job that does not fit the device's memory (HTTP 413 at the REST edge), with what to lower."""
+
+
+def free_device_memory(device: torch.device) -> None:
+    gc.collect()  # the failed call's tensors are unreachable once its frames are gone
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _first_seed(request: GenerationRequest) -> int:
