@@ -107,3 +107,23 @@ def test_weighted_long_prompts_on_the_compiled_unet(managers, tmp_path):
     results[weighted] = image(compiled, weighted)
     for prompt, result in results.items():
         assert np.abs(result - image(plain, prompt)).max() <= 2, prompt
+
+
+def test_twenty_mixed_requests_cause_no_recompile_after_warm_up(managers):
+    """Issue 23's CPU check of --compile: two sizes that repeat and LoRA sets that change, after two warm-up rounds
+    over the sizes (dynamo recompiles once when a second size comes, making it dynamic), never recompile."""
+    compiled, _ = managers
+    sizes = [(64, 64), (72, 64)]
+    sets = [(), (("a", 1.0),), (("b", 0.5),), (("a", 0.7), ("b", 1.0))]
+
+    def run(index: int) -> None:
+        width, height = sizes[index % len(sizes)]
+        request = GenerationRequest("txt2img", "a cat", width=width, height=height, steps=1, seed=index,
+                                    parts={"lora": sets[index % len(sets)]})
+        assert compiled.generate(request).images[0].size == (width, height)
+
+    for index in range(2 * len(sizes)):  # warm-up
+        run(index)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for index in range(20):
+            run(index)
