@@ -48,6 +48,8 @@ class VaeLibrary:
 
     def check_name(self, name) -> str:
         """`name` if it is Automatic or a VAE here; else ValueError naming the field `vae`."""
+        if name == AUTOMATIC:  # every request's default: no look at the folder
+            return name
         names = [AUTOMATIC, *self.names()]
         if isinstance(name, str) and name in names:
             return name
@@ -64,7 +66,10 @@ class VaeLibrary:
 
     def load(self, name: str, model_vae):
         """The AutoencoderKL called `name`, fitting `model_vae` (the model's own); ValueError naming it if not."""
-        path = self.entries().get(self.check_name(name))
+        path = self.entries().get(name)
+        if path is None:
+            self.check_name(name)  # says why
+            raise ValueError(f"vae {name!r}: Automatic is the model's own VAE, not one to load")
         stat = path.stat()
         if stat.st_size > MAX_FILE_BYTES:
             raise ValueError(f"vae {name!r}: {stat.st_size:,} bytes is more than any VAE")
