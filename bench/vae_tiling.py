@@ -22,7 +22,7 @@ def one(model: str, size: int, tile: bool) -> dict:
     code = f"""
 import json, resource, time, torch
 from diffusers import AutoencoderKL
-from extensions.vae.extension import tiled
+from models.vae_tiling import tiled
 torch.set_grad_enabled(False)
 if {model!r} == "demo":
     from models.loading import DEMO_MODEL_DIR

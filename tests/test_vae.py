@@ -13,9 +13,9 @@ import torch
 from diffusers import AutoencoderKL
 from PIL import Image
 
-from extensions.vae.extension import TILED_ABOVE, tiled
 from extensions.vae.library import VaeLibrary
 from models.infotext import parse_infotext
+from models.vae_tiling import TILED_ABOVE, tiled
 from service.pnginfo import fields_from_infotext
 from testing.vae_files import changed_vae, save_ldm_vae
 
@@ -103,10 +103,10 @@ def test_big_images_go_through_the_vae_in_tiles_as_well_as_untiled(app_server, m
     """The demo's VAE, with 128 px tiles over a 320 px shapes picture (9 tiles, to keep it quick; bench.vae_tiling
     measures 1024 and 2048 px with the real 512 px tiles): the tiled round trip is as close to the picture as the
     untiled one. (This VAE knows 64 px pictures: at 320 px both are some 23 levels off, each in its own way.)"""
-    import extensions.vae.extension as vae_extension
+    import models.vae_tiling
     from training.shapes import Scene, Shape, render
 
-    monkeypatch.setattr(vae_extension, "TILE", 128)
+    monkeypatch.setattr(models.vae_tiling, "TILE", 128)
     vae = changed_vae(app_server[1].manager.pipelines["txt2img"].vae, amount=0)  # a copy: the shared one stays
     scene = Scene([Shape("circle", "red", "large", "centre")], "blue")
     picture = torch.tensor(np.asarray(render(scene, 320)).transpose(2, 0, 1)[None] / 127.5 - 1, dtype=torch.float32)

@@ -6,9 +6,7 @@ on the view's components), so it encodes and decodes that request only and the s
 next request without one has the model's VAE by construction. Written in the infotext as A1111 does: `VAE hash:
 0123456789, VAE: name`.
 
-Big images: above 1024x1024 pixels the VAE encodes and decodes in tiles of 512 px (diffusers' tiled VAE, with
-its blended overlaps), so a 2048x2048 decode needs about the memory of a 512 px one. Set on every request, so it
-never carries over; at or below that size nothing changes (and pixels equal plain diffusers').
+Big images: the hook also switches the VAE's tiling for the request's size (models/vae_tiling.py).
 """
 
 from __future__ import annotations
@@ -19,9 +17,8 @@ from pathlib import Path
 
 from extensions.base import Extension, Route
 from extensions.vae.library import AUTOMATIC, VaeLibrary
+from models.vae_tiling import tile_for
 
-TILED_ABOVE = 1024 * 1024  # pixels: a bigger image goes through the VAE in tiles
-TILE = 512  # px of a tile (SD 1.5's VAE's own; the demo model's would be 64)
 
 
 @dataclass(frozen=True)
@@ -58,7 +55,7 @@ class Vae(Extension):
             vae = self.library.load(part.name, own).to(device=own.device, dtype=own.dtype)
             parameters["VAE hash"] = self.library.short_hash(part.name)
             parameters["VAE"] = part.name
-        tiled(vae, request.width * request.height > TILED_ABOVE)
+        tile_for(vae, request.width, request.height)
         if vae is not own:
             pipe = type(pipe)(**{**pipe.components, "vae": vae})
             pipe.set_progress_bar_config(disable=True)
@@ -99,10 +96,3 @@ class Vae(Extension):
 
         return vae_panel(self, tab)
 
-
-def tiled(vae, on: bool) -> None:
-    """Tiled encoding and decoding on or off, in TILE px tiles."""
-    vae.use_tiling = on
-    if on:
-        vae.tile_sample_min_size = TILE
-        vae.tile_latent_min_size = TILE // 2 ** (len(vae.config.block_out_channels) - 1)
