@@ -4,8 +4,8 @@ figures come from.
     python -m bench.run_all
 """
 
-from bench import (batching, cold_start, controlnet, cuda_speed, history, inpaint, lora, memory, overhead, png_text,
-                   preprocessors, previews, prompts, ray_scaling, rest, shapes_model, vae_tiling)
+from bench import (batching, cold_start, controlnet, cuda_speed, hires, history, inpaint, lora, memory, overhead,
+                   png_text, preprocessors, previews, prompts, ray_scaling, rest, shapes_model, vae_tiling)
 
 if __name__ == "__main__":
     overhead.main()
@@ -23,5 +23,6 @@ if __name__ == "__main__":
     ray_scaling.main()
     history.main()
     vae_tiling.main()
+    hires.main([])
     shapes_model.main([])
     cuda_speed.main()

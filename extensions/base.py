@@ -92,7 +92,8 @@ class Extension:
     rest_fields: frozenset[str] = frozenset()  # the A1111 body fields it reads (not reported as ignored)
     rest_settings: frozenset[str] = frozenset()  # the A1111 override_settings it reads (not reported as ignored)
     script: str | None = None  # its name in /sdapi/v1/scripts (webuiapi looks for "controlnet")
-    placement: str = "settings"  # where its panel goes in a tab: under the settings, or "prompt" (beside it)
+    placement: str = "settings"  # where its panel goes in a tab: under the settings, "prompt" (beside it) or "size"
+    # (under the width and height)
     tab_name: str | None = None  # the id of a tab of its own (see `tab`), e.g. "extras"
 
     def install(self, manager) -> None:

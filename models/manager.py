@@ -206,6 +206,13 @@ class PipelineManager:
         pipe.set_progress_bar_config(disable=True)
         return pipe, arguments, parameters
 
+    def prompt_arguments(self, request: GenerationRequest) -> dict:
+        """What the extensions' hooks make of `request`'s prompts (the text, or its embeddings) for a call of its
+        batch: the arguments a second pass with prompts of its own needs (hires fix). Call under the lock."""
+        seeds = [request.seed + index for index in range(request.batch_size)]
+        _, arguments, _ = self._hooked(self.pipelines[request.mode], request, seeds, {})
+        return {key: arguments[key] for key in TEXT_ARGUMENTS if key in arguments}
+
     def _call_arguments(self, request: GenerationRequest, seeds: list[int]) -> dict:
         # Everything is given per image (prompt, image, mask, generator lists of the batch's length), so image
         # i draws all its randomness from its own generator and equals a single generation with seed + i.
@@ -272,12 +279,15 @@ class PipelineManager:
 
     def _step_end(self, on_step: StepCallback | None, preview: Callable | None = None, finished: dict | None = None):
         def callback(pipe, step: int, timestep, tensors: dict) -> dict:
+            # A pass of a call in two (hires fix) says how many steps come before it and after it.
+            before, after = getattr(pipe, "progress", (0, 0))
+            done, total = before + step + 1, before + pipe.num_timesteps + after
             if finished is not None:  # only the denoising's end is kept (a reference, no copy)
                 finished["latents"] = tensors["latents"]
-                finished["done"] = step + 1 == pipe.num_timesteps or self._interrupt.is_set()
+                finished["done"] = done == total or self._interrupt.is_set()
             if on_step is not None:
-                on_step(step + 1, pipe.num_timesteps)
-            if preview is not None and (step + 1) % self.preview_every == 0 and step + 1 < pipe.num_timesteps:
+                on_step(done, total)
+            if preview is not None and done % self.preview_every == 0 and done < total:
                 preview(tensors["latents"])
             if self._interrupt.is_set():
                 pipe._interrupt = True  # the denoising loop skips the remaining steps, then decodes
@@ -300,6 +310,7 @@ def _first_seed(request: GenerationRequest) -> int:
     return request.seed if request.seed != -1 else random.randint(0, MAX_SEED - request.batch_size + 1)
 
 
+TEXT_ARGUMENTS = ("prompt", "negative_prompt", "prompt_embeds", "negative_prompt_embeds")
 # The call arguments that hold one entry per image (lists, or tensors along their first dimension).
 PER_IMAGE = frozenset({"prompt", "negative_prompt", "prompt_embeds", "negative_prompt_embeds", "generator", "image",
                        "mask_image", "masked_image_latents"})

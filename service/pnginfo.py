@@ -109,6 +109,8 @@ def fields_from_infotext(text: str, extensions: Sequence[Extension] = ()) -> dic
     fields: dict = {"prompt": prompt, "negative_prompt": negative}
     warnings: list[str] = []
     rest = dict(parameters)
+    for extension in extensions:  # first: hires fix reads "Denoising strength" too, which img2img's keeps
+        fields.update(extension.from_infotext(rest, warnings))
     for key, (field, kind) in _SIMPLE.items():
         if key in rest:
             read_value(fields, field, key, rest.pop(key), kind, warnings)
@@ -121,8 +123,6 @@ def fields_from_infotext(text: str, extensions: Sequence[Extension] = ()) -> dic
         sampler = _sampler(rest.pop("Sampler"), rest.pop("Schedule type", None), warnings)
         if sampler is not None:
             fields["sampler"] = sampler
-    for extension in extensions:
-        fields.update(extension.from_infotext(rest, warnings))
     fields["other"] = rest
     fields["warnings"] = warnings
     return fields

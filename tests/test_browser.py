@@ -354,3 +354,23 @@ def test_png_info_send_to_fills_the_controlnet_unit_and_regenerates_the_same_pix
     regenerate_in_txt2img(page, r'ControlNet 0: "Module: canny, Model: edges \[[0-9a-f]{8}\], Weight: 0.7.*'
                                 r'Guidance End: 0.8', original)
     screenshot(page, "pnginfo-controlnet")
+
+
+def test_hires_fix_sent_from_png_info_is_on_in_the_accordion_and_regenerates_the_same_pixels(page, app_server):
+    service = app_server[1]
+    original = service.run("txt2img", dict(prompt="a red circle", seed=31, steps=4, width=64, height=64,
+                                           enable_hr=True, hr_upscaler="tiny-x2", hr_scale=1.5, hr_second_pass_steps=2,
+                                           hr_denoising_strength=0.55)).files[0]
+    assert Image.open(original).size == (96, 96)
+    page.get_by_role("tab", name="PNG Info").click()
+    page.locator("#pnginfo-image input[type=file]").set_input_files(original)
+    expect(page.locator("#pnginfo-text textarea")).to_have_value(re.compile("Hires upscaler: tiny-x2"))
+    page.locator("#pnginfo-to-txt2img").click()
+    accordion = page.locator("#txt2img-hires")
+    expect(accordion).to_contain_text("Hires. fix: on, from 64x64 to 96x96")
+    regenerate_in_txt2img(page, r"Size: 64x64, .*Denoising strength: 0.55, Hires upscale: 1.5, Hires steps: 2, "
+                                r"Hires upscaler: tiny-x2$", original)
+    accordion.get_by_text("Hires. fix: on").click()  # open it, and turn it off there
+    page.locator("#txt2img-enable-hr input").uncheck()
+    expect(accordion).not_to_contain_text("Hires. fix: on")
+    screenshot(page, "hires")

@@ -63,6 +63,8 @@ def test_gradio_client_example_runs_as_written(fresh_app, capsys, tmp_path, monk
     assert namespace["infotext"].startswith("a large red circle on a blue background\nSteps: 20")
     assert "Sampler: DPM++ 2M, Schedule type: Karras" in capsys.readouterr().out
     assert Image.open(namespace["edges"]).size == (64, 64)
+    assert Image.open(namespace["hires_images"][0]["image"]).size == (128, 128)
+    assert "Hires steps: 10, Hires upscaler: Latent" in namespace["hires_infotext"]
 
 
 def test_webuiapi_example_runs_as_written(fresh_app, capsys, tmp_path, monkeypatch):

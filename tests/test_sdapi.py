@@ -42,7 +42,8 @@ def test_txt2img_through_webuiapi(api):
     text = result.info["infotexts"][0]
     assert text.startswith("a red circle\nNegative prompt: blurry\nSteps: 3, Sampler: DPM++ 2M, Schedule type: Karras")
     assert result.images[0].info["parameters"] == text, "the PNG carries the infotext"
-    assert "restore_faces" in result.info["ignored_fields"] and "enable_hr" in result.info["ignored_fields"]
+    assert "restore_faces" in result.info["ignored_fields"] and "tiling" in result.info["ignored_fields"]
+    assert "enable_hr" not in result.info["ignored_fields"], "read (hires fix is off here)"
 
 
 def test_img2img_with_a_mask_through_webuiapi(api):

@@ -85,6 +85,7 @@ def _tab(handlers: Handlers, mode: str, event: dict) -> dict:
                 size = handlers.service.default_size  # the model's; an uploaded image sets its own (below)
                 width = gr.Slider(*SIZE_RANGE, value=size, step=8, label="Width")
                 height = gr.Slider(*SIZE_RANGE, value=size, step=8, label="Height")
+            size_row = gr.Column()  # the extensions' panels about the size (hires fix) go here
             with gr.Row():
                 batch_size = gr.Slider(*BATCH_RANGE, value=defaults["batch_size"], step=1, label="Batch size")
                 cfg = gr.Slider(*CFG_RANGE, value=defaults["guidance_scale"], step=0.5, label="CFG scale")
@@ -93,7 +94,7 @@ def _tab(handlers: Handlers, mode: str, event: dict) -> dict:
                                  visible=mode != "txt2img")
             context = TabContext(mode, prompt, negative, images[0] if images else None, [width, height], map_file,
                                  lambda editor: editor_image_and_mask(editor)[0], handlers.service.requests.encoder_text)
-            panels = _panels(handlers, context, prompt_row)
+            panels = _panels(handlers, context, {"prompt": prompt_row, "size": size_row})
         with gr.Column():
             gallery = gr.Gallery(label="Results", format="png", columns=2, elem_id=f"{mode}-gallery")
             infotext = gr.Textbox(label="Generation parameters", lines=4, elem_id=f"{mode}-infotext")
@@ -158,10 +159,11 @@ def _picture(path: str | None):
     return str(servable(path)) if path else gr.update()
 
 
-def _panels(handlers: Handlers, context: TabContext, prompt_row) -> list[Panel]:
+def _panels(handlers: Handlers, context: TabContext, places: dict) -> list[Panel]:
+    """Each extension's panel, in its place (`places`: a placement -> its container; else under the settings)."""
     panels = []
     for extension in handlers.service.extensions:
-        with prompt_row if extension.placement == "prompt" else contextlib.nullcontext():
+        with places.get(extension.placement, contextlib.nullcontext()):
             panel = extension.panel(context)
         if panel is not None:
             panels.append(panel)

@@ -1,27 +1,46 @@
-"""Upscalers as a slice: the upscaler folder (library.py), tiled model runs (upscaling.py), the Extras tab
-(panel.py), gradio_client's /upscale, and A1111's GET /sdapi/v1/upscalers and POST /sdapi/v1/extra-single-image.
+"""Upscalers as a slice: the upscaler folder (library.py), tiled model runs (upscaling.py), hires fix for txt2img
+(hires.py: the request's "upscale" part, a manager hook, A1111's REST fields and infotext), the Extras tab and the
+Hires. fix accordion (panel.py), gradio_client's /upscale, and A1111's GET /sdapi/v1/upscalers and
+POST /sdapi/v1/extra-single-image.
 
 An upscale shares the device with generations: it runs under the model's lock, after the running job."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from PIL import Image
 
-from extensions.base import Extension, Route
+from extensions.base import SOLO, Extension, Job, Panel, Route, TabContext, rename_words
+from extensions.upscale.hires import LATENT_UPSCALERS, HiresFix, HiresPlan
 from extensions.upscale.library import UpscalerLibrary
 from extensions.upscale.upscaling import PIXEL_UPSCALERS, upscale
 from models.images import decode_image, load_image, png_base64
-from models.validate import in_range, whole_number
+from models.infotext import read_value
+from models.request import SIZE_RANGE, STEPS_RANGE
+from models.sampler_names import SAMPLER_NAMES, check_sampler, join_name
+from models.validate import boolean, in_range, integer, text, whole_number
 
 SCALE_RANGE = (1.0, 4.0)
 MAX_RESULT_SIDE = 4096  # px: an upscaled picture's longest side
+SAME_SAMPLER = "Use same sampler"  # A1111's hires sampler choice for "the first pass's"
+MAX_SCHEDULE = 1000  # a second pass's schedule (steps / strength) within the model's training timesteps
+HIRES_FIELDS = {  # gradio_client's /txt2img keywords, A1111's names (its denoising_strength is hr_denoising_strength)
+    "enable_hr": False, "hr_scale": 2.0, "hr_upscaler": "Latent", "hr_second_pass_steps": 0,
+    "hr_denoising_strength": 0.7, "hr_resize_x": 0, "hr_resize_y": 0, "hr_prompt": "", "hr_negative_prompt": "",
+    "hr_sampler_name": SAME_SAMPLER,
+}
+REST_FIELDS = ("enable_hr", "hr_scale", "hr_upscaler", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y",
+               "hr_prompt", "hr_negative_prompt", "hr_sampler_name", "hr_scheduler")
 
 
 class Upscale(Extension):
     name = "upscale"
-    modes = ()  # no generation fields of its own (yet): it serves the Extras tab and its routes
+    fields = HIRES_FIELDS
+    modes = ("txt2img",)
+    rest_fields = frozenset(REST_FIELDS)
+    placement = "size"  # the Hires. fix accordion, under the width and height
     tab_name = "extras"
 
     def __init__(self, folder: str | Path):
@@ -35,9 +54,13 @@ class Upscale(Extension):
 
     def install(self, manager) -> None:
         self.manager = manager
+        manager.pipeline_hooks.append(self._hook)
 
     def upscaler_names(self) -> list[str]:
         return [*PIXEL_UPSCALERS, *self.library.names()]
+
+    def hires_upscaler_names(self) -> list[str]:
+        return [*LATENT_UPSCALERS, *self.upscaler_names()]
 
     def upscale(self, image, upscaler: str = "Lanczos", scale: float = 2.0,
                 size: tuple[int, int] | None = None) -> Image.Image:
@@ -61,6 +84,114 @@ class Upscale(Extension):
                              "a side")
         with self.manager.lock:  # after the running generation: one job on the device at a time
             return upscale(picture, upscaler, size, self.library.load, self.manager.runtime.device)
+
+    # -- hires fix: the request ------------------------------------------------------------------------------
+
+    def parse(self, mode: str, fields: Mapping, warnings: list[str]) -> HiresPlan | None:
+        if mode != "txt2img" or not boolean("enable_hr", fields.get("enable_hr", False)):
+            return None
+        upscaler = fields.get("hr_upscaler") or "Latent"  # A1111: none named is Latent
+        names = self.hires_upscaler_names()
+        if not isinstance(upscaler, str) or upscaler not in names:
+            raise ValueError(f"hr_upscaler: {self.library.missing(str(upscaler), names)}")
+        sampler = fields.get("hr_sampler_name") or SAME_SAMPLER
+        texts = {name: text(name, fields.get(name) or "") or None for name in ("hr_prompt", "hr_negative_prompt")}
+        plan = HiresPlan(
+            upscaler=upscaler,
+            scale=float(in_range("hr_scale", fields.get("hr_scale", 2.0), SCALE_RANGE)),
+            resize=tuple(whole_number(name, fields.get(name, 0), 0, SIZE_RANGE[1])
+                         for name in ("hr_resize_x", "hr_resize_y")),
+            steps=whole_number("hr_second_pass_steps", fields.get("hr_second_pass_steps", 0), 0, STEPS_RANGE[1]),
+            strength=_strength(fields.get("hr_denoising_strength", 0.7)),
+            prompt=texts["hr_prompt"], negative_prompt=texts["hr_negative_prompt"],
+            sampler=None if sampler == SAME_SAMPLER else check_sampler(sampler),
+        )
+        try:
+            width, height, steps = (integer(name, fields.get(name)) for name in ("width", "height", "steps"))
+        except ValueError:
+            return plan  # the core names what is wrong with them
+        if min(width, height, steps) > 0:
+            _check(plan, width, height, steps)
+        return plan
+
+    def batch_key(self, request):
+        """A plan with prompts of its own runs alone: its second pass's text arguments are its own."""
+        plan = request.part(self.name)
+        return SOLO if plan is not None and (plan.prompt or plan.negative_prompt) else plan
+
+    def prepare(self, job: Job) -> None:
+        plan = job.request.part(self.name)
+        if plan is not None:
+            job.infotext.update(plan.infotext())
+
+    def _hook(self, pipe, request, arguments: dict, parameters: dict):
+        plan = request.part(self.name)
+        if plan is None:
+            return pipe, arguments
+        texts = None
+        if plan.prompt is not None or plan.negative_prompt is not None:  # what the hooks make of the hires prompts
+            own = request.replace(prompt=plan.prompt or request.prompt,
+                                  negative_prompt=plan.negative_prompt or request.negative_prompt,
+                                  parts={name: part for name, part in request.parts.items() if name != self.name})
+            texts = self.manager.prompt_arguments(own)
+        device = self.manager.runtime.device
+
+        def upscale_pixels(picture, name: str, size: tuple[int, int]):
+            return upscale(picture, name, size, self.library.load, device)
+
+        config = self.manager.pipelines[request.mode].scheduler.config
+        return HiresFix(pipe, plan, request.sampler, config, upscale_pixels, texts), arguments
+
+    # -- hires fix: infotext and REST ------------------------------------------------------------------------
+
+    def from_infotext(self, entries: dict[str, str], warnings: list[str]) -> dict:
+        """A1111's Hires entries (taken out of `entries`); "Denoising strength" is left for img2img's too."""
+        if not any(key in entries for key in ("Hires upscale", "Hires resize", "Hires upscaler")):
+            return {}
+        fields: dict = {"enable_hr": True, "hr_resize_x": 0, "hr_resize_y": 0, "hr_second_pass_steps": 0,
+                        "hr_prompt": "", "hr_negative_prompt": "", "hr_sampler_name": SAME_SAMPLER}
+        for key, field, kind in (("Hires upscale", "hr_scale", "number"), ("Hires steps", "hr_second_pass_steps",
+                                 "whole"), ("Hires prompt", "hr_prompt", "text"),
+                                 ("Hires negative prompt", "hr_negative_prompt", "text")):
+            if key in entries:
+                read_value(fields, field, key, entries.pop(key), kind, warnings)
+        if "Denoising strength" in entries:
+            read_value(fields, "hr_denoising_strength", "Denoising strength", entries["Denoising strength"], "number",
+                       warnings)
+        if "Hires resize" in entries:
+            value = entries.pop("Hires resize")
+            sides = value.split("x")
+            if len(sides) == 2 and all(side.strip().isdigit() for side in sides):
+                fields["hr_resize_x"], fields["hr_resize_y"] = (int(side) for side in sides)
+            else:
+                warnings.append(f"Hires resize: {value!r} is not WIDTHxHEIGHT; left out")
+        for key, field, known in (("Hires upscaler", "hr_upscaler", self.hires_upscaler_names),
+                                  ("Hires sampler", "hr_sampler_name", lambda: SAMPLER_NAMES)):
+            if key in entries:
+                value = entries.pop(key)
+                if value in known():
+                    fields[field] = value
+                else:
+                    warnings.append(f"{key}: {value!r} is not available here; left out")
+        return fields
+
+    def from_rest(self, payload: dict, route: str, fields: dict) -> str:
+        """A1111's hires fields, when enable_hr is set (its clients send them all, with defaults, every time)."""
+        if route != "txt2img" or not payload.get("enable_hr"):
+            return route
+        for name in ("enable_hr", "hr_scale", "hr_upscaler", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y",
+                     "hr_prompt", "hr_negative_prompt"):
+            if payload.get(name) is not None:
+                fields[name] = payload[name]
+        fields["hr_denoising_strength"] = payload.get("denoising_strength", HIRES_FIELDS["hr_denoising_strength"])
+        sampler, schedule = payload.get("hr_sampler_name"), payload.get("hr_scheduler")
+        if isinstance(sampler, str) and sampler and isinstance(schedule, str) and schedule.lower() != "automatic":
+            sampler = join_name(sampler, schedule.capitalize())
+        fields["hr_sampler_name"] = sampler or SAME_SAMPLER
+        return route
+
+    def in_rest_words(self, message: str) -> str:
+        return rename_words(message, {"hr_denoising_strength": "denoising_strength"})
 
     # -- REST, as A1111 ------------------------------------------------------------------------------------
 
@@ -97,6 +228,13 @@ class Upscale(Extension):
 
     # -- gradio_client and the UI --------------------------------------------------------------------------
 
+    def panel(self, tab: TabContext) -> Panel | None:
+        if tab.mode != "txt2img":
+            return None
+        from extensions.upscale.panel import hires_panel
+
+        return hires_panel(self, tab)
+
     def register_endpoints(self, image_file) -> None:
         from extensions.upscale.panel import upscale_endpoint
 
@@ -106,3 +244,27 @@ class Upscale(Extension):
         from extensions.upscale.panel import extras_tab
 
         return extras_tab(self, image_file)
+
+
+def _strength(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"hr_denoising_strength must be in (0, 1], got {value!r}")
+    return float(value)
+
+
+def _check(plan: HiresPlan, width: int, height: int, steps: int) -> None:
+    """The plan's sizes and schedule for a first pass of width x height in `steps` steps."""
+    _, schedule = plan.schedule_steps(steps)
+    if schedule > MAX_SCHEDULE:
+        raise ValueError(
+            f"hr_denoising_strength {plan.strength:g} with {plan.steps or steps} hires steps needs a schedule of "
+            f"{schedule} steps; at most {MAX_SCHEDULE}: raise hr_denoising_strength or lower hr_second_pass_steps")
+    upscaled, size = plan.sizes(width, height)
+    field = "hr_scale" if plan.resize == (0, 0) else "hr_resize_x and hr_resize_y"
+    low, high = SIZE_RANGE
+    if not all(low <= side <= high for side in size):
+        raise ValueError(f"{field}: the hires size would be {size[0]}x{size[1]} from {width}x{height}; each side must "
+                         f"be from {low} to {high}")
+    if max(upscaled) > MAX_RESULT_SIDE:  # a resize to both sides covers them first
+        raise ValueError(f"{field}: {size[0]}x{size[1]} from {width}x{height} means upscaling to "
+                         f"{upscaled[0]}x{upscaled[1]} first; at most {MAX_RESULT_SIDE} a side")

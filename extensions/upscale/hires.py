@@ -1,0 +1,226 @@
+"""Hires fix, as A1111's: a txt2img job made at its width x height, upscaled, then refined by an img2img pass at the
+larger size. Both passes run in one call of the manager, over the pipelines the other hooks chose (LoRA set, prompt
+embeddings, VAE, ControlNet units), so no weight is copied and the progress counts the steps of both.
+
+- The plan (`HiresPlan`) is the request's "upscale" part, checked when the request is built.
+- The upscale is in latent space for the `Latent` upscalers (A1111's interpolation modes), or in pixels: the first
+  pass decoded, made larger by a pixel upscaler or an upscaler model (upscaling.py), encoded by the second pass.
+- The second pass runs `steps` steps (0: the first pass's) of a schedule of steps / strength, as A1111 does, with
+  noise from the same seeds, and its own sampler when one is named.
+- With a 9-channel (inpainting) U-Net both passes run its inpaint pipeline with a full mask, and the masked-image
+  condition of the second pass is the VAE's encoding of an empty picture, as in the first (A1111's
+  `img2img_image_conditioning` for a full mask). diffusers' ControlNet inpaint pipeline takes no latents as its
+  image, so there a Latent upscaler's latents are decoded for it to encode again (a VAE round trip A1111 skips).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers import (
+    StableDiffusionControlNetImg2ImgPipeline,
+    StableDiffusionControlNetInpaintPipeline,
+    StableDiffusionControlNetPipeline,
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionInpaintPipeline,
+    StableDiffusionPipeline,
+)
+from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
+from PIL import Image
+
+from models.manager import TEXT_ARGUMENTS
+from models.samplers import make_scheduler
+from models.vae_tiling import tile_for
+
+# A1111's latent upscalers: name -> (torch's interpolation mode, antialias)
+LATENT_UPSCALERS = {
+    "Latent": ("bilinear", False),
+    "Latent (antialiased)": ("bilinear", True),
+    "Latent (bicubic)": ("bicubic", False),
+    "Latent (bicubic antialiased)": ("bicubic", True),
+    "Latent (nearest)": ("nearest", False),
+    "Latent (nearest-exact)": ("nearest-exact", False),
+}
+
+SECOND_PASS = {  # the first pass's pipeline -> the second's
+    StableDiffusionPipeline: StableDiffusionImg2ImgPipeline,
+    StableDiffusionControlNetPipeline: StableDiffusionControlNetImg2ImgPipeline,
+    StableDiffusionInpaintPipeline: StableDiffusionInpaintPipeline,
+    StableDiffusionControlNetInpaintPipeline: StableDiffusionControlNetInpaintPipeline,
+}
+# The first pass's arguments the second pass sets anew (its picture, size, schedule and noise).
+PER_PASS = frozenset({"image", "control_image", "mask_image", "masked_image_latents", "width", "height", "strength",
+                      "num_inference_steps", "generator"})
+
+
+@dataclass(frozen=True)
+class HiresPlan:
+    upscaler: str
+    scale: float
+    resize: tuple[int, int]  # hr_resize_x, hr_resize_y; (0, 0): by `scale`
+    steps: int  # the second pass's; 0: the first pass's
+    strength: float  # the second pass's denoising strength
+    prompt: str | None = None  # None: the first pass's
+    negative_prompt: str | None = None
+    sampler: str | None = None
+
+    def sizes(self, width: int, height: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The upscaled size and the result's, each side a multiple of 8, for a first pass of width x height. A
+        resize to both sides scales to cover them, then crops the centre (A1111 crops in the latent upscale only)."""
+        resize_x, resize_y = self.resize
+        if resize_x == 0 and resize_y == 0:
+            upscaled = (int(width * self.scale), int(height * self.scale))
+        elif resize_y == 0 or resize_x and width / height < resize_x / resize_y:
+            upscaled = (resize_x, resize_x * height // width)
+        else:
+            upscaled = (resize_y * width // height, resize_y)
+        result = upscaled if 0 in self.resize else self.resize
+        return _eights(upscaled), _eights(result)
+
+    def schedule_steps(self, first_steps: int) -> tuple[int, int]:
+        """The second pass's denoising steps, and the length of the schedule they end (diffusers runs
+        int(schedule * strength) steps of it)."""
+        steps = self.steps or first_steps
+        return steps, math.ceil(steps / self.strength - 1e-9)
+
+    def infotext(self) -> dict[str, str]:
+        """A1111's entries: Denoising strength, Hires upscale or Hires resize, Hires steps, Hires upscaler, ..."""
+        entries = {"Denoising strength": f"{self.strength:g}"}
+        if self.resize == (0, 0):
+            entries["Hires upscale"] = f"{self.scale:g}"
+        else:
+            entries["Hires resize"] = "{}x{}".format(*self.resize)
+        if self.steps:
+            entries["Hires steps"] = str(self.steps)
+        entries["Hires upscaler"] = self.upscaler
+        if self.sampler is not None:
+            entries["Hires sampler"] = self.sampler
+        if self.prompt is not None:
+            entries["Hires prompt"] = self.prompt
+        if self.negative_prompt is not None:
+            entries["Hires negative prompt"] = self.negative_prompt
+        return entries
+
+
+def _eights(size: tuple[int, int]) -> tuple[int, int]:
+    return size[0] // 8 * 8, size[1] // 8 * 8
+
+
+class HiresFix:
+    """Two passes as one pipeline to the manager, which calls it with the first pass's arguments and its step
+    callback, and may use its VAE and image processor (a decode after running out of memory) and set its scheduler.
+    Each pass tells the callback where it stands (`progress`: the steps before it and after it)."""
+
+    def __init__(self, first, plan: HiresPlan, sampler: str, scheduler_config: dict,
+                 upscale_pixels: Callable[[Image.Image, str, tuple[int, int]], Image.Image],
+                 texts: dict | None = None):
+        """`first`: the pipeline the other hooks chose; `sampler`: the first pass's; `upscale_pixels(picture, name,
+        size)`; `texts`: the second pass's text arguments when it has its own prompts."""
+        self.first, self.plan, self.sampler = first, plan, sampler
+        self.scheduler_config, self.upscale_pixels, self.texts = scheduler_config, upscale_pixels, texts
+
+    @property
+    def vae(self):
+        return self.first.vae
+
+    @property
+    def image_processor(self):
+        return self.first.image_processor
+
+    @property
+    def scheduler(self):
+        return self.first.scheduler
+
+    @scheduler.setter
+    def scheduler(self, scheduler) -> None:
+        self.first.scheduler = scheduler
+
+    def set_progress_bar_config(self, **config) -> None:
+        self.first.set_progress_bar_config(**config)
+
+    def __call__(self, callback_on_step_end=None, **arguments) -> StableDiffusionPipelineOutput:
+        first = self.first
+        steps, _ = self.plan.schedule_steps(arguments["num_inference_steps"])
+        first.progress = (0, steps)
+        latents = first(**arguments, output_type="latent", callback_on_step_end=callback_on_step_end).images
+        if first.interrupt:  # stopped in the first pass: its picture, as A1111 returns it
+            return StableDiffusionPipelineOutput(self.decode(latents), None)
+        second, second_arguments = self.second_pass(arguments, latents)
+        second.progress = (first.num_timesteps, 0)
+        return second(**second_arguments, callback_on_step_end=callback_on_step_end)
+
+    def decode(self, latents: torch.Tensor) -> list[Image.Image]:
+        vae = self.first.vae
+        with torch.no_grad():
+            pixels = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
+        return self.first.image_processor.postprocess(pixels, output_type="pil")
+
+    def second_pass(self, arguments: dict, latents: torch.Tensor) -> tuple:
+        """The second pass's pipeline (over the first's modules, a new scheduler) and arguments."""
+        first, plan = self.first, self.plan
+        factor = first.vae_scale_factor
+        height, width = latents.shape[-2] * factor, latents.shape[-1] * factor
+        upscaled, size = plan.sizes(width, height)
+        second_class = SECOND_PASS[type(first)]
+        if plan.upscaler in LATENT_UPSCALERS:
+            init = upscale_latents(latents, upscaled, size, plan.upscaler, factor)
+            if second_class is StableDiffusionControlNetInpaintPipeline:  # it takes no latents for its image
+                init = self.decode(init)
+        else:
+            init = [_crop(self.upscale_pixels(picture, plan.upscaler, upscaled), size)
+                    for picture in self.decode(latents)]
+        tile_for(first.vae, *size)
+        seeds = [generator.initial_seed() for generator in arguments["generator"]]
+        _, schedule = plan.schedule_steps(arguments["num_inference_steps"])
+        scheduler = make_scheduler(plan.sampler or self.sampler, self.scheduler_config, seeds)
+        second = second_class(**{**first.components, "scheduler": scheduler})
+        second.set_progress_bar_config(disable=True)
+        kept = {key: value for key, value in arguments.items()
+                if key not in PER_PASS and (self.texts is None or key not in TEXT_ARGUMENTS)}
+        batch = len(seeds)
+        pass_arguments = {
+            **kept, **(self.texts or {}), "image": init, "strength": plan.strength, "num_inference_steps": schedule,
+            "generator": [torch.Generator("cpu").manual_seed(seed) for seed in seeds],  # A1111: the seeds' noise again
+        }
+        controls = arguments.get("control_image", arguments["image"] if type(first) is StableDiffusionControlNetPipeline
+                                 else None)
+        if controls is not None:  # resized to the new size by the pipeline, as sd-webui-controlnet does
+            pass_arguments["control_image"] = controls
+        if second_class is not StableDiffusionImg2ImgPipeline:  # which takes its size from the image
+            pass_arguments.update(width=size[0], height=size[1])
+        if "mask_image" in arguments:
+            pass_arguments["mask_image"] = [Image.new("L", size, 255)] * batch
+            if isinstance(init, torch.Tensor):  # latents: the condition is made here, as the first pass made it
+                pass_arguments["masked_image_latents"] = _empty_picture_latents(first.vae, size, batch)
+        return second, pass_arguments
+
+
+def upscale_latents(latents: torch.Tensor, upscaled: tuple[int, int], size: tuple[int, int], upscaler: str,
+                    factor: int) -> torch.Tensor:
+    """Latents interpolated to `upscaled` (in pixels), then the centre at `size`."""
+    mode, antialias = LATENT_UPSCALERS[upscaler]
+    larger = F.interpolate(latents, size=(upscaled[1] // factor, upscaled[0] // factor), mode=mode,
+                           antialias=antialias)
+    top, left = (larger.shape[-2] - size[1] // factor) // 2, (larger.shape[-1] - size[0] // factor) // 2
+    return larger[..., top: top + size[1] // factor, left: left + size[0] // factor]
+
+
+def _crop(picture: Image.Image, size: tuple[int, int]) -> Image.Image:
+    if picture.size == size:
+        return picture
+    left, top = (picture.width - size[0]) // 2, (picture.height - size[1]) // 2
+    return picture.crop((left, top, left + size[0], top + size[1]))
+
+
+def _empty_picture_latents(vae, size: tuple[int, int], batch: int) -> torch.Tensor:
+    """The VAE's encoding (its mean) of an empty picture (0 in [-1, 1]): what the masked-image condition of a
+    9-channel U-Net is under a full mask."""
+    parameter = next(vae.parameters())
+    empty = torch.zeros(1, 3, size[1], size[0], device=parameter.device, dtype=parameter.dtype)
+    with torch.no_grad():
+        latents = vae.encode(empty).latent_dist.mode() * vae.config.scaling_factor
+    return latents.expand(batch, -1, -1, -1)
