@@ -5,7 +5,8 @@ figures come from.
 """
 
 from bench import (batching, cold_start, controlnet, cuda_speed, hires, history, inpaint, lora, memory, overhead,
-                   png_text, preprocessors, previews, prompts, ray_scaling, rest, shapes_model, vae_tiling)
+                   png_text, preprocessors, previews, prompts, ray_scaling, rest, shapes_model, train_lora,
+                   vae_tiling)
 
 if __name__ == "__main__":
     overhead.main()
@@ -24,5 +25,6 @@ if __name__ == "__main__":
     history.main()
     vae_tiling.main()
     hires.main([])
+    train_lora.main()
     shapes_model.main([])
     cuda_speed.main()

@@ -16,6 +16,7 @@ REGISTERED = (
     "extensions.vae:Vae",  # before ControlNet, whose pipeline is built on the view's components (its VAE too)
     "extensions.controlnet.extension:ControlNet",
     "extensions.upscale:Upscale",
+    "extensions.train:Train",
 )
 
 

@@ -95,9 +95,13 @@ class Extension:
     placement: str = "settings"  # where its panel goes in a tab: under the settings, "prompt" (beside it) or "size"
     # (under the width and height)
     tab_name: str | None = None  # the id of a tab of its own (see `tab`), e.g. "extras"
+    tab_takes_pictures: bool = True  # results have a "Send to" button for its tab
 
     def install(self, manager) -> None:
         """Add its hooks to a (newly loaded) PipelineManager."""
+
+    def attach(self, service) -> None:
+        """The studio service it is part of (an extension that runs jobs of its own in the queue: training)."""
 
     def rewrite(self, mode: str, fields: dict) -> str:
         """Change `fields` in place before the request is built; returns the mode the job runs as."""
@@ -148,7 +152,7 @@ class Extension:
 
     def tab(self, image_file: Callable[[Image.Image], str]) -> Any:
         """Add its own tab, whose id is `tab_name` (called inside the UI's Tabs); returns the tab's input picture,
-        which the buttons under every result send pictures to."""
+        which the buttons under every result send pictures to (None with `tab_takes_pictures` False)."""
         return None
 
 

@@ -147,6 +147,17 @@ class PipelineManager:
         """Ask the running job to stop after its current step; it returns what it has."""
         self._interrupt.set()
 
+    def sample(self, request: GenerationRequest) -> Image.Image:
+        """The first image of `request` on the shared pipeline as it stands, with no extension's hooks (a training
+        run's samples, with its adapter on, and its class images). Call under the lock."""
+        request = request.replace(seed=_first_seed(request), batch_size=1)
+        pipe = self.pipelines[request.mode]
+        view = type(pipe)(**{**pipe.components, "scheduler": make_scheduler(request.sampler, pipe.scheduler.config,
+                                                                            [request.seed])})
+        view.set_progress_bar_config(disable=True)
+        with torch.no_grad():
+            return view(**self._call_arguments(request, [request.seed])).images[0]
+
     def generate(self, request: GenerationRequest, on_step: StepCallback | None = None) -> GenerationResult:
         return self.generate_together([request], on_step)[0]
 

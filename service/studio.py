@@ -132,6 +132,8 @@ class StudioService:
         self.checkpoints: Callable[[], list[str]] = lambda: []  # the checkpoint names a client may switch to
         self.model_name = "demo"  # the model in use, by the name it was chosen with (the app sets the first)
         self.startup_model = "demo"  # the model the app was started with (--model)
+        for extension in self.extensions:
+            extension.attach(self)
 
     # -- facts for the interfaces -----------------------------------------------------------------------
 
@@ -211,6 +213,36 @@ class StudioService:
         if self.direct:
             return self.generate(request, warnings, on_step)
         job = self.submit(request, warnings)
+        reported = 0
+        while not job.wait(0.05):
+            if on_step is not None and job.step != reported:
+                reported = job.step
+                on_step(job.step, job.steps)
+        return job.outcome()
+
+    def run_task(self, steps: int, work: Callable[[threading.Event, StepCallback], Any],
+                 on_step: StepCallback | None = None) -> Any:
+        """A job that is not a generation (a training run) through the one queue, alone, on this process's model:
+        it holds the device (the model's lock) while it runs, and generations wait behind it in the queue.
+        `work(stop, step)` reports its progress with `step(done, total)` and ends early once Interrupt sets `stop`;
+        `on_step` is called from this thread as the steps advance. Raises QueueFull when the queue has no room."""
+        if not isinstance(self.backend, LocalBackend):
+            raise ValueError("this job runs on the app's own model, and the models are on Ray Serve replicas here")
+
+        def run(job: QueuedJob):
+            stop = self._stops[job.number] = threading.Event()
+
+            def step(done: int, total: int) -> None:
+                self.jobs.step(done, total)
+                job.on_step(done, total)
+
+            try:
+                with self.jobs.tracking(steps), self.manager.lock:
+                    return work(stop, step)
+            finally:
+                del self._stops[job.number]
+
+        job = self.queue.submit(run)
         reported = 0
         while not job.wait(0.05):
             if on_step is not None and job.step != reported:

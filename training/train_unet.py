@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from extensions.train.objective import diffusion_loss
+from extensions.train.objective import training_noise as low_frequency_noise
 from models.demo.shipped import PIPELINE_DIR, PLUMBING_DIR
 from training.common import DEVICE, IMAGE_SIZE, WORK_DIR, Run, batches, command_line, decayed, to_tensor
 from training.shapes import grown_box, shape_box
@@ -91,12 +93,8 @@ def latent_scale(vae: AutoencoderKL, seed: int) -> float:
 
 
 def training_noise(latents: torch.Tensor) -> torch.Tensor:
-    """White noise plus LOW_FREQUENCY_NOISE: random per-channel planes on coarse grids, smoothly upsampled."""
-    noise = torch.randn_like(latents)
-    for side, strength in LOW_FREQUENCY_NOISE.items():
-        coarse = torch.randn(*latents.shape[:2], side, side, device=latents.device)
-        noise += strength * F.interpolate(coarse, size=latents.shape[-2:], mode="bilinear", align_corners=False)
-    return noise
+    """White noise plus LOW_FREQUENCY_NOISE (the app's training noise, extensions/train/objective.py)."""
+    return low_frequency_noise(latents, LOW_FREQUENCY_NOISE)
 
 
 def foreground_weights(scenes, side: int) -> torch.Tensor:
@@ -114,17 +112,11 @@ def foreground_weights(scenes, side: int) -> torch.Tensor:
 
 def epsilon_loss(prediction: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
                  pixel_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """The epsilon objective: each sample's squared error, averaged over the latents with `pixel_weights` (N, 1,
-    H, W) when given, then weighted by clamp(SNR, SNR_FLOOR, MIN_SNR_GAMMA) / SNR."""
-    alphas = NOISE_SCHEDULER.alphas_cumprod.to(timesteps.device)[timesteps]
-    snr = alphas / (1 - alphas)
-    weights = snr.clamp(min=SNR_FLOOR, max=MIN_SNR_GAMMA) / snr
-    errors = F.mse_loss(prediction.float(), noise.float(), reduction="none")
-    if pixel_weights is None:
-        per_sample = errors.mean(dim=(1, 2, 3))
-    else:
-        per_sample = (errors * pixel_weights).mean(dim=(1, 2, 3)) / pixel_weights.mean(dim=(1, 2, 3))
-    return (weights * per_sample).mean()
+    """The epsilon objective (the app's, extensions/train/objective.py): each sample's squared error, averaged over
+    the latents with `pixel_weights` (N, 1, H, W) when given, then weighted by clamp(SNR, SNR_FLOOR,
+    MIN_SNR_GAMMA) / SNR."""
+    return diffusion_loss(NOISE_SCHEDULER, prediction, None, noise, timesteps, MIN_SNR_GAMMA, pixel_weights,
+                          floor=SNR_FLOOR)
 
 
 class LatentCache:

@@ -53,7 +53,8 @@ def build_ui(service: StudioService, queue_size: int = 16) -> gr.Blocks:
                 with gr.Tab(mode, id=mode):
                     targets[mode] = _tab(handlers, mode, event)
             own_tabs = {extension.tab_name: extension.tab(map_file) for extension in service.extensions
-                        if extension.tab_name}  # Extras: a tab name -> its input picture
+                        if extension.tab_name}  # Extras: a tab name -> its input picture (None: it takes none)
+            own_tabs = {name: picture for name, picture in own_tabs.items() if picture is not None}
             png_info_source = png_info_tab(tabs, targets, service.extensions)
             history_tab(tabs, targets, png_info_source, History(service.output_dir), service.extensions)
         for target in targets.values():
@@ -100,7 +101,8 @@ def _tab(handlers: Handlers, mode: str, event: dict) -> dict:
             infotext = gr.Textbox(label="Generation parameters", lines=4, elem_id=f"{mode}-infotext")
             with gr.Row(elem_id=f"{mode}-result-buttons"):
                 reuse = gr.Button("♻ Reuse seed", size="sm", elem_id=f"{mode}-reuse-seed")
-                own_tabs = [extension.tab_name for extension in handlers.service.extensions if extension.tab_name]
+                own_tabs = [extension.tab_name for extension in handlers.service.extensions
+                            if extension.tab_name and extension.tab_takes_pictures]
                 sends = {to: gr.Button(f"Send to {to}", size="sm", elem_id=f"{mode}-to-{to}")
                          for to in ("img2img", "inpaint", *own_tabs)}
             notes = gr.Textbox(label="Notes", lines=1, elem_id=f"{mode}-notes")

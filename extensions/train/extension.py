@@ -1,0 +1,174 @@
+"""LoRA training in the app, as a slice: the Train tab and gradio_client's /train_lora (panel.py), the checked
+settings, and the run itself as a job in the generations' queue (it holds the device while it trains; Interrupt
+stops it with a checkpoint kept, which `resume` continues). The LoRA lands in the LoRA folder in kohya's format,
+usable at once as <lora:name:1>. Training runs in `<output folder>/training/<name>/`."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from extensions.base import Extension
+from extensions.train import kohya
+from extensions.train.dataset import training_set
+from extensions.train.trainer import UNET_TARGETS, Outcome, Settings, Trainer
+from models.request import GenerationRequest
+from models.validate import boolean, in_range, text, whole_number
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}")
+MAX_STEPS = 10_000
+MAX_RANK = 128
+CLASS_IMAGES = (4, 50)  # prior preservation: as many class images as training images, within these bounds
+DEFAULTS = {"steps": 500, "rank": 8, "alpha": 0, "learning_rate": 1e-4, "batch_size": 1, "resolution": 0, "seed": 0,
+            "train_text_encoder": False, "class_prompt": "", "prior_preservation": False, "min_snr_gamma": 5.0,
+            "noise_offset": 0.0,
+            "gradient_checkpointing": False, "sample_every": 0, "resume": False}
+
+
+@dataclass
+class Status:
+    """What the Train tab shows while a run goes on."""
+    step: int = 0
+    steps: int = 0
+    loss: float = float("nan")
+    sample: Image.Image | None = None
+    sample_step: int = 0
+
+
+class Train(Extension):
+    name = "train"
+    modes = ()
+    tab_name = "train"
+    tab_takes_pictures = False
+
+    def __init__(self, lora_folder: str | Path, work_folder: str | Path):
+        self.lora_folder = Path(lora_folder)  # the LoRA library's folder: where a trained LoRA goes
+        self.work_folder = Path(work_folder)  # the runs' checkpoints, one folder per name
+        self.service = None
+
+    @classmethod
+    def from_config(cls, config) -> Train:
+        return cls(config.lora_dir, config.output_dir / "training")
+
+    def attach(self, service) -> None:
+        self.service = service
+
+    # -- the settings ----------------------------------------------------------------------------------------
+
+    def settings(self, name, instance_prompt, **options) -> tuple[Settings, bool]:
+        """Checked settings (errors name the field and the value), and whether to resume."""
+        unknown = sorted(set(options) - set(DEFAULTS))
+        if unknown:
+            raise ValueError(f"train_lora takes no field {', '.join(map(repr, unknown))}")
+        values = {**DEFAULTS, **{key: value for key, value in options.items() if value is not None}}
+        name = text("name", name if name is not None else "").strip().removesuffix(".safetensors")
+        if not NAME.fullmatch(name):
+            raise ValueError(f"name must be 1 to 64 letters, digits, spaces, '_', '-' or '.', starting with a letter "
+                             f"or digit (no folders), got {name!r}")
+        resume = boolean("resume", values["resume"])
+        if (self.lora_folder / f"{name}.safetensors").exists() and not resume:
+            raise ValueError(f"name: a LoRA {name!r} exists in the LoRA folder; choose another name, or resume its run")
+        if resume and not (self.work_folder / name / "state.json").exists():
+            raise ValueError(f"resume: there is no run of {name!r} to resume")
+        rank = whole_number("rank", values["rank"], 1, self._max_rank())
+        alpha = float(in_range("alpha", values["alpha"], (0, 1024))) or float(rank)
+        resolution = whole_number("resolution", values["resolution"], 0, 1024) or self.service.default_size
+        if resolution % 8 or resolution < 64:
+            raise ValueError(f"resolution must be 0 (the model's) or a multiple of 8 from 64 to 1024, got {resolution}")
+        prior = boolean("prior_preservation", values["prior_preservation"])
+        class_prompt = text("class_prompt", values["class_prompt"] or "").strip()
+        if prior and not class_prompt:
+            raise ValueError("class_prompt: prior preservation needs a class prompt (\"a photo of a dog\")")
+        gamma = float(in_range("min_snr_gamma", values["min_snr_gamma"], (0, 100)))
+        steps = whole_number("steps", values["steps"], 1, MAX_STEPS)
+        settings = Settings(
+            name=name, instance_prompt=text("instance_prompt", instance_prompt or "").strip(), steps=steps, rank=rank,
+            alpha=alpha, learning_rate=float(in_range("learning_rate", values["learning_rate"], (1e-7, 1.0))),
+            batch_size=whole_number("batch_size", values["batch_size"], 1, 16), resolution=resolution,
+            seed=whole_number("seed", values["seed"], 0, 2**32 - 1),
+            train_text_encoder=boolean("train_text_encoder", values["train_text_encoder"]), class_prompt=class_prompt,
+            prior_preservation=prior, min_snr_gamma=gamma or None,
+            noise_offset=float(in_range("noise_offset", values["noise_offset"], (0, 1))),
+            gradient_checkpointing=boolean("gradient_checkpointing", values["gradient_checkpointing"]),
+            sample_every=whole_number("sample_every", values["sample_every"], 0, steps),
+        )
+        return settings, resume
+
+    def _max_rank(self) -> int:
+        """A rank above the narrowest trained layer's width adds nothing but cost: refused."""
+        unet = self.service.manager.pipelines["txt2img"].unet
+        widths = [min(module.in_features, module.out_features) for name, module in unet.named_modules()
+                  if any(name.endswith(target) for target in UNET_TARGETS) and hasattr(module, "in_features")]
+        return min([MAX_RANK, *widths])
+
+    # -- a run -------------------------------------------------------------------------------------------------
+
+    def train(self, images, instance_prompt: str = "", name: str = "", on_step=None, status: Status | None = None,
+              **options) -> Outcome:
+        """Train a LoRA on `images` (files, captions, zips) in the queue; its name, file, final loss, steps done
+        and whether it was interrupted. `status` follows the run (the step, the loss, the latest sample)."""
+        settings, resume = self.settings(name, instance_prompt, **options)
+        examples = training_set(images, settings.instance_prompt, settings.resolution)
+        checkpoint = self.work_folder / settings.name
+        if not resume and checkpoint.exists():  # an earlier run of a name whose LoRA was deleted since
+            shutil.rmtree(checkpoint)
+        status = status if status is not None else Status()
+        return self.service.run_task(settings.steps, lambda stop, step: self._run(settings, examples, checkpoint,
+                                                                                  stop, step, status), on_step)
+
+    def _run(self, settings: Settings, examples, checkpoint: Path, stop: threading.Event, step,
+             status: Status) -> Outcome:
+        manager = self.service.manager
+        if manager.unet_compiled:
+            raise ValueError("training needs an uncompiled U-Net: start the app without --compile")
+        pipe = manager.pipelines["txt2img"]
+        blank = GenerationRequest("txt2img", "")
+        for configure in manager.configurers:  # every extension's state off (LoRA adapters, unfused)
+            configure(pipe, blank)
+        side = settings.resolution
+        class_images = []
+        if settings.prior_preservation:  # made by the model itself, before the adapter exists
+            count = min(max(len(examples), CLASS_IMAGES[0]), CLASS_IMAGES[1])
+            class_images = [manager.sample(GenerationRequest("txt2img", settings.class_prompt, width=side,
+                                                             height=side, seed=settings.seed + index))
+                            for index in range(count)]
+        status.steps = settings.steps
+
+        def progress(done: int, total: int, loss: float) -> None:
+            status.step, status.loss = done, loss
+            step(done, total)
+
+        def sample(done: int) -> None:
+            status.sample = manager.sample(GenerationRequest("txt2img", settings.instance_prompt or
+                                                                  examples[0].caption, width=side, height=side,
+                                                                  seed=settings.seed))
+            status.sample_step = done
+
+        started = time.time()
+        done, loss, tensors = Trainer(pipe, settings, examples, checkpoint).run(stop, progress, sample, class_images)
+        meta = kohya.metadata(asdict(settings), [example.caption for example in examples], manager.source.name,
+                              manager.model_hash, done, started, time.time())
+        file = kohya.save(self.lora_folder / f"{settings.name}.safetensors", tensors, meta)
+        interrupted = done < settings.steps
+        if not interrupted:
+            shutil.rmtree(checkpoint, ignore_errors=True)  # finished: nothing left to resume
+        return Outcome(settings.name, file, loss, done, interrupted)
+
+    # -- the UI ----------------------------------------------------------------------------------------------
+
+    def register_endpoints(self, image_file) -> None:
+        from extensions.train.panel import train_endpoint
+
+        train_endpoint(self)
+
+    def tab(self, image_file):
+        from extensions.train.panel import train_tab
+
+        train_tab(self)
+        return None
