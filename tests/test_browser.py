@@ -374,3 +374,31 @@ def test_hires_fix_sent_from_png_info_is_on_in_the_accordion_and_regenerates_the
     page.locator("#txt2img-enable-hr input").uncheck()
     expect(accordion).not_to_contain_text("Hires. fix: on")
     screenshot(page, "hires")
+
+
+def test_train_tab_trains_a_lora_with_progress_and_a_sample(page, app_server, tmp_path):
+    from PIL import ImageDraw
+
+    files = []
+    for index in range(3):
+        picture = Image.new("RGB", (64, 64), "white")
+        ImageDraw.Draw(picture).ellipse([8 + 8 * index, 10, 40 + 8 * index, 42], fill=(30, 60, 210))
+        picture.save(tmp_path / f"{index}.png")
+        files.append(str(tmp_path / f"{index}.png"))
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#train-images input[type=file]").set_input_files(files)
+    page.locator("#train-name input, #train-name textarea").first.fill("browser-trained")
+    page.locator("#train-instance input, #train-instance textarea").first.fill("a sks circle")
+    set_number(page, "Steps", 6)
+    set_number(page, "A sample every N steps", 3)
+    try:
+        page.locator("#train-run").click()
+        expect(page.locator("#train-result textarea")).to_have_value(
+            re.compile(r"^trained 6 steps; final loss [0-9.]+\. Use it as <lora:browser-trained:1>"), timeout=60_000)
+        expect(page.locator("#train-status textarea")).to_have_value(
+            re.compile(r"^step 6/6, loss [0-9.]+, sample at step 6$"))
+        expect(page.locator("#train-sample img")).to_be_visible()
+        screenshot(page, "train")
+    finally:
+        trained = app_server[1].extension("lora").library.folder / "browser-trained.safetensors"
+        trained.unlink(missing_ok=True)

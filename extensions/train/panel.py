@@ -44,11 +44,13 @@ def train_tab(extension) -> None:
                                                info="0: the model's own")
                         seed = gr.Number(DEFAULTS["seed"], precision=0, label="Seed")
                         gamma = gr.Number(DEFAULTS["min_snr_gamma"], label="Min-SNR gamma", info="0: off")
+                        noise_offset = gr.Number(DEFAULTS["noise_offset"], label="Noise offset",
+                                                 info="as the model was trained: 0.5 for the shapes demo")
                     with gr.Row():
                         text_encoder = gr.Checkbox(False, label="Train the text encoder too")
                         checkpointing = gr.Checkbox(False, label="Gradient checkpointing",
                                                     info="less memory, slower steps")
-                        sample_every = gr.Slider(0, 500, value=0, step=10, label="A sample every N steps",
+                        sample_every = gr.Slider(0, 500, value=0, step=1, label="A sample every N steps",
                                                  info="0: none", elem_id="train-sample-every")
                 resume = gr.Checkbox(False, label="Resume the interrupted run of this name", elem_id="train-resume")
                 with gr.Row():
@@ -60,10 +62,10 @@ def train_tab(extension) -> None:
                                   elem_classes=["studio-input"])
                 result = gr.Textbox(label="Result", lines=2, elem_id="train-result")
     options = [steps, rank, alpha, learning_rate, batch, resolution, seed, text_encoder, class_prompt, prior, gamma,
-               checkpointing, sample_every, resume]
+               noise_offset, checkpointing, sample_every, resume]
     names = ["steps", "rank", "alpha", "learning_rate", "batch_size", "resolution", "seed", "train_text_encoder",
-             "class_prompt", "prior_preservation", "min_snr_gamma", "gradient_checkpointing", "sample_every",
-             "resume"]
+             "class_prompt", "prior_preservation", "min_snr_gamma", "noise_offset", "gradient_checkpointing",
+             "sample_every", "resume"]
 
     def train(files, lora_name, instance_prompt, *values):
         shown = Status()
