@@ -212,13 +212,7 @@ class StudioService:
         request, warnings = self.build(mode, fields)
         if self.direct:
             return self.generate(request, warnings, on_step)
-        job = self.submit(request, warnings)
-        reported = 0
-        while not job.wait(0.05):
-            if on_step is not None and job.step != reported:
-                reported = job.step
-                on_step(job.step, job.steps)
-        return job.outcome()
+        return _waited(self.submit(request, warnings), on_step)
 
     def run_task(self, steps: int, work: Callable[[threading.Event, StepCallback], Any],
                  on_step: StepCallback | None = None) -> Any:
@@ -242,13 +236,7 @@ class StudioService:
             finally:
                 del self._stops[job.number]
 
-        job = self.queue.submit(run)
-        reported = 0
-        while not job.wait(0.05):
-            if on_step is not None and job.step != reported:
-                reported = job.step
-                on_step(job.step, job.steps)
-        return job.outcome()
+        return _waited(self.queue.submit(run), on_step)
 
     def submit(self, request: GenerationRequest, warnings: Sequence[str] = ()) -> QueuedJob:
         """The request as a job in the queue (QueueFull when it has no room); `job.outcome()` is its Generation."""
@@ -362,3 +350,13 @@ class StudioService:
         for warning in composed.warnings:
             log.warning(warning)
         return Generation(files, composed.infotexts, composed.seeds, composed.warnings, composed.interrupted)
+
+
+def _waited(job: QueuedJob, on_step: StepCallback | None):
+    """The job's outcome, waited for in this thread, which `on_step` is called from as its steps advance."""
+    reported = 0
+    while not job.wait(0.05):
+        if on_step is not None and job.step != reported:
+            reported = job.step
+            on_step(job.step, job.steps)
+    return job.outcome()
