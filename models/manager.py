@@ -152,9 +152,7 @@ class PipelineManager:
         run's samples, with its adapter on, and its class images). Call under the lock."""
         request = request.replace(seed=_first_seed(request), batch_size=1)
         pipe = self.pipelines[request.mode]
-        view = type(pipe)(**{**pipe.components, "scheduler": make_scheduler(request.sampler, pipe.scheduler.config,
-                                                                            [request.seed])})
-        view.set_progress_bar_config(disable=True)
+        view = pipeline_view(type(pipe), pipe, make_scheduler(request.sampler, pipe.scheduler.config, [request.seed]))
         with torch.no_grad():
             return view(**self._call_arguments(request, [request.seed])).images[0]
 
@@ -180,8 +178,7 @@ class PipelineManager:
                 parameters.update(configure(shared, first))
             # 3. a throw-away view of the shared pipeline with its own scheduler, and each request's arguments
             scheduler = make_scheduler(first.sampler, shared.scheduler.config, [s for some in seeds for s in some])
-            view = type(shared)(**{**shared.components, "scheduler": scheduler})
-            view.set_progress_bar_config(disable=True)
+            view = pipeline_view(type(shared), shared, scheduler)
             calls = [self._hooked(view, request, request_seeds, dict(parameters))
                      for request, request_seeds in zip(requests, seeds)]
             # 4. run (one call for all unless their extensions' arguments differ), each request getting its images
@@ -315,6 +312,13 @@ def free_device_memory(device: torch.device) -> None:
     gc.collect()  # the failed call's tensors are unreachable once its frames are gone
     if device.type == "cuda":
         torch.cuda.empty_cache()
+
+
+def pipeline_view(pipeline_class, pipe: DiffusionPipeline, scheduler) -> DiffusionPipeline:
+    """A throw-away `pipeline_class` over `pipe`'s modules (no copy) with a scheduler of its own, progress bar off."""
+    view = pipeline_class(**{**pipe.components, "scheduler": scheduler})
+    view.set_progress_bar_config(disable=True)
+    return view
 
 
 def _first_seed(request: GenerationRequest) -> int:

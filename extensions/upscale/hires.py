@@ -32,7 +32,7 @@ from diffusers import (
 from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
 from PIL import Image
 
-from models.manager import TEXT_ARGUMENTS
+from models.manager import TEXT_ARGUMENTS, pipeline_view
 from models.samplers import make_scheduler
 from models.vae_tiling import tile_for
 
@@ -177,8 +177,7 @@ class HiresFix:
         seeds = [generator.initial_seed() for generator in arguments["generator"]]
         _, schedule = plan.schedule_steps(arguments["num_inference_steps"])
         scheduler = make_scheduler(plan.sampler or self.sampler, self.scheduler_config, seeds)
-        second = second_class(**{**first.components, "scheduler": scheduler})
-        second.set_progress_bar_config(disable=True)
+        second = pipeline_view(second_class, first, scheduler)
         kept = {key: value for key, value in arguments.items()
                 if key not in PER_PASS and (self.texts is None or key not in TEXT_ARGUMENTS)}
         batch = len(seeds)
