@@ -40,6 +40,9 @@ ADAPTER = "in_training"  # the adapter's peft name ("training" is taken: every t
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]  # the attention layers, as kohya's networks.lora trains
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 SAVE_EVERY = 50
+# The low-frequency noise for a `noise_offset`: kohya's constant per channel (grid side 1), plus a 4x4 grid at 0.6
+# of it, so that 0.5 gives exactly the shapes demo model's own training noise (training/train_unet.py).
+OFFSET_GRIDS = {1: 1.0, 4: 0.6}
 
 Progress = Callable[[int, int, float], None]  # (steps done, steps in all, the latest loss)
 
@@ -171,7 +174,7 @@ class Trainer:
             latents = torch.cat([latents, class_mean[chosen] + class_std[chosen] * torch.randn_like(class_mean[chosen])])
             captions += [settings.class_prompt] * settings.batch_size
         latents = latents * pipe.vae.config.scaling_factor
-        noise = training_noise(latents, {1: settings.noise_offset, 4: settings.noise_offset * 0.6})
+        noise = training_noise(latents, {side: settings.noise_offset * share for side, share in OFFSET_GRIDS.items()})
         timesteps = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(latents),), device=self.device)
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
         model_input = noisy

@@ -20,7 +20,6 @@ from extensions.vae.library import AUTOMATIC, VaeLibrary
 from models.vae_tiling import tile_for
 
 
-
 @dataclass(frozen=True)
 class VaePart:
     name: str
