@@ -26,6 +26,7 @@ ENVIRONMENT = {
     "host": ("SD_HOST", os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")),
     "port": ("SD_PORT", os.environ.get("GRADIO_SERVER_PORT", "7860")),
     "device": ("SD_DEVICE", "auto"),
+    "offload": ("SD_OFFLOAD", "none"),
     "lora_dir": ("SD_LORA_DIR", str(ROOT / "models" / "Lora")),
     "lora_cap": ("SD_LORA_CAP", "16"),
     "lora_fuse": ("SD_LORA_FUSE", "off"),
@@ -55,6 +56,7 @@ ENVIRONMENT = {
 SWITCHES = ("lora_fuse", "compile", "api")  # the on/off options
 BACKENDS = ("local", "ray")
 PREVIEW_MODES = ("approx", "taesd", "off")  # as models.previews.PREVIEW_MODES (not imported here: it loads torch)
+OFFLOAD_MODES = ("none", "model", "sequential")  # as models.device.OFFLOAD_MODES
 SHUTDOWN_SECONDS = 3  # what open requests get on Ctrl+C before they are cancelled
 
 
@@ -67,6 +69,7 @@ class AppConfig:
     host: str
     port: int
     device: str
+    offload: str  # "model" or "sequential": the weights live on the CPU and visit the GPU (cards of 4-8 GB)
     lora_dir: Path
     lora_cap: int  # LoRA adapters kept loaded; the least recently used one goes first
     lora_fuse: bool  # fuse the active LoRA set into the weights when the same set comes again
@@ -120,6 +123,10 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
         switches[option] = value in ("on", "1", "true")
     if switches["lora_fuse"] and switches["compile"]:
         parser.error("--lora-fuse cannot be combined with --compile: the compiled U-Net's LoRA slot is hot-swapped")
+    if args.offload not in OFFLOAD_MODES:
+        parser.error(f"--offload must be one of {', '.join(OFFLOAD_MODES)}, got {args.offload!r}")
+    if args.offload != "none" and switches["compile"]:
+        parser.error("--offload cannot be combined with --compile: the hooks that move the weights break the graph")
     if args.backend not in BACKENDS:
         parser.error(f"--backend must be one of {', '.join(BACKENDS)}, got {args.backend!r}")
     if args.live_preview not in PREVIEW_MODES:
@@ -132,7 +139,7 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
         credentials[option] = tuple(value.split(":", 1)) if value else None
     return AppConfig(
         model=args.model, ckpt_dir=Path(args.ckpt_dir), upscaler_dir=Path(args.upscaler_dir),
-        vae_dir=Path(args.vae_dir), host=args.host, device=args.device,
+        vae_dir=Path(args.vae_dir), host=args.host, device=args.device, offload=args.offload,
         lora_dir=Path(args.lora_dir), controlnet_dir=Path(args.controlnet_dir), annotator_dir=Path(args.annotator_dir),
         embeddings_dir=Path(args.embeddings_dir), output_dir=Path(args.output_dir), backend=args.backend,
         live_preview=args.live_preview, taesd=args.taesd,
@@ -159,7 +166,7 @@ def build_app(config: AppConfig):
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # Pillow's own bomb check, also for what Gradio decodes
     ray = config.backend == "ray"
     # With Ray the replicas generate; this copy, on the CPU, serves token counts, previews and the model's facts.
-    manager, notice = load_or_demo(config.model, "cpu" if ray else config.device)
+    manager, notice = load_or_demo(config.model, "cpu" if ray else config.device, "none" if ray else config.offload)
     service = StudioService(manager, config.output_dir, create(config), notice=notice,
                             after_install=lambda manager: with_settings(manager, config, compile_unet=not ray),
                             queue_size=config.queue_size, direct=on_zerogpu(), max_batch=config.max_batch,
@@ -173,7 +180,7 @@ def build_app(config: AppConfig):
             raise ValueError(f"sd_model_checkpoint: the Ray replicas keep the model they started with "
                              f"({config.model!r}); start the app with --model {name} to use {name!r}")
         try:
-            return PipelineManager.load(spec, config.device, local=local)
+            return PipelineManager.load(spec, config.device, local=local, offload=config.offload)
         except ValueError:
             raise
         except Exception as error:  # a truncated or hostile file, the Hub unreachable, ...: not a server fault

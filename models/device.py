@@ -11,6 +11,10 @@ import torch
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
+# For small cards (diffusers' offloading, over the one shared copy): "model" moves each whole module onto the
+# device while it runs (text encoder, U-Net, VAE: the U-Net's size at a time, a little slower); "sequential" moves
+# each layer (the least memory, several times slower).
+OFFLOAD_MODES = ("none", "model", "sequential")
 
 
 @dataclass(frozen=True)
@@ -19,21 +23,29 @@ class Runtime:
     dtype: torch.dtype
     attention: str  # "sdpa" or "xformers"
     attention_note: str = ""  # why xformers is not in use, when it is not
+    offload: str = "none"  # OFFLOAD_MODES: the weights live on the CPU and visit `device` while they run
 
     def describe(self) -> str:
         dtype = str(self.dtype).removeprefix("torch.")
         note = f" ({self.attention_note})" if self.attention_note else ""
-        return f"{self.device.type} · {dtype} · attention: {self.attention}{note}"
+        offload = f" · offload: {self.offload}" if self.offload != "none" else ""
+        return f"{self.device.type} · {dtype} · attention: {self.attention}{note}{offload}"
 
 
-def resolve_runtime(requested: str = "auto") -> Runtime:
+def resolve_runtime(requested: str = "auto", offload: str = "none") -> Runtime:
     """CUDA with fp16 when present, then MPS (fp16), else CPU with fp32; xformers only if a probe call works."""
     if requested not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {requested!r}")
+    if offload not in OFFLOAD_MODES:
+        raise ValueError(f"offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
     device = _pick_device(requested)
+    if offload == "sequential" and device.type == "cpu":  # accelerate's per-layer hooks fail onto the CPU itself
+        raise ValueError("offload 'sequential' needs a GPU (it moves each layer onto it as it runs); on the CPU the "
+                         "weights are in memory already: use offload 'none'")
     dtype = torch.float32 if device.type == "cpu" else torch.float16
     why_not = xformers_unusable(device, dtype)
-    return Runtime(device=device, dtype=dtype, attention="sdpa" if why_not else "xformers", attention_note=why_not or "")
+    return Runtime(device=device, dtype=dtype, attention="sdpa" if why_not else "xformers", attention_note=why_not or "",
+                   offload=offload)
 
 
 def _pick_device(requested: str) -> torch.device:

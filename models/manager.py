@@ -31,6 +31,7 @@ from models import loading
 from models.device import Runtime, resolve_runtime
 from models.files import hub_unreachable, own_memory
 from models.limits import TooLarge
+from models.offload import Offload
 from models.previews import TAESD, LatentPreviewer, TinyVaePreviewer
 from models.request import MAX_SEED, GenerationRequest
 from models.samplers import make_scheduler
@@ -69,21 +70,23 @@ class PipelineManager:
         self.previewer = LatentPreviewer.for_model(None)  # the model's latent-to-RGB map (load() finds its own)
         self.tiny_vae: TinyVaePreviewer | None = None  # taesd, when previews use it
         self.preview_every = 5  # steps between live previews; 0: none
-        base.to(runtime.device)
-        if runtime.device.type == "cpu":  # on a GPU, .to() has copied them already
+        if runtime.offload == "none":
+            base.to(runtime.device)
+        if runtime.device.type == "cpu" or runtime.offload != "none":  # on a GPU, .to() has copied them already
             own_memory(*(part for part in base.components.values() if isinstance(part, torch.nn.Module)))
         if runtime.attention == "xformers":
             base.enable_xformers_memory_efficient_attention()
         base.set_progress_bar_config(disable=True)
         self.pipelines = self._derive_pipelines(base)
+        self.offload = Offload(base, runtime)
 
     @classmethod
     def load(cls, spec: str, device: str = "auto", single_file_config: str | None = None,
-             local: bool = True) -> PipelineManager:
+             local: bool = True, offload: str = "none") -> PipelineManager:
         """Load a model by name ('demo', Hub id, diffusers folder or .safetensors file) on the best device; with
-        `local` False, only 'demo' or a Hub id."""
+        `local` False, only 'demo' or a Hub id. `offload`: models.device.OFFLOAD_MODES."""
         source = loading.identify(spec, local)
-        runtime = resolve_runtime(device)
+        runtime = resolve_runtime(device, offload)
         diffusers_logging.set_verbosity_error()  # the disabled-safety-checker notice on every derived pipeline
         transformers_logging.set_verbosity_error()  # a load report per LoRA adapter added to the text encoder
         path = loading.local_path(source)
@@ -166,44 +169,51 @@ class PipelineManager:
         so it equals its solo result up to the rounding of batched arithmetic. Requests whose extensions' arguments
         cannot be joined (`shared_calls`) run in separate calls."""
         with self.lock:
-            self._interrupt.clear()
-            # 1. seeds: image i of a request uses seed + i
-            requests = [request.replace(seed=_first_seed(request)) for request in requests]
-            seeds = [[request.seed + i for i in range(request.batch_size)] for request in requests]
-            first = requests[0]
-            # 2. extensions set the whole state these requests need on the shared model (adapters, ...)
-            shared = self.pipelines[first.mode]
-            parameters: dict[str, str] = {}
-            for configure in self.configurers:
-                parameters.update(configure(shared, first))
-            # 3. a throw-away view of the shared pipeline with its own scheduler, and each request's arguments
-            scheduler = make_scheduler(first.sampler, shared.scheduler.config, [s for some in seeds for s in some])
-            view = pipeline_view(type(shared), shared, scheduler)
-            calls = [self._hooked(view, request, request_seeds, dict(parameters))
-                     for request, request_seeds in zip(requests, seeds)]
-            # 4. run (one call for all unless their extensions' arguments differ), each request getting its images
-            results: list[GenerationResult | None] = [None] * len(requests)
-            groups = shared_calls(calls)
-            if len(groups) > 1:
-                log.info("%d requests need %d calls: their prompts are encoded differently", len(calls), len(groups))
-            for group in groups:
-                pipe, arguments = joined([calls[index] for index in group])
-                if len(groups) > 1:  # the scheduler's own noise (DPM++ SDE) is seeded per image of the call
-                    pipe.scheduler = make_scheduler(first.sampler, shared.scheduler.config,
-                                                    [s for index in group for s in seeds[index]])
-                firsts = dict(zip(group, itertools.accumulate((len(seeds[index]) for index in group), initial=0)))
-                previews = self._previews(on_preview, firsts, (first.width, first.height))
-                finished: dict = {}  # the latest step's latents, for a decode after running out of memory
-                try:
-                    images = pipe(**arguments, callback_on_step_end=self._step_end(on_step, previews, finished)).images
-                except torch.OutOfMemoryError:
-                    images = None  # handled below, once the failed call's frames (and their tensors) are gone
-                if images is None:
-                    images = self._after_out_of_memory(pipe, finished, first, len(arguments["generator"]))
-                for index in group:
-                    some, images = images[:len(seeds[index])], images[len(seeds[index]):]
-                    results[index] = GenerationResult(some, seeds[index], self._interrupt.is_set(), calls[index][2])
-            return results
+            try:
+                return self._generate_together(requests, on_step, on_preview)
+            finally:
+                self.offload.after_job()
+
+    def _generate_together(self, requests: Sequence[GenerationRequest], on_step: StepCallback | None,
+                           on_preview: PreviewCallback | None) -> list[GenerationResult]:
+        self._interrupt.clear()
+        # 1. seeds: image i of a request uses seed + i
+        requests = [request.replace(seed=_first_seed(request)) for request in requests]
+        seeds = [[request.seed + i for i in range(request.batch_size)] for request in requests]
+        first = requests[0]
+        # 2. extensions set the whole state these requests need on the shared model (adapters, ...)
+        shared = self.pipelines[first.mode]
+        parameters: dict[str, str] = {}
+        for configure in self.configurers:
+            parameters.update(configure(shared, first))
+        # 3. a throw-away view of the shared pipeline with its own scheduler, and each request's arguments
+        scheduler = make_scheduler(first.sampler, shared.scheduler.config, [s for some in seeds for s in some])
+        view = pipeline_view(type(shared), shared, scheduler)
+        calls = [self._hooked(view, request, request_seeds, dict(parameters))
+                 for request, request_seeds in zip(requests, seeds)]
+        # 4. run (one call for all unless their extensions' arguments differ), each request getting its images
+        results: list[GenerationResult | None] = [None] * len(requests)
+        groups = shared_calls(calls)
+        if len(groups) > 1:
+            log.info("%d requests need %d calls: their prompts are encoded differently", len(calls), len(groups))
+        for group in groups:
+            pipe, arguments = joined([calls[index] for index in group])
+            if len(groups) > 1:  # the scheduler's own noise (DPM++ SDE) is seeded per image of the call
+                pipe.scheduler = make_scheduler(first.sampler, shared.scheduler.config,
+                                                [s for index in group for s in seeds[index]])
+            firsts = dict(zip(group, itertools.accumulate((len(seeds[index]) for index in group), initial=0)))
+            previews = self._previews(on_preview, firsts, (first.width, first.height))
+            finished: dict = {}  # the latest step's latents, for a decode after running out of memory
+            try:
+                images = pipe(**arguments, callback_on_step_end=self._step_end(on_step, previews, finished)).images
+            except torch.OutOfMemoryError:
+                images = None  # handled below, once the failed call's frames (and their tensors) are gone
+            if images is None:
+                images = self._after_out_of_memory(pipe, finished, first, len(arguments["generator"]))
+            for index in group:
+                some, images = images[:len(seeds[index])], images[len(seeds[index]):]
+                results[index] = GenerationResult(some, seeds[index], self._interrupt.is_set(), calls[index][2])
+        return results
 
     def _hooked(self, view: DiffusionPipeline, request: GenerationRequest, seeds: list[int],
                 parameters: dict) -> Call:
@@ -386,10 +396,10 @@ def _same(a, b) -> bool:
         return a is b
 
 
-def load_or_demo(spec: str, device: str = "auto") -> tuple[PipelineManager, str]:
+def load_or_demo(spec: str, device: str = "auto", offload: str = "none") -> tuple[PipelineManager, str]:
     """Load `spec`; when it is a Hub model that cannot be had offline, load the demo model and say why."""
     try:
-        return PipelineManager.load(spec, device), ""
+        return PipelineManager.load(spec, device, offload=offload), ""
     except OSError as error:
         if loading.identify(spec).kind != "hub" or not hub_unreachable():
             raise
@@ -398,4 +408,4 @@ def load_or_demo(spec: str, device: str = "auto") -> tuple[PipelineManager, str]
             "cache. Running the embedded demo model instead."
         )
         log.warning("%s (%s)", notice, str(error).splitlines()[0])
-        return PipelineManager.load("demo", device), notice
+        return PipelineManager.load("demo", device, offload=offload), notice

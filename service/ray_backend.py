@@ -78,7 +78,7 @@ class StudioReplica:
             torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
         diffusers_logging.disable_progress_bar()  # a loading bar per component, in the app's log
         transformers_logging.disable_progress_bar()
-        manager, _ = load_or_demo(config.model, device)
+        manager, _ = load_or_demo(config.model, device, config.offload if device != "cpu" else "none")
         self.service = StudioService(manager, config.output_dir, create(config), direct=True,
                                      after_install=lambda manager: with_settings(manager, config))
         self.board = board

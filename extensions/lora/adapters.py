@@ -11,6 +11,8 @@ from __future__ import annotations
 import itertools
 import logging
 import warnings
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +40,9 @@ class LoadedLora:
 
 
 class LoraAdapters:
-    def __init__(self, library: LoraLibrary, cap: int = DEFAULT_CAP, fuse: bool = False, slot: UnetSlot | None = None):
+    def __init__(self, library: LoraLibrary, cap: int = DEFAULT_CAP, fuse: bool = False, slot: UnetSlot | None = None,
+                 paused: Callable[[], AbstractContextManager] = nullcontext):
+        """`paused`: the manager's offload hooks off while a LoRA's layers are added (models/offload.py)."""
         if cap < 1:
             raise ValueError(f"lora cap must be at least 1, got {cap}")
         if fuse and slot is not None:
@@ -46,6 +50,7 @@ class LoraAdapters:
         self.library = library
         self.fuse = fuse  # fuse the active set into the weights when the same set comes again
         self.slot = slot  # with a compiled U-Net, its LoRA parts go through this one fixed slot
+        self.paused = paused
         self._loaded: LRU[str, LoadedLora] = LRU(cap)  # by LoRA name, least recently used first
         self._numbers = itertools.count()
         self._last_set: tuple | None = None
@@ -101,7 +106,7 @@ class LoraAdapters:
         adapter = f"lora_{next(self._numbers)}"
         factors: Factors = {}
         try:
-            with warnings.catch_warnings():  # peft warns that a model holds several adapters: it is meant to
+            with warnings.catch_warnings(), self.paused():  # peft warns that a model holds several adapters
                 warnings.simplefilter("ignore")
                 if self.slot is None:
                     pipe.load_lora_weights(tensors, adapter_name=adapter)

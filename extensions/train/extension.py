@@ -131,12 +131,6 @@ class Train(Extension):
         for configure in manager.configurers:  # every extension's state off (LoRA adapters, unfused)
             configure(pipe, blank)
         side = settings.resolution
-        class_images = []
-        if settings.prior_preservation:  # made by the model itself, before the adapter exists
-            count = min(max(len(examples), CLASS_IMAGES[0]), CLASS_IMAGES[1])
-            class_images = [manager.sample(GenerationRequest("txt2img", settings.class_prompt, width=side,
-                                                             height=side, seed=settings.seed + index))
-                            for index in range(count)]
         status.steps = settings.steps
 
         def progress(done: int, total: int, loss: float) -> None:
@@ -150,7 +144,15 @@ class Train(Extension):
             status.sample_step = done
 
         started = time.time()
-        done, loss, tensors = Trainer(pipe, settings, examples, checkpoint).run(stop, progress, sample, class_images)
+        with manager.offload.paused(on_device=True):  # offloading for small cards: training needs it all there
+            class_images = []
+            if settings.prior_preservation:  # made by the model itself, before the adapter exists
+                count = min(max(len(examples), CLASS_IMAGES[0]), CLASS_IMAGES[1])
+                class_images = [manager.sample(GenerationRequest("txt2img", settings.class_prompt, width=side,
+                                                                 height=side, seed=settings.seed + index))
+                                for index in range(count)]
+            trainer = Trainer(pipe, settings, examples, checkpoint)
+            done, loss, tensors = trainer.run(stop, progress, sample, class_images)
         meta = kohya.metadata(asdict(settings), [example.caption for example in examples], manager.source.name,
                               manager.model_hash, done, started, time.time())
         file = kohya.save(self.lora_folder / f"{settings.name}.safetensors", tensors, meta)
