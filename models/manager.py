@@ -12,6 +12,7 @@ import itertools
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +131,13 @@ class PipelineManager:
         that add layers to it (the LoRA slot) must be installed first: a structural change recompiles."""
         self.pipelines["txt2img"].unet.compile(backend=backend)
         self.unet_compiled = True
+
+    def warm_up(self) -> None:
+        """One short generation at the model's size: a compiled U-Net compiles now, not in the first user's job."""
+        side = self.default_size
+        started = time.perf_counter()
+        self.generate(GenerationRequest("txt2img", "", width=side, height=side, steps=2, seed=0))
+        log.info("warmed up at %dx%d in %.1f s", side, side, time.perf_counter() - started)
 
     def set_previews(self, mode: str, every: int, taesd: str = TAESD) -> None:
         """Live previews every `every` steps: `approx`, `taesd` (the tiny VAE from the folder or Hub id `taesd`;

@@ -95,10 +95,12 @@ class LocalBackend:
 
 def with_settings(manager: PipelineManager, config, compile_unet: bool = True) -> None:
     """The app's settings (its AppConfig) on a newly loaded manager, once the extensions are installed on it: live
-    previews, and torch.compile (after the extensions that add layers to the U-Net)."""
+    previews, and torch.compile (after the extensions that add layers to the U-Net), warmed up at the model's size so
+    that the first user does not wait for the compile."""
     manager.set_previews(config.live_preview, config.preview_every, config.taesd)
     if config.compile and compile_unet:
         manager.compile_unet()
+        manager.warm_up()
 
 
 FAR_BEYOND_NATIVE = 16  # pixels over the model's native size's that earn a warning (4x a side)

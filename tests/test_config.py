@@ -50,6 +50,8 @@ def test_environment_then_flags():
     (["--lora-rank", "-8"], "--lora-rank must be a whole number of at least 1, got '-8'"),
     (["--compile", "on", "--lora-fuse", "on"], "--lora-fuse cannot be combined with --compile"),
     (["--live-preview", "vae"], "--live-preview must be one of approx, taesd, off, got 'vae'"),
+    (["--offload", "layers"], "--offload must be one of none, model, sequential, got 'layers'"),
+    (["--offload", "model", "--compile"], "--offload cannot be combined with --compile"),
 ])
 def test_bad_values_are_named(capsys, argv, named):
     with pytest.raises(SystemExit):

@@ -127,3 +127,23 @@ def test_twenty_mixed_requests_cause_no_recompile_after_warm_up(managers):
     with torch._dynamo.config.patch(error_on_recompile=True):
         for index in range(20):
             run(index)
+
+
+def test_the_app_warms_the_compiled_unet_up_so_the_first_user_does_not_compile(folder, monkeypatch):
+    from app import parse_config
+    from service.studio import with_settings
+
+    torch._dynamo.reset()  # the same U-Net code compiled by the tests above would serve this one too
+    manager = PipelineManager.load("demo", device="cpu")
+    manager.lora = lora.install(manager, folder, compiled_rank=RANK_LIMIT)
+    monkeypatch.setattr(manager, "compile_unet", lambda: PipelineManager.compile_unet(manager, backend="eager"))
+    graphs = torch._dynamo.utils.counters["stats"]
+    before = graphs["unique_graphs"]
+    with_settings(manager, parse_config(["--compile"], {}))
+    assert graphs["unique_graphs"] > before, "the warm-up compiled"
+    compiled = graphs["unique_graphs"]
+    side = manager.default_size
+    request = GenerationRequest("txt2img", "a cat", width=side, height=side, steps=3, seed=5,
+                                parts={"lora": (("a", 1.0),)})
+    assert manager.generate(request).images[0].size == (side, side)
+    assert graphs["unique_graphs"] == compiled, "the first user's request compiled nothing"

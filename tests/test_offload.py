@@ -1,6 +1,6 @@
 """--offload for small cards (issue 23's CPU part): diffusers' model offload over the shared modules gives the same
 pixels as without it on the demo model, with a LoRA loaded after the hooks and a ControlNet unit; a training run
-pauses the hooks and puts them back; the options are checked at start."""
+pauses the hooks and puts them back; the options are checked at start (bad flags: test_config)."""
 
 from __future__ import annotations
 
@@ -79,9 +79,6 @@ def test_offload_options_are_checked_at_start():
     assert parse_config(["--offload", "model"], {}).offload == "model"
     assert parse_config([], {"SD_OFFLOAD": "sequential"}).offload == "sequential"
     assert parse_config([], {}).offload == "none"
-    for argv in (["--offload", "layers"], ["--offload", "model", "--compile"]):
-        with pytest.raises(SystemExit):
-            parse_config(argv, {})
     with pytest.raises(ValueError, match="offload 'sequential' needs a GPU"):
         PipelineManager.load("demo", device="cpu", offload="sequential")
     with pytest.raises(ValueError, match="offload must be one of none, model, sequential, got 'layers'"):
