@@ -74,7 +74,7 @@ class AppConfig:
     lora_cap: int  # LoRA adapters kept loaded; the least recently used one goes first
     lora_fuse: bool  # fuse the active LoRA set into the weights when the same set comes again
     lora_rank: int  # with --compile: the most LoRA rank used at once (the hot-swapped slot's rank)
-    compile: bool  # torch.compile the U-Net (worth it on CUDA; the first image then waits for the compile)
+    compile: bool  # torch.compile the U-Net (worth it on CUDA), warmed up at start: the start waits for the compile
     controlnet_dir: Path
     controlnet_cap: int  # ControlNets kept loaded; the least recently used one goes first
     controlnet_units: int  # ControlNet units per request (and per tab in the UI)

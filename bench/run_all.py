@@ -1,10 +1,10 @@
-"""Every benchmark in one run (but the 15-minute soak, bench.soak); the printed lines are what the README's
+"""Every benchmark in one run (but the 15-minute soak, bench.soak, and the GPU run, bench.gpu); the printed lines are what the README's
 figures come from.
 
     python -m bench.run_all
 """
 
-from bench import (batching, cold_start, controlnet, cuda_speed, hires, history, inpaint, lora, memory, overhead,
+from bench import (batching, cold_start, controlnet, hires, history, inpaint, lora, memory, overhead,
                    png_text, preprocessors, previews, prompts, ray_scaling, rest, shapes_model, train_lora,
                    vae_tiling)
 
@@ -27,4 +27,3 @@ if __name__ == "__main__":
     hires.main([])
     train_lora.main()
     shapes_model.main([])
-    cuda_speed.main()

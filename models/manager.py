@@ -126,10 +126,11 @@ class PipelineManager:
         return (f"model: {self.source.name} [{self.model_hash}] · {kind} · native {native}x{native} · "
                 f"{self.runtime.describe()}")
 
-    def compile_unet(self, backend: str = "inductor") -> None:
+    def compile_unet(self, backend: str = "inductor", mode: str | None = None) -> None:
         """torch.compile the shared U-Net in place, so every derived pipeline runs the compiled one. Extensions
-        that add layers to it (the LoRA slot) must be installed first: a structural change recompiles."""
-        self.pipelines["txt2img"].unet.compile(backend=backend)
+        that add layers to it (the LoRA slot) must be installed first: a structural change recompiles. `mode`:
+        torch.compile's (bench/gpu.py measures the default against "reduce-overhead", CUDA graphs)."""
+        self.pipelines["txt2img"].unet.compile(backend=backend, mode=mode)
         self.unet_compiled = True
 
     def warm_up(self) -> None:
