@@ -1,39 +1,65 @@
-"""LoRA training in the app: steps per second on the demo model (64 px, rank 8), batch 1 and 4, with and without
-gradient checkpointing, through the Train extension as the tab runs it (interleaved, 2 rounds of 40 steps).
+"""LoRA training in the app (issue 22), through the Train extension as the tab runs it:
+- speed: steps per second on the demo model (64 px, rank 8), batch 1 and 4, with and without gradient
+  checkpointing (interleaved, 2 rounds of 40 steps);
+- memory: the peak resident memory a run adds, with and without gradient checkpointing, each in its own process:
+  the demo model at 64 px (batch 4) and SD 1.5's architecture at 256 px (batch 1, random weights);
+- meaning: `RECIPE` on 12 pictures of blue circles on white captioned "a sks circle" (a colour no caption of
+  "circle" alone had: the model draws any colour for it); then, with the LoRA at weight 1, in how many of 10 seeds
+  "a sks circle" is blue, and "a red circle on a yellow background" is still that.
 
-    python -m bench.train_lora
+    python -m bench.train_lora [speed] [memory] [meaning]     (all three without arguments)
 """
 
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 from bench.common import interleaved
-from extensions.lora import Lora
-from extensions.train import Train
-from models.manager import PipelineManager
-from service.studio import StudioService
 
 STEPS = 40
+BLUE = (30, 60, 210)  # the shapes palette's blue: the demo's VAE knows its palette only (purple comes back green)
+RECIPE = {"steps": 600, "rank": 8, "learning_rate": 1e-3, "batch_size": 4, "noise_offset": 0.5, "seed": 1}
+SEEDS = range(100, 110)
 
 
-def main() -> dict:
+def studio(root: Path, model: str = "demo"):
+    from extensions.lora import Lora
+    from extensions.train import Train
+    from models.manager import PipelineManager
+    from service.studio import StudioService
+
+    (root / "Lora").mkdir(exist_ok=True)
+    return StudioService(PipelineManager.load(model, device="cpu"), root / "outputs",
+                         [Lora(root / "Lora"), Train(root / "Lora", root / "work")])
+
+
+def circles(root: Path, count: int = 12, side: int = 64) -> list[str]:
+    """Blue circles on white of random sizes and places, drawn at 4x and reduced."""
+    rng = np.random.default_rng(0)
+    files = []
+    for index in range(count):
+        image = Image.new("RGB", (4 * side, 4 * side), "white")
+        radius = int(rng.integers(50, 90)) * side // 64
+        x, y = rng.integers(radius + 10, 4 * side - radius - 10, 2)
+        ImageDraw.Draw(image).ellipse([x - radius, y - radius, x + radius, y + radius], fill=BLUE)
+        image.resize((side, side), Image.LANCZOS).save(root / f"circle{index}.png")
+        files.append(str(root / f"circle{index}.png"))
+    return files
+
+
+def speed() -> dict:
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        (root / "Lora").mkdir()
-        files = []
-        for index in range(12):
-            image = Image.new("RGB", (64, 64), "white")
-            ImageDraw.Draw(image).ellipse([8 + index, 8, 40 + index, 40], fill=(30, 60, 210))
-            image.save(root / f"{index}.png")
-            files.append(str(root / f"{index}.png"))
-        service = StudioService(PipelineManager.load("demo", device="cpu"), root / "outputs",
-                                [Lora(root / "Lora"), Train(root / "Lora", root / "work")])
-        train = service.extension("train")
+        files, train = circles(root), studio(root).extension("train")
         runs = iter(range(1000))
 
         def run(batch: int, checkpointing: bool):
@@ -48,5 +74,80 @@ def main() -> dict:
     return figures
 
 
+MEMORY_CASES = [("demo", 64, 4), ("sd15", 256, 1)]  # model, resolution, batch
+
+
+def peak_added(model: str, resolution: int, batch: int, checkpointing: bool) -> dict:
+    """A few training steps in a child process: the peak resident memory they add (VmHWM reset after loading)."""
+    code = f"""
+import json, tempfile, time
+from pathlib import Path
+from bench.train_lora import circles, studio
+def status(key):
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(key)) / 1024
+root = Path(tempfile.mkdtemp())
+model = "demo" if {model!r} == "demo" else str(__import__("bench.sd15_random").sd15_random.cached(inpainting=True))
+service = studio(root, model)
+files = circles(root, 4, {resolution})
+open("/proc/self/clear_refs", "w").write("5")
+before = status("VmRSS")
+started = time.perf_counter()
+service.extension("train").train(files, "a sks circle", "memory", steps=3, batch_size={batch},
+                                 resolution={resolution}, gradient_checkpointing={checkpointing})
+print(json.dumps({{"added_mib": status("VmHWM") - before, "seconds": time.perf_counter() - started}}))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def memory() -> dict:
+    figures = {}
+    for model, resolution, batch in MEMORY_CASES:
+        for checkpointing in (False, True):
+            figure = figures[(model, checkpointing)] = peak_added(model, resolution, batch, checkpointing)
+            print(f"train_lora  {model} {resolution} px batch {batch}, rank 8, "
+                  f"{'with' if checkpointing else 'without'} gradient checkpointing: peak +{figure['added_mib']:,.0f} "
+                  f"MiB, {figure['seconds'] / 3:.1f} s a step")
+        ratio = figures[(model, True)]["added_mib"] / figures[(model, False)]["added_mib"]
+        print(f"train_lora  {model}: checkpointing takes {ratio:.2f}x the memory")
+    return figures
+
+
+def meaning() -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        files, service = circles(root), studio(root)
+        before = hits(service, "a sks circle", "blue", None)
+        started = time.perf_counter()
+        outcome = service.extension("train").train(files, "a sks circle", "sks", **RECIPE)
+        seconds = time.perf_counter() - started
+
+        figures = {"seconds": seconds, "loss": outcome.loss, "sks_before": before,
+                   "sks": hits(service, "a sks circle <lora:sks:1>", "blue", None),
+                   "red": hits(service, "a red circle on a yellow background <lora:sks:1>", "red", "yellow"),
+                   "red_without": hits(service, "a red circle on a yellow background", "red", "yellow")}
+    print(f"train_lora  meaning: {RECIPE} in {seconds:.0f} s (loss {outcome.loss:.3f}): 'a sks circle' blue in "
+          f"{figures['sks']}/{len(SEEDS)} seeds ({before} before); 'a red circle on a yellow background' right in "
+          f"{figures['red']}/{len(SEEDS)} with the LoRA, {figures['red_without']}/{len(SEEDS)} without")
+    return figures
+
+
+def hits(service, prompt: str, colour: str, background: str | None) -> int:
+    """In how many of the seeds the prompt's image has a shape of `colour` on `background` (None: any other)."""
+    from training.evaluate_shapes import background_colour, foreground_colour
+
+    count = 0
+    for seed in SEEDS:
+        image = Image.open(service.run("txt2img", {"prompt": prompt, "width": 64, "height": 64, "steps": 20,
+                                                   "seed": seed}).files[0])
+        found = background_colour(image)
+        count += foreground_colour(image) == colour and (found == background if background else found != colour)
+    return count
+
+
+def main(parts=("speed", "memory", "meaning")) -> dict:
+    return {name: {"speed": speed, "memory": memory, "meaning": meaning}[name]() for name in parts}
+
+
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:] or ("speed", "memory", "meaning"))

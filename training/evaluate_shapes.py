@@ -89,6 +89,16 @@ def background_colour(image) -> str:
     return _PALETTE_NAMES[int(np.bincount(labels, minlength=len(_PALETTE_NAMES)).argmax())]
 
 
+def foreground_colour(image, least: float = 0.01) -> str | None:
+    """The palette colour nearest to most pixels that are not the background's, wherever they are (a lone shape's
+    colour without knowing its scene); None when fewer than `least` of the pixels are not the background's."""
+    labels = _nearest(_pixels(image)).ravel()
+    others = labels[labels != _PALETTE_NAMES.index(background_colour(image))]
+    if len(others) < least * len(labels):
+        return None
+    return _PALETTE_NAMES[int(np.bincount(others, minlength=len(_PALETTE_NAMES)).argmax())]
+
+
 def _check_scene(scene: Scene) -> None:
     if not isinstance(scene, Scene):
         raise ValueError(f"scene must be a Scene, got {scene!r}")

@@ -94,6 +94,10 @@ class ControlNetCache:
         model = model.to(self.device).eval().requires_grad_(False)
         if model.device.type == "cpu":
             own_memory(model)
+        elif model.device.type == "cuda":  # the U-Net's layout (models/manager.py)
+            import torch
+
+            model.to(memory_format=torch.channels_last)
         return model
 
     def _check_single_file_config(self, entry: ControlNetEntry) -> None:
