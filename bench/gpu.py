@@ -20,6 +20,7 @@ low the rest are skipped and say so):
   batch 1, 4 and 8, and LoRA switches through the hot-swapped slot: recompiles (must be 0) and a switch's cost;
 - controlnet: the cost of each ControlNet unit;
 - offload: `--offload model` and `sequential`, their peak memory and speed;
+- training: a LoRA's training steps per second and peak memory, with and without gradient checkpointing (issue 22);
 - out of memory: a job too big for a capped card, what the manager did, and that the next job works with the
   memory given back.
 It writes DIR/gpu.json and DIR/gpu.md (the table, with the GPU's name and the date). `--smoke` runs the same code
@@ -248,6 +249,28 @@ def offload(run: Run, model: str) -> dict:
     return result
 
 
+def training(run: Run, manager, folder: Path) -> dict:
+    """Issue 22's GPU figure: LoRA training steps per second (rank 8, batch 1, at the model's size) and the peak
+    memory, with and without gradient checkpointing, through the Train extension."""
+    from bench.train_lora import circles
+    from extensions.lora import Lora
+    from extensions.train import Train
+    from service.studio import StudioService
+
+    folder.mkdir(parents=True, exist_ok=True)
+    service = StudioService(manager, folder / "outputs", [Lora(folder / "Lora"), Train(folder / "Lora", folder)])
+    files = circles(folder, 4, run.size)
+    steps, result = (3 if run.smoke else 30), {}
+    for checkpointing in (False, True):
+        run.reset_peak()
+        started = time.perf_counter()
+        service.extension("train").train(files, "a sks circle", f"gpu{int(checkpointing)}", steps=steps,
+                                         resolution=run.size, gradient_checkpointing=checkpointing)
+        result["checkpointing" if checkpointing else "plain"] = {
+            "steps_s": round(steps / (time.perf_counter() - started), 2), "peak_gib": run.peak_gib()}
+    return result
+
+
 def out_of_memory(run: Run, manager) -> dict:
     """The card capped to what the weights take plus 3 GiB (a small card): 1024x1024 at batch 8 does not fit. The
     manager's answer, then a 512 px job, and the memory afterwards."""
@@ -291,7 +314,8 @@ def table(results: dict) -> str:
     def add(label: str, value) -> None:
         lines.append(f"| {label} | {value} |")
 
-    for name in ("eager", "compiled_default", "compiled_reduce_overhead", "controlnet", "offload", "out_of_memory"):
+    for name in ("eager", "compiled_default", "compiled_reduce_overhead", "controlnet", "offload", "training",
+                 "out_of_memory"):
         part = results.get(name)
         if part is None:
             continue
@@ -324,6 +348,12 @@ def table(results: dict) -> str:
                 if isinstance(figures, dict):
                     add(f"--offload {mode}", f"{figures['it_s']} it/s"
                                              + (f", peak {figures['peak_gib']} GiB" if figures["peak_gib"] else ""))
+        if name == "training":
+            for kind, figures in part.items():
+                if isinstance(figures, dict):
+                    add(f"LoRA training, rank 8, batch 1, {kind}", f"{figures['steps_s']} steps/s"
+                                                                   + (f", peak {figures['peak_gib']} GiB"
+                                                                      if figures["peak_gib"] else ""))
         if name == "out_of_memory":
             add("out of memory (1024 px, batch 8, card capped)", part["too_big"])
             add("the next job", f"{part['next_job']}; allocated {part.get('allocated_before_gib')} GiB before, "
@@ -356,6 +386,7 @@ def main(out: Path, budget: float, smoke: bool) -> dict:
         run.section("compiled_default", 150, lambda: compiled(run, model, folder / "Lora", None))
         run.section("controlnet", 30, lambda: controlnet(run, manager, folder / "ControlNet"))
         run.section("offload", 60, lambda: offload(run, model))
+        run.section("training", 40, lambda: training(run, manager, folder / "training"))
         run.section("out_of_memory", 20, lambda: out_of_memory(run, manager))
         # the other figures first: this one only tells which compile mode the app should use
         run.section("compiled_reduce_overhead", 150, lambda: compiled(run, model, folder / "Lora", "reduce-overhead"))
