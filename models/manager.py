@@ -71,9 +71,9 @@ class PipelineManager:
         self.previewer = LatentPreviewer.for_model(None)  # the model's latent-to-RGB map (load() finds its own)
         self.tiny_vae: TinyVaePreviewer | None = None  # taesd, when previews use it
         self.preview_every = 5  # steps between live previews; 0: none
-        if runtime.offload == "none":
+        if runtime.offload == "none":  # else they stay in CPU memory and visit the device (models/offload.py)
             base.to(runtime.device)
-        if runtime.device.type == "cpu" or runtime.offload != "none":  # on a GPU, .to() has copied them already
+        if runtime.device.type == "cpu" or runtime.offload != "none":  # weights in CPU memory: out of their files
             own_memory(*(part for part in base.components.values() if isinstance(part, torch.nn.Module)))
         if runtime.device.type == "cuda":  # the convolutions' fast layout for fp16 kernels (diffusers' advice)
             base.unet.to(memory_format=torch.channels_last)
