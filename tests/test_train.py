@@ -156,6 +156,20 @@ def test_interrupt_keeps_a_checkpoint_and_resume_continues_from_it(studio, tmp_p
     assert not (train.work_folder / "resumable").exists(), "a finished run leaves nothing to resume"
 
 
+def test_cross_attention_layers_train_only_their_keys_and_values(studio, tmp_path):
+    """Custom Diffusion's choice: the file holds cross-attention's key and value factors alone, says so in its
+    metadata, and acts through the LoRA extension."""
+    outcome = studio.extension("train").train(circles(tmp_path / "set", 2), "a sks circle", "keys-values", steps=3,
+                                              layers="cross_attention", learning_rate=1e-2)
+    with safe_open(str(outcome.file), "pt") as lora:
+        keys, meta = set(lora.keys()), lora.metadata()
+    assert keys and all("_attn2_to_k." in key or "_attn2_to_v." in key for key in keys), sorted(keys)[:4]
+    assert json.loads(meta["ss_network_args"]) == {"layers": "cross_attention"}
+    fields = dict(prompt="a sks circle", seed=2, steps=2, width=64, height=64)
+    with_lora = pixels(studio.run("txt2img", {**fields, "prompt": "a sks circle <lora:keys-values:1>"}))
+    assert np.abs(with_lora - pixels(studio.run("txt2img", fields))).max() > 0
+
+
 # -- inputs ------------------------------------------------------------------------------------------------
 
 
@@ -187,6 +201,7 @@ def test_captions_from_txt_files_and_a_zip(tmp_path):
     (["circle"], {"resume": True}, "resume: there is no run of 'fresh' to resume"),
     (["circle"], {"prior_preservation": True}, "class_prompt: prior preservation needs a class prompt"),
     (["circle"], {"learning_rate": 5}, "learning_rate must be from 1e-07 to 1.0, got 5"),
+    (["circle"], {"layers": "mlp"}, "layers must be one of attention, cross_attention, got 'mlp'"),
 ])
 def test_bad_input_is_named(studio, tmp_path, images, options, message):
     train = studio.extension("train")

@@ -17,16 +17,16 @@ from PIL import Image
 from extensions.base import Extension
 from extensions.train import kohya
 from extensions.train.dataset import training_set
-from extensions.train.trainer import UNET_TARGETS, Outcome, Settings, Trainer
+from extensions.train.trainer import UNET_LAYERS, Outcome, Settings, Trainer
 from models.request import GenerationRequest
-from models.validate import boolean, in_range, text, whole_number
+from models.validate import boolean, in_range, one_of, text, whole_number
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}")
 MAX_STEPS = 10_000
 MAX_RANK = 128
 CLASS_IMAGES = (4, 50)  # prior preservation: as many class images as training images, within these bounds
 DEFAULTS = {"steps": 500, "rank": 8, "alpha": 0, "learning_rate": 1e-4, "batch_size": 1, "resolution": 0, "seed": 0,
-            "train_text_encoder": False, "class_prompt": "", "prior_preservation": False, "min_snr_gamma": 5.0,
+            "layers": "attention", "train_text_encoder": False, "class_prompt": "", "prior_preservation": False, "min_snr_gamma": 5.0,
             "noise_offset": 0.0, "gradient_checkpointing": False, "sample_every": 0, "resume": False}
 
 
@@ -75,7 +75,8 @@ class Train(Extension):
             raise ValueError(f"name: a LoRA {name!r} exists in the LoRA folder; choose another name, or resume its run")
         if resume and not (self.work_folder / name / "state.json").exists():
             raise ValueError(f"resume: there is no run of {name!r} to resume")
-        rank = whole_number("rank", values["rank"], 1, self._max_rank())
+        layers = one_of("layers", values["layers"], tuple(UNET_LAYERS))
+        rank = whole_number("rank", values["rank"], 1, self._max_rank(layers))
         alpha = float(in_range("alpha", values["alpha"], (0, 1024))) or float(rank)
         resolution = whole_number("resolution", values["resolution"], 0, 1024) or self.service.default_size
         if resolution % 8 or resolution < 64:
@@ -90,7 +91,7 @@ class Train(Extension):
             name=name, instance_prompt=text("instance_prompt", instance_prompt or "").strip(), steps=steps, rank=rank,
             alpha=alpha, learning_rate=float(in_range("learning_rate", values["learning_rate"], (1e-7, 1.0))),
             batch_size=whole_number("batch_size", values["batch_size"], 1, 16), resolution=resolution,
-            seed=whole_number("seed", values["seed"], 0, 2**32 - 1),
+            seed=whole_number("seed", values["seed"], 0, 2**32 - 1), layers=layers,
             train_text_encoder=boolean("train_text_encoder", values["train_text_encoder"]), class_prompt=class_prompt,
             prior_preservation=prior, min_snr_gamma=gamma or None,
             noise_offset=float(in_range("noise_offset", values["noise_offset"], (0, 1))),
@@ -99,11 +100,11 @@ class Train(Extension):
         )
         return settings, resume
 
-    def _max_rank(self) -> int:
+    def _max_rank(self, layers: str) -> int:
         """A rank above the narrowest trained layer's width adds nothing but cost: refused."""
         unet = self.service.manager.pipelines["txt2img"].unet
         widths = [min(module.in_features, module.out_features) for name, module in unet.named_modules()
-                  if any(name.endswith(target) for target in UNET_TARGETS) and hasattr(module, "in_features")]
+                  if any(name.endswith(target) for target in UNET_LAYERS[layers]) and hasattr(module, "in_features")]
         return min([MAX_RANK, *widths])
 
     # -- a run -------------------------------------------------------------------------------------------------

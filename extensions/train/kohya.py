@@ -36,6 +36,7 @@ def metadata(settings: dict, captions: list[str], model_name: str, model_hash: s
     resolution = settings["resolution"]
     return {
         "ss_network_module": "networks.lora",
+        "ss_network_args": json.dumps({"layers": settings["layers"]}),
         "ss_network_dim": str(settings["rank"]),
         "ss_network_alpha": str(float(settings["alpha"])),
         "ss_base_model_version": "sd_v1",

@@ -46,6 +46,10 @@ def train_tab(extension) -> None:
                         gamma = gr.Number(DEFAULTS["min_snr_gamma"], label="Min-SNR gamma", info="0: off")
                         noise_offset = gr.Number(DEFAULTS["noise_offset"], label="Noise offset",
                                                  info="as the model was trained: 0.5 for the shapes demo")
+                    layers = gr.Radio([("Every attention layer (kohya's)", "attention"),
+                                       ("Cross-attention keys and values (Custom Diffusion: a new word, least drift)",
+                                        "cross_attention")], value=DEFAULTS["layers"], label="U-Net layers",
+                                      elem_id="train-layers")
                     with gr.Row():
                         text_encoder = gr.Checkbox(False, label="Train the text encoder too")
                         checkpointing = gr.Checkbox(False, label="Gradient checkpointing",
@@ -61,11 +65,8 @@ def train_tab(extension) -> None:
                 sample = gr.Image(type="pil", label="Sample", interactive=False, height=360, elem_id="train-sample",
                                   elem_classes=["studio-input"])
                 result = gr.Textbox(label="Result", lines=2, elem_id="train-result")
-    options = [steps, rank, alpha, learning_rate, batch, resolution, seed, text_encoder, class_prompt, prior, gamma,
-               noise_offset, checkpointing, sample_every, resume]
-    names = ["steps", "rank", "alpha", "learning_rate", "batch_size", "resolution", "seed", "train_text_encoder",
-             "class_prompt", "prior_preservation", "min_snr_gamma", "noise_offset", "gradient_checkpointing",
-             "sample_every", "resume"]
+    options = [steps, rank, alpha, learning_rate, batch, resolution, seed, layers, text_encoder, class_prompt, prior,
+               gamma, noise_offset, checkpointing, sample_every, resume]  # the settings, in DEFAULTS' order
 
     def train(files, lora_name, instance_prompt, *values):
         shown = Status()
@@ -74,7 +75,7 @@ def train_tab(extension) -> None:
         def work() -> None:
             try:
                 done["outcome"] = extension.train(_paths(files), instance_prompt, lora_name, status=shown,
-                                                  **dict(zip(names, values)))
+                                                  **dict(zip(DEFAULTS, values)))
             except Exception as error:  # noqa: BLE001 - shown to the user below
                 done["error"] = error
 

@@ -37,7 +37,10 @@ from extensions.train.objective import diffusion_loss, training_noise
 log = logging.getLogger(__name__)
 
 ADAPTER = "in_training"  # the adapter's peft name ("training" is taken: every torch module has that attribute)
-UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]  # the attention layers, as kohya's networks.lora trains
+# The U-Net layers a LoRA trains: every attention layer, as kohya's networks.lora does; or only cross-attention's
+# keys and values, as Custom Diffusion (Kumari et al. 2023) does to bind a new word with the least drift of
+# everything else (on the shapes demo model it keeps "a red circle" red where the former does not: README).
+UNET_LAYERS = {"attention": ["to_q", "to_k", "to_v", "to_out.0"], "cross_attention": ["attn2.to_k", "attn2.to_v"]}
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 SAVE_EVERY = 50
 # The low-frequency noise for a `noise_offset`: kohya's constant per channel (grid side 1), plus a 4x4 grid at 0.6
@@ -58,6 +61,7 @@ class Settings:
     batch_size: int
     resolution: int
     seed: int
+    layers: str  # a key of UNET_LAYERS
     train_text_encoder: bool
     class_prompt: str
     prior_preservation: bool
@@ -68,7 +72,8 @@ class Settings:
 
     def shape(self) -> dict:
         """What a checkpoint must share with a run that resumes it."""
-        return {key: getattr(self, key) for key in ("rank", "alpha", "resolution", "train_text_encoder", "seed")}
+        return {key: getattr(self, key) for key in ("rank", "alpha", "resolution", "train_text_encoder", "seed",
+                                                     "layers")}
 
 
 @dataclass(frozen=True)
@@ -195,7 +200,7 @@ class Trainer:
     def _add_adapters(self) -> None:
         settings = self.settings
         for component, model in self.models.items():
-            targets = UNET_TARGETS if component == "unet" else TEXT_TARGETS
+            targets = UNET_LAYERS[settings.layers] if component == "unet" else TEXT_TARGETS
             with warnings.catch_warnings():  # peft warns when the model holds the LoRA extension's adapters too
                 warnings.simplefilter("ignore")
                 model.add_adapter(LoraConfig(r=settings.rank, lora_alpha=settings.alpha, target_modules=targets,
