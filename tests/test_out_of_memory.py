@@ -82,3 +82,27 @@ def test_rest_answers_413_with_the_message_and_serves_the_next_request(app_serve
         response = requests.post(f"{app_server[0]}/sdapi/v1/txt2img", json=body, timeout=60)
     assert response.status_code == 413 and "out of memory on cpu at 64x64" in response.json()["detail"]
     assert requests.post(f"{app_server[0]}/sdapi/v1/txt2img", json=body, timeout=60).status_code == 200
+
+
+def test_out_of_memory_while_training_says_what_to_lower_and_leaves_the_model_as_it_was(monkeypatch, tmp_path):
+    from PIL import Image
+
+    from extensions.lora import Lora
+    from extensions.train import Train
+    from models.manager import PipelineManager
+    from service.studio import StudioService
+
+    manager = PipelineManager.load("demo", device="cpu")
+    service = StudioService(manager, tmp_path / "outputs", [Lora(tmp_path / "Lora"), Train(tmp_path / "Lora",
+                                                                                            tmp_path / "runs")])
+    Image.new("RGB", (64, 64), "blue").save(tmp_path / "one.png")
+    expected = pixels(manager.generate(REQUEST))
+    unet = manager.pipelines["txt2img"].unet
+    with monkeypatch.context() as patch:
+        unet_failing_at(patch, unet, call=3)
+        with pytest.raises(OutOfMemory, match=r"^out of memory training at 64x64 with batch size 2: lower the batch "
+                                              r"size or the resolution, or turn on gradient checkpointing"):
+            service.extension("train").train([str(tmp_path / "one.png")], "a sks circle", "too-big", steps=5,
+                                             batch_size=2)
+    assert not any("in_training" in name for name, _ in unet.named_modules()), "the adapter was removed"
+    assert np.array_equal(pixels(manager.generate(REQUEST)), expected)

@@ -12,12 +12,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from extensions.base import Extension
 from extensions.train import kohya
 from extensions.train.dataset import training_set
 from extensions.train.trainer import UNET_LAYERS, Outcome, Settings, Trainer
+from models.manager import OutOfMemory, free_device_memory
 from models.request import GenerationRequest
 from models.validate import boolean, in_range, one_of, text, whole_number
 
@@ -153,7 +155,15 @@ class Train(Extension):
                                                                  height=side, seed=settings.seed + index))
                                 for index in range(count)]
             trainer = Trainer(pipe, settings, examples, checkpoint)
-            done, loss, tensors = trainer.run(stop, progress, sample, class_images)
+            try:
+                done, loss, tensors = trainer.run(stop, progress, sample, class_images)
+            except torch.OutOfMemoryError:
+                done = None  # raised below, once the failed step's frames (and their tensors) are gone
+        if done is None:
+            free_device_memory(manager.runtime.device)
+            raise OutOfMemory(
+                f"out of memory training at {side}x{side} with batch size {settings.batch_size}: lower the batch "
+                "size or the resolution, or turn on gradient checkpointing")
         meta = kohya.metadata(asdict(settings), [example.caption for example in examples], manager.source.name,
                               manager.model_hash, done, started, time.time())
         file = kohya.save(self.lora_folder / f"{settings.name}.safetensors", tensors, meta)
