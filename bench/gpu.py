@@ -308,7 +308,8 @@ def table(results: dict) -> str:
     """The README's table: one line a figure."""
     device = results.get("device", {})
     lines = [f"GPU run of `python -m bench.gpu` on {device.get('gpu', '?')} ({results['date']}, torch "
-             f"{device.get('torch', '?')}, {device.get('runtime', '?')}; xformers: {device.get('xformers_probe', '?')})",
+             f"{device.get('torch', '?')}, {device.get('runtime', '?')}; xformers: "
+             f"{device.get('xformers_probe', '?')})",
              "", "| what | figure |", "| --- | --- |"]
 
     def add(label: str, value) -> None:

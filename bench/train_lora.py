@@ -3,9 +3,9 @@
   checkpointing (interleaved, 2 rounds of 40 steps);
 - memory: the peak resident memory a run adds, with and without gradient checkpointing, each in its own process:
   the demo model at 64 px (batch 4) and SD 1.5's architecture at 256 px (batch 1, random weights);
-- meaning: `RECIPE` on 12 pictures of blue circles on white captioned "a sks circle" (a colour no caption of
-  "circle" alone had: the model draws any colour for it); then, with the LoRA at weight 1, in how many of 10 seeds
-  "a sks circle" is blue, and "a red circle on a yellow background" is still that.
+- meaning: `RECIPE` on 12 pictures of blue circles on white captioned "a sks circle" (a word no caption had: the
+  model draws any colour for it), trained with 3 seeds; then, with each LoRA at weights 1 and 0.6, in how many of 10
+  seeds "a sks circle" is blue, and "a red circle on a yellow background" is still that.
 
     python -m bench.train_lora [speed] [memory] [meaning]     (all three without arguments)
 """
@@ -27,8 +27,13 @@ from bench.common import interleaved
 
 STEPS = 40
 BLUE = (30, 60, 210)  # the shapes palette's blue: the demo's VAE knows its palette only (purple comes back green)
-RECIPE = {"steps": 600, "rank": 8, "learning_rate": 1e-3, "batch_size": 4, "noise_offset": 0.5, "seed": 1}
-SEEDS = range(100, 110)
+# Cross-attention's keys and values (Custom Diffusion): training every attention layer, as kohya does, drifts on
+# this tiny model (the red circle turns white-backgrounded or black in some trainings); the noise offset is the
+# demo model's own training noise, without which nothing is learnt (0 of 10).
+RECIPE = {"steps": 300, "rank": 8, "learning_rate": 5e-3, "batch_size": 4, "noise_offset": 0.5,
+          "layers": "cross_attention"}
+TRAINING_SEEDS, WEIGHTS = (1, 2, 3), (1.0, 0.6)
+SEEDS = range(100, 110)  # the generations' seeds
 
 
 def studio(root: Path, model: str = "demo"):
@@ -114,21 +119,32 @@ def memory() -> dict:
 
 
 def meaning() -> dict:
+    """`RECIPE` trained with each of `TRAINING_SEEDS`, each LoRA judged at each of `WEIGHTS` over `SEEDS`."""
+    figures: dict = {}
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         files, service = circles(root), studio(root)
-        before = hits(service, "a sks circle", "blue", None)
-        started = time.perf_counter()
-        outcome = service.extension("train").train(files, "a sks circle", "sks", **RECIPE)
-        seconds = time.perf_counter() - started
-
-        figures = {"seconds": seconds, "loss": outcome.loss, "sks_before": before,
-                   "sks": hits(service, "a sks circle <lora:sks:1>", "blue", None),
-                   "red": hits(service, "a red circle on a yellow background <lora:sks:1>", "red", "yellow"),
-                   "red_without": hits(service, "a red circle on a yellow background", "red", "yellow")}
-    print(f"train_lora  meaning: {RECIPE} in {seconds:.0f} s (loss {outcome.loss:.3f}): 'a sks circle' blue in "
-          f"{figures['sks']}/{len(SEEDS)} seeds ({before} before); 'a red circle on a yellow background' right in "
-          f"{figures['red']}/{len(SEEDS)} with the LoRA, {figures['red_without']}/{len(SEEDS)} without")
+        figures["before"] = hits(service, "a sks circle", "blue", None)
+        figures["red_without"] = hits(service, "a red circle on a yellow background", "red", "yellow")
+        for training_seed in TRAINING_SEEDS:
+            started = time.perf_counter()
+            outcome = service.extension("train").train(files, "a sks circle", f"sks{training_seed}",
+                                                       **{**RECIPE, "seed": training_seed})
+            seconds = time.perf_counter() - started
+            for weight in WEIGHTS:
+                tag = f"<lora:sks{training_seed}:{weight}>"
+                figure = figures[(training_seed, weight)] = {
+                    "seconds": seconds, "loss": outcome.loss, "sks": hits(service, f"a sks circle {tag}", "blue", None),
+                    "red": hits(service, f"a red circle on a yellow background {tag}", "red", "yellow")}
+                print(f"train_lora  meaning, training seed {training_seed} ({seconds:.0f} s, loss {outcome.loss:.3f}), "
+                      f"weight {weight}: 'a sks circle' blue in {figure['sks']}/{len(SEEDS)} seeds, 'a red circle on "
+                      f"a yellow background' right in {figure['red']}/{len(SEEDS)}")
+    for weight in WEIGHTS:
+        runs = [figures[(seed, weight)] for seed in TRAINING_SEEDS]
+        print(f"train_lora  meaning, {RECIPE} at weight {weight}, {len(runs)} trainings: 'a sks circle' blue in "
+              f"{sum(run['sks'] for run in runs)}/{len(runs) * len(SEEDS)} (before: {figures['before']}/{len(SEEDS)}); "
+              f"'a red circle on a yellow background' right in {sum(run['red'] for run in runs)}/"
+              f"{len(runs) * len(SEEDS)} (without the LoRA: {figures['red_without']}/{len(SEEDS)})")
     return figures
 
 

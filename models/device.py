@@ -44,8 +44,8 @@ def resolve_runtime(requested: str = "auto", offload: str = "none") -> Runtime:
                          "weights are in memory already: use offload 'none'")
     dtype = torch.float32 if device.type == "cpu" else torch.float16
     why_not = xformers_unusable(device, dtype)
-    return Runtime(device=device, dtype=dtype, attention="sdpa" if why_not else "xformers", attention_note=why_not or "",
-                   offload=offload)
+    return Runtime(device=device, dtype=dtype, attention="sdpa" if why_not else "xformers",
+                   attention_note=why_not or "", offload=offload)
 
 
 def _pick_device(requested: str) -> torch.device:

@@ -28,8 +28,9 @@ MAX_STEPS = 10_000
 MAX_RANK = 128
 CLASS_IMAGES = (4, 50)  # prior preservation: as many class images as training images, within these bounds
 DEFAULTS = {"steps": 500, "rank": 8, "alpha": 0, "learning_rate": 1e-4, "batch_size": 1, "resolution": 0, "seed": 0,
-            "layers": "attention", "train_text_encoder": False, "class_prompt": "", "prior_preservation": False, "min_snr_gamma": 5.0,
-            "noise_offset": 0.0, "gradient_checkpointing": False, "sample_every": 0, "resume": False}
+            "layers": "attention", "train_text_encoder": False, "class_prompt": "", "prior_preservation": False,
+            "min_snr_gamma": 5.0, "noise_offset": 0.0, "gradient_checkpointing": False, "sample_every": 0,
+            "resume": False}
 
 
 @dataclass
