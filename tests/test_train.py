@@ -170,6 +170,19 @@ def test_cross_attention_layers_train_only_their_keys_and_values(studio, tmp_pat
     assert np.abs(with_lora - pixels(studio.run("txt2img", fields))).max() > 0
 
 
+def test_a_seed_repeats_a_run_exactly_whatever_ran_before(studio, tmp_path):
+    train, files = studio.extension("train"), circles(tmp_path / "set", 2)
+
+    def trained(name: str) -> dict:
+        with safe_open(str(train.train(files, "a sks circle", name, steps=2, seed=7).file), "pt") as lora:
+            return {key: lora.get_tensor(key) for key in lora.keys()}
+
+    first = trained("seeded-a")
+    torch.randn(1000)  # the process's own random state moves on, as generations and other runs move it
+    second = trained("seeded-b")
+    assert first.keys() == second.keys() and all(torch.equal(first[key], second[key]) for key in first)
+
+
 # -- inputs ------------------------------------------------------------------------------------------------
 
 

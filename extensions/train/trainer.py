@@ -101,6 +101,7 @@ class Trainer:
         kohya's keys. The adapter is on the shared modules only inside this call."""
         settings = self.settings
         start = self._resume_step()
+        torch.manual_seed(settings.seed + start)  # the adapter's initial weights too: a seed repeats a run exactly
         self._add_adapters()
         try:
             if start:
@@ -113,7 +114,6 @@ class Trainer:
             optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate)
             data = self._data(class_images)
             rng = np.random.default_rng([settings.seed, start])
-            torch.manual_seed(settings.seed + start)
             if settings.gradient_checkpointing:
                 self.pipe.unet.enable_gradient_checkpointing()
             step, loss = start, float("nan")
