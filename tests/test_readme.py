@@ -41,7 +41,7 @@ def fresh_app(tmp_path_factory):
                 time.sleep(0.5)
         else:
             pytest.fail(f"the app did not start: {Path(log.name).read_text()[-2000:]}")
-        yield
+        yield Path(log.name)
     finally:
         server.terminate()  # uvicorn waits for open connections (the clients' event streams) on SIGTERM
         try:
@@ -65,6 +65,14 @@ def test_gradio_client_example_runs_as_written(fresh_app, capsys, tmp_path, monk
     assert Image.open(namespace["edges"]).size == (64, 64)
     assert Image.open(namespace["hires_images"][0]["image"]).size == (128, 128)
     assert "Hires steps: 10, Hires upscaler: Latent" in namespace["hires_infotext"]
+
+
+def test_the_app_starts_without_xformers_warning(fresh_app):
+    """diffusers imports xformers when it is installed (built for another torch here); the app keeps xformers'
+    mismatch warning out of its log, and says in its system line why xformers is not in use."""
+    log = fresh_app.read_text()
+    assert "WARNING[XFORMERS]" not in log and "xFormers can't load" not in log, log[-2000:]
+    assert "attention: sdpa (xformers" in log, log[-2000:]
 
 
 def test_webuiapi_example_runs_as_written(fresh_app, capsys, tmp_path, monkeypatch):
