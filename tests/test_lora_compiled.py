@@ -38,6 +38,7 @@ def managers(folder):
     compiled = PipelineManager.load("demo", device="cpu")
     compiled.lora = lora.install(compiled, folder, compiled_rank=RANK_LIMIT)
     compiled.compile_unet(backend="eager")
+    compiled.warm_up()  # as the app does at start (service.studio.with_settings)
     plain = PipelineManager.load("demo", device="cpu")
     plain.lora = lora.install(plain, folder)
     return compiled, plain
@@ -46,6 +47,29 @@ def managers(folder):
 def generate(manager, loras=()) -> np.ndarray:
     request = GenerationRequest("txt2img", "a cat", width=64, height=64, steps=3, seed=5, parts={"lora": loras})
     return np.asarray(manager.generate(request).images[0]).astype(int)
+
+
+def test_the_app_compiles_then_warms_up_at_start():
+    from types import SimpleNamespace
+
+    from app import parse_config
+    from service.studio import with_settings
+
+    calls = []
+    manager = SimpleNamespace(set_previews=lambda *args: None, compile_unet=lambda: calls.append("compile"),
+                              warm_up=lambda: calls.append("warm up"))
+    with_settings(manager, parse_config(["--compile"], {}))
+    assert calls == ["compile", "warm up"]
+
+
+def test_after_the_warm_up_the_first_users_request_compiles_nothing(managers):
+    compiled, _ = managers
+    graphs = torch._dynamo.utils.counters["stats"]
+    before, side = graphs["unique_graphs"], compiled.default_size
+    request = GenerationRequest("txt2img", "a cat", width=side, height=side, steps=3, seed=5,
+                                parts={"lora": (("a", 1.0),)})
+    assert compiled.generate(request).images[0].size == (side, side)
+    assert graphs["unique_graphs"] == before, "the first user's request compiled"
 
 
 def test_switching_never_recompiles_and_matches_ordinary_adapters(managers):
@@ -128,22 +152,3 @@ def test_twenty_mixed_requests_cause_no_recompile_after_warm_up(managers):
         for index in range(20):
             run(index)
 
-
-def test_the_app_warms_the_compiled_unet_up_so_the_first_user_does_not_compile(folder, monkeypatch):
-    from app import parse_config
-    from service.studio import with_settings
-
-    torch._dynamo.reset()  # the same U-Net code compiled by the tests above would serve this one too
-    manager = PipelineManager.load("demo", device="cpu")
-    manager.lora = lora.install(manager, folder, compiled_rank=RANK_LIMIT)
-    monkeypatch.setattr(manager, "compile_unet", lambda: PipelineManager.compile_unet(manager, backend="eager"))
-    graphs = torch._dynamo.utils.counters["stats"]
-    before = graphs["unique_graphs"]
-    with_settings(manager, parse_config(["--compile"], {}))
-    assert graphs["unique_graphs"] > before, "the warm-up compiled"
-    compiled = graphs["unique_graphs"]
-    side = manager.default_size
-    request = GenerationRequest("txt2img", "a cat", width=side, height=side, steps=3, seed=5,
-                                parts={"lora": (("a", 1.0),)})
-    assert manager.generate(request).images[0].size == (side, side)
-    assert graphs["unique_graphs"] == compiled, "the first user's request compiled nothing"
