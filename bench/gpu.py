@@ -91,9 +91,9 @@ class Run:
 # -- timing ----------------------------------------------------------------------------------------------------
 
 
-def loop_rate(generate, steps: int, rounds: int = 3) -> dict:
+def loop_rate(generate, rounds: int = 3) -> dict:
     """Denoising it/s as diffusers' progress bar counts them (step ends after the first, over their time; the text
-    encoder and the VAE are not in it), and the whole image's seconds; medians over `rounds` after one warm-up."""
+    encoder and the VAE are not in it), and the whole call's seconds; medians over `rounds` after one warm-up."""
     rates, seconds = [], []
     for round_ in range(rounds + 1):
         stamps: list[float] = []
@@ -105,14 +105,16 @@ def loop_rate(generate, steps: int, rounds: int = 3) -> dict:
 
         started = time.perf_counter()
         generate(on_step)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
         if round_:
             rates.append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
-            seconds.append(stamps[-1] - started)
+            seconds.append(time.perf_counter() - started)
     return {"it_s": round(statistics.median(rates), 2), "image_s": round(statistics.median(seconds), 3)}
 
 
 def manager_rate(manager, request, rounds: int = 3) -> dict:
-    return loop_rate(lambda on_step: manager.generate(request, on_step), request.steps, rounds)
+    return loop_rate(lambda on_step: manager.generate(request, on_step), rounds)
 
 
 def plain_rate(manager, run: Run, batch: int = 1) -> dict:
@@ -133,7 +135,7 @@ def plain_rate(manager, run: Run, batch: int = 1) -> dict:
              generator=torch.Generator("cpu").manual_seed(1), callback_on_step_end=lambda p, i, t, d: on_step() or d,
              **extra)
 
-    return loop_rate(generate, run.steps)
+    return loop_rate(generate)
 
 
 # -- the sections ----------------------------------------------------------------------------------------------
@@ -182,7 +184,7 @@ def compiled(run: Run, model: str, lora_folder: Path, mode: str | None) -> dict:
     with torch._dynamo.config.patch(error_on_recompile=True):
         switching = iter(sets * 3)
         changing = loop_rate(lambda on_step: manager.generate(run.request(parts={"lora": next(switching)}), on_step),
-                             run.steps, rounds=8)
+                             rounds=8)
     switch = switch_seconds(manager, run, sets)
     result["lora"] = {"recompiles": graphs["unique_graphs"] - before, "new_set_each_time": changing,
                       "switch_ms": round(1000 * switch, 2),

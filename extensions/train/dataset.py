@@ -100,7 +100,7 @@ def _unzipped(data: bytes, field: str) -> dict[str, bytes]:
         if info.file_size > MAX_IMAGE_BYTES:
             raise TooLarge(f"{field}: {name!r} is {info.file_size / 2**20:.1f} MB; at most {MAX_IMAGE_BYTES // 2**20}")
         with archive.open(info) as member:
-            named[name] = member.read(MAX_IMAGE_BYTES + 1)[:MAX_IMAGE_BYTES + 1]
+            named[name] = member.read(MAX_IMAGE_BYTES + 1)  # never more than the bound, whatever it says
         if len(named[name]) > info.file_size:  # the header lied about the size
             raise TooLarge(f"{field}: {name!r} is bigger than its zip header says")
     return named

@@ -19,6 +19,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -186,7 +187,7 @@ class Trainer:
         if data["empty"] is not None:
             mask = torch.ones(len(latents), 1, *latents.shape[-2:], device=self.device, dtype=latents.dtype)
             model_input = torch.cat([noisy, mask, data["empty"].expand(len(latents), -1, -1, -1)], dim=1)
-        autocast = torch.autocast("cuda", dtype=self.dtype) if self.device.type == "cuda" else _nothing()
+        autocast = torch.autocast("cuda", dtype=self.dtype) if self.device.type == "cuda" else nullcontext()
         with autocast:  # mixed precision on CUDA: fp16 weights, float32 adapter
             prediction = pipe.unet(model_input.to(self.dtype), timesteps, self._context(captions)).sample
         loss = diffusion_loss(self.scheduler, prediction, latents, noise, timesteps, settings.min_snr_gamma)
@@ -248,10 +249,3 @@ class Trainer:
             {"step": step, "shape": self.settings.shape(), "settings": asdict(self.settings), "saved": time.time()},
             indent=1))
 
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
