@@ -2,7 +2,7 @@
 
     python app.py [--model ID_OR_PATH] [--host HOST] [--port PORT] [--device auto|cuda|mps|cpu] ...
 
-Every option can also be set by an environment variable (for Hugging Face Spaces): see ENVIRONMENT below.
+Every option can also be set by an environment variable (for Hugging Face Spaces): see ENVIRONMENT below, or `python app.py --help`.
 This file is also the Spaces `app_file`.
 """
 
@@ -17,39 +17,70 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("sd-studio")
 
-# option -> (environment variable, default)
+# option -> (environment variable, default, what it is: for --help)
 ENVIRONMENT = {
-    "model": ("SD_MODEL", "stable-diffusion-v1-5/stable-diffusion-inpainting"),
-    "ckpt_dir": ("SD_CKPT_DIR", str(ROOT / "models" / "Stable-diffusion")),
-    "upscaler_dir": ("SD_UPSCALER_DIR", str(ROOT / "models" / "upscale_models")),
-    "vae_dir": ("SD_VAE_DIR", str(ROOT / "models" / "VAE")),
-    "host": ("SD_HOST", os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")),
-    "port": ("SD_PORT", os.environ.get("GRADIO_SERVER_PORT", "7860")),
-    "device": ("SD_DEVICE", "auto"),
-    "offload": ("SD_OFFLOAD", "none"),
-    "lora_dir": ("SD_LORA_DIR", str(ROOT / "models" / "Lora")),
-    "lora_cap": ("SD_LORA_CAP", "16"),
-    "lora_fuse": ("SD_LORA_FUSE", "off"),
-    "lora_rank": ("SD_LORA_RANK", "64"),
-    "compile": ("SD_COMPILE", "off"),
-    "controlnet_dir": ("SD_CONTROLNET_DIR", str(ROOT / "models" / "ControlNet")),
-    "controlnet_cap": ("SD_CONTROLNET_CAP", "3"),
-    "controlnet_units": ("SD_CONTROLNET_UNITS", "3"),
-    "annotator_dir": ("SD_ANNOTATOR_DIR", str(ROOT / "models" / "annotators")),
-    "embeddings_dir": ("SD_EMBEDDINGS_DIR", str(ROOT / "models" / "embeddings")),
-    "output_dir": ("SD_OUTPUT_DIR", str(ROOT / "outputs")),
-    "queue_size": ("SD_QUEUE_SIZE", "16"),
-    "max_batch": ("SD_MAX_BATCH", "4"),
-    "batch_wait_ms": ("SD_BATCH_WAIT_MS", "10"),
-    "live_preview": ("SD_LIVE_PREVIEW", "approx"),
-    "preview_every": ("SD_PREVIEW_EVERY", "5"),
-    "taesd": ("SD_TAESD", "madebyollin/taesd"),
-    "backend": ("SD_BACKEND", "local"),
-    "replicas": ("SD_REPLICAS", "1"),
-    "ray_address": ("SD_RAY_ADDRESS", ""),
-    "api": ("SD_API", "off"),
-    "api_auth": ("SD_API_AUTH", ""),
-    "auth": ("SD_AUTH", ""),
+    "model": ("SD_MODEL", "stable-diffusion-v1-5/stable-diffusion-inpainting",
+        "a Hub id, a local diffusers folder, a single-file .safetensors checkpoint (A1111 format), or demo"),
+    "ckpt_dir": ("SD_CKPT_DIR", str(ROOT / "models" / "Stable-diffusion"),
+        "the checkpoints the model dropdown and sd_model_checkpoint may switch to"),
+    "upscaler_dir": ("SD_UPSCALER_DIR", str(ROOT / "models" / "upscale_models"),
+        "upscaler models (ESRGAN and the others spandrel detects), .safetensors"),
+    "vae_dir": ("SD_VAE_DIR", str(ROOT / "models" / "VAE"),
+        "VAEs a request may use instead of the model's own (A1111's SD VAE)"),
+    "host": ("SD_HOST", os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        "address to listen on (0.0.0.0 to serve your network)"),
+    "port": ("SD_PORT", os.environ.get("GRADIO_SERVER_PORT", "7860"),
+        "port"),
+    "device": ("SD_DEVICE", "auto",
+        "auto (CUDA with fp16, then MPS, else CPU), cuda, mps or cpu"),
+    "offload": ("SD_OFFLOAD", "none",
+        "for 4-8 GB cards: model (each part visits the GPU while it runs) or sequential (layer by layer); none"),
+    "lora_dir": ("SD_LORA_DIR", str(ROOT / "models" / "Lora"),
+        "LoRA library (subfolders allowed)"),
+    "lora_cap": ("SD_LORA_CAP", "16",
+        "LoRA adapters kept loaded; the least recently used one goes first"),
+    "lora_fuse": ("SD_LORA_FUSE", "off",
+        "on: fuse the active LoRA set into the weights when the same set comes again"),
+    "lora_rank": ("SD_LORA_RANK", "64",
+        "with --compile: the most LoRA rank used at once (the hot-swapped slot's rank)"),
+    "compile": ("SD_COMPILE", "off",
+        "on: torch.compile the U-Net (worth it on CUDA), warmed up at start, so the start waits for the compile"),
+    "controlnet_dir": ("SD_CONTROLNET_DIR", str(ROOT / "models" / "ControlNet"),
+        "ControlNet library (diffusers folders and single .safetensors files)"),
+    "controlnet_cap": ("SD_CONTROLNET_CAP", "3",
+        "ControlNets kept loaded; the least recently used one goes first"),
+    "controlnet_units": ("SD_CONTROLNET_UNITS", "3",
+        "ControlNet units per request (and per tab in the UI)"),
+    "annotator_dir": ("SD_ANNOTATOR_DIR", str(ROOT / "models" / "annotators"),
+        "preprocessor weights, in the file layout of the Hub repositories they come from"),
+    "embeddings_dir": ("SD_EMBEDDINGS_DIR", str(ROOT / "models" / "embeddings"),
+        "textual-inversion embeddings (.safetensors), named in prompts by their file stems"),
+    "output_dir": ("SD_OUTPUT_DIR", str(ROOT / "outputs"),
+        "where images are saved"),
+    "queue_size": ("SD_QUEUE_SIZE", "16",
+        "jobs that may wait; when full, new ones are refused at once"),
+    "max_batch": ("SD_MAX_BATCH", "4",
+        "the most images compatible jobs make in one diffusers call (1: no batching)"),
+    "batch_wait_ms": ("SD_BATCH_WAIT_MS", "10",
+        "how long a job that could take more waits for compatible ones"),
+    "live_preview": ("SD_LIVE_PREVIEW", "approx",
+        "approx (latents to RGB without the VAE), taesd (a tiny VAE) or off"),
+    "preview_every": ("SD_PREVIEW_EVERY", "5",
+        "steps between live previews"),
+    "taesd": ("SD_TAESD", "madebyollin/taesd",
+        "the tiny VAE for taesd previews: a diffusers folder or a Hub id"),
+    "backend": ("SD_BACKEND", "local",
+        "local (the model in this process) or ray (Ray Serve replicas, each with its own copy)"),
+    "replicas": ("SD_REPLICAS", "1",
+        "with --backend ray: how many replicas"),
+    "ray_address": ("SD_RAY_ADDRESS", "",
+        "with --backend ray: a running Ray cluster (ray://head:10001); empty: start a local one"),
+    "api": ("SD_API", "off",
+        "on: serve AUTOMATIC1111's REST API (/sdapi/v1) beside the UI"),
+    "api_auth": ("SD_API_AUTH", "",
+        "user:password, HTTP basic credentials for the REST API (default: --auth's)"),
+    "auth": ("SD_AUTH", "",
+        "user:password, a login for the UI, gradio_client and (without --api-auth) the REST API"),
 }
 
 
@@ -101,12 +132,15 @@ class AppConfig:
 
 def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> AppConfig:
     environ = os.environ if environ is None else environ
-    parser = argparse.ArgumentParser(description="SD Studio", epilog="Environment: " + ", ".join(
-        f"{variable} (--{option.replace('_', '-')})" for option, (variable, _) in ENVIRONMENT.items()))
-    for option, (variable, default) in ENVIRONMENT.items():
+    parser = argparse.ArgumentParser(
+        description="SD Studio: txt2img, img2img and inpaint over one shared Stable Diffusion 1.x model. Every "
+                    "option can also be set by its environment variable, shown in brackets.")
+    for option, (variable, default, what) in ENVIRONMENT.items():
         # an on/off option given alone means on, as A1111's bare flags do (`--api` is `--api on`)
         bare = {"nargs": "?", "const": "on"} if option in SWITCHES else {}
-        parser.add_argument(f"--{option.replace('_', '-')}", default=environ.get(variable, default), **bare)
+        shown = f"{what} [{variable}" + (f"; default {default}]" if default else "]")
+        parser.add_argument(f"--{option.replace('_', '-')}", default=environ.get(variable, default),
+                            help=shown.replace("%", "%%"), **bare)  # argparse %-formats help
     args = parser.parse_args(argv)
     numbers = {}
     for option in ("port", "queue_size", "max_batch", "batch_wait_ms", "replicas", "preview_every", "lora_cap",

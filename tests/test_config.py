@@ -72,3 +72,19 @@ def test_annotator_dir_from_flag_or_environment():
     assert app.parse_config([], environ={}).annotator_dir == app.ROOT / "models" / "annotators"
     assert app.parse_config([], environ={"SD_ANNOTATOR_DIR": "/a"}).annotator_dir == Path("/a")
     assert app.parse_config(["--annotator-dir", "/b"], environ={"SD_ANNOTATOR_DIR": "/a"}).annotator_dir == Path("/b")
+
+
+def test_help_says_what_each_option_is(capsys):
+    with pytest.raises(SystemExit):
+        app.parse_config(["--help"], environ={})
+    squeezed = "".join(capsys.readouterr().out.split())  # argparse wraps lines, at spaces and hyphens
+    for option, (variable, _, what) in app.ENVIRONMENT.items():
+        assert f"--{option.replace('_', '-')}" in squeezed, option
+        assert "".join(f"{what} [{variable}".split()) in squeezed, option
+    assert "[SD_LORA_CAP;default16]" in squeezed and "[SD_AUTH]" in squeezed
+
+
+def test_readme_table_has_every_option():
+    readme = (app.ROOT / "README.md").read_text()
+    for option, (variable, _, _) in app.ENVIRONMENT.items():
+        assert f"| `--{option.replace('_', '-')}` | `{variable}`" in readme, option
