@@ -34,7 +34,7 @@ from models.files import hub_unreachable, own_memory
 from models.limits import TooLarge
 from models.offload import Offload
 from models.previews import TAESD, LatentPreviewer, TinyVaePreviewer
-from models.request import MAX_SEED, GenerationRequest
+from models.request import BATCH_RANGE, MAX_SEED, GenerationRequest
 from models.samplers import make_scheduler
 
 log = logging.getLogger(__name__)
@@ -136,10 +136,15 @@ class PipelineManager:
         self.unet_compiled = True
 
     def warm_up(self) -> None:
-        """One short generation at the model's size: a compiled U-Net compiles now, not in the first user's job."""
-        side = self.default_size
-        started = time.perf_counter()
-        self.generate(GenerationRequest("txt2img", "", width=side, height=side, steps=2, seed=0))
+        """Short generations at the model's size, one for each batch a call can give the U-Net: each batch size with
+        guidance (the U-Net gets twice the images), and one image without. A compiled U-Net compiles its graphs now,
+        not in a user's job: dynamo makes one for two images, then ones dynamic in the batch (and, on the CPU, one
+        from 16 images), and one for a single image. Other sizes and ControlNet units compile on first use."""
+        side, started = self.default_size, time.perf_counter()
+        quick = GenerationRequest("txt2img", "", width=side, height=side, steps=2, seed=0)
+        batches = [quick.replace(batch_size=batch) for batch in range(1, BATCH_RANGE[1] + 1)]
+        for request in batches + [quick.replace(guidance_scale=1.0)]:
+            self.generate(request)
         log.info("warmed up at %dx%d in %.1f s", side, side, time.perf_counter() - started)
 
     def set_previews(self, mode: str, every: int, taesd: str = TAESD) -> None:

@@ -62,14 +62,16 @@ def test_the_app_compiles_then_warms_up_at_start():
     assert calls == ["compile", "warm up"]
 
 
-def test_after_the_warm_up_the_first_users_request_compiles_nothing(managers):
+@pytest.mark.parametrize("batch_size, guidance_scale", [(1, 7.0), (8, 5.0), (3, 1.0)])
+def test_after_the_warm_up_no_users_request_at_the_models_size_compiles(managers, batch_size, guidance_scale):
+    """Whatever batch the queue makes, with guidance or without (the U-Net gets 1 to 16 images)."""
     compiled, _ = managers
     graphs = torch._dynamo.utils.counters["stats"]
     before, side = graphs["unique_graphs"], compiled.default_size
-    request = GenerationRequest("txt2img", "a cat", width=side, height=side, steps=3, seed=5,
-                                parts={"lora": (("a", 1.0),)})
-    assert compiled.generate(request).images[0].size == (side, side)
-    assert graphs["unique_graphs"] == before, "the first user's request compiled"
+    request = GenerationRequest("txt2img", "a cat", width=side, height=side, steps=1, seed=5, batch_size=batch_size,
+                                guidance_scale=guidance_scale, parts={"lora": (("a", 1.0),)})
+    assert [image.size for image in compiled.generate(request).images] == [(side, side)] * batch_size
+    assert graphs["unique_graphs"] == before, "a user's request compiled"
 
 
 def test_switching_never_recompiles_and_matches_ordinary_adapters(managers):
