@@ -2,7 +2,8 @@
 
     python app.py [--model ID_OR_PATH] [--host HOST] [--port PORT] [--device auto|cuda|mps|cpu] ...
 
-Every option can also be set by an environment variable (for Hugging Face Spaces): see ENVIRONMENT below, or `python app.py --help`.
+Every option can also be set by an environment variable (for Hugging Face Spaces): see ENVIRONMENT below, or
+`python app.py --help`.
 This file is also the Spaces `app_file`.
 """
 
@@ -265,6 +266,10 @@ def build_server(config: AppConfig, blocks, service):
         server.include_router(build_docs_router(server, config.rest_auth))
     server = gr.mount_gradio_app(server, blocks, path="", auth=config.auth, show_error=True, css=CSS,
                                  max_file_size=MAX_IMAGE_BYTES)
+    # Gradio checks that every file an input names was uploaded (is in its upload folder) only once `has_launched`
+    # is set, and only `launch()` sets it (gradio 6.31, processing_utils._check_allowed): mounted, any client could
+    # name any file on the server as an input image and get it back (upscaled by 1, say).
+    blocks.has_launched = True
     server.add_middleware(BodyLimit)
     server.router.on_shutdown.append(service.close)  # Ctrl+C: the waiting jobs go, the running one stops
     return server

@@ -24,7 +24,7 @@ from models.sampler_names import (
     join_name,
     split_name,
 )
-from models.validate import whole_number
+from models.validate import brief, whole_number
 
 # A1111 field -> our keyword, for fields that mean the same thing
 SHARED = {"prompt": "prompt", "negative_prompt": "negative_prompt", "seed": "seed", "steps": "steps",
@@ -50,6 +50,9 @@ class Job:
 def job_from_payload(payload: dict, route: str, extensions: Sequence[Extension] = ()) -> Job:
     if not isinstance(payload, dict):
         raise ValueError(f"the request body must be a JSON object, got {type(payload).__name__}")
+    if not isinstance(payload.get("override_settings") or {}, dict):
+        raise ValueError(f"override_settings must be an object of settings by name, got "
+                         f"{brief(payload['override_settings'])}")
     kwargs = {ours: payload[theirs] for theirs, ours in SHARED.items() if payload.get(theirs) is not None}
     kwargs.setdefault("prompt", "")  # A1111's default: an empty prompt is a valid request
     for name in ("prompt", "negative_prompt"):  # before anything else reads them, and before the queue
@@ -93,7 +96,7 @@ def _sampler(payload: dict) -> str:
     if not isinstance(scheduler, str) or scheduler.lower() not in schedulers:
         raise ValueError(f"scheduler must be one of {', '.join(schedulers)}, got {scheduler!r}")
     if not isinstance(name, str) or name not in SAMPLER_NAMES:
-        raise ValueError(f"sampler_name {name!r} is unknown; choose one of: {', '.join(SAMPLER_NAMES)}")
+        raise ValueError(f"sampler_name {brief(name)} is unknown; choose one of: {', '.join(SAMPLER_NAMES)}")
     if scheduler.lower() == "automatic" or split_name(name)[1].lower() == scheduler.lower():
         return name
     joined = join_name(name, scheduler.capitalize())

@@ -1,6 +1,6 @@
 """File and Hub facts that need no torch, so the extensions can use them without loading the model stack at import:
 which suffixes are pickles, a file's cached sha256, whether the Hugging Face Hub answers, and copying loaded
-weights out of their files (torch is imported only there)."""
+weights out of their files (torch is imported only there); and saved files as Gradio may hand them out."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import logging
 import os
 import re
 import socket
+import tempfile
+import threading
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -29,11 +31,15 @@ def is_hub_id(text) -> bool:
     return isinstance(text, str) and HUB_REPO_ID.match(text) is not None
 
 
+MAX_NAME_BYTES = 255  # a file name's part, in UTF-8, as the file systems allow (longer: OSError, not "no such file")
+
+
 def is_inside_name(name) -> bool:
-    """Whether `name` can only name something inside a folder: "/"-separated parts, none empty (no leading "/")
-    and none "..", and no backslash."""
+    """Whether `name` can only name something inside a folder: "/"-separated parts, none empty (no leading "/"),
+    none "..", none longer than a file name may be, and no backslash or NUL."""
     parts = name.split("/") if isinstance(name, str) else [""]
-    return "" not in parts and ".." not in parts and "\\" not in name
+    return ("" not in parts and ".." not in parts and "\\" not in name and "\x00" not in name
+            and all(len(part.encode("utf-8", "replace")) <= MAX_NAME_BYTES for part in parts))
 
 
 def shown_path(path) -> str:
@@ -91,3 +97,26 @@ def own_memory(*modules) -> None:
         for module in modules:
             for tensor in [*module.parameters(), *module.buffers()]:
                 tensor.data = tensor.data.clone()
+
+
+def servable(path: Path) -> Path:
+    """A saved file (an image, a trained LoRA) as Gradio may hand it out. Gradio copies results into its cache
+    (under a content hash) from the working directory or the temp folder only; the output folder is not served as
+    such, so no client can fetch images by their predictable names. From a folder elsewhere, a copy in the temp
+    folder."""
+    resolved = Path(path).resolve()
+    if any(resolved.is_relative_to(Path(folder).resolve()) for folder in (os.getcwd(), tempfile.gettempdir())):
+        return path
+    return content_file(resolved.read_bytes(), resolved.name)
+
+
+def content_file(data: bytes, name: str) -> Path:
+    """`data` as temp/sd-studio/<its hash>/<name>, written whole before it is renamed into place (one file for
+    equal contents, however often they come)."""
+    path = Path(tempfile.gettempdir()) / "sd-studio" / hashlib.sha256(data).hexdigest()[:32] / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(f"{name}.{threading.get_ident()}.part")
+        part.write_bytes(data)
+        os.replace(part, path)
+    return path

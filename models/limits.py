@@ -38,8 +38,18 @@ class Unreadable(ValueError):
 
 
 def check_text(field: str, value: str, limit: int = MAX_PROMPT_CHARS) -> str:
-    if isinstance(value, str) and len(value) > limit:
-        raise TooLarge(f"{field} is {len(value):,} characters long; at most {limit:,} are accepted")
+    """Text within its bound that the tokenizer and a PNG text chunk can hold: Unicode that encodes as UTF-8 (a lone
+    surrogate, which JSON can carry, fails in the tokenizer mid-job) and no NUL (a PNG chunk's separator)."""
+    if isinstance(value, str):
+        if len(value) > limit:
+            raise TooLarge(f"{field} is {len(value):,} characters long; at most {limit:,} are accepted")
+        if "\x00" in value:
+            raise ValueError(f"{field} contains a NUL character (\\x00) at character {value.index(chr(0))}")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise ValueError(f"{field} is not valid Unicode: a lone surrogate {value[error.start]!r} at character "
+                             f"{error.start}") from None
     return value
 
 
@@ -83,14 +93,23 @@ def decode_base64_image(value, field: str) -> Image.Image:
     make the server read its files."""
     if not isinstance(value, str) or not value:
         raise ValueError(f"{field} must be a base64-encoded image, got {type(value).__name__}")
+    if value.startswith("data:") and "," not in value:
+        raise ValueError(f"{field} is a data URL without its data (no comma): {value[:40]!r}")
     data = value.split(",", 1)[1] if value.startswith("data:") else value
     if len(data) > (MAX_IMAGE_BYTES + 2) // 3 * 4 + 4:  # base64 is 4 characters for every 3 bytes
         raise TooLarge(f"{field} is {len(data) * 3 // 4 / 2**20:.1f} MB of base64; at most "
                        f"{MAX_IMAGE_BYTES // 2**20} MB are accepted")
+    unreadable = f"{field} is not a readable base64-encoded image (starts {value[:24]!r})"
     try:
-        return open_image(base64.b64decode(data, validate=True), field)
-    except (binascii.Error, Unreadable):
-        raise ValueError(f"{field} is not a readable base64-encoded image (starts {value[:24]!r})") from None
+        raw = base64.b64decode(data, validate=True)
+    except binascii.Error:
+        raise ValueError(unreadable) from None
+    except ValueError:  # b64decode's own, for characters beyond ASCII
+        raise ValueError(f"{field} is not base64: it holds characters beyond ASCII (starts {value[:24]!r})") from None
+    try:
+        return open_image(raw, field)
+    except Unreadable:
+        raise ValueError(unreadable) from None
 
 
 def _encoded_size(source) -> int:

@@ -3,6 +3,8 @@ importing torch or diffusers (models/samplers.py builds the schedulers)."""
 
 from __future__ import annotations
 
+from models.validate import brief
+
 # A1111 sampler name -> (diffusers scheduler class name, config overrides). Karras variants are listed under their
 # pre-1.9 combined names, which clients still send; the infotext splits them into Sampler + Schedule type.
 SAMPLERS: dict[str, tuple[str, dict]] = {
@@ -35,9 +37,9 @@ DEFAULT_SAMPLER = "Euler a"
 SCHEDULE_TYPES = ("Automatic", "Karras")
 
 
-def check_sampler(name: str) -> str:
-    if name not in SAMPLERS:
-        raise ValueError(f"sampler {name!r} is unknown; choose one of: {', '.join(SAMPLER_NAMES)}")
+def check_sampler(name: str, field: str = "sampler") -> str:
+    if not isinstance(name, str) or name not in SAMPLERS:
+        raise ValueError(f"{field} {brief(name)} is unknown; choose one of: {', '.join(SAMPLER_NAMES)}")
     return name
 
 

@@ -9,12 +9,18 @@ import difflib
 from models.limits import check_text
 
 
+def brief(value, limit: int = 100) -> str:
+    """A value as a message shows it: its repr, cut at `limit` characters (a 20 MB value is not echoed back)."""
+    shown = repr(value)
+    return shown if len(shown) <= limit else f"{shown[:limit]}... ({len(shown):,} characters)"
+
+
 def integer(field: str, value) -> int:
     """A whole number: integral floats pass as ints; 4.5, True and "4" do not."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{field} must be a whole number, got {value!r}")
+        raise ValueError(f"{field} must be a whole number, got {brief(value)}")
     return value
 
 
@@ -24,14 +30,14 @@ def whole_number(field: str, value, low: int, high: int | None = None) -> int:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
         bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
-        raise ValueError(f"{field} must be a whole number {bounds}, got {value!r}")
+        raise ValueError(f"{field} must be a whole number {bounds}, got {brief(value)}")
     return value
 
 
 def in_range(field: str, value, bounds: tuple) -> float | int:
     """A number (int or float, not bool) in [low, high]."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not bounds[0] <= value <= bounds[1]:
-        raise ValueError(f"{field} must be from {bounds[0]} to {bounds[1]}, got {value!r}")
+        raise ValueError(f"{field} must be from {bounds[0]} to {bounds[1]}, got {brief(value)}")
     return value
 
 
@@ -41,14 +47,14 @@ def multiple_of_8(field: str, value, low: int = 8, high: int | None = None) -> i
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value % 8 or value < low or (high and value > high):
         if high is None:
-            raise ValueError(f"{field} must be a positive multiple of 8, got {value!r}")
-        raise ValueError(f"{field} must be a multiple of 8 from {low} to {high}, got {value!r}")
+            raise ValueError(f"{field} must be a positive multiple of 8, got {brief(value)}")
+        raise ValueError(f"{field} must be a multiple of 8 from {low} to {high}, got {brief(value)}")
     return value
 
 
 def one_of(field: str, value, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{field} must be one of {', '.join(choices)}, got {value!r}")
+        raise ValueError(f"{field} must be one of {', '.join(choices)}, got {brief(value)}")
     return value
 
 
@@ -61,14 +67,14 @@ def choice(field: str, value, choices: tuple[str, ...]) -> str:
 
 def boolean(field: str, value) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"{field} must be true or false, got {value!r}")
+        raise ValueError(f"{field} must be true or false, got {brief(value)}")
     return value
 
 
 def text(field: str, value, limit: int | None = None) -> str:
     """Text within models.limits' bound (checked before anything else reads it)."""
     if not isinstance(value, str):
-        raise ValueError(f"{field} must be text, got {value!r}")
+        raise ValueError(f"{field} must be text, got {brief(value)}")
     return check_text(field, value) if limit is None else check_text(field, value, limit)
 
 

@@ -313,18 +313,29 @@ class StudioService:
                 continue
             calls.setdefault((job.request.width, job.request.height), []).append((index, job))
         for call in calls.values():
-            def preview(index: int, picture: Image.Image, call=call) -> None:  # the call's index -> the payload's
-                on_preview(call[index][0], picture)
-
-            try:
-                results = self.manager.generate_together([job.request for _, job in call], on_step,
-                                                         preview if on_preview is not None else None)
-                for (index, job), result in zip(call, results):
-                    outcomes[index] = self._composed(job, result)
-            except Exception as error:
-                for index, _ in call:
-                    outcomes[index] = error
+            self._generate_call(call, outcomes, on_step, on_preview)
         return outcomes
+
+    def _generate_call(self, call: list[tuple[int, Job]], outcomes: list, on_step: StepCallback | None,
+                  on_preview: PreviewCallback | None) -> None:
+        """One diffusers call for `call`'s (payload index, job) pairs, each outcome into `outcomes`. When a call of
+        several fails, each job runs again alone: one job's input (or its size, out of memory) must not fail the
+        others'."""
+        def preview(index: int, picture: Image.Image) -> None:  # the call's index -> the payload's
+            on_preview(call[index][0], picture)
+
+        try:
+            results = self.manager.generate_together([job.request for _, job in call], on_step,
+                                                     preview if on_preview is not None else None)
+            for (index, job), result in zip(call, results):
+                outcomes[index] = self._composed(job, result)
+        except Exception as error:
+            if len(call) == 1:
+                outcomes[call[0][0]] = error
+                return
+            log.warning("a call of %d jobs failed (%s); running each alone", len(call), type(error).__name__)
+            for pair in call:
+                self._generate_call([pair], outcomes, on_step, on_preview)
 
     def _prepared(self, request: GenerationRequest, warnings: Sequence[str]) -> Job:
         job = Job(request, request, self.manager.is_inpainting_model, warnings=list(warnings))

@@ -119,7 +119,7 @@ def test_results_from_an_output_folder_elsewhere_are_handed_to_gradio_as_temp_co
     import tempfile
     from pathlib import Path
 
-    from ui.handlers import servable
+    from models.files import servable
 
     assert servable(tmp_path / "00001-7.png") == tmp_path / "00001-7.png"  # in the temp folder: as it is
     elsewhere = Path(tempfile.mkdtemp(dir="/var/tmp"))

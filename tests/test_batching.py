@@ -211,3 +211,27 @@ def test_prompts_encoded_differently_share_a_batch_key_but_run_in_separate_calls
         alone = service.generate(request, warnings)
         assert max_diff(Image.open(alone.files[0]), Image.open(joint.files[0])) <= BATCH_TOLERANCE
         assert alone.infotexts == joint.infotexts
+
+
+def test_when_a_shared_call_fails_each_job_runs_alone_and_only_the_bad_one_fails(demo_manager, tmp_path,
+                                                                                  monkeypatch):
+    """A job whose input fails only inside the diffusers call (or whose company makes the call too big) must not
+    fail the other jobs of its batch."""
+    from service.studio import Composed, StudioService
+
+    service = StudioService(demo_manager, tmp_path / "outputs", max_batch=4)
+    real, calls = demo_manager.generate_together, []
+
+    def generate_together(requests, *args):
+        calls.append([request.prompt for request in requests])
+        if "poison" in calls[-1]:
+            raise TypeError("the tokenizer cannot read it")
+        return real(requests, *args)
+
+    monkeypatch.setattr(demo_manager, "generate_together", generate_together)
+    payloads = [service.build("txt2img", {"prompt": prompt, "seed": 3, **SMALL}) for prompt in ("a", "poison", "b")]
+    outcomes = service.compose_together(payloads)
+    assert calls == [["a", "poison", "b"], ["a"], ["poison"], ["b"]]
+    assert isinstance(outcomes[0], Composed) and isinstance(outcomes[2], Composed)
+    assert isinstance(outcomes[1], TypeError)
+    service.close()

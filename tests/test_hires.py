@@ -195,7 +195,7 @@ def test_lora_and_controlnet_act_in_both_passes(model, upscaler, request, monkey
     ({"hr_denoising_strength": 0.01, "steps": 20}, "hr_denoising_strength 0.01 with 20 hires steps needs a schedule "
                                                    "of 2000 steps; at most 1000"),
     ({"hr_second_pass_steps": -1}, "hr_second_pass_steps must be a whole number from 0 to 150, got -1"),
-    ({"hr_sampler_name": "Euler z"}, "sampler 'Euler z' is unknown"),
+    ({"hr_sampler_name": "Euler z"}, "hr_sampler_name 'Euler z' is unknown"),
     ({"enable_hr": "yes"}, "enable_hr must be true or false, got 'yes'"),
 ])
 def test_bad_values_are_named(demo, fields, message):

@@ -94,6 +94,22 @@ def test_decompression_bombs_through_gradio_client_name_the_field(client, tmp_pa
     assert Image.open(gallery[0]["image"]).size == (64, 64)
 
 
+def test_an_unexpected_failure_tells_gradio_clients_its_kind_not_its_message(app_server, client, monkeypatch):
+    """The message of an error nobody foresaw may hold server paths: it goes to the log only."""
+    manager = app_server[1].manager
+
+    def failing(*args, **kwargs):
+        raise OSError(f"[Errno 36] File name too long: '{manager.source.location}/models/Lora/x.ckpt'")
+
+    monkeypatch.setattr(manager, "generate_together", failing)
+    with pytest.raises(AppError) as error:
+        client.predict(prompt="x", steps=1, width=64, height=64, api_name="/txt2img")
+    assert str(error.value) == "txt2img failed (OSError); the server's log has the details"
+    monkeypatch.undo()
+    gallery, _, _ = client.predict(prompt="x", steps=1, width=64, height=64, api_name="/txt2img")
+    assert Image.open(gallery[0]["image"]).size == (64, 64)
+
+
 def test_an_accepted_photo_larger_than_an_upload_still_generates(app_server):
     """A 20 MP noisy JPEG is within the limits (under 32 MB) but over 32 MB as a PNG. REST used to carry it to the
     queue as an uploaded PNG and had to refuse it (413); REST jobs now reach the service's queue as they are, so it
@@ -271,6 +287,88 @@ def test_path_like_controlnet_names_are_refused(app_server, model):
     assert response.status_code == 422
     assert response.json()["detail"].startswith(f"alwayson_scripts.controlnet.args[0]: ControlNet name {model!r} is not "
                                                 "a path inside the ControlNet folder")
+
+
+@pytest.mark.parametrize("route, change, detail", [
+    # a lone surrogate passes JSON but fails in the tokenizer mid-job (and failed the jobs batched with it)
+    ("txt2img", {"prompt": "a\ud800b"}, "prompt is not valid Unicode: a lone surrogate '\\ud800' at character 1"),
+    ("txt2img", {"negative_prompt": "a\x00b"}, "negative_prompt contains a NUL character"),
+    ("txt2img", {"enable_hr": True, "hr_sampler_name": ["x"]}, "hr_sampler_name ['x'] is unknown"),
+    ("txt2img", {"prompt": "<lora:" + "a" * 5000 + ":1>"}, "LoRA 'aaaa"),
+    ("txt2img", {"prompt": "a BREAK " * 100}, "prompt makes 100 chunks of 75 tokens (BREAK starts a new one); at "
+                                               "most 64 are encoded"),
+    ("txt2img", {"sampler_name": "x" * 100_000}, "sampler_name 'xxxx"),
+    ("txt2img", {"override_settings": "sd_model_checkpoint"}, "override_settings must be an object of settings"),
+    ("txt2img", {"alwayson_scripts": "x"}, "alwayson_scripts must be an object of scripts by name, got 'x'"),
+    ("txt2img", {"alwayson_scripts": {"controlnet": {"args": [1]}}},
+     "alwayson_scripts.controlnet.args[0] must be a unit (an object), got 1"),
+    ("img2img", {"init_images": [SMALL], "mask": SMALL, "inpaint_full_res": "yes"},
+     "inpaint_full_res must be true or false (or 0 or 1), got 'yes'"),
+    ("img2img", {"init_images": [SMALL], "mask": "data:image/png;base64"},
+     "mask is a data URL without its data (no comma)"),
+    ("png-info", {"image": "data:"}, "image is a data URL without its data (no comma)"),
+    ("png-info", {"image": "é" * 8}, "image is not base64: it holds characters beyond ASCII"),
+])
+def test_hostile_text_and_shapes_get_422_naming_the_field(app_server, route, change, detail):
+    """Each once answered 500 (or was taken silently); the message stays short whatever was sent."""
+    body = change if route == "png-info" else {**GOOD, **change}
+    response = post(app_server[0], f"/sdapi/v1/{route}", json=body)
+    assert response.status_code == 422, response.text[:300]
+    message = response.json()["detail"]
+    assert message.startswith(detail) and len(message) < 1000, message[:300]
+
+
+def gradio_call(url: str, api_name: str, data: list, timeout: float = 120) -> tuple[str, str]:
+    """A gradio endpoint called over plain HTTP, as any client may: (the last event's name, its data)."""
+    event = requests.post(f"{url}/gradio_api/call/{api_name}", json={"data": data}, timeout=timeout).json()["event_id"]
+    stream = requests.get(f"{url}/gradio_api/call/{api_name}/{event}", timeout=timeout).text
+    events = [line.removeprefix("event: ") for line in stream.splitlines() if line.startswith("event: ")]
+    payloads = [line.removeprefix("data: ") for line in stream.splitlines() if line.startswith("data: ")]
+    return events[-1], payloads[-1]
+
+
+def file_data(path) -> dict:
+    return {"path": str(path), "meta": {"_type": "gradio.FileData"}}
+
+
+@pytest.fixture
+def server_files(tmp_path):
+    """Files on the server that no client uploaded: an image (another user's output, say) and a text file."""
+    image = tmp_path / "00001-42.png"
+    Image.new("RGB", (64, 64), "crimson").save(image)
+    text = tmp_path / "secret.txt"
+    text.write_text("the server's own words")
+    return image, text
+
+
+@pytest.mark.parametrize("api_name, inputs", [
+    ("upscale", lambda image: [file_data(image), "None", 1]),
+    ("controlnet_detect", lambda image: [file_data(image), "none", 64, None, None, True]),
+])
+def test_a_server_file_named_as_an_input_image_is_refused(app_server, server_files, api_name, inputs):
+    """Gradio accepts as an input only what a client uploaded; named by its server path, a file is refused (it
+    would come back upscaled by 1, or as its own control map)."""
+    url = app_server[0]
+    event, payload = gradio_call(url, api_name, inputs(server_files[0]))
+    assert event == "error" and "not uploaded by a user" in payload, payload
+    uploaded = requests.post(f"{url}/gradio_api/upload", files=[("files", ("mine.png", png_with_text("x")))],
+                             timeout=30).json()[0]
+    event, payload = gradio_call(url, api_name, inputs(uploaded))  # the same call on an uploaded file works
+    assert event == "complete", payload
+
+
+def test_a_server_text_file_cannot_become_a_training_caption(app_server, server_files):
+    """/train_lora reads captions from .txt files beside the images and writes them into the LoRA's metadata."""
+    from extensions.train.extension import DEFAULTS
+
+    url = app_server[0]
+    uploaded = requests.post(f"{url}/gradio_api/upload", files=[("files", ("secret.png", png_with_text("x")))],
+                             timeout=30).json()[0]
+    settings = {**DEFAULTS, "steps": 1, "resolution": 64}
+    event, payload = gradio_call(url, "train_lora", [[file_data(uploaded), file_data(server_files[1])], "x",
+                                                     "exfiltrated", *settings.values()])
+    assert event == "error" and "not uploaded by a user" in payload, payload
+    assert "the server's own words" not in payload
 
 
 def test_images_still_match_their_solo_pixels_after_the_abuse(app_server):

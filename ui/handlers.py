@@ -6,22 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import inspect
 import io
 import logging
-import os
-import tempfile
-import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import gradio as gr
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from extensions.base import Panel
+from models.files import content_file, servable
 from models.zerogpu import MODES as ZEROGPU_MODES
 from models.zerogpu import duration_from_call, gpu
 from service.queue import Cancelled, QueueFull, Unavailable
@@ -184,7 +180,8 @@ def _as_gradio_errors(mode: str):
         raise
     except Exception as error:
         log.exception("%s failed", mode)
-        raise gr.Error(f"{mode} failed: {type(error).__name__}: {error}") from None
+        # the message stays in the log: it may hold server paths
+        raise gr.Error(f"{mode} failed ({type(error).__name__}); the server's log has the details") from None
 
 
 def _outputs(result: Generation):
@@ -225,31 +222,9 @@ def selected_result(shown: dict) -> tuple[str | None, str | None, int | None]:
     return shown["infotexts"][index], shown["files"][index], shown["seeds"][index]
 
 
-def servable(path: Path) -> Path:
-    """A saved image as Gradio may hand it out. Gradio copies results into its cache (under a content hash) from
-    the working directory or the temp folder only; the output folder is not served as such, so no client can
-    fetch images by their predictable names. From an output folder elsewhere, a copy in the temp folder."""
-    resolved = Path(path).resolve()
-    if any(resolved.is_relative_to(Path(folder).resolve()) for folder in (os.getcwd(), tempfile.gettempdir())):
-        return path
-    return _content_file(resolved.read_bytes(), resolved.name)
-
-
 def map_file(image: Image.Image) -> str:
     """A control map as a PNG file named by its content. Returned as a PIL image, Gradio would rewrite one cache
     file in place for every equal map, and a client downloading it meanwhile could get it empty."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    return str(_content_file(buffer.getvalue(), "map.png"))
-
-
-def _content_file(data: bytes, name: str) -> Path:
-    """`data` as temp/sd-studio/<its hash>/<name>, written whole before it is renamed into place (one file for
-    equal contents, however often they come)."""
-    path = Path(tempfile.gettempdir()) / "sd-studio" / hashlib.sha256(data).hexdigest()[:32] / name
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        part = path.with_name(f"{name}.{threading.get_ident()}.part")
-        part.write_bytes(data)
-        os.replace(part, path)
-    return path
+    return str(content_file(buffer.getvalue(), "map.png"))

@@ -8,7 +8,7 @@ import gradio as gr
 from extensions.base import Extension
 from service.history import History
 from service.pnginfo import fields_from_infotext
-from ui.handlers import servable
+from models.files import servable
 from ui.send import send_to
 
 

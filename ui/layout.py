@@ -14,7 +14,8 @@ from service.history import History
 from service.pnginfo import fields_from_infotext
 from service.studio import StudioService
 from ui.endpoints import register_endpoints
-from ui.handlers import Handlers, editor_image_and_mask, map_file, select_result, selected_result, servable
+from models.files import servable
+from ui.handlers import Handlers, editor_image_and_mask, map_file, select_result, selected_result
 from ui.history import history_tab
 from ui.models import model_row
 from ui.png_info import png_info_tab

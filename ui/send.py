@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 import gradio as gr
 
-from ui.handlers import servable
+from models.files import servable
 
 # The core tab fields an infotext can fill, in the order a Send-to event writes them
 FIELDS = ("prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "sampler", "strength")

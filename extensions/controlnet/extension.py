@@ -22,7 +22,7 @@ from extensions.controlnet.pipeline import ControlNets
 from extensions.controlnet.units import ControlNetPart, ControlUnit
 from models.images import decode_image, load_image, png_base64
 from models.infotext import CONVERTERS, parameter_pairs, read_value
-from models.validate import boolean, whole_number
+from models.validate import boolean, brief, whole_number
 
 # sd-webui-controlnet's infotext entry "Module: canny, Model: name [hash], Weight: 1.0, ..." -> the unit's fields
 _INFOTEXT_KEYS = {
@@ -131,12 +131,18 @@ class ControlNet(Extension):
         """sd-webui-controlnet's units from `alwayson_scripts` ({"controlnet": {"args": [unit, ...]}}, any case);
         `parse` checks them (and decodes their images within bounds) when the request is built."""
         scripts = payload.get("alwayson_scripts")
-        for name, script in scripts.items() if isinstance(scripts, dict) else ():
+        if scripts is not None and not isinstance(scripts, dict):
+            raise ValueError(f"alwayson_scripts must be an object of scripts by name, got {brief(scripts)}")
+        for name, script in (scripts or {}).items():
             if name.lower() == "controlnet":
                 args = script.get("args") if isinstance(script, dict) else None
                 if not isinstance(args, list):
                     raise ValueError("alwayson_scripts.controlnet.args must be a list of units")
-                units = [unit for unit in args if isinstance(unit, dict) and unit.get("enabled", True)]
+                for index, unit in enumerate(args):
+                    if not isinstance(unit, dict):
+                        raise ValueError(f"alwayson_scripts.controlnet.args[{index}] must be a unit (an object), "
+                                         f"got {brief(unit)}")
+                units = [unit for unit in args if unit.get("enabled", True)]
                 if units:
                     fields["controlnet_units"] = units
         return route

@@ -15,6 +15,7 @@ from extensions.inpaint.options import INPAINT_AREAS, MASKED_CONTENT, InpaintOpt
 from extensions.inpaint.plan import InpaintPlan
 from models.images import decode_image
 from models.infotext import read_value
+from models.validate import brief
 
 DEFAULTS = InpaintOptions()
 MASK_MODES = ("Inpaint masked", "Inpaint not masked")  # A1111's words for invert_mask off / on
@@ -101,9 +102,9 @@ class Inpaint(Extension):
             raise ValueError(f"inpainting_fill must be 0 to 3 ({', '.join(MASKED_CONTENT)}), got {fill!r}")
         fields.update(
             mask_blur=payload.get("mask_blur", 4), masked_content=MASKED_CONTENT[fill],
-            inpaint_area="Only masked" if payload.get("inpaint_full_res") else "Whole picture",
+            inpaint_area="Only masked" if _flag(payload, "inpaint_full_res") else "Whole picture",
             padding=payload.get("inpaint_full_res_padding", 32),
-            invert_mask=bool(payload.get("inpainting_mask_invert", 0)),
+            invert_mask=_flag(payload, "inpainting_mask_invert"),
         )
         return "inpaint"
 
@@ -113,3 +114,11 @@ class Inpaint(Extension):
         from extensions.inpaint.panel import inpaint_panel
 
         return inpaint_panel()
+
+
+def _flag(payload: dict, name: str) -> bool:
+    """An A1111 on/off field: true or false, or 0 or 1 as its int fields take them; absent or null is off."""
+    value = payload.get(name)
+    if value is None or isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    raise ValueError(f"{name} must be true or false (or 0 or 1), got {brief(value)}")

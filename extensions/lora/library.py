@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 from models.files import PICKLE_SUFFIXES, is_hub_id, is_inside_name, shown_path
-from models.validate import did_you_mean
+from models.validate import brief, did_you_mean
 
 HUB_FILE = re.compile(r"[\w-][\w./-]*\.safetensors")  # a file in a Hub repository, after "owner/repo/"
 
@@ -59,17 +59,18 @@ class LoraLibrary:
             if attempt == 0:
                 self.refresh()  # a file dropped in since the last scan
         if not is_inside_name(name):
-            raise ValueError(f"LoRA {name!r} is not in the LoRA folder {shown_path(self.folder)}: a LoRA is named by "
-                             "its path inside it")
+            raise ValueError(f"LoRA {brief(name)} is not in the LoRA folder {shown_path(self.folder)}: a LoRA is "
+                             "named by its path inside it")
         pickled = [self.folder / f"{name}{suffix}" for suffix in PICKLE_SUFFIXES]
         if any(path.is_file() for path in pickled):
             raise ValueError(
-                f"LoRA {name!r}: only .safetensors files are loaded; pickled weights (.ckpt, .pt, .bin) can run code"
+                f"LoRA {brief(name)}: only .safetensors files are loaded; pickled weights (.ckpt, .pt, .bin) can "
+                "run code"
             )
         if _is_hub_name(name):
             return _from_hub(name)
-        raise ValueError(f"LoRA {name!r} is not in the LoRA folder {shown_path(self.folder)} (press Refresh after "
-                         f"adding files){did_you_mean(name, self.names())}")
+        raise ValueError(f"LoRA {brief(name)} is not in the LoRA folder {shown_path(self.folder)} (press Refresh "
+                         f"after adding files){did_you_mean(name, self.names())}")
 
 
 def _is_hub_name(name: str) -> bool:
@@ -84,13 +85,15 @@ def _from_hub(name: str) -> Path:
     parts = name.split("/")
     repo, weight_name = "/".join(parts[:2]), "/".join(parts[2:])
     if ".." in parts:
-        raise ValueError(f"LoRA {name!r}: not a Hub id")
+        raise ValueError(f"LoRA {brief(name)}: not a Hub id")
     try:
         candidates = [weight_name] if weight_name else [f for f in list_repo_files(repo) if f.endswith(".safetensors")]
         if len(candidates) == 1:
             return Path(hf_hub_download(repo, candidates[0]))
     except Exception as error:  # offline, unknown repo, gated, ...
-        raise ValueError(f"LoRA {name!r}: not in the LoRA folder and not fetched from the Hub ({type(error).__name__})") from None
+        raise ValueError(f"LoRA {brief(name)}: not in the LoRA folder and not fetched from the Hub "
+                         f"({type(error).__name__})") from None
     raise ValueError(
-        f"LoRA {name!r}: the Hub repo has {len(candidates)} .safetensors files; name one as {repo}/<file>.safetensors"
+        f"LoRA {brief(name)}: the Hub repo has {len(candidates)} .safetensors files; name one as "
+        f"{repo}/<file>.safetensors"
     )

@@ -24,6 +24,7 @@ from models.limits import MAX_PROMPT_CHARS
 from models.validate import did_you_mean, whole_number
 
 CLIP_SKIP_RANGE = (1, 12)
+MAX_CHUNKS = 64  # 4,800 tokens of a prompt (A1111's long prompts are a few chunks)
 NEAR_MISS = 0.9  # how alike a prompt word and an embedding's name must be to ask "did you mean"
 
 
@@ -60,6 +61,12 @@ class Prompts(Extension):
     def parse(self, mode: str, fields: Mapping, warnings: list[str]) -> PromptsPart | None:
         for name in ("prompt", "negative_prompt"):
             parse(fields.get(name) or "")  # a weight that is not a number is an error now, not mid-run
+            # every chunk is a text encoder pass and widens the U-Net's cross-attention at every step: bounded, as
+            # the characters are (BREAK makes a chunk of each word; some characters are several tokens)
+            chunks = len(self.encoder.tokenize(fields.get(name) or "").chunks) if self.encoder is not None else 0
+            if chunks > MAX_CHUNKS:
+                raise ValueError(f"{name} makes {chunks} chunks of {CHUNK} tokens (BREAK starts a new one); at most "
+                                 f"{MAX_CHUNKS} are encoded")
         clip_skip = whole_number("clip_skip", fields.get("clip_skip", 1), *CLIP_SKIP_RANGE)
         layers = self.encoder.layers if self.encoder is not None else CLIP_SKIP_RANGE[1]
         if clip_skip > layers:

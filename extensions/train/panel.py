@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 import threading
 
 import gradio as gr
 
 from extensions.train.extension import DEFAULTS, MAX_RANK, Status
+from models.files import servable
+
+log = logging.getLogger(__name__)
+TRAINING_FILES = ["image", ".txt", ".zip"]  # images, their captions, or a zip of both
 
 
 
@@ -20,7 +25,7 @@ def train_tab(extension) -> None:
         with gr.Row():
             with gr.Column():
                 files = gr.File(label="Images (with .txt captions of the same names), or a zip of them",
-                                file_count="multiple", file_types=["image", ".txt", ".zip"], elem_id="train-images")
+                                file_count="multiple", file_types=TRAINING_FILES, elem_id="train-images")
                 with gr.Row():
                     name = gr.Textbox(label="LoRA name", elem_id="train-name")
                     instance = gr.Textbox(label="Instance prompt", placeholder="a photo of sks dog",
@@ -77,6 +82,8 @@ def train_tab(extension) -> None:
                 done["outcome"] = extension.train(_paths(files), instance_prompt, lora_name, status=shown,
                                                   **dict(zip(DEFAULTS, values)))
             except Exception as error:  # noqa: BLE001 - shown to the user below
+                if not isinstance(error, ValueError):
+                    log.exception("training failed")
                 done["error"] = error
 
         worker = threading.Thread(target=work, daemon=True)
@@ -86,7 +93,8 @@ def train_tab(extension) -> None:
             yield _progress(shown), shown.sample, gr.update()
         if "error" in done:
             error = done["error"]
-            raise gr.Error(str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}")
+            raise gr.Error(str(error) if isinstance(error, ValueError) else  # other messages may hold server paths
+                           f"training failed ({type(error).__name__}); the server's log has the details")
         outcome = done["outcome"]
         ended = f"interrupted after {outcome.steps} steps (tick Resume to continue)" if outcome.interrupted else \
             f"trained {outcome.steps} steps"
@@ -117,7 +125,7 @@ def train_endpoint(extension) -> None:
             outcome = extension.train(_paths(images), instance_prompt, name, **dict(zip(DEFAULTS, values)))
         except ValueError as error:
             raise gr.Error(str(error)) from None
-        return outcome.name, str(outcome.file), outcome.loss
+        return outcome.name, str(servable(outcome.file)), outcome.loss
 
     # gradio_client's keywords come from the signature: the settings by name, with their defaults
     keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD
@@ -125,7 +133,8 @@ def train_endpoint(extension) -> None:
         [inspect.Parameter(name, keyword) for name in ("images", "instance_prompt", "name")]
         + [inspect.Parameter(name, keyword, default=default) for name, default in DEFAULTS.items()])
 
-    inputs = [gr.File(label="images", file_count="multiple"), gr.Textbox(label="instance_prompt"),
+    inputs = [gr.File(label="images", file_count="multiple", file_types=TRAINING_FILES),
+              gr.Textbox(label="instance_prompt"),
               gr.Textbox(label="name")]
     for option, default in DEFAULTS.items():
         if isinstance(default, bool):

@@ -104,7 +104,7 @@ class Upscale(Extension):
             steps=whole_number("hr_second_pass_steps", fields.get("hr_second_pass_steps", 0), 0, STEPS_RANGE[1]),
             strength=_strength(fields.get("hr_denoising_strength", 0.7)),
             prompt=texts["hr_prompt"], negative_prompt=texts["hr_negative_prompt"],
-            sampler=None if sampler == SAME_SAMPLER else check_sampler(sampler),
+            sampler=None if sampler == SAME_SAMPLER else check_sampler(sampler, "hr_sampler_name"),
         )
         try:
             width, height, steps = (integer(name, fields.get(name)) for name in ("width", "height", "steps"))
