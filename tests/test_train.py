@@ -202,6 +202,25 @@ def test_captions_from_txt_files_and_a_zip(tmp_path):
     assert not (tmp_path / "outside").exists()
 
 
+def test_a_zip_is_read_one_member_at_a_time(tmp_path):
+    """Six members of 32 MB zeros (200 KB zipped) once went into memory together before the first was decoded:
+    now one is, and the first that is no image ends the reading."""
+    import tracemalloc
+
+    archive = tmp_path / "zeros.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
+        for index in range(6):
+            bundle.writestr(f"{index}.png", bytes(32 * 2**20))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"images: '0.png' is not a readable image"):
+            training_set([str(archive)], "a thing", 32)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 80 * 2**20, f"{peak / 2**20:.0f} MB held at once"
+
+
 @pytest.mark.parametrize("images, options, message", [
     ([], {}, "images: add the images to train on"),
     (["notes.pdf"], {}, "images: 'notes.pdf' are not images"),

@@ -14,6 +14,9 @@ from models.files import servable
 
 log = logging.getLogger(__name__)
 TRAINING_FILES = ["image", ".txt", ".zip"]  # images, their captions, or a zip of both
+# The device trains one LoRA at a time anyway; the others wait in gradio's queue before their files are read and
+# decoded, not beside it holding them in memory.
+ONE_TRAINING_AT_A_TIME = {"concurrency_limit": 1, "concurrency_id": "train"}
 
 
 
@@ -102,7 +105,7 @@ def train_tab(extension) -> None:
                f"{ended}; final loss {outcome.loss:.4f}. Use it as <lora:{outcome.name}:1> ({outcome.file.name}).")
 
     run.click(train, [files, name, instance, *options], [status, sample, result], api_visibility="private",
-              concurrency_limit=None)
+              **ONE_TRAINING_AT_A_TIME)
     stop.click(lambda: extension.service.interrupt(), queue=False, api_visibility="private")
 
 
@@ -144,4 +147,4 @@ def train_endpoint(extension) -> None:
         else:
             inputs.append(gr.Number(value=default, label=option))
     outputs = [gr.Textbox(label="name"), gr.File(label="file"), gr.Number(label="loss")]
-    gr.Button(visible=False).click(train_lora, inputs, outputs, api_name="train_lora", concurrency_limit=None)
+    gr.Button(visible=False).click(train_lora, inputs, outputs, api_name="train_lora", **ONE_TRAINING_AT_A_TIME)
