@@ -1,5 +1,6 @@
 """LoRA switching on the demo model: switch latency among N loaded adapters, per-step cost of an active LoRA
-(unfused, fused, none), and memory over many random switches.
+(unfused, fused, none), and memory over many random switches; and a switch into the compiled-U-Net slot on SD 1.5's
+architecture against diffusers' hotswap load.
 
     python -m bench.lora
 """
@@ -71,6 +72,40 @@ def switch_latency(folder: Path, generation_ms: float) -> dict:
     return {"by_count": results, "load_every_time_ms": load_ms, "generation_ms": generation_ms}
 
 
+def slot_switch_sd15(rounds: int = 7) -> dict:
+    """A switch into the compiled-U-Net slot on SD 1.5's architecture (rank 32, two rank-16 LoRAs), ours against
+    diffusers' `load_lora_adapter(..., hotswap=True)` writing the same slot (what each switch did before), side by
+    side. Not compiled: compiling changes the step, not what a switch writes."""
+    from bench.sd15_random import cached
+    from extensions.lora.hotswap import SLOT
+
+    manager = PipelineManager.load(str(cached(inpainting=False)), device="cpu")
+    pipe = manager.pipelines["txt2img"]
+    with tempfile.TemporaryDirectory() as directory:  # a switch checks the files are as they were loaded
+        folder = Path(directory)
+        for name, seed in (("a", 1), ("b", 2)):
+            make_lora(pipe, folder / f"{name}.safetensors", seed=seed, rank=16, text_encoder=False)
+        adapters = lora.install(manager, folder, compiled_rank=32)
+        sets = [(("a", 1.0),), (("a", 0.5), ("b", 0.5)), (("b", 0.8),), ()]
+        for chosen in sets:
+            adapters.configure(pipe, chosen)
+        slot = adapters.slot
+        state = {f"{name}.lora_{part}.weight": tensor.detach().clone()  # the slot as it stands, as a state dict
+                 for name, pair in slot._slot.items() for part, tensor in zip("AB", pair)}
+        switching = iter(sets * 1000)
+
+        def ours():
+            adapters.configure(pipe, next(switching))
+
+        def diffusers_hotswap():
+            slot.unet.load_lora_adapter(state, adapter_name=SLOT, prefix=None, hotswap=True)
+
+        ours_ms, theirs_ms = median_ms(ours, rounds * 4), median_ms(diffusers_hotswap, rounds)
+    print(f"lora slot    SD 1.5 architecture, rank 32: a switch takes {ours_ms:.1f} ms; diffusers' hotswap load "
+          f"of the same slot {theirs_ms:.0f} ms ({theirs_ms / ours_ms:.0f}x)")
+    return {"ours_ms": ours_ms, "diffusers_hotswap_ms": theirs_ms}
+
+
 def step_cost(folder: Path, rounds: int = 7) -> dict:
     request = {"prompt": "a cat", "width": 256, "height": 256, "steps": 20, "seed": 1}
     runs = {}
@@ -116,6 +151,7 @@ def main() -> dict:
             "switch": switch_latency(folder, generation_ms),
             "step_cost": step_cost(folder),
             "memory": memory_over_switches(folder),
+            "slot_sd15": slot_switch_sd15(),
         }
 
 
