@@ -110,6 +110,16 @@ def test_an_unexpected_failure_tells_gradio_clients_its_kind_not_its_message(app
     assert Image.open(gallery[0]["image"]).size == (64, 64)
 
 
+def test_an_extensions_endpoint_tells_an_unexpected_failure_by_its_kind_too(app_server, client, tmp_path,
+                                                                            monkeypatch):
+    upscale = next(extension for extension in app_server[1].extensions if extension.name == "upscale")
+    monkeypatch.setattr(upscale, "upscale", lambda *args: open("/nonexistent/models/x.safetensors", "rb"))
+    Image.new("RGB", (64, 64), "gray").save(tmp_path / "gray.png")
+    with pytest.raises(AppError) as error:
+        client.predict(handle_file(tmp_path / "gray.png"), "None", 1, api_name="/upscale")
+    assert str(error.value) == "upscale failed (FileNotFoundError); the server's log has the details"
+
+
 def test_an_accepted_photo_larger_than_an_upload_still_generates(app_server):
     """A 20 MP noisy JPEG is within the limits (under 32 MB) but over 32 MB as a PNG. REST used to carry it to the
     queue as an uploaded PNG and had to refuse it (413); REST jobs now reach the service's queue as they are, so it

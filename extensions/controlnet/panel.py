@@ -9,6 +9,7 @@ import gradio as gr
 from extensions.base import Panel, TabContext
 from extensions.controlnet import preprocessors
 from extensions.controlnet.units import CONTROL_MODES, RESIZE_MODES
+from extensions.panel import gradio_errors
 from models.files import shown_path
 
 # The order of each unit's components, as the event passes their values (the API's field names).
@@ -110,12 +111,10 @@ def make_preview(extension, image_file, editor_image):
         if image is None and tab_image is None:
             raise gr.Error("Preview: upload a control image first")
         size = picture.size if picture is not None else (width, height)
-        try:
+        with gradio_errors("preview"):
             return image_file(extension.control_map(image if image is not None else tab_image, module,
-                                                        processor_res, threshold_a, threshold_b, pixel_perfect,
-                                                        resize_mode, size))
-        except ValueError as error:
-            raise gr.Error(str(error)) from None
+                                                    processor_res, threshold_a, threshold_b, pixel_perfect,
+                                                    resize_mode, size))
 
     return preview
 
@@ -141,11 +140,9 @@ def detect_endpoint(extension, image_file) -> None:
     """/controlnet_detect for gradio_client: the preprocessor's map of an image (pixel perfect: at the image's own
     resolution)."""
     def controlnet_detect(image, module, processor_res=512, threshold_a=None, threshold_b=None, pixel_perfect=True):
-        try:
+        with gradio_errors("controlnet_detect"):
             return image_file(extension.control_map(image, module, processor_res, threshold_a, threshold_b,
                                                     pixel_perfect))
-        except ValueError as error:
-            raise gr.Error(str(error)) from None
 
     inputs = [gr.File(label="image", file_types=["image"]), gr.Textbox(value="canny", label="module"),
               gr.Number(value=512, label="processor_res"), gr.Number(value=None, label="threshold_a"),

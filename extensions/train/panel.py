@@ -9,6 +9,7 @@ import threading
 
 import gradio as gr
 
+from extensions.panel import gradio_errors
 from extensions.train.extension import DEFAULTS, MAX_RANK, Status
 from models.files import servable
 
@@ -124,10 +125,8 @@ def _paths(files) -> list:
 def train_endpoint(extension) -> None:
     """/train_lora(images, instance_prompt, name, steps=500, rank=8, ...) -> (name, the LoRA file, final loss)."""
     def train_lora(images, instance_prompt, name, *values):  # Gradio passes the inputs in order
-        try:
+        with gradio_errors("train_lora"):
             outcome = extension.train(_paths(images), instance_prompt, name, **dict(zip(DEFAULTS, values)))
-        except ValueError as error:
-            raise gr.Error(str(error)) from None
         return outcome.name, str(servable(outcome.file)), outcome.loss
 
     # gradio_client's keywords come from the signature: the settings by name, with their defaults

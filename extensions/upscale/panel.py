@@ -6,6 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from extensions.base import Panel, TabContext
+from extensions.panel import gradio_errors
 from extensions.upscale.extension import HIRES_FIELDS, SAME_SAMPLER, SCALE_RANGE
 from extensions.upscale.hires import HiresPlan
 from models.request import SIZE_RANGE, STEPS_RANGE
@@ -35,10 +36,8 @@ def extras_tab(extension, image_file) -> gr.Image:
     def run_upscale(picture, name, factor):
         if picture is None:
             raise gr.Error("Upscale: add an image first")
-        try:
+        with gradio_errors("upscale"):
             upscaled = extension.upscale(picture, name, factor)
-        except ValueError as error:
-            raise gr.Error(str(error)) from None
         return upscaled, f"{picture.width}x{picture.height} -> {upscaled.width}x{upscaled.height} ({name})"
 
     run.click(run_upscale, [image, upscaler, scale], [result, info], api_visibility="private",
@@ -51,10 +50,8 @@ def extras_tab(extension, image_file) -> gr.Image:
 def upscale_endpoint(extension, image_file) -> None:
     """/upscale(image, upscaler="Lanczos", scale=2) -> the upscaled picture."""
     def upscale(image, upscaler="Lanczos", scale=2.0):
-        try:
+        with gradio_errors("upscale"):
             return image_file(extension.upscale(image, upscaler, scale))
-        except ValueError as error:
-            raise gr.Error(str(error)) from None
 
     inputs = [gr.File(label="image", file_types=["image"]), gr.Textbox(value="Lanczos", label="upscaler"),
               gr.Number(value=2, label="scale")]
