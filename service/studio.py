@@ -317,7 +317,7 @@ class StudioService:
         return outcomes
 
     def _generate_call(self, call: list[tuple[int, Job]], outcomes: list, on_step: StepCallback | None,
-                  on_preview: PreviewCallback | None) -> None:
+                       on_preview: PreviewCallback | None) -> None:
         """One diffusers call for `call`'s (payload index, job) pairs, each outcome into `outcomes`. When a call of
         several fails, each job runs again alone: one job's input (or its size, out of memory) must not fail the
         others'."""
