@@ -34,6 +34,14 @@ def generate(manager, prompt: str, seed: int, **fields) -> np.ndarray:
     return np.asarray(manager.generate(request).images[0])
 
 
+def generate_many(manager, prompts_and_seeds, loras=()) -> list[np.ndarray]:
+    """Uncontrolled images in one call, as the queue batches them (each its solo result up to batched rounding)."""
+    requests = [GenerationRequest("txt2img", prompt, width=64, height=64, seed=seed,
+                                  parts={"lora": loras, "controlnet": ControlNetPart(maps=())})
+                for prompt, seed in prompts_and_seeds]
+    return [np.asarray(result.images[0]) for result in manager.generate_together(requests)]
+
+
 def share_near(pixels: np.ndarray, colour: str, distance: float = 90.0) -> float:
     """Share of pixels within `distance` (RGB) of a named palette colour."""
     return float((np.linalg.norm(pixels.astype(float) - COLOURS[colour], axis=-1) < distance).mean())
@@ -63,8 +71,8 @@ def test_the_goal_figures_hold_over_50_seeded_prompts(shapes):
 
 
 def test_a_red_circle_on_a_blue_background(shapes):
-    for seed in SEEDS:
-        pixels = generate(shapes, "a large red circle on a blue background", seed)
+    images = generate_many(shapes, [("a large red circle on a blue background", seed) for seed in SEEDS])
+    for seed, pixels in zip(SEEDS, images):
         assert background_colour(pixels) == "blue", seed
         assert share_near(pixels, "blue") > 0.5 and share_near(pixels, "red") > 0.05, seed
 
@@ -93,13 +101,13 @@ def test_the_canny_controlnet_follows_a_circle_outline(shapes):
     picture = render(Scene(shapes=(Shape("circle", "white", "medium", "top left"),), background="black"))
     outline = edges(picture).convert("RGB")
     agreement = {"guided": [], "free": []}
-    for seed in SEEDS:
+    frees = generate_many(shapes, [("a red circle on a blue background", seed) for seed in SEEDS])
+    for seed, free in zip(SEEDS, frees):
         guided = generate(shapes, "a red circle on a blue background", seed,
                           controls=(ControlInput(shipped.CONTROLNET_NAME, outline),))
         red = np.linalg.norm(guided.astype(float) - COLOURS["red"], axis=-1) < 90
         ys, xs = np.nonzero(red)
         assert red.mean() > 0.04 and xs.mean() < 28 and ys.mean() < 28, seed  # the red shape sits in the top left
-        free = generate(shapes, "a red circle on a blue background", seed)
         agreement["guided"].append(edge_agreement(guided, outline))
         agreement["free"].append(edge_agreement(free, outline))
     guided, free = np.mean(agreement["guided"]), np.mean(agreement["free"])
@@ -112,23 +120,26 @@ def test_the_segmentation_controlnet_draws_the_maps_kind_where_the_map_puts_it(s
     and the caption's colour; without it, the caption's kind and place (bench/shapes_model.py, 150 prompts: 0.54
     vs 0.05)."""
     followed = {"guided": [], "free": []}
-    for seed, (text, scene) in enumerate(seeded_prompts(SEGMENTATION_PROMPTS)):
+    prompts = seeded_prompts(SEGMENTATION_PROMPTS)
+    frees = generate_many(shapes, [(text, seed) for seed, (text, _) in enumerate(prompts)])
+    for seed, ((text, scene), free) in enumerate(zip(prompts, frees)):
         target = reshaped(moved(scene))
         unit = ControlUnit(module="none", model=shipped.SEGMENTATION_NAME, image=segmentation(target))
         control = unit.control_input(None, (64, 64), 0)
         assert np.array_equal(np.asarray(control.image), np.asarray(segmentation(target)))  # the map, as given
         guided = generate(shapes, text, seed, controls=(control,))
         followed["guided"].append(shape_correct(guided, target) and colour_correct(guided, target))
-        followed["free"].append(shape_correct(generate(shapes, text, seed), target))
+        followed["free"].append(shape_correct(free, target))
     guided, free = np.mean(followed["guided"]), np.mean(followed["free"])
     assert guided >= SEGMENTATION_BOUND and guided >= free + 0.25, followed
 
 
 def test_the_pastel_lora_turns_the_colours_pastel(shapes):
     styled_shares = []
-    for seed in SEEDS:
-        plain = generate(shapes, "a large red circle on a blue background", seed)
-        styled = generate(shapes, "a large red circle on a blue background", seed, loras=((shipped.LORA_NAME, 1.0),))
+    prompts = [("a large red circle on a blue background", seed) for seed in SEEDS]
+    plains = generate_many(shapes, prompts)
+    styles = generate_many(shapes, prompts, loras=((shipped.LORA_NAME, 1.0),))
+    for seed, plain, styled in zip(SEEDS, plains, styles):
         styled_shares.append(pastel_share(styled))
         assert pastel_share(plain) < 0.1 and styled_shares[-1] > pastel_share(plain) + 0.1, seed
         assert share_near(styled, "red", distance=150) > 0.05, seed  # still a red (pink) shape
