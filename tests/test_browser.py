@@ -40,9 +40,11 @@ def screenshot(page: Page, name: str) -> None:
     page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
 
 
-def set_number(page: Page, label: str, value: float) -> None:
-    field = page.locator(f"input[type=number][aria-label='number input for {label}']").first
-    slider = page.locator(f"input[type=range][aria-label='range slider for {label}']").first
+def set_number(page: Page, label: str, value: float, in_tab: bool = False) -> None:
+    """`in_tab`: the open tab's own field of that label (each tab has its "Sampling steps")."""
+    scope = page.get_by_role("tabpanel") if in_tab else page
+    field = scope.locator(f"input[type=number][aria-label='number input for {label}']").first
+    slider = scope.locator(f"input[type=range][aria-label='range slider for {label}']").first
     # The slider's own value is what a click sends. Under CI load a typed value was once lost outright
     # (a just-opened accordion still mounting), so type it again until the slider shows it.
     for _ in range(3):
@@ -95,6 +97,7 @@ def test_progress_bar_moves_live_previews_show_and_interrupt_returns_the_image_e
 def test_inpaint_error_then_painted_mask_generates(page, tmp_path):
     page.get_by_role("tab", name="inpaint").click()
     page.locator("#inpaint-prompt textarea").fill("a cat")
+    set_number(page, "Sampling steps", 4, in_tab=True)  # three generations follow
     page.locator("#inpaint-generate").click()  # no image yet
     expect(page.locator(".toast-body").first).to_contain_text("image is required for inpaint")
 
@@ -110,7 +113,7 @@ def test_inpaint_error_then_painted_mask_generates(page, tmp_path):
     page.mouse.up()
     page.locator("#inpaint-generate").click()
     expect(page.locator("#inpaint-gallery img").first).to_be_visible(timeout=30_000)
-    expect(page.locator("#inpaint-infotext textarea")).to_have_value(re.compile("Denoising strength: 0.75"))
+    expect(page.locator("#inpaint-infotext textarea")).to_have_value(re.compile("Steps: 4,.*Denoising strength: 0.75"))
     screenshot(page, "inpaint")
 
     page.get_by_label("Only masked", exact=True).check()
