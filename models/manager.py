@@ -139,8 +139,9 @@ class PipelineManager:
         """Short generations at the model's size, one for each batch a call can give the U-Net: each batch size with
         guidance (the U-Net gets twice the images), and one image without. A compiled U-Net compiles its graphs now,
         not in a user's job: dynamo makes one for the first batch, then one dynamic in the batch, and one for a
-        single image. Largest first: on the CPU the convolutions' shape rules guard on 16 images, and a dynamic graph made
-        from fewer covers 2 to 15 (3 graphs, not 4). Other sizes and ControlNet units compile on first use."""
+        single image. Largest first: on the CPU the convolutions' shape rules guard on 16 images, and a dynamic
+        graph made from fewer covers 2 to 15 (3 graphs, not 4). Other sizes and ControlNet units compile on first
+        use."""
         side, started = self.default_size, time.perf_counter()
         quick = GenerationRequest("txt2img", "", width=side, height=side, steps=2, seed=0)
         batches = [quick.replace(batch_size=batch) for batch in range(BATCH_RANGE[1], 0, -1)]
