@@ -92,10 +92,15 @@ def test_cancelling_one_job_of_a_running_batch_leaves_the_others_and_cancelling_
 
 # -- the manager: one call, each image as alone ------------------------------------------------------------------
 
+# A Karras variant runs its sampler's code on another list of sigmas: its base stands for it, except A1111's most
+# used sampler, DPM++ 2M Karras, and DPM2 a Karras (its base does not batch). bench/batching.py measures them all.
+KARRAS_STAND_INS = {"DPM++ 2M SDE Karras", "DPM++ SDE Karras", "DPM2 Karras", "LMS Karras"}
+
+
 def test_every_batching_sampler_stays_within_the_tolerance(demo_manager):
     """Each batching sampler's batched images against their solo results (the figures for every sampler, and why
     DPM2 a and LCM do not batch, are bench/batching.py's)."""
-    for sampler in sorted(BATCHING_SAMPLERS):
+    for sampler in sorted(BATCHING_SAMPLERS - KARRAS_STAND_INS):
         requests_ = [GenerationRequest("txt2img", prompt, negative_prompt=negative, seed=seed, batch_size=size,
                                        sampler=sampler, **SMALL)
                      for prompt, negative, seed, size in [("a red circle", "", 5, 1), ("a blue square", "blurry", 9, 2),
