@@ -41,7 +41,7 @@ Loader = Callable[[], bytes]  # a file's bytes, read (within its bound) only whe
 
 
 def _examples(files, instance_prompt: str, resolution: int) -> list[Example]:
-    named: dict[str, Loader] = {}  # file name -> its bytes, images and captions alike
+    named: dict[str, Loader] = {}  # file name -> its loader, images and captions alike
     for index, item in enumerate(files if isinstance(files, (list, tuple)) else [files]):
         name, load = _read(item, f"images[{index}]")
         if name.lower().endswith(".zip"):
