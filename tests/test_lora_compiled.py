@@ -19,9 +19,14 @@ RANK_LIMIT = 16
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
+def plain_manager():
+    return PipelineManager.load("demo", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, plain_manager):
     folder = tmp_path_factory.mktemp("Lora")
-    pipe = PipelineManager.load("demo", device="cpu").pipelines["txt2img"]
+    pipe = plain_manager.pipelines["txt2img"]  # made before any adapter is on it
     make_lora(pipe, folder / "a.safetensors", seed=1, layout="kohya")  # rank 4
     make_lora(pipe, folder / "b.safetensors", seed=2, layout="diffusers", rank=8)
     make_lora(pipe, folder / "wide.safetensors", seed=3, rank=12, text_encoder=False)
@@ -33,15 +38,14 @@ def folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def managers(folder):
+def managers(folder, plain_manager):
     """(compiled, plain): the same model and LoRA folder, with and without the compiled slot."""
     compiled = PipelineManager.load("demo", device="cpu")
     compiled.lora = lora.install(compiled, folder, compiled_rank=RANK_LIMIT)
     compiled.compile_unet(backend="eager")
     compiled.warm_up()  # as the app does at start (service.studio.with_settings)
-    plain = PipelineManager.load("demo", device="cpu")
-    plain.lora = lora.install(plain, folder)
-    return compiled, plain
+    plain_manager.lora = lora.install(plain_manager, folder)
+    return compiled, plain_manager
 
 
 def generate(manager, loras=()) -> np.ndarray:
