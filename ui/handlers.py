@@ -17,6 +17,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from extensions.base import Panel
+from extensions.panel import gradio_errors
 from models.files import content_file, servable
 from models.zerogpu import MODES as ZEROGPU_MODES
 from models.zerogpu import duration_from_call, gpu
@@ -165,23 +166,17 @@ def _progress_reporter(progress: gr.Progress | None) -> Callable[[int, int], Non
 
 @contextlib.contextmanager
 def _as_gradio_errors(mode: str):
-    """Errors become gr.Error naming the field and the value, never a bare stack trace (the log keeps that)."""
-    try:
-        yield
-    except ValueError as error:
-        raise gr.Error(str(error)) from None
-    except QueueFull as error:
-        raise gr.Error(f"the queue is full, try again in a moment ({error})") from None
-    except Unavailable as error:
-        raise gr.Error(f"{mode} could not run, try again ({error})") from None
-    except Cancelled as error:
-        raise gr.Error(f"{mode} was cancelled: {error}") from None
-    except gr.Error:
-        raise
-    except Exception as error:
-        log.exception("%s failed", mode)
-        # the message stays in the log: it may hold server paths
-        raise gr.Error(f"{mode} failed ({type(error).__name__}); the server's log has the details") from None
+    """The queue's errors in words of their own; the rest as every gradio handler tells them (bad input by its
+    message, anything else by its kind: extensions.panel.gradio_errors)."""
+    with gradio_errors(mode):
+        try:
+            yield
+        except QueueFull as error:
+            raise gr.Error(f"the queue is full, try again in a moment ({error})") from None
+        except Unavailable as error:
+            raise gr.Error(f"{mode} could not run, try again ({error})") from None
+        except Cancelled as error:
+            raise gr.Error(f"{mode} was cancelled: {error}") from None
 
 
 def _outputs(result: Generation):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import logging
 import math
 import threading
 
@@ -13,7 +12,6 @@ from extensions.panel import gradio_errors
 from extensions.train.extension import DEFAULTS, MAX_RANK, Status
 from models.files import servable
 
-log = logging.getLogger(__name__)
 TRAINING_FILES = ["image", ".txt", ".zip"]  # images, their captions, or a zip of both
 # The device trains one LoRA at a time anyway; the others wait in gradio's queue before their files are read and
 # decoded, not beside it holding them in memory.
@@ -85,9 +83,7 @@ def train_tab(extension) -> None:
             try:
                 done["outcome"] = extension.train(_paths(files), instance_prompt, lora_name, status=shown,
                                                   **dict(zip(DEFAULTS, values)))
-            except Exception as error:  # noqa: BLE001 - shown to the user below
-                if not isinstance(error, ValueError):
-                    log.exception("training failed")
+            except Exception as error:  # noqa: BLE001 - raised below, in the handler's thread
                 done["error"] = error
 
         worker = threading.Thread(target=work, daemon=True)
@@ -96,9 +92,8 @@ def train_tab(extension) -> None:
             worker.join(0.5)
             yield _progress(shown), shown.sample, gr.update()
         if "error" in done:
-            error = done["error"]
-            raise gr.Error(str(error) if isinstance(error, ValueError) else  # other messages may hold server paths
-                           f"training failed ({type(error).__name__}); the server's log has the details")
+            with gradio_errors("training"):
+                raise done["error"]
         outcome = done["outcome"]
         ended = f"interrupted after {outcome.steps} steps (tick Resume to continue)" if outcome.interrupted else \
             f"trained {outcome.steps} steps"
