@@ -57,7 +57,8 @@ def main() -> dict[str, float]:
         try:
             wait_for_port(port, process)
             listening = time.perf_counter() - started
-            gallery, _, _ = Client(f"http://127.0.0.1:{port}", verbose=False).predict(prompt="a cat", api_name="/txt2img")
+            client = Client(f"http://127.0.0.1:{port}", verbose=False)
+            gallery, _, _ = client.predict(prompt="a cat", api_name="/txt2img")
             first_image = time.perf_counter() - started
             assert len(gallery) == 1
         finally:

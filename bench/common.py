@@ -43,7 +43,8 @@ def manager_vs_plain(manager, size: int, steps: int, rounds: int, warmup: int = 
     return interleaved({"manager": lambda: manager.generate(request), "plain": plain}, rounds, warmup)
 
 
-def _plain_inpaint_txt2img(components: dict, size: int, steps: int, seed: int, device: str = "cpu") -> Callable[[], object]:
+def _plain_inpaint_txt2img(components: dict, size: int, steps: int, seed: int,
+                           device: str = "cpu") -> Callable[[], object]:
     """What a user of plain diffusers writes for txt2img on an inpainting model: full mask, strength 1."""
     pipe = StableDiffusionInpaintPipeline(**components)
     pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)

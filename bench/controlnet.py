@@ -22,8 +22,8 @@ from bench.sd15_random import cached
 from extensions.controlnet import extension as controlnet
 from extensions.controlnet.library import SD15_CONFIG
 from extensions.controlnet.preprocessors import MapCache
-from models.manager import PipelineManager
 from extensions.controlnet.units import ControlInput, ControlNetPart
+from models.manager import PipelineManager
 from models.request import GenerationRequest
 from testing.controlnet_files import controlnet_for
 

@@ -99,7 +99,7 @@ def loop_rate(generate, rounds: int = 3) -> dict:
     for round_ in range(rounds + 1):
         stamps: list[float] = []
 
-        def on_step(*_):
+        def on_step(*_, stamps=stamps):
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             stamps.append(time.perf_counter())

@@ -29,8 +29,8 @@ def case(name: str) -> dict:
     from PIL import Image, ImageDraw
 
     from bench.memory import peak_rss_during
-    from models.manager import PipelineManager
     from extensions.inpaint import Inpaint
+    from models.manager import PipelineManager
     from service.studio import StudioService
 
     service = StudioService(PipelineManager.load("demo", device="cpu"), tempfile.mkdtemp(), [Inpaint()])

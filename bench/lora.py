@@ -7,6 +7,7 @@ architecture against diffusers' hotswap load.
 
 from __future__ import annotations
 
+import functools
 import random
 import statistics
 import tempfile
@@ -32,6 +33,16 @@ def median_ms(run, repeats: int = 30) -> float:
     return statistics.median(times) * 1000
 
 
+def _switching(adapters, pipe, sets):
+    """One round of switches through our adapters (a callable for median_ms)."""
+    return lambda: [adapters.configure(pipe, chosen) for chosen in sets]
+
+
+def _diffusers_switching(pipe, ids) -> None:
+    pipe.set_adapters(ids, [0.7, 0.4])
+    pipe.set_adapters(ids[1:], [1.0])
+
+
 def switch_latency(folder: Path, generation_ms: float) -> dict:
     results = {}
     for count in (2, 8, 32):
@@ -41,10 +52,10 @@ def switch_latency(folder: Path, generation_ms: float) -> dict:
         for index in range(count):
             adapters.configure(pipe, ((f"l{index}", 1.0),))
         sets = [(("l0", 0.7), ("l1", 0.4)), (("l1", 1.0),)]
-        ours = median_ms(lambda: [adapters.configure(pipe, chosen) for chosen in sets]) / 2
+        ours = median_ms(_switching(adapters, pipe, sets)) / 2
         # diffusers' own switch over the same adapters, for comparison (what issue diffusers #11816 is about)
         ids = [adapters._loaded[f"l{index}"].adapter for index in (0, 1)]
-        theirs = median_ms(lambda: (pipe.set_adapters(ids, [0.7, 0.4]), pipe.set_adapters(ids[1:], [1.0])), 10) / 2
+        theirs = median_ms(functools.partial(_diffusers_switching, pipe, ids), 10) / 2
         # the compiled-U-Net mode: the same switches written into the one hot-swapped slot (not compiled here:
         # compiling changes the step, not what a switch writes)
         slotted = PipelineManager.load("demo", device="cpu")
@@ -52,7 +63,7 @@ def switch_latency(folder: Path, generation_ms: float) -> dict:
         slot_pipe = slotted.pipelines["inpaint"]
         for index in range(count):
             slot_adapters.configure(slot_pipe, ((f"l{index}", 1.0),))
-        slot = median_ms(lambda: [slot_adapters.configure(slot_pipe, chosen) for chosen in sets]) / 2
+        slot = median_ms(_switching(slot_adapters, slot_pipe, sets)) / 2
         results[count] = {"ours_ms": ours, "diffusers_set_adapters_ms": theirs, "compiled_slot_ms": slot}
     manager = PipelineManager.load("demo", device="cpu")
     pipe = manager.pipelines["inpaint"]
@@ -115,7 +126,8 @@ def step_cost(folder: Path, rounds: int = 7) -> dict:
         job = GenerationRequest("txt2img", parts={"lora": loras}, **request)
         runs[name] = lambda manager=manager, job=job: manager.generate(job)
     times = interleaved(runs, rounds, warmup=2)  # the second warm-up run of "fused" fuses
-    print(f"lora step cost  demo model, 256 px, 20 steps: unfused LoRA {median_ratio(times['unfused'], times['none']):.3f}x "
+    print(f"lora step cost  demo model, 256 px, 20 steps: unfused LoRA "
+          f"{median_ratio(times['unfused'], times['none']):.3f}x "
           f"and fused {median_ratio(times['fused'], times['none']):.3f}x the time without LoRA "
           f"({statistics.median(times['none']) / 20 * 1000:.1f} ms per step without)")
     return {name: statistics.median(values) for name, values in times.items()}
@@ -132,7 +144,8 @@ def memory_over_switches(folder: Path, switches: int = 200, cap: int = 16) -> di
         adapters.configure(pipe, tuple((f"l{n}", chooser.uniform(0.2, 1.2)) for n in names))
         if index in (10, switches):
             rss[index] = rss_mib()
-    print(f"lora memory  RSS after {switches} random switches among {FILES} files (cap {cap}): {rss[switches]:,.0f} MiB "
+    print(f"lora memory  RSS after {switches} random switches among {FILES} files (cap {cap}): "
+          f"{rss[switches]:,.0f} MiB "
           f"vs {rss[10]:,.0f} MiB after the first 10 ({rss[switches] / rss[10]:.3f}x); "
           f"{len(adapters.loaded_names)} adapters loaded")
     return rss

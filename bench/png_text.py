@@ -11,8 +11,8 @@ import re
 import statistics
 import time
 
-from models.limits import MAX_INFOTEXT_CHARS
 from models.infotext import parameter_pairs
+from models.limits import MAX_INFOTEXT_CHARS
 
 A1111_PATTERN = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 # text shapes, each a function of its length in characters

@@ -28,8 +28,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from extensions.controlnet import detectors
-from extensions.controlnet import preprocessors
+from extensions.controlnet import detectors, preprocessors
 from extensions.controlnet.detectors import ANNOTATORS, controlnet_aux
 from extensions.controlnet.preprocessors import MapCache
 from testing.annotator_weights import save_annotators

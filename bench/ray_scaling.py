@@ -1,6 +1,6 @@
 """The Ray Serve backend on a local cluster, on the demo model: 8 users at once (8 steps, no batching, so
-each job is one call) with 1 replica against 2, one CPU each, at 64 and 128 px; and the Ray hop's cost per request (a call's time
-outside its replica: routing, the stream of steps, moving the images) against the local backend.
+each job is one call) with 1 replica against 2, one CPU each, at 64 and 128 px; and the Ray hop's cost per request
+(a call's time outside its replica: routing, the stream of steps, moving the images) against the local backend.
 
     python -m bench.ray_scaling
 """

@@ -21,8 +21,9 @@ REQUEST = {"prompt": "a lighthouse", "seed": 1, "steps": 2, "width": 64, "height
 
 
 def main(rounds: int = 15) -> dict:
-    import app
     from gradio_client import Client
+
+    import app
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

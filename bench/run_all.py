@@ -1,12 +1,29 @@
-"""Every benchmark in one run (but the 15-minute soak, bench.soak, and the GPU run, bench.gpu); the printed lines are what the README's
-figures come from.
+"""Every benchmark in one run (but the 15-minute soak, bench.soak, and the GPU run, bench.gpu); the printed lines
+are what the README's figures come from.
 
     python -m bench.run_all
 """
 
-from bench import (batching, cold_start, controlnet, hires, history, inpaint, lora, memory, overhead,
-                   png_text, preprocessors, previews, prompts, ray_scaling, rest, shapes_model, train_lora,
-                   vae_tiling)
+from bench import (
+    batching,
+    cold_start,
+    controlnet,
+    hires,
+    history,
+    inpaint,
+    lora,
+    memory,
+    overhead,
+    png_text,
+    preprocessors,
+    previews,
+    prompts,
+    ray_scaling,
+    rest,
+    shapes_model,
+    train_lora,
+    vae_tiling,
+)
 
 if __name__ == "__main__":
     overhead.main()

@@ -20,19 +20,36 @@ import numpy as np
 from PIL import Image
 
 from bench.common import interleaved
+from extensions.controlnet.units import ControlInput, ControlNetPart, ControlUnit
+from extensions.inpaint import Inpaint
 from models.demo.shipped import CONTROLNET_NAME, LORA_NAME, SEGMENTATION_NAME
 from models.manager import PipelineManager
-from extensions.controlnet.units import ControlInput, ControlNetPart, ControlUnit
 from models.request import GenerationRequest
-from extensions.inpaint import Inpaint
 from service.studio import StudioService
 from testing.demo_model import load_with_extras
 from training.evaluate_shapes import (
-    colour_correct, edge_agreement, evaluate, evaluate_pairs, pastel_background, seeded_pairs, seeded_prompts,
+    colour_correct,
+    edge_agreement,
+    evaluate,
+    evaluate_pairs,
+    pastel_background,
+    seeded_pairs,
+    seeded_prompts,
     shape_correct,
 )
 from training.shapes import (
-    COLOURS, Scene, Shape, caption, edges, grown_box, moved, render, reshaped, segmentation as segmentation_map,
+    COLOURS,
+    Scene,
+    Shape,
+    caption,
+    edges,
+    grown_box,
+    moved,
+    render,
+    reshaped,
+)
+from training.shapes import (
+    segmentation as segmentation_map,
 )
 
 SIZE = 64

@@ -26,13 +26,13 @@ from pathlib import Path
 
 import ray
 from ray import serve
-
-logging.getLogger("xformers").setLevel(logging.ERROR)  # replicas import diffusers (and xformers) with this module
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
 
 from service.queue import QueueFull, Unavailable
 from service.studio import Payload, PreviewCallback, StepCallback
+
+logging.getLogger("xformers").setLevel(logging.ERROR)  # replicas import diffusers (and xformers) with this module
 
 log = logging.getLogger(__name__)
 

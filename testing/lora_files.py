@@ -24,7 +24,9 @@ def make_lora(
     if layout not in ("diffusers", "kohya"):
         raise ValueError(f"layout must be diffusers or kohya, got {layout!r}")
     generator = torch.Generator().manual_seed(seed)
-    parts = [("unet", pipe.unet, UNET_TARGETS)] + ([("text_encoder", pipe.text_encoder, TEXT_TARGETS)] if text_encoder else [])
+    parts = [("unet", pipe.unet, UNET_TARGETS)]
+    if text_encoder:
+        parts.append(("text_encoder", pipe.text_encoder, TEXT_TARGETS))
     tensors = {}
     for component, model, targets in parts:
         for name, module in model.named_modules():

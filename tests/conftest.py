@@ -21,6 +21,16 @@ DEMO = ROOT / "models" / "demo" / "sd-shapes-inpainting"  # what --model demo lo
 PLUMBING = ROOT / "models" / "demo" / "sd-demo-inpainting"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
+# Fixtures that start the app (in this process or another), a browser or a Ray cluster: a test using any of them,
+# directly or through another fixture, is marked `server` and left out of `make test-fast`.
+SERVER_FIXTURES = {"app_server", "fresh_app", "locked_server", "server", "ray_app", "browser"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SERVER_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.server)
+
 
 @pytest.fixture(scope="session")
 def txt2img_folder(tmp_path_factory) -> Path:
@@ -109,9 +119,9 @@ def app_server(tmp_path_factory, annotator_weights):
     ("edges"), one upscaler ("tiny-x2"), one VAE ("changed": the demo's, its decoder moved) and one embedding
     ("shiny-style", and a pickled "evil") in its folders and the preprocessor weights of `annotator_weights`; yields
     (url, service)."""
-    import app
     from diffusers import StableDiffusionInpaintPipeline
 
+    import app
     from testing.controlnet_files import controlnet_for
     from testing.embedding_files import make_embedding
     from testing.lora_files import make_lora

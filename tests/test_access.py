@@ -11,6 +11,7 @@ import re
 import pytest
 import requests
 from gradio_client import Client
+from gradio_client.exceptions import AuthenticationError
 
 import app
 from testing.ports import free_port
@@ -56,9 +57,9 @@ def test_every_route_under_each_auth_mode(server):
     else:
         for route in ("/config", "/gradio_api/info"):
             assert requests.get(url + route, timeout=10).status_code == 401, route
-        with pytest.raises(Exception):
+        with pytest.raises(AuthenticationError):
             Client(url, verbose=False)
-        with pytest.raises(Exception):
+        with pytest.raises(AuthenticationError):
             Client(url, auth=wrong, verbose=False)
         client = Client(url, auth=ui, verbose=False)
     gallery, infotext, _ = client.predict(prompt="x", steps=1, width=64, height=64, api_name="/txt2img")

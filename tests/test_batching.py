@@ -11,6 +11,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 import requests
 from PIL import Image
 
@@ -97,6 +98,7 @@ def test_cancelling_one_job_of_a_running_batch_leaves_the_others_and_cancelling_
 KARRAS_STAND_INS = {"DPM++ 2M SDE Karras", "DPM++ SDE Karras", "DPM2 Karras", "LMS Karras"}
 
 
+@pytest.mark.slow  # every sampler, batched and alone
 def test_every_batching_sampler_stays_within_the_tolerance(demo_manager):
     """Each batching sampler's batched images against their solo results (the figures for every sampler, and why
     DPM2 a and LCM do not batch, are bench/batching.py's)."""
@@ -179,7 +181,8 @@ def test_eight_clients_run_batched_each_with_its_solo_result_and_incompatible_on
         image, infotext = results[index]
         alone, alone_infotext = rest_txt2img(url, body)
         assert max_diff(image, alone) <= BATCH_TOLERANCE, index
-        assert infotext == alone_infotext and f"Seed: {body['seed']}," in infotext and infotext.startswith(body["prompt"])
+        assert infotext == alone_infotext and f"Seed: {body['seed']}," in infotext
+        assert infotext.startswith(body["prompt"])
 
 
 def test_the_batch_key_parts_lora_sets_and_keeps_controlnet_requests_alone(app_server):

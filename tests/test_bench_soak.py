@@ -6,9 +6,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
+@pytest.mark.server  # starts the app in a subprocess
 def test_a_short_soak_passes_and_reports_every_figure(tmp_path):
     report = tmp_path / "soak.json"
     run = subprocess.run([sys.executable, "-m", "bench.soak", "--requests", "12", "--minutes", "2", "--seeds", "1",

@@ -64,7 +64,8 @@ def test_txt2img_generate_shows_the_image_and_its_parameters(page):
     expect(page.locator("#txt2img-gallery img").first).to_be_visible(timeout=30_000)
     infotext = page.locator("#txt2img-infotext textarea")
     expect(infotext).to_have_value(
-        re.compile(r"^a large red circle on a blue background\nSteps: 20, Sampler: Euler a, .*Model: sd-shapes-inpainting")
+        re.compile(r"^a large red circle on a blue background\nSteps: 20, Sampler: Euler a, "
+                   r".*Model: sd-shapes-inpainting")
     )
     expect(page.locator("#system-line")).to_contain_text("native 64x64 · cpu · float32 · attention: sdpa")
     result = page.locator("#txt2img-gallery img").first
@@ -320,7 +321,8 @@ def regenerate_in_txt2img(page: Page, infotext_pattern: str, original) -> None:
 
 def test_png_info_send_to_txt2img_regenerates_the_same_pixels(page, app_server, tmp_path):
     service = app_server[1]
-    original = service.run("txt2img", dict(prompt="a lighthouse <lora:ink:0.6>", negative_prompt="fog", seed=77, steps=5,
+    original = service.run("txt2img", dict(prompt="a lighthouse <lora:ink:0.6>", negative_prompt="fog", seed=77,
+                                           steps=5,
                                            guidance_scale=5.5, sampler="DPM++ 2M Karras", width=64, height=72)).files[0]
     page.get_by_role("tab", name="PNG Info").click()
     page.locator("#pnginfo-image input[type=file]").set_input_files(original)

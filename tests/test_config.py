@@ -16,7 +16,8 @@ def test_defaults():
     assert config.lora_dir == app.ROOT / "models" / "Lora"
     assert (config.lora_cap, config.lora_fuse, config.lora_rank, config.compile) == (16, False, 64, False)
     assert (config.max_batch, config.batch_wait_ms, config.backend, config.replicas) == (4, 10, "local", 1)
-    assert (config.upscaler_dir, config.vae_dir) == (app.ROOT / "models" / "upscale_models", app.ROOT / "models" / "VAE")
+    assert config.upscaler_dir == app.ROOT / "models" / "upscale_models"
+    assert config.vae_dir == app.ROOT / "models" / "VAE"
 
 
 def test_environment_then_flags():

@@ -16,8 +16,8 @@ from PIL import Image, ImageDraw
 from extensions.controlnet import extension as controlnet
 from extensions.controlnet.units import fit
 from extensions.inpaint import Inpaint, InpaintOptions, InpaintPlan
-from models.manager import PipelineManager
 from models.infotext import parse_infotext
+from models.manager import PipelineManager
 from service.studio import StudioService
 from testing.controlnet_files import controlnet_for
 

@@ -23,11 +23,9 @@ import requests
 import torch
 from PIL import Image, ImageDraw
 
-from extensions.controlnet import ade20k, preprocessors
-from extensions.controlnet import detectors
+from extensions.controlnet import ade20k, detectors, preprocessors
 from extensions.controlnet.preprocessors import PREPROCESSORS, MapCache, Preprocessor, available, detect, get
 from tests.conftest import ROOT
-
 
 
 def in_threads(work, count: int) -> list[Exception]:
@@ -496,4 +494,5 @@ def test_a_missing_weight_through_the_rest_api_names_the_file_and_the_folder(app
         response = requests.post(f"{app_server[0]}/controlnet/detect", timeout=60, json={
             "controlnet_module": "seg_upernet_ade20k", "controlnet_input_images": [encoded(photo())]})
     assert response.status_code == 422 and str(tmp_path) not in response.text
-    assert "model.safetensors" in response.text and f"not in {tmp_path.name}/openmmlab/upernet-convnext-tiny" in response.text
+    assert "model.safetensors" in response.text
+    assert f"not in {tmp_path.name}/openmmlab/upernet-convnext-tiny" in response.text

@@ -71,7 +71,8 @@ def test_resolve_by_stem_relative_name_or_file_name(library):
 
 
 def test_a_stem_shared_by_two_files_needs_its_path(library):
-    with pytest.raises(ValueError, match=r"ControlNet 'pose' not found in .*ControlNet; did you mean '(other|sub)/pose' "
+    with pytest.raises(ValueError, match=r"ControlNet 'pose' not found in .*ControlNet; "
+                                         r"did you mean '(other|sub)/pose' "
                                          r"or '(other|sub)/pose'\?; available: canny-tiny, other/"):
         library.resolve("pose")
 

@@ -7,10 +7,13 @@ import re
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from models.device import resolve_runtime, xformers_unusable
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow  # fresh interpreters importing torch, controlnet-aux and xformers
 
 
 def pinned(name: str) -> str:

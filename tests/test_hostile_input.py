@@ -295,7 +295,8 @@ def test_path_like_controlnet_names_are_refused(app_server, model):
     response = post(app_server[0], "/sdapi/v1/txt2img",
                     json={**GOOD, "alwayson_scripts": {"controlnet": {"args": [unit]}}})
     assert response.status_code == 422
-    assert response.json()["detail"].startswith(f"alwayson_scripts.controlnet.args[0]: ControlNet name {model!r} is not "
+    assert response.json()["detail"].startswith(f"alwayson_scripts.controlnet.args[0]: ControlNet name {model!r} "
+                                                "is not "
                                                 "a path inside the ControlNet folder")
 
 

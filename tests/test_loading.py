@@ -117,7 +117,8 @@ def test_shipped_sd15_configs_describe_the_real_architecture(in_channels):
     with init_empty_weights():
         unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
         vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae"))
-        text_encoder = CLIPTextModel(CLIPTextConfig(**json.loads((folder / "text_encoder" / "config.json").read_text())))
+        encoder_config = json.loads((folder / "text_encoder" / "config.json").read_text())
+        text_encoder = CLIPTextModel(CLIPTextConfig(**encoder_config))
     count = lambda model: sum(p.numel() for p in model.parameters())  # noqa: E731
     extra_input_weights = (in_channels - 4) * 320 * 3 * 3  # the inpainting conv_in's 5 extra channels
     assert count(unet) == SD15_PARAMETERS["unet"] + extra_input_weights

@@ -32,9 +32,10 @@ def folder(tmp_path_factory):
     (folder / "pickled.ckpt").write_bytes(b"not loaded")
     data = (folder / "kohya_a.safetensors").read_bytes()
     (folder / "truncated.safetensors").write_bytes(data[: len(data) // 2])
-    from safetensors.torch import save_file
     import torch
-    save_file({"lora_unet_mystery_layer.lora_down.weight": torch.zeros(4, 32)}, str(folder / "unknown_keys.safetensors"))
+    from safetensors.torch import save_file
+    save_file({"lora_unet_mystery_layer.lora_down.weight": torch.zeros(4, 32)},
+              str(folder / "unknown_keys.safetensors"))
     return folder
 
 
@@ -72,7 +73,7 @@ def test_a_then_b_then_a_gives_a_exactly(manager):
 
 def test_two_loras_equal_plain_diffusers_with_the_same_adapters(manager, folder):
     ours = generate(manager, (("kohya_a", 0.6), ("peft_b", -0.4)), seed=5)
-    plain = StableDiffusionInpaintPipeline.from_pretrained(DEMO, safety_checker=None, torch_dtype=torch.float32)
+    plain = StableDiffusionInpaintPipeline.from_pretrained(DEMO, safety_checker=None, dtype=torch.float32)
     plain.scheduler = EulerAncestralDiscreteScheduler.from_config(plain.scheduler.config)
     plain.load_lora_weights(folder / "kohya_a.safetensors", adapter_name="a")
     plain.load_lora_weights(folder / "peft_b.safetensors", adapter_name="b")
@@ -130,9 +131,11 @@ def test_a_file_changed_on_disk_is_reloaded(manager, folder, tmp_path):
 
 @pytest.mark.parametrize("name, message", [
     ("pickled", "LoRA 'pickled': only .safetensors files are loaded"),
-    ("sdxl_shaped", "LoRA file sdxl_shaped.safetensors: made for another base model .* width 2048, this model's layer has 64"),
+    ("sdxl_shaped", "LoRA file sdxl_shaped.safetensors: made for another base model .* width 2048, "
+                    "this model's layer has 64"),
     ("truncated", "LoRA file truncated.safetensors: not a readable .safetensors file, perhaps truncated"),
-    ("unknown_keys", "LoRA file unknown_keys.safetensors: key 'lora_unet_mystery_layer.lora_down.weight' names no layer"),
+    ("unknown_keys", "LoRA file unknown_keys.safetensors: key 'lora_unet_mystery_layer.lora_down.weight' "
+                     "names no layer"),
     ("nobody", "LoRA 'nobody' is not in the LoRA folder"),
     ("kohya-a", r"LoRA 'kohya-a' is not in the LoRA folder .*; did you mean 'kohya_a'\?"),
 ])

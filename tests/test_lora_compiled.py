@@ -15,6 +15,8 @@ from models.manager import PipelineManager
 from models.request import GenerationRequest
 from testing.lora_files import make_lora
 
+pytestmark = pytest.mark.slow  # torch.compile's warm-up and graphs
+
 RANK_LIMIT = 16
 
 

@@ -130,7 +130,7 @@ def test_random_seed_is_picked_and_recorded(demo_manager):
 def _plain(pipeline_class, folder, sampler, seed, **kwargs) -> Image.Image:
     """The same job through a plain diffusers pipeline loaded on its own."""
     pipe = pipeline_class.from_pretrained(folder, safety_checker=None, requires_safety_checker=False,
-                                          torch_dtype=torch.float32)  # as the manager runs on CPU
+                                          dtype=torch.float32)  # as the manager runs on CPU
     pipe.scheduler = make_scheduler(sampler, pipe.scheduler.config, [seed])
     pipe.set_progress_bar_config(disable=True)
     generator = torch.Generator("cpu").manual_seed(seed)

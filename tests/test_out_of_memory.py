@@ -58,6 +58,7 @@ def test_out_of_memory_in_the_decode_decodes_again_in_tiles(demo_manager, monkey
     assert vae.use_tiling is False, "tiling was only for the retry"
 
 
+@pytest.mark.slow  # a job at a size that runs out of memory
 def test_out_of_memory_in_the_unet_says_what_to_lower_and_the_next_job_works(demo_manager, monkeypatch):
     expected = pixels(demo_manager.generate(REQUEST))
     unet = demo_manager.pipelines["txt2img"].unet

@@ -75,7 +75,7 @@ def test_taesd_previews_decode_the_latents_with_the_tiny_vae(demo_manager, tmp_p
     seen = []
     demo_manager.set_previews("taesd", 5, str(tmp_path / "taesd"))
     try:
-        demo_manager.generate_together([request], on_preview=lambda index, picture: seen.append(picture))
+        demo_manager.generate_together([request], on_preview=lambda index, picture, seen=seen: seen.append(picture))
     finally:
         demo_manager.set_previews("approx", 5)
     assert [picture.size for picture in seen] == [(64, 72)]
@@ -90,7 +90,7 @@ def test_taesd_that_cannot_load_falls_back_to_approx_and_says_why(demo_manager, 
         seen = []
         demo_manager.set_previews("taesd", 5, spec)
         try:
-            demo_manager.generate_together([request], on_preview=lambda index, picture: seen.append(picture))
+            demo_manager.generate_together([request], on_preview=lambda index, picture, seen=seen: seen.append(picture))
         finally:
             demo_manager.set_previews("approx", 5)
         assert demo_manager.tiny_vae is None and len(seen) == 1, "approx previews instead"

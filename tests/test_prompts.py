@@ -116,7 +116,8 @@ def vectors_by_name(folder, width) -> dict:
 
 
 # SD 1.5's shape at clip skip 2 only (it is slow on 2 cores): that passes through every piece clip skip 1 does
-@pytest.mark.parametrize("encoder, clip_skip", [("demo", 1), ("demo", 2), ("sd15", 2)])
+@pytest.mark.parametrize("encoder, clip_skip", [("demo", 1), ("demo", 2),
+                                                pytest.param("sd15", 2, marks=pytest.mark.slow)])
 def test_conditioning_equals_a1111s(encoder, clip_skip, tmp_path):
     tokenizer, model = text_encoder(encoder)
     width = model.config.hidden_size
@@ -138,7 +139,8 @@ def test_conditioning_equals_a1111s(encoder, clip_skip, tmp_path):
                               encoder.encode(encoder.tokenize("blurry"), clip_skip),
                               encoder.encode(encoder.tokenize(""), clip_skip))
     ref_cond, ref_uncond = a1111.pad_to_same_chunks(
-        a1111.conditioning(tokenizer, model, LONG, clip_skip), a1111.conditioning(tokenizer, model, "blurry", clip_skip),
+        a1111.conditioning(tokenizer, model, LONG, clip_skip),
+        a1111.conditioning(tokenizer, model, "blurry", clip_skip),
         a1111.conditioning(tokenizer, model, "", clip_skip))
     assert torch.allclose(cond, ref_cond, atol=1e-6) and torch.allclose(uncond, ref_uncond, atol=1e-6)
 
@@ -313,7 +315,8 @@ def test_rest_lists_the_embeddings_as_a1111_does(app_server):
 
 def test_a_word_close_to_an_embeddings_name_gets_did_you_mean_and_ordinary_words_pass(app_server):
     service = app_server[1]
-    _, warnings = service.build("txt2img", {"prompt": "a (shiny-styl:1.1) red circle", "negative_prompt": "Shiny_Style"})
+    _, warnings = service.build("txt2img", {"prompt": "a (shiny-styl:1.1) red circle",
+                                            "negative_prompt": "Shiny_Style"})
     assert [warning for warning in warnings if "embedding" in warning] == [
         "'shiny-styl' is no embedding's name; did you mean 'shiny-style'?",
         "'Shiny_Style' is no embedding's name; did you mean 'shiny-style'?"]

@@ -115,6 +115,7 @@ def test_cancelled_gradio_client_jobs_free_their_places(app_server, client):
     assert time.monotonic() - started < 10
 
 
+@pytest.mark.server  # starts the app in a subprocess
 def test_ctrl_c_ends_the_server_within_seconds_after_rest_calls_and_with_a_job_running(tmp_path):
     port = free_port()
     process = subprocess.Popen(

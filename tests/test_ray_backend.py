@@ -31,9 +31,9 @@ SMALL = {"steps": 4, "width": 64, "height": 64}
 
 @pytest.fixture(scope="module")
 def ray_app(tmp_path_factory):
-    import app
     from diffusers import StableDiffusionInpaintPipeline
 
+    import app
     from testing.lora_files import make_lora
 
     lora_dir = tmp_path_factory.mktemp("Lora")

@@ -263,10 +263,11 @@ def locked_server(tmp_path_factory):
 
 def test_ui_login(locked_server):
     from gradio_client import Client
+    from gradio_client.exceptions import AuthenticationError
 
-    with pytest.raises(Exception):
+    with pytest.raises(AuthenticationError):
         Client(locked_server, verbose=False)  # the UI's config is behind the login
-    with pytest.raises(Exception):
+    with pytest.raises(AuthenticationError):
         Client(locked_server, auth=("me", "nope"), verbose=False)
     assert "/txt2img" in Client(locked_server, auth=("me", "pw"), verbose=False).view_api(
         print_info=False, return_format="dict")["named_endpoints"]
@@ -307,6 +308,7 @@ def test_api_auth_and_a_full_queue(locked_server):
     assert codes["busy"] == 200 and sorted(codes[name] for name in "bc")[-1] == 503, codes
 
 
+@pytest.mark.server  # starts an app of its own
 def test_without_api_the_routes_are_absent(tmp_path_factory):
     import app
 

@@ -9,14 +9,23 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from models.demo import shipped
 from extensions.controlnet.units import ControlInput, ControlNetPart, ControlUnit
+from models.demo import shipped
 from models.request import GenerationRequest
 from testing.demo_model import load_with_extras
 from training.evaluate_shapes import (
-    COLOURS, background_colour, colour_correct, edge_agreement, evaluate, pastel_share, seeded_prompts, shape_correct,
+    COLOURS,
+    background_colour,
+    colour_correct,
+    edge_agreement,
+    evaluate,
+    pastel_share,
+    seeded_prompts,
+    shape_correct,
 )
 from training.shapes import Scene, Shape, edges, moved, render, reshaped, segmentation
+
+pytestmark = pytest.mark.slow  # the trained demo model's figures over many seeded prompts
 
 SEEDS = (1, 2, 3)
 SEGMENTATION_PROMPTS, SEGMENTATION_BOUND = 8, 0.35  # bench/shapes_model.py: 0.54 with shapes-seg, 0.05 without

@@ -12,6 +12,8 @@ from models.manager import PipelineManager
 from models.request import GenerationRequest
 from training import assemble_shapes, train_controlnet, train_lora, train_unet, train_vae
 
+pytestmark = pytest.mark.slow  # trains, resumes and assembles a model
+
 
 def test_train_resume_assemble_and_generate(tmp_path):
     train_vae.train(steps=2, batch_size=2, seed=3, folder=tmp_path / "vae", decoder_steps=1)
@@ -38,10 +40,11 @@ def test_train_resume_assemble_and_generate(tmp_path):
     train_lora.train(steps=2, batch_size=2, seed=3, work=tmp_path)
     assert json.loads((tmp_path / "lora" / "state.json").read_text())["step"] == 2
     # exported as the app ships them, both load through its own extensions
+    from PIL import Image
+
     from extensions import lora
     from extensions.controlnet import extension as controlnet_extension
     from extensions.controlnet.units import ControlInput, ControlNetPart
-    from PIL import Image
 
     assert lora_file.name == "pastel.safetensors"
     assemble_shapes.export_extensions(tmp_path, controlnet_out=tmp_path / "ControlNet" / "canny",

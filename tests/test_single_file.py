@@ -9,7 +9,6 @@ from safetensors import safe_open
 from models.single_file import CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX, save_single_file
 from tests.conftest import PLUMBING
 
-
 # LDM keys that pin the block numbering A1111 expects (the diffusers loader alone would accept some wrong
 # ones, e.g. an upsampler at output_blocks.N.1 or .2 either way).
 DEMO_KEYS = [  # 4 levels, layers_per_block=1, up blocks: Up, CrossAttnUp x3

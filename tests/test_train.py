@@ -145,7 +145,8 @@ def test_interrupt_keeps_a_checkpoint_and_resume_continues_from_it(studio, tmp_p
     with pytest.raises(ValueError, match="name: a LoRA 'resumable' exists in the LoRA folder; choose another name, "
                                          "or resume its run"):
         train.train(files, "a sks circle", "resumable", **settings)
-    with pytest.raises(ValueError, match="resume: the run of .resumable. was started with alpha 2.0, rank 2; resume it with the same"):
+    with pytest.raises(ValueError, match="resume: the run of .resumable. was started with alpha 2.0, rank 2; "
+                                         "resume it with the same"):
         train.train(files, "a sks circle", "resumable", resume=True, **{**settings, "rank": 3})
     # the interrupted LoRA is usable at once: the LoRA extension loads it over the very layers the run trains
     studio.run("txt2img", dict(prompt="a sks circle <lora:resumable:1>", steps=2, width=64, height=64))

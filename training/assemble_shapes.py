@@ -12,7 +12,13 @@ import shutil
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, ControlNetModel, PNDMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    ControlNetModel,
+    PNDMScheduler,
+    StableDiffusionInpaintPipeline,
+    UNet2DConditionModel,
+)
 from transformers import CLIPTextModel
 
 from models.demo import shipped

@@ -51,7 +51,8 @@ class Run:
         state_file = self.folder / "state.json"
         state = json.loads(state_file.read_text()) if state_file.exists() else {"step": 0, "seed": seed}
         if state["seed"] != seed:
-            raise ValueError(f"seed {seed} differs from the seed {state['seed']} this run in {self.folder} started with")
+            raise ValueError(f"seed {seed} differs from the seed {state['seed']} this run in {self.folder} started "
+                             "with")
         self.step, self.seed = state["step"], seed
         self.started = time.monotonic()
         torch.manual_seed(seed + self.step)

@@ -28,7 +28,18 @@ import numpy as np
 from PIL import Image
 
 from training.shapes import (
-    COLOURS, KINDS, POSITIONS, SIZES, TEMPLATES, Scene, Shape, caption, edges, pastel, random_scene, shape_box,
+    COLOURS,
+    KINDS,
+    POSITIONS,
+    SIZES,
+    TEMPLATES,
+    Scene,
+    Shape,
+    caption,
+    edges,
+    pastel,
+    random_scene,
+    shape_box,
 )
 
 RING = 0.1  # border ring width, fraction of the side

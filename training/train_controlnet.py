@@ -30,7 +30,6 @@ from training.common import DEVICE, IMAGE_SIZE, WORK_DIR, Run, batches
 from training.shapes import KINDS, POSITIONS, TEMPLATES, caption, edges, moved, reshaped, segmentation
 from training.train_unet import epsilon_loss, frozen_parts, masks, noisy_inputs
 
-
 # Half the captions dropped, as the ControlNet paper trains: with the caption the U-Net alone already knows where
 # the shapes go, and the ControlNet would learn little from the edges.
 CAPTION_DROP = 0.5
@@ -133,7 +132,7 @@ def starting_controlnet(recipe: Condition, unet: UNet2DConditionModel, work: Pat
     if not (trained / "config.json").exists():
         trained = CONTROLNET_DIR / SHIPPED_CONTROLNETS[recipe.start_from]
     print(f"the ControlNet starts from {trained}", flush=True)
-    return ControlNetModel.from_pretrained(trained, torch_dtype=torch.float32)
+    return ControlNetModel.from_pretrained(trained, dtype=torch.float32)
 
 
 def train(steps: int, batch_size: int, seed: int, lr: float = 5e-4, work: Path = WORK_DIR,

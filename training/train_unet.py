@@ -217,7 +217,7 @@ def shipped_parts(pipeline: Path = PIPELINE_DIR):
     from the U-Net run's `latent_scale`). So a checkout without shapes-work can still train a ControlNet or a LoRA
     on the shipped model."""
     def frozen(cls, name):
-        return cls.from_pretrained(pipeline / name, torch_dtype=torch.float32).requires_grad_(False).eval().to(DEVICE)
+        return cls.from_pretrained(pipeline / name, dtype=torch.float32).requires_grad_(False).eval().to(DEVICE)
 
     vae = frozen(AutoencoderKL, "vae")
     return (LatentCache(vae), frozen(UNet2DConditionModel, "unet"), frozen(CLIPTextModel, "text_encoder"),

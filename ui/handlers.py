@@ -45,7 +45,8 @@ class Handlers:
             if service.direct:
                 function = _with_parameters(lambda progress=None, mode=mode, **values: self.run(mode, values, progress),
                                             list(fields), mode)
-                self.api[mode] = gpu(function, duration_from_call(function, mode)) if mode in ZEROGPU_MODES else function
+                on_gpu = mode in ZEROGPU_MODES
+                self.api[mode] = gpu(function, duration_from_call(function, mode)) if on_gpu else function
             else:
                 self.api[mode] = _with_parameters(self._queued(mode), list(fields), mode)
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import gradio as gr
 
 from extensions.base import Extension
+from models.files import servable
 from service.history import History
 from service.pnginfo import fields_from_infotext
-from models.files import servable
 from ui.send import send_to
 
 

@@ -8,13 +8,13 @@ import contextlib
 import gradio as gr
 
 from extensions.base import Panel, TabContext
+from models.files import servable
 from models.request import BATCH_RANGE, CFG_RANGE, SIZE_RANGE, STEPS_RANGE, size_of_image
 from models.sampler_names import SAMPLER_NAMES
 from service.history import History
 from service.pnginfo import fields_from_infotext
 from service.studio import StudioService
 from ui.endpoints import register_endpoints
-from models.files import servable
 from ui.handlers import Handlers, editor_image_and_mask, map_file, select_result, selected_result
 from ui.history import history_tab
 from ui.models import model_row
@@ -95,7 +95,8 @@ def _tab(handlers: Handlers, mode: str, event: dict) -> dict:
             strength = gr.Slider(0.01, 1.0, value=defaults.get("strength", 0.75), step=0.01, label="Denoising strength",
                                  visible=mode != "txt2img")
             context = TabContext(mode, prompt, negative, images[0] if images else None, [width, height], map_file,
-                                 lambda editor: editor_image_and_mask(editor)[0], handlers.service.requests.encoder_text)
+                                 lambda editor: editor_image_and_mask(editor)[0],
+                                 handlers.service.requests.encoder_text)
             panels = _panels(handlers, context, {"prompt": prompt_row, "size": size_row})
         with gr.Column():
             gallery = gr.Gallery(label="Results", format="png", columns=2, elem_id=f"{mode}-gallery")

@@ -108,7 +108,8 @@ class ControlNetCache:
         if width is not None and config_width is not None and width != config_width:
             raise ValueError(
                 f"ControlNet file {_file_name(entry)}: its cross-attention width is {width} "
-                f"({BASE_NAMES.get(width, 'unknown base')}); single files load with the config in {shown_path(config_folder)}, "
+                f"({BASE_NAMES.get(width, 'unknown base')}); single files load with the config in "
+                f"{shown_path(config_folder)}, "
                 f"of width {config_width}. Use it as a diffusers folder (config.json + {WEIGHTS_NAME}) instead."
             )
 

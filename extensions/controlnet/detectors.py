@@ -165,7 +165,8 @@ def checked_pickle(path: Path) -> Path:
         # torch's message opens with advice to load it with weights_only=False; keep only what it found
         found = [line.strip() for line in str(error).splitlines() if "GLOBAL" in line]
         raise ValueError(
-            f"refused to load {_shown(path)}: it is not a plain file of tensors that torch's weights_only loader accepts "
+            f"refused to load {_shown(path)}: it is not a plain file of tensors that torch's weights_only loader "
+            "accepts "
             f"({type(error).__name__}{': ' + found[0][:200] if found else ''})"
         ) from None
     return path

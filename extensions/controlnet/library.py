@@ -125,8 +125,8 @@ class ControlNetLibrary:
         if is_hub_id(key) and not (self.folder / parts[0]).is_dir():
             return ControlNetEntry(key, "hub", key)
         available = ", ".join(self.names()) or "nothing (the folder is empty or missing)"
-        raise ValueError(f"ControlNet {name!r} not found in {shown_path(self.folder)}{did_you_mean(key, self.names())}; "
-                         f"available: {available}")
+        raise ValueError(f"ControlNet {name!r} not found in {shown_path(self.folder)}"
+                         f"{did_you_mean(key, self.names())}; available: {available}")
 
     def short_hash(self, name: str) -> str:
         """A1111's short hash: the first 8 hex digits of the weights file's sha256 ("" for an uncached Hub id)."""

@@ -114,7 +114,8 @@ class ControlUnit:
             check_model_settings(unit.weight, unit.guidance_start, unit.guidance_end, unit.control_mode)
             boolean("pixel_perfect", unit.pixel_perfect)
         except (TypeError, ValueError) as error:
-            raise (TooLarge if isinstance(error, TooLarge) else ValueError)(f"controlnet unit {index}: {error}") from None
+            kind = TooLarge if isinstance(error, TooLarge) else ValueError
+            raise kind(f"controlnet unit {index}: {error}") from None
         return unit, ignored
 
     @classmethod

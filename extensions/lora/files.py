@@ -34,7 +34,8 @@ def read_lora(path: Path, models: dict[str, torch.nn.Module]) -> dict[str, torch
     try:
         tensors = load_file(str(path))
     except Exception as error:  # safetensors raises several kinds for a damaged file
-        raise ValueError(f"LoRA file {path.name}: not a readable .safetensors file, perhaps truncated ({error})") from None
+        raise ValueError(f"LoRA file {path.name}: not a readable .safetensors file, perhaps truncated "
+                         f"({error})") from None
     if not tensors:
         raise ValueError(f"LoRA file {path.name}: holds no tensors")
     check_fits(path.name, tensors, models)
@@ -66,7 +67,8 @@ def check_fits(file_name: str, tensors: dict[str, torch.Tensor], models: dict[st
 
 def _split_key(key: str) -> tuple[str | None, str, str]:
     """(component, layer path as in the table, role) or (None, '', '') for a key of no known layout."""
-    for prefixes, suffixes, kohya in ((KOHYA_PREFIXES, KOHYA_SUFFIXES, True), (DIFFUSERS_PREFIXES, DIFFUSERS_SUFFIXES, False)):
+    layouts = ((KOHYA_PREFIXES, KOHYA_SUFFIXES, True), (DIFFUSERS_PREFIXES, DIFFUSERS_SUFFIXES, False))
+    for prefixes, suffixes, kohya in layouts:
         for prefix, component in prefixes.items():
             if not key.startswith(prefix):
                 continue

@@ -20,7 +20,8 @@ def prompts_panel(extension, tab: TabContext) -> Panel:
                     for name, label in (("prompt", "Prompt tokens"), ("negative", "Negative tokens"))]
         clip_skip = gr.Slider(*CLIP_SKIP_RANGE, value=1, step=1, label="Clip skip", elem_id=f"{tab.mode}-clip-skip",
                               scale=3)
-        names = gr.Dropdown(_names(extension), value=None, label="Embeddings", scale=3, elem_id=f"{tab.mode}-embeddings",
+        names = gr.Dropdown(_names(extension), value=None, label="Embeddings", scale=3,
+                            elem_id=f"{tab.mode}-embeddings",
                             info=f"from {shown_path(extension.library.folder)}: pick one to add it to the prompt")
     for box, counter in zip((tab.prompt, tab.negative), counters):
         box.change(count, box, counter, queue=False, api_visibility="private", show_progress="hidden")

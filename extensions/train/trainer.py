@@ -177,7 +177,8 @@ class Trainer:
         if data["prior"] is not None:  # DreamBooth's prior preservation: as many class images, their own loss
             class_mean, class_std = data["prior"]
             chosen = rng.integers(0, len(class_mean), settings.batch_size)
-            latents = torch.cat([latents, class_mean[chosen] + class_std[chosen] * torch.randn_like(class_mean[chosen])])
+            noise = torch.randn_like(class_mean[chosen])
+            latents = torch.cat([latents, class_mean[chosen] + class_std[chosen] * noise])
             captions += [settings.class_prompt] * settings.batch_size
         latents = latents * pipe.vae.config.scaling_factor
         noise = training_noise(latents, {side: settings.noise_offset * share for side, share in OFFSET_GRIDS.items()})

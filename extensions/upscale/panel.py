@@ -83,7 +83,8 @@ def hires_panel(extension, tab: TabContext) -> Panel:
                                  info="both set: cover, then crop")
         with gr.Row():
             prompt = gr.Textbox(label="Hires prompt", lines=2, placeholder="Empty: the prompt above")
-            negative = gr.Textbox(label="Hires negative prompt", lines=2, placeholder="Empty: the negative prompt above")
+            negative = gr.Textbox(label="Hires negative prompt", lines=2,
+                                  placeholder="Empty: the negative prompt above")
     inputs = [enable, scale, upscaler, steps, strength, resize_x, resize_y, prompt, negative, sampler]
 
     def title(on, factor, x, y, width, height) -> gr.Accordion:
