@@ -2,7 +2,7 @@
 
     python app.py [--model ID_OR_PATH] [--host HOST] [--port PORT] [--device auto|cuda|mps|cpu] ...
 
-Every option can also be set by an environment variable (for Hugging Face Spaces): see ENVIRONMENT below, or
+Every option can also be set by an environment variable (for Hugging Face Spaces): see AppConfig below, or
 `python app.py --help`.
 This file is also the Spaces `app_file`.
 """
@@ -10,6 +10,7 @@ This file is also the Spaces `app_file`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -18,117 +19,113 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 log = logging.getLogger("sd-studio")
 
-# option -> (environment variable, default, what it is: for --help)
-ENVIRONMENT = {
-    "model": ("SD_MODEL", "stable-diffusion-v1-5/stable-diffusion-inpainting",
-        "a Hub id, a local diffusers folder, a single-file .safetensors checkpoint (A1111 format), or demo"),
-    "ckpt_dir": ("SD_CKPT_DIR", str(ROOT / "models" / "Stable-diffusion"),
-        "the checkpoints the model dropdown and sd_model_checkpoint may switch to"),
-    "upscaler_dir": ("SD_UPSCALER_DIR", str(ROOT / "models" / "upscale_models"),
-        "upscaler models (ESRGAN and the others spandrel detects), .safetensors"),
-    "vae_dir": ("SD_VAE_DIR", str(ROOT / "models" / "VAE"),
-        "VAEs a request may use instead of the model's own (A1111's SD VAE)"),
-    "host": ("SD_HOST", os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-        "address to listen on (0.0.0.0 to serve your network)"),
-    "port": ("SD_PORT", os.environ.get("GRADIO_SERVER_PORT", "7860"),
-        "port"),
-    "device": ("SD_DEVICE", "auto",
-        "auto (CUDA with fp16, then MPS, else CPU), cuda, mps or cpu"),
-    "offload": ("SD_OFFLOAD", "none",
-        "for 4-8 GB cards: model (each part visits the GPU while it runs) or sequential (layer by layer); none"),
-    "lora_dir": ("SD_LORA_DIR", str(ROOT / "models" / "Lora"),
-        "LoRA library (subfolders allowed)"),
-    "lora_cap": ("SD_LORA_CAP", "16",
-        "LoRA adapters kept loaded; the least recently used one goes first"),
-    "lora_fuse": ("SD_LORA_FUSE", "off",
-        "on: fuse the active LoRA set into the weights when the same set comes again"),
-    "lora_rank": ("SD_LORA_RANK", "64",
-        "with --compile: the most LoRA rank used at once (the hot-swapped slot's rank)"),
-    "compile": ("SD_COMPILE", "off",
-        "on: torch.compile the U-Net (worth it on CUDA), warmed up at start, so the start waits for the compile"),
-    "controlnet_dir": ("SD_CONTROLNET_DIR", str(ROOT / "models" / "ControlNet"),
-        "ControlNet library (diffusers folders and single .safetensors files)"),
-    "controlnet_cap": ("SD_CONTROLNET_CAP", "3",
-        "ControlNets kept loaded; the least recently used one goes first"),
-    "controlnet_units": ("SD_CONTROLNET_UNITS", "3",
-        "ControlNet units per request (and per tab in the UI)"),
-    "annotator_dir": ("SD_ANNOTATOR_DIR", str(ROOT / "models" / "annotators"),
-        "preprocessor weights, in the file layout of the Hub repositories they come from"),
-    "embeddings_dir": ("SD_EMBEDDINGS_DIR", str(ROOT / "models" / "embeddings"),
-        "textual-inversion embeddings (.safetensors), named in prompts by their file stems"),
-    "output_dir": ("SD_OUTPUT_DIR", str(ROOT / "outputs"),
-        "where images are saved"),
-    "queue_size": ("SD_QUEUE_SIZE", "16",
-        "jobs that may wait; when full, new ones are refused at once"),
-    "max_batch": ("SD_MAX_BATCH", "4",
-        "the most images compatible jobs make in one diffusers call (1: no batching)"),
-    "batch_wait_ms": ("SD_BATCH_WAIT_MS", "10",
-        "how long a job that could take more waits for compatible ones"),
-    "live_preview": ("SD_LIVE_PREVIEW", "approx",
-        "approx (latents to RGB without the VAE), taesd (a tiny VAE) or off"),
-    "preview_every": ("SD_PREVIEW_EVERY", "5",
-        "steps between live previews"),
-    "taesd": ("SD_TAESD", "madebyollin/taesd",
-        "the tiny VAE for taesd previews: a diffusers folder or a Hub id"),
-    "backend": ("SD_BACKEND", "local",
-        "local (the model in this process) or ray (Ray Serve replicas, each with its own copy)"),
-    "replicas": ("SD_REPLICAS", "1",
-        "with --backend ray: how many replicas"),
-    "ray_address": ("SD_RAY_ADDRESS", "",
-        "with --backend ray: a running Ray cluster (ray://head:10001); empty: start a local one"),
-    "api": ("SD_API", "off",
-        "on: serve AUTOMATIC1111's REST API (/sdapi/v1) beside the UI"),
-    "api_auth": ("SD_API_AUTH", "",
-        "user:password, HTTP basic credentials for the REST API (default: --auth's)"),
-    "auth": ("SD_AUTH", "",
-        "user:password, a login for the UI, gradio_client and (without --api-auth) the REST API"),
-}
-
-
-SWITCHES = ("lora_fuse", "compile", "api")  # the on/off options
 BACKENDS = ("local", "ray")
 PREVIEW_MODES = ("approx", "taesd", "off")  # as models.previews.PREVIEW_MODES (not imported here: it loads torch)
 OFFLOAD_MODES = ("none", "model", "sequential")  # as models.device.OFFLOAD_MODES
 SHUTDOWN_SECONDS = 3  # what open requests get on Ctrl+C before they are cancelled
+SWITCH_WORDS = {"on": True, "1": True, "true": True, "off": False, "0": False, "false": False}
+
+
+def option(variable: str, default, what: str, kind: str = "text", choices: tuple[str, ...] = (), least: int = 1,
+           fallback: str = ""):
+    """An option, declared once: its environment variable, default and help (--help, the docs' table), and its
+    kind: text, path, whole (at least `least`), switch (on/off; alone, as A1111's bare flags, it means on), choice
+    or credentials (user:password). `fallback`: another variable read when the option's own is not set."""
+    return dataclasses.field(metadata={"variable": variable, "default": default, "what": what, "kind": kind,
+                                       "choices": choices, "least": least, "fallback": fallback})
 
 
 @dataclass(frozen=True)
 class AppConfig:
-    model: str
-    ckpt_dir: Path  # the checkpoints sd_model_checkpoint may switch to (besides demo and Hub ids)
-    upscaler_dir: Path  # upscaler models (ESRGAN and the others spandrel detects), .safetensors
-    vae_dir: Path  # VAEs a request may choose instead of the model's own (A1111's SD VAE)
-    host: str
-    port: int
-    device: str
-    offload: str  # "model" or "sequential": the weights live on the CPU and visit the GPU (cards of 4-8 GB)
-    lora_dir: Path
-    lora_cap: int  # LoRA adapters kept loaded; the least recently used one goes first
-    lora_fuse: bool  # fuse the active LoRA set into the weights when the same set comes again
-    lora_rank: int  # with --compile: the most LoRA rank used at once (the hot-swapped slot's rank)
-    compile: bool  # torch.compile the U-Net (worth it on CUDA), warmed up at start: the start waits for the compile
-    controlnet_dir: Path
-    controlnet_cap: int  # ControlNets kept loaded; the least recently used one goes first
-    controlnet_units: int  # ControlNet units per request (and per tab in the UI)
-    annotator_dir: Path  # preprocessor weights, in the file layout of the Hub repositories they come from
-    embeddings_dir: Path  # textual-inversion embeddings (.safetensors), named in prompts by their file stems
-    output_dir: Path
-    queue_size: int  # jobs that may wait
-    max_batch: int  # the most images compatible jobs make in one diffusers call (1: no batching)
-    batch_wait_ms: int  # how long a job that could take more waits for compatible ones
-    live_preview: str  # "approx" (latents to RGB without the VAE), "taesd" (a tiny VAE) or "off"
-    preview_every: int  # steps between live previews
-    taesd: str  # the tiny VAE for taesd previews: a diffusers folder or a Hub id
-    backend: str  # "local" (the in-process model) or "ray" (Ray Serve replicas, each with its own copy)
-    replicas: int  # with --backend ray
-    ray_address: str  # with --backend ray: a running Ray cluster (default: start a local one)
-    api: bool  # serve AUTOMATIC1111's REST API (/sdapi/v1) beside the UI
-    api_auth: tuple[str, str] | None  # HTTP basic credentials for the REST API (default: --auth's)
-    auth: tuple[str, str] | None  # credentials for the UI, gradio_client and (without --api-auth) the REST API
+    model: str = option("SD_MODEL", "stable-diffusion-v1-5/stable-diffusion-inpainting",
+                        "a Hub id, a local diffusers folder, a single-file .safetensors checkpoint (A1111 format), or "
+                        "demo")
+    ckpt_dir: Path = option("SD_CKPT_DIR", "models/Stable-diffusion",
+                            "the checkpoints the model dropdown and sd_model_checkpoint may switch to", "path")
+    upscaler_dir: Path = option("SD_UPSCALER_DIR", "models/upscale_models",
+                                "upscaler models (ESRGAN and the others spandrel detects), .safetensors", "path")
+    vae_dir: Path = option("SD_VAE_DIR", "models/VAE",
+                           "VAEs a request may use instead of the model's own (A1111's SD VAE)", "path")
+    host: str = option("SD_HOST", "127.0.0.1", "address to listen on (0.0.0.0 to serve your network)",
+                       fallback="GRADIO_SERVER_NAME")
+    port: int = option("SD_PORT", 7860, "port", "whole", fallback="GRADIO_SERVER_PORT")
+    device: str = option("SD_DEVICE", "auto", "auto (CUDA with fp16, then MPS, else CPU), cuda, mps or cpu")
+    offload: str = option("SD_OFFLOAD", "none", "for 4-8 GB cards: model (each part visits the GPU while it runs) or "
+                          "sequential (layer by layer); none", "choice", OFFLOAD_MODES)
+    lora_dir: Path = option("SD_LORA_DIR", "models/Lora", "LoRA library (subfolders allowed)", "path")
+    lora_cap: int = option("SD_LORA_CAP", 16, "LoRA adapters kept loaded; the least recently used one goes first",
+                           "whole")
+    lora_fuse: bool = option("SD_LORA_FUSE", False,
+                             "on: fuse the active LoRA set into the weights when the same set comes again", "switch")
+    lora_rank: int = option("SD_LORA_RANK", 64,
+                            "with --compile: the most LoRA rank used at once (the hot-swapped slot's rank)", "whole")
+    compile: bool = option("SD_COMPILE", False, "on: torch.compile the U-Net (worth it on CUDA), warmed up at start, "
+                           "so the start waits for the compile", "switch")
+    controlnet_dir: Path = option("SD_CONTROLNET_DIR", "models/ControlNet",
+                                  "ControlNet library (diffusers folders and single .safetensors files)", "path")
+    controlnet_cap: int = option("SD_CONTROLNET_CAP", 3,
+                                 "ControlNets kept loaded; the least recently used one goes first", "whole")
+    controlnet_units: int = option("SD_CONTROLNET_UNITS", 3, "ControlNet units per request (and per tab in the UI)",
+                                   "whole")
+    annotator_dir: Path = option("SD_ANNOTATOR_DIR", "models/annotators",
+                                 "preprocessor weights, in the file layout of the Hub repositories they come from",
+                                 "path")
+    embeddings_dir: Path = option("SD_EMBEDDINGS_DIR", "models/embeddings",
+                                  "textual-inversion embeddings (.safetensors), named in prompts by their file stems",
+                                  "path")
+    output_dir: Path = option("SD_OUTPUT_DIR", "outputs", "where images are saved", "path")
+    queue_size: int = option("SD_QUEUE_SIZE", 16, "jobs that may wait; when full, new ones are refused at once",
+                             "whole")
+    max_batch: int = option("SD_MAX_BATCH", 4,
+                            "the most images compatible jobs make in one diffusers call (1: no batching)", "whole")
+    batch_wait_ms: int = option("SD_BATCH_WAIT_MS", 10, "how long a job that could take more waits for compatible "
+                                "ones", "whole", least=0)
+    live_preview: str = option("SD_LIVE_PREVIEW", "approx",
+                               "approx (latents to RGB without the VAE), taesd (a tiny VAE) or off", "choice",
+                               PREVIEW_MODES)
+    preview_every: int = option("SD_PREVIEW_EVERY", 5, "steps between live previews", "whole")
+    taesd: str = option("SD_TAESD", "madebyollin/taesd",
+                        "the tiny VAE for taesd previews: a diffusers folder or a Hub id")
+    backend: str = option("SD_BACKEND", "local",
+                          "local (the model in this process) or ray (Ray Serve replicas, each with its own copy)",
+                          "choice", BACKENDS)
+    replicas: int = option("SD_REPLICAS", 1, "with --backend ray: how many replicas", "whole")
+    ray_address: str = option("SD_RAY_ADDRESS", "",
+                              "with --backend ray: a running Ray cluster (ray://head:10001); empty: start a local one")
+    api: bool = option("SD_API", False, "on: serve AUTOMATIC1111's REST API (/sdapi/v1) beside the UI", "switch")
+    api_auth: tuple[str, str] | None = option("SD_API_AUTH", "", "user:password, HTTP basic credentials for the "
+                                              "REST API (default: --auth's)", "credentials")
+    auth: tuple[str, str] | None = option("SD_AUTH", "", "user:password, a login for the UI, gradio_client and "
+                                          "(without --api-auth) the REST API", "credentials")
 
     @property
     def rest_auth(self) -> tuple[str, str] | None:
         return self.api_auth or self.auth
+
+    def extension_settings(self):
+        """What the extensions take of the config."""
+        from extensions.base import Settings
+
+        return Settings(lora_dir=self.lora_dir, controlnet_dir=self.controlnet_dir, annotator_dir=self.annotator_dir,
+                        embeddings_dir=self.embeddings_dir, upscaler_dir=self.upscaler_dir, vae_dir=self.vae_dir,
+                        output_dir=self.output_dir, lora_cap=self.lora_cap, lora_fuse=self.lora_fuse,
+                        lora_rank=self.lora_rank if self.compile else None, controlnet_cap=self.controlnet_cap,
+                        controlnet_units=self.controlnet_units)
+
+
+OPTIONS = dataclasses.fields(AppConfig)
+
+
+def flag(option) -> str:
+    return f"--{option.name.replace('_', '-')}"
+
+
+def shown_default(option) -> str:
+    """An option's default as --help and the docs say it ("" when it has none)."""
+    default, kind = option.metadata["default"], option.metadata["kind"]
+    if kind == "switch":
+        return "on" if default else "off"
+    return str(default)
 
 
 def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> AppConfig:
@@ -136,50 +133,55 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
     parser = argparse.ArgumentParser(
         description="SD Studio: txt2img, img2img and inpaint over one shared Stable Diffusion 1.x model. Every "
                     "option can also be set by its environment variable, shown in brackets.")
-    for option, (variable, default, what) in ENVIRONMENT.items():
-        # an on/off option given alone means on, as A1111's bare flags do (`--api` is `--api on`)
-        bare = {"nargs": "?", "const": "on"} if option in SWITCHES else {}
-        shown = f"{what} [{variable}" + (f"; default {default}]" if default else "]")
-        parser.add_argument(f"--{option.replace('_', '-')}", default=environ.get(variable, default),
-                            help=shown.replace("%", "%%"), **bare)  # argparse %-formats help
+    for option in OPTIONS:
+        meta = option.metadata
+        bare = {"nargs": "?", "const": "on"} if meta["kind"] == "switch" else {}
+        default = shown_default(option)
+        shown = f"{meta['what']} [{meta['variable']}" + (f"; default {default}]" if default else "]")
+        given = environ.get(meta["variable"], environ.get(meta["fallback"], default) if meta["fallback"] else default)
+        parser.add_argument(flag(option), default=given, help=shown.replace("%", "%%"), **bare)  # argparse %-formats
     args = parser.parse_args(argv)
-    numbers = {}
-    for option in ("port", "queue_size", "max_batch", "batch_wait_ms", "replicas", "preview_every", "lora_cap",
-                   "lora_rank", "controlnet_cap", "controlnet_units"):
-        value, least = getattr(args, option), 0 if option == "batch_wait_ms" else 1
-        if not str(value).isdigit() or int(value) < least:
-            parser.error(f"--{option.replace('_', '-')} must be a whole number of at least {least}, got {value!r}")
-        numbers[option] = int(value)
-    switches = {}
-    for option in SWITCHES:
-        value = str(getattr(args, option)).lower()
-        if value not in ("on", "off", "1", "0", "true", "false"):
-            parser.error(f"--{option.replace('_', '-')} must be on or off, got {getattr(args, option)!r}")
-        switches[option] = value in ("on", "1", "true")
-    if switches["lora_fuse"] and switches["compile"]:
+    values = {option.name: _value(parser, option, str(getattr(args, option.name))) for option in OPTIONS}
+    if values["lora_fuse"] and values["compile"]:
         parser.error("--lora-fuse cannot be combined with --compile: the compiled U-Net's LoRA slot is hot-swapped")
-    if args.offload not in OFFLOAD_MODES:
-        parser.error(f"--offload must be one of {', '.join(OFFLOAD_MODES)}, got {args.offload!r}")
-    if args.offload != "none" and switches["compile"]:
+    if values["offload"] != "none" and values["compile"]:
         parser.error("--offload cannot be combined with --compile: the hooks that move the weights break the graph")
-    if args.backend not in BACKENDS:
-        parser.error(f"--backend must be one of {', '.join(BACKENDS)}, got {args.backend!r}")
-    if args.live_preview not in PREVIEW_MODES:
-        parser.error(f"--live-preview must be one of {', '.join(PREVIEW_MODES)}, got {args.live_preview!r}")
-    credentials = {}
-    for option in ("api_auth", "auth"):
-        value = str(getattr(args, option))
-        if value and (":" not in value or not value.split(":", 1)[0] or not value.split(":", 1)[1]):
-            parser.error(f"--{option.replace('_', '-')} must be user:password, got {value!r}")
-        credentials[option] = tuple(value.split(":", 1)) if value else None
-    return AppConfig(
-        model=args.model, ckpt_dir=Path(args.ckpt_dir), upscaler_dir=Path(args.upscaler_dir),
-        vae_dir=Path(args.vae_dir), host=args.host, device=args.device, offload=args.offload,
-        lora_dir=Path(args.lora_dir), controlnet_dir=Path(args.controlnet_dir), annotator_dir=Path(args.annotator_dir),
-        embeddings_dir=Path(args.embeddings_dir), output_dir=Path(args.output_dir), backend=args.backend,
-        live_preview=args.live_preview, taesd=args.taesd,
-        ray_address=args.ray_address, **numbers, **switches, **credentials,
-    )
+    return AppConfig(**values)
+
+
+def _value(parser: argparse.ArgumentParser, option, value: str):
+    """An option's value in its kind, or argparse's error naming the option and the value."""
+    meta = option.metadata
+    kind, name = meta["kind"], flag(option)
+    if kind == "whole":
+        if not value.isdigit() or int(value) < meta["least"]:
+            parser.error(f"{name} must be a whole number of at least {meta['least']}, got {value!r}")
+        return int(value)
+    if kind == "switch":
+        if value.lower() not in SWITCH_WORDS:
+            parser.error(f"{name} must be on or off, got {value!r}")
+        return SWITCH_WORDS[value.lower()]
+    if kind == "choice" and value not in meta["choices"]:
+        parser.error(f"{name} must be one of {', '.join(meta['choices'])}, got {value!r}")
+    if kind == "path":
+        return ROOT / value if not Path(value).is_absolute() and value == meta["default"] else Path(value)
+    if kind == "credentials":
+        user, _, password = value.partition(":")
+        if value and not (user and password):
+            parser.error(f"{name} must be user:password, got {value!r}")
+        return (user, password) if value else None
+    return value
+
+
+def options_table() -> str:
+    """The options as the docs' configuration page shows them (a test keeps the page in step)."""
+    rows = ["| option | environment | default | what it is |", "|---|---|---|---|"]
+    for option in OPTIONS:
+        meta = option.metadata
+        variable = f"`{meta['variable']}`" + (f" (or `{meta['fallback']}`)" if meta["fallback"] else "")
+        default = f"`{shown_default(option)}`" if shown_default(option) else ""
+        rows.append(f"| `{flag(option)}` | {variable} | {default} | {meta['what']} |")
+    return "\n".join(rows) + "\n"
 
 
 def build_app(config: AppConfig):
@@ -202,7 +204,7 @@ def build_app(config: AppConfig):
     ray = config.backend == "ray"
     # With Ray the replicas generate; this copy, on the CPU, serves token counts, previews and the model's facts.
     manager, notice = load_or_demo(config.model, "cpu" if ray else config.device, "none" if ray else config.offload)
-    service = StudioService(manager, config.output_dir, create(config), notice=notice,
+    service = StudioService(manager, config.output_dir, create(config.extension_settings()), notice=notice,
                             after_install=lambda manager: with_settings(manager, config, compile_unet=not ray),
                             queue_size=config.queue_size, direct=on_zerogpu(), max_batch=config.max_batch,
                             batch_wait=config.batch_wait_ms / 1000, backend=backend_for(config))

@@ -5,7 +5,8 @@ Gradio routes included), strict JSON for the REST bodies, and one mapping of our
   the limit (chunked).
 - JSON bodies: NaN and Infinity (which Python's json accepts) are refused naming the field that holds them, and
   so is nesting too deep for the parser; a body that is not an object is refused.
-- ValueError is 422 and models.limits.TooLarge 413, with the message naming the field in A1111's words.
+- ValueError is 422 and models.limits.TooLarge 413, with the message naming the field in A1111's words; the
+  queue's errors are 503.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from starlette.responses import JSONResponse
 
 from extensions.base import Extension, rename_words
 from models.limits import MAX_BODY_BYTES, TooLarge
+from service.queue import queue_message
 
 # our core field names -> A1111's, for messages that reach REST clients (extensions rename theirs)
 A1111_FIELDS = {"guidance_scale": "cfg_scale", "strength": "denoising_strength", "sampler": "sampler_name"}
@@ -114,9 +116,15 @@ def in_a1111_words(message: str, extensions: Sequence[Extension] = ()) -> str:
     return rename_words(message, A1111_FIELDS)
 
 
-def http_error(error: ValueError, extensions: Sequence[Extension] = ()) -> HTTPException:
-    """The one mapping of a refused input to an HTTP answer: 413 over a limit, else 422; A1111's field names."""
-    return HTTPException(413 if isinstance(error, TooLarge) else 422, detail=in_a1111_words(str(error), extensions))
+def http_error(error: Exception, extensions: Sequence[Extension] = (), what: str = "the job") -> Exception:
+    """The one mapping of our errors to HTTP answers: a refused input is 413 over a limit, else 422, in A1111's field
+    names; the queue's errors are 503 (`what`: the job they befell); any other error stays as it is (a 500, whose
+    message goes to the log only)."""
+    if isinstance(error, ValueError):
+        return HTTPException(413 if isinstance(error, TooLarge) else 422, detail=in_a1111_words(str(error),
+                                                                                                extensions))
+    message = queue_message(error, what)
+    return error if message is None else HTTPException(503, detail=message)
 
 
 def basic_auth(credentials: tuple[str, str]):

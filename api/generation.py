@@ -5,67 +5,56 @@ the queue, or stopped after its current step."""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from api.bodies import documented
 from api.edge import http_error, json_body
-from api.payloads import encode_png, job_from_payload, response
+from api.payloads import encode_png, response, rest_call
 from models.infotext import read_png_infotext
-from service.queue import Cancelled, QueueFull, Unavailable
+from service.queue import Cancelled, polled
 from service.studio import Generation, StudioService
-
-POLL_SECONDS = 0.05
 
 
 def add_routes(router: APIRouter, service: StudioService) -> None:
-    async def generate(route: str, payload: dict, client: Request) -> dict:
+    async def generate(endpoint: str, payload: dict, client: Request) -> dict:
         try:
-            job = await run_in_threadpool(job_from_payload, payload, route, service.extensions)
+            call = await run_in_threadpool(rest_call, payload, endpoint, service.extensions)
             if "sd_model_checkpoint" in (payload.get("override_settings") or {}):
                 await run_in_threadpool(switch, service, payload["override_settings"]["sd_model_checkpoint"])
             files, seeds, warnings = [], [], []
-            for batch in range(job.n_iter):
-                kwargs = dict(job.kwargs)
-                if batch and isinstance(kwargs.get("seed"), int) and kwargs["seed"] >= 0:
-                    kwargs["seed"] += batch * int(kwargs.get("batch_size", 1))
+            for batch in range(call.n_iter):
+                fields = dict(call.fields)
+                if batch and isinstance(fields.get("seed"), int) and fields["seed"] >= 0:
+                    fields["seed"] += batch * int(fields.get("batch_size", 1))
                 elif batch and seeds:  # a random first seed: the next batches follow it, as A1111 does
-                    kwargs["seed"] = seeds[-1] + 1
-                generation = await _run(service, job.endpoint.strip("/"), kwargs, client)
+                    fields["seed"] = seeds[-1] + 1
+                generation = await _run(service, call.endpoint, fields, client)
                 files, seeds = files + generation.files, seeds + generation.seeds
                 warnings += generation.warnings
-        except ValueError as error:
-            raise http_error(error, service.extensions) from None
-        except QueueFull as error:
-            raise HTTPException(503, detail=f"the queue is full, try again later ({error})") from None
-        except Unavailable as error:
-            raise HTTPException(503, detail=f"the job could not run, try again ({error})") from None
-        except Cancelled as error:
-            raise HTTPException(503, detail=f"the job was cancelled ({error})") from None
+        except Exception as error:
+            raise http_error(error, service.extensions, "the job") from None
         infotexts = [read_png_infotext(path) or "" for path in files]
-        return response([encode_png(path) for path in files], infotexts, seeds, payload, job, warnings)
+        return response([encode_png(path) for path in files], infotexts, seeds, payload, call, warnings)
 
-    @router.post("/sdapi/v1/txt2img")
+    @router.post("/sdapi/v1/txt2img", **documented("txt2img", service.extensions))
     async def txt2img(client: Request, payload: dict = Depends(json_body)) -> dict:
         return await generate("txt2img", payload, client)
 
-    @router.post("/sdapi/v1/img2img")
+    @router.post("/sdapi/v1/img2img", **documented("img2img", service.extensions))
     async def img2img(client: Request, payload: dict = Depends(json_body)) -> dict:
         return await generate("img2img", payload, client)
 
 
-async def _run(service: StudioService, mode: str, fields: dict, client: Request) -> Generation:
-    """One job through the queue; cancelled as soon as the client is gone."""
-    job = await run_in_threadpool(lambda: service.submit(*service.build(mode, fields)))
-    try:
-        while not job.wait(0):
+async def _run(service: StudioService, endpoint: str, fields: dict, client: Request) -> Generation:
+    """One job through the queue; cancelled as soon as the client is gone (or the server shuts down)."""
+    job = await run_in_threadpool(lambda: service.submit(*service.build(endpoint, fields)))
+    async with contextlib.aclosing(polled(job, service.queue)) as polls:
+        async for _ in polls:
             if await client.is_disconnected():
                 raise Cancelled("the client went away")
-            await asyncio.sleep(POLL_SECONDS)
-    except (Cancelled, asyncio.CancelledError):  # the client left, or the server is shutting down
-        service.queue.cancel(job)
-        raise
     return job.outcome()
 
 

@@ -60,7 +60,7 @@ def add_routes(router: APIRouter, service: StudioService) -> None:
             "progress": done, "eta_relative": eta, "textinfo": None,
             "current_image": png_base64(state.current_image) if state.running and state.current_image else None,
             "state": {"skipped": False, "interrupted": state.interrupted, "job": "generate" if state.running else "",
-                      "job_count": int(state.running), "job_timestamp": "", "job_no": state.job_count,
+                      "job_count": int(state.running), "job_timestamp": "", "job_no": state.calls_started,
                       "sampling_step": state.step, "sampling_steps": state.steps},
         }
 

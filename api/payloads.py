@@ -1,8 +1,11 @@
 """AUTOMATIC1111's /sdapi/v1 request bodies turned into our endpoints' fields, and our results into its responses.
 
-A1111 clients send every field they know, most with defaults for features this app does not have (hires fix,
-face restoration, ...). Those are ignored and listed in the response's `info`; a value we use but cannot accept
-is a ValueError naming the field, which the route answers with HTTP 422.
+The body's fields are the endpoint's fields under their A1111 names (`Field.rest`, `Field.setting`), A1111's own
+ones declared here (`A1111_FIELDS`: n_iter, sampler_name, init_images, ...), and the extensions' fields in forms of
+their own (`Extension.rest_body`, read by their `from_rest`). A1111 clients send every field they know, most with
+defaults for features this app does not have (face restoration, ...): those are ignored and listed in the
+response's `info`; a value we use but cannot accept is a ValueError naming the field, which the route answers with
+HTTP 422.
 """
 
 from __future__ import annotations
@@ -15,74 +18,114 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from extensions.base import Extension
+from models.fields import Field, from_rest
 from models.images import decode_image, fit
 from models.limits import check_text
-from models.sampler_names import (
-    DEFAULT_SAMPLER,
-    SAMPLER_NAMES,
-    SCHEDULE_TYPES,
-    join_name,
-    split_name,
-)
-from models.validate import brief, whole_number
+from models.request import CORE_FIELDS, DEFAULT_SAMPLER
+from models.sampler_names import SAMPLER_NAMES, SCHEDULE_TYPES, join_name, split_name
+from models.validate import brief
+from service.requests import MODE_FIELDS
 
-# A1111 field -> our keyword, for fields that mean the same thing
-SHARED = {"prompt": "prompt", "negative_prompt": "negative_prompt", "seed": "seed", "steps": "steps",
-          "cfg_scale": "guidance_scale", "width": "width", "height": "height", "batch_size": "batch_size"}
-# Fields read here rather than passed on (the extensions read theirs: Extension.rest_fields)
-HANDLED = {"sampler_name", "sampler_index", "scheduler", "n_iter", "init_images", "denoising_strength", "resize_mode",
-           "override_settings", "send_images", "save_images"}
 RESIZE_MODES = ("Just resize", "Crop and resize", "Resize and fill", "Just resize (latent upscale)")
 FIT_MODES = ("Just Resize", "Crop and Resize", "Resize and Fill", "Just Resize")  # the same, as `fit` names them
+SCHEDULERS = tuple(kind.lower() for kind in SCHEDULE_TYPES)
+
+# A1111's own body fields, which are not fields of our endpoints as they are (the endpoint's `modes`)
+N_ITER = Field("n_iter", "whole", 1, minimum=1, maximum=100, rest="n_iter",
+               help="batches one after another, the seed advancing by batch_size")
+SAMPLER_NAME = Field("sampler_name", "choice", DEFAULT_SAMPLER, choices=SAMPLER_NAMES, rest="sampler_name",
+                     help="with `scheduler`: 'DPM++ 2M' + 'karras' is DPM++ 2M Karras")
+SAMPLER_INDEX = Field("sampler_index", "text", rest="sampler_index", help="older clients' name for sampler_name")
+SCHEDULER = Field("scheduler", "choice", "automatic", choices=SCHEDULERS, rest="scheduler",
+                  help="A1111 1.9's schedule type")
+INIT_IMAGES = Field("init_images", "images", rest="init_images", help="one base64-encoded image (a data URL too)")
+RESIZE_MODE = Field("resize_mode", "whole", 0, minimum=0, maximum=3, rest="resize_mode",
+                    help="the init image to width x height: "
+                         + ", ".join(f"{index} {mode}" for index, mode in enumerate(RESIZE_MODES)))
+CHECKPOINT = Field("sd_model_checkpoint", "text", setting="sd_model_checkpoint",
+                   help="a model by the title /sdapi/v1/sd-models lists, or by name: switches the model in use")
+OVERRIDE_SETTINGS = Field("override_settings", "object", rest="override_settings",
+                          help="settings for this request, by A1111's names")
+ALWAYSON_SCRIPTS = Field("alwayson_scripts", "object", rest="alwayson_scripts",
+                         help="extensions' arguments by script name, as A1111's extensions take them")
+SEND_IMAGES = Field("send_images", "switch", True, rest="send_images", help="images are always sent")
+SAVE_IMAGES = Field("save_images", "switch", False, rest="save_images", help="images are always saved")
+A1111_FIELDS = {
+    "txt2img": (N_ITER, SAMPLER_NAME, SAMPLER_INDEX, SCHEDULER, CHECKPOINT, OVERRIDE_SETTINGS, ALWAYSON_SCRIPTS,
+                SEND_IMAGES, SAVE_IMAGES),
+    "img2img": (INIT_IMAGES, RESIZE_MODE, N_ITER, SAMPLER_NAME, SAMPLER_INDEX, SCHEDULER, CHECKPOINT,
+                OVERRIDE_SETTINGS, ALWAYSON_SCRIPTS, SEND_IMAGES, SAVE_IMAGES),
+}
+CORE = {field.name: field for field in CORE_FIELDS}
 
 
 @dataclass
-class Job:
-    """One REST request as jobs of our endpoints: `n_iter` batches of `kwargs` (images decoded), the seed advancing
+class RestCall:
+    """One REST request as calls of our endpoints: `n_iter` batches of `fields` (images decoded), the seed advancing
     by batch."""
 
-    endpoint: str  # "/txt2img", "/img2img" or "/inpaint"
-    kwargs: dict
+    endpoint: str  # "txt2img", "img2img" or "inpaint"
+    fields: dict
     n_iter: int = 1
     ignored: list[str] = field(default_factory=list)
 
 
-def job_from_payload(payload: dict, route: str, extensions: Sequence[Extension] = ()) -> Job:
+def body_fields(route: str, extensions: Sequence[Extension]) -> tuple[Field, ...]:
+    """Every field a body of /sdapi/v1/<route> may carry, once by its A1111 name: the core's and the extensions' of
+    the endpoints the route runs as (img2img: img2img and inpaint), then A1111's own."""
+    endpoints = ("txt2img",) if route == "txt2img" else ("img2img", "inpaint")
+    fields = [CORE[name] for name in dict.fromkeys(name for endpoint in endpoints for name in MODE_FIELDS[endpoint])]
+    for extension in extensions:
+        if any(endpoint in extension.modes for endpoint in endpoints):
+            fields += [*extension.fields, *extension.rest_body]
+    fields += A1111_FIELDS[route]
+    named, seen = [], set()
+    for declared in fields:
+        for name in (declared.rest, declared.setting):
+            if name and name not in seen:
+                seen.add(name)
+                named.append(declared)
+                break
+    return tuple(named)
+
+
+def rest_call(payload: dict, route: str, extensions: Sequence[Extension] = ()) -> RestCall:
     if not isinstance(payload, dict):
         raise ValueError(f"the request body must be a JSON object, got {type(payload).__name__}")
-    if not isinstance(payload.get("override_settings") or {}, dict):
+    settings = payload.get("override_settings") or {}
+    if not isinstance(settings, dict):
         raise ValueError(f"override_settings must be an object of settings by name, got "
                          f"{brief(payload['override_settings'])}")
-    kwargs = {ours: payload[theirs] for theirs, ours in SHARED.items() if payload.get(theirs) is not None}
-    kwargs.setdefault("prompt", "")  # A1111's default: an empty prompt is a valid request
     for name in ("prompt", "negative_prompt"):  # before anything else reads them, and before the queue
-        check_text(name, kwargs.get(name))
-    kwargs["sampler"] = _sampler(payload)
-    job = Job("/txt2img", kwargs, whole_number("n_iter", payload.get("n_iter", 1), 1, 100))
+        check_text(name, payload.get(name))
+    sampler = _sampler(payload)
+    n_iter = N_ITER.check(payload.get("n_iter", 1))
     image = None
     if route == "img2img":
         images = payload.get("init_images")
         if not isinstance(images, list) or not images:
             raise ValueError("init_images must be a list with one base64-encoded image")
         image = decode_image(images[0], "init_images[0]")
-        kwargs["strength"] = payload.get("denoising_strength", 0.75)
-    for extension in extensions:  # their fields (the service's builder checks them, as every interface's)
-        route = extension.from_rest(payload, route, kwargs)
+        resize_mode = RESIZE_MODE.check(payload.get(RESIZE_MODE.rest, RESIZE_MODE.default))
+    endpoint, converted = route, {}
+    for extension in extensions:  # their fields in forms of their own; the endpoint may change ("inpaint")
+        endpoint = extension.from_rest(payload, endpoint, converted)
+    takes = [CORE[name] for name in MODE_FIELDS[endpoint]]
+    takes += [declared for extension in extensions if endpoint in extension.modes for declared in extension.fields]
+    fields = {"prompt": "", **from_rest(takes, payload, settings), **converted, "sampler": sampler}
     if image is not None:
-        kwargs["image"] = _resized(image, payload.get("resize_mode", 0), kwargs) if route == "img2img" else image
-    job.endpoint = f"/{route}"
-    handled = SHARED.keys() | HANDLED | {name for extension in extensions for name in extension.rest_fields}
-    job.ignored = sorted(key for key in payload if key not in handled)
-    settings = {"sd_model_checkpoint"} | {name for extension in extensions for name in extension.rest_settings}
-    job.ignored += sorted(key for key in (payload.get("override_settings") or {}) if key not in settings)
-    return job
+        fields["image"] = _resized(image, resize_mode, fields) if endpoint == "img2img" else image
+    call = RestCall(endpoint, fields, n_iter)
+    read = {name for declared in body_fields(route, extensions) for name in (declared.rest, declared.setting) if name}
+    read |= {name.split(".")[0] for name in read}
+    call.ignored = sorted(key for key in payload if key not in read)
+    call.ignored += sorted(key for key in settings if key not in read)
+    return call
 
 
-def _resized(image: Image.Image, mode, kwargs: dict) -> Image.Image:
+def _resized(image: Image.Image, mode: int, fields: dict) -> Image.Image:
     """img2img's init image at width x height by A1111's resize_mode (0 stretch, 1 crop, 2 fill, 3 as 0)."""
-    if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode < len(RESIZE_MODES):
-        raise ValueError(f"resize_mode must be 0 to 3 ({', '.join(RESIZE_MODES)}), got {mode!r}")
-    width, height = kwargs.get("width"), kwargs.get("height")
+    width, height = fields.get("width"), fields.get("height")
     if not all(isinstance(side, int) and side > 0 for side in (width, height)):
         return image  # no size: the image's own (the endpoint names a bad one)
     return fit(image, (width, height), FIT_MODES[mode], Image.Resampling.LANCZOS)
@@ -92,9 +135,8 @@ def _sampler(payload: dict) -> str:
     """Our sampler name from A1111's sampler_name and scheduler ("DPM++ 2M" + "karras" -> "DPM++ 2M Karras")."""
     name = payload.get("sampler_name") or payload.get("sampler_index") or DEFAULT_SAMPLER
     scheduler = payload.get("scheduler") or "automatic"
-    schedulers = [kind.lower() for kind in SCHEDULE_TYPES]
-    if not isinstance(scheduler, str) or scheduler.lower() not in schedulers:
-        raise ValueError(f"scheduler must be one of {', '.join(schedulers)}, got {scheduler!r}")
+    if not isinstance(scheduler, str) or scheduler.lower() not in SCHEDULERS:
+        raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
     if not isinstance(name, str) or name not in SAMPLER_NAMES:
         raise ValueError(f"sampler_name {brief(name)} is unknown; choose one of: {', '.join(SAMPLER_NAMES)}")
     if scheduler.lower() == "automatic" or split_name(name)[1].lower() == scheduler.lower():
@@ -111,7 +153,7 @@ def encode_png(path) -> str:
         return base64.b64encode(file.read()).decode()
 
 
-def response(images: list[str], infotexts: list[str], seeds: list[int], payload: dict, job: Job,
+def response(images: list[str], infotexts: list[str], seeds: list[int], payload: dict, call: RestCall,
              warnings: list[str]) -> dict:
     """A1111's response: images, the request's parameters, and `info` as a JSON string."""
     first = infotexts[0] if infotexts else ""
@@ -119,11 +161,11 @@ def response(images: list[str], infotexts: list[str], seeds: list[int], payload:
         "prompt": payload.get("prompt", ""), "all_prompts": [payload.get("prompt", "")] * len(seeds),
         "negative_prompt": payload.get("negative_prompt", ""), "seed": seeds[0] if seeds else -1,
         "all_seeds": seeds, "subseed": -1, "all_subseeds": [-1] * len(seeds),
-        "width": job.kwargs.get("width"), "height": job.kwargs.get("height"),
-        "sampler_name": job.kwargs.get("sampler"), "cfg_scale": job.kwargs.get("guidance_scale"),
-        "steps": job.kwargs.get("steps"), "batch_size": job.kwargs.get("batch_size", 1),
+        "width": call.fields.get("width"), "height": call.fields.get("height"),
+        "sampler_name": call.fields.get("sampler"), "cfg_scale": call.fields.get("guidance_scale"),
+        "steps": call.fields.get("steps"), "batch_size": call.fields.get("batch_size", 1),
         "infotexts": infotexts, "job_timestamp": "", "index_of_first_image": 0,
-        "ignored_fields": job.ignored, "warnings": warnings, "info": first,
+        "ignored_fields": call.ignored, "warnings": warnings, "info": first,
     }
     parameters = {**payload, **{key: None for key in ("init_images", "mask") if key in payload}}  # not echoed back
     return {"images": images, "parameters": parameters, "info": json.dumps(info)}

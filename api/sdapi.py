@@ -8,6 +8,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from api import generation, listings
+from api.bodies import body_documentation
 from api.edge import basic_auth, http_error, json_body
 from extensions.base import Route
 from service.studio import StudioService
@@ -24,12 +25,12 @@ def build_router(service: StudioService, credentials: tuple[str, str] | None) ->
 
 
 def _add(router: APIRouter, route: Route, service: StudioService) -> None:
-    """An extension's route, with the same body parsing and error answers as ours."""
+    """An extension's route, with the same body parsing, documentation and error answers as ours."""
     def guarded(call):
         try:
             return call()
-        except ValueError as error:
-            raise http_error(error, service.extensions) from None
+        except Exception as error:
+            raise http_error(error, service.extensions, route.path) from None
 
     if route.method == "POST" and route.takes_body:
         def handler(payload: dict = Depends(json_body)):
@@ -37,4 +38,5 @@ def _add(router: APIRouter, route: Route, service: StudioService) -> None:
     else:
         def handler():
             return guarded(route.handler)
-    router.add_api_route(route.path, handler, methods=[route.method])
+    documentation = body_documentation(route.path, route.body) if route.body else {}
+    router.add_api_route(route.path, handler, methods=[route.method], **documentation)

@@ -1,8 +1,8 @@
-"""Issue 23's prepared GPU run, in one go (under 10 minutes on an H100/H200-class card): SD 1.5's architecture
+"""The prepared GPU run, in one go (under 10 minutes on an H100/H200-class card): SD 1.5's architecture
 (random weights built from the shipped configs, no download), 512x512, fp16, 20 steps, Euler a.
 
     python -m bench.gpu [--out DIR] [--budget SECONDS] [--smoke]
-    python -m bench.gpu --readme DIR/gpu.json     # the table of a run into README.md
+    python -m bench.gpu --page DIR/gpu.json     # the table of a run into docs/benchmarks.md
 
 On the lent GPU machine (library `device`; it has torch, transformers, peft and accelerate, not diffusers), with the
 wheels in the ignored folder .whl (`pip download --no-deps --only-binary=:all: --python-version 3.12 --platform
@@ -21,7 +21,7 @@ low the rest are skipped and say so):
   graphs' reduce-overhead mode at batch 1, to choose the mode;
 - controlnet: the cost of each ControlNet unit;
 - offload: `--offload model` and `sequential`, their peak memory and speed;
-- training: a LoRA's training steps per second and peak memory, with and without gradient checkpointing (issue 22);
+- training: a LoRA's training steps per second and peak memory, with and without gradient checkpointing;
 - out of memory: a job too big for a capped card, what the manager did, and that the next job works with the
   memory given back.
 It writes DIR/gpu.json and DIR/gpu.md (the table, with the GPU's name and the date). `--smoke` runs the same code
@@ -45,7 +45,8 @@ from models.request import GenerationRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS, BATCHES = 20, (1, 4, 8)
-README_MARKERS = ("<!-- gpu-bench:begin -->", "<!-- gpu-bench:end -->")
+BENCHMARKS_PAGE = ROOT / "docs" / "benchmarks.md"
+PAGE_MARKERS = ("<!-- gpu-bench:begin -->", "<!-- gpu-bench:end -->")  # where the page holds the table
 
 
 class Run:
@@ -257,7 +258,7 @@ def offload(run: Run, model: str) -> dict:
 
 
 def training(run: Run, manager, folder: Path) -> dict:
-    """Issue 22's GPU figure: LoRA training steps per second (rank 8, batch 1, at the model's size) and the peak
+    """The GPU figure of training: LoRA training steps per second (rank 8, batch 1, at the model's size) and the peak
     memory, with and without gradient checkpointing, through the Train extension."""
     from bench.train_lora import circles
     from extensions.lora import Lora
@@ -312,7 +313,7 @@ def out_of_memory(run: Run, manager) -> dict:
 
 
 def table(results: dict) -> str:
-    """The README's table: one line a figure."""
+    """The benchmarks page's table: one line a figure."""
     device = results.get("device", {})
     lines = [f"GPU run of `python -m bench.gpu` on {device.get('gpu', '?')} ({results['date']}, torch "
              f"{device.get('torch', '?')}, {device.get('runtime', '?')}; xformers: "
@@ -372,12 +373,12 @@ def table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def into_readme(json_file: Path, readme: Path = ROOT / "README.md") -> None:
-    text = readme.read_text()
-    begin, end = README_MARKERS
+def into_page(json_file: Path, page: Path = BENCHMARKS_PAGE) -> None:
+    text = page.read_text()
+    begin, end = PAGE_MARKERS
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{begin}\n{table(json.loads(json_file.read_text()))}{end}{tail}")
+    page.write_text(f"{head}{begin}\n{table(json.loads(json_file.read_text()))}{end}{tail}")
 
 
 def main(out: Path, budget: float, smoke: bool) -> dict:
@@ -411,9 +412,12 @@ if __name__ == "__main__":
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--budget", type=float, default=540, help="seconds; sections that would not fit are skipped")
     parser.add_argument("--smoke", action="store_true", help="the demo model on the CPU: checks the script")
-    parser.add_argument("--readme", type=Path, help="put this run's table (gpu.json) into README.md")
+    parser.add_argument("--page", type=Path, help="put this run's table (gpu.json) into docs/benchmarks.md")
     args = parser.parse_args()
-    if args.readme:
-        into_readme(args.readme)
+    if args.page:
+        into_page(args.page)
+    elif not args.smoke and not torch.cuda.is_available():
+        print("bench.gpu: no CUDA device here, so nothing to measure (SD 1.5 at 512 px would take hours on a CPU). "
+              "Run it on a GPU machine, or `python -m bench.gpu --smoke` to check the script on the CPU.")
     else:
         main(args.out, args.budget, args.smoke)

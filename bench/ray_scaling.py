@@ -28,7 +28,8 @@ def ray_service(replicas: int, folder: str) -> StudioService:
                                "--controlnet-dir", f"{folder}/ControlNet", "--embeddings-dir", f"{folder}/emb"],
                               environ={})
     manager = PipelineManager.load("demo", device="cpu")
-    return StudioService(manager, config.output_dir, create(config), backend=app.backend_for(config))
+    return StudioService(manager, config.output_dir, create(config.extension_settings()),
+                         backend=app.backend_for(config))
 
 
 def main(rounds: int = 3) -> dict:

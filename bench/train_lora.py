@@ -1,4 +1,4 @@
-"""LoRA training in the app (issue 22), through the Train extension as the tab runs it:
+"""LoRA training in the app, through the Train extension as the tab runs it:
 - speed: steps per second on the demo model (64 px, rank 8), batch 1 and 4, with and without gradient
   checkpointing (interleaved, 2 rounds of 40 steps);
 - memory: the peak resident memory a run adds, with and without gradient checkpointing, each in its own process:

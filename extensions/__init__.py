@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from extensions.base import Extension
+from extensions.base import Extension, Settings
 
 REGISTERED = (
     "extensions.inpaint:Inpaint",
@@ -20,11 +20,10 @@ REGISTERED = (
 )
 
 
-def create(config) -> list[Extension]:
-    """One of each registered extension, set up from the app's config (an extension without settings takes none)."""
+def create(settings: Settings) -> list[Extension]:
+    """One of each registered extension, made from the app's settings."""
     extensions = []
     for entry in REGISTERED:
         module, name = entry.split(":")
-        cls = getattr(import_module(module), name)
-        extensions.append(cls.from_config(config) if hasattr(cls, "from_config") else cls())
+        extensions.append(getattr(import_module(module), name).from_settings(settings))
     return extensions

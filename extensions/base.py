@@ -1,11 +1,21 @@
 """The extension protocol: a feature that is not part of every Stable Diffusion job (LoRA, ControlNet, inpaint,
-outpaint, ...) lives in one folder as one `Extension`, and the core calls it only through these methods, in the
+outpaint, ...) lives in one folder as one `Extension`, and the core calls it only through this protocol, in the
 order the extensions are registered (extensions/__init__.py). The core never names an extension.
+
+An extension gives three things, each a part of the protocol below, and uses what `Services` offers:
+
+- **the request** (`RequestPart`): its fields, declared once (models/fields.py), which every interface takes; its
+  validated, frozen part of the request (`parse`); what must match for requests to share a call (`batch_key`); its
+  infotext entries read back (`from_infotext`); its A1111 REST fields (`from_rest`);
+- **the model** (`ModelPart`): hooks on a newly loaded PipelineManager (`install`), and its adjustments of each job
+  before the run, with steps applied to the images after it (`prepare`);
+- **the interfaces** (`InterfacePart`): its part of the tabs (`panel`), a tab of its own (`tab`), gradio_client
+  endpoints and REST routes of its own.
 
 The life of one request, and where an extension takes part:
 
-1. an interface (UI event, gradio_client endpoint, REST route) collects plain fields: the core's and each
-   extension's `fields`; REST bodies are first mapped by `from_rest`;
+1. an interface (UI event, gradio_client endpoint, REST route) collects plain fields, the core's and each
+   extension's `fields`; REST bodies are mapped by the fields' A1111 names, then by `from_rest`;
 2. `rewrite` may turn the fields into another job before anything is validated (outpaint: a bigger canvas and a
    mask over the new area, run as inpaint);
 3. `parse` turns the extension's fields into its validated, frozen part of the request (`request.parts[name]`);
@@ -13,9 +23,7 @@ The life of one request, and where an extension takes part:
    on the call (ControlNet, latent fill);
 5. `prepare` adjusts the job before it runs (inpaint's crop, ControlNet's maps), adds infotext entries, warnings
    and steps applied to the model's images afterwards (inpaint's paste-back);
-6. `from_infotext` reads the extension's infotext entries back into its fields (PNG Info's Send to);
-7. `panel` builds its part of a tab, `register_endpoints` its gradio_client endpoints, `rest_routes` its REST
-   routes.
+6. `from_infotext` reads the extension's infotext entries back into its fields (PNG Info's Send to).
 """
 
 from __future__ import annotations
@@ -23,16 +31,51 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from models.fields import Field
 from models.request import GenerationRequest
+
+StepCallback = Callable[[int, int], None]  # (steps done, steps in total)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The app's settings the extensions take (built from its config by app.py)."""
+
+    lora_dir: Path
+    controlnet_dir: Path
+    annotator_dir: Path
+    embeddings_dir: Path
+    upscaler_dir: Path
+    vae_dir: Path
+    output_dir: Path
+    lora_cap: int = 16  # LoRA adapters kept loaded
+    lora_fuse: bool = False  # fuse a repeated LoRA set into the weights
+    lora_rank: int | None = None  # with a compiled U-Net: the hot-swapped LoRA slot's rank (None: not compiled)
+    controlnet_cap: int = 3  # ControlNets kept loaded
+    controlnet_units: int = 3  # ControlNet units per request
+
+
+@dataclass(frozen=True)
+class Services:
+    """What an extension may use of the service it is part of (`attach`)."""
+
+    # A job of its own in the one queue, on this process's model: run_task(steps, work, on_step=None) calls
+    # work(manager, stop, step) holding the device; work reports progress with step(done, total) and ends early
+    # once Interrupt sets `stop`. Returns what work returns; raises QueueFull when the queue has no room.
+    run_task: Callable[..., Any]
+    interrupt: Callable[[], None]  # stop what runs now after its current step
+    model: Callable[[], Any]  # the PipelineManager in use, for its facts (size, layers); the device via run_task
+    models_here: bool = True  # generations run on this process's model (not on Ray Serve replicas)
 
 
 @dataclass
-class Job:
-    """One request on its way through the service."""
+class PreparedRequest:
+    """One request as the extensions prepare it for the model."""
 
     request: GenerationRequest  # what the model runs; `prepare` may replace it (inpaint's crop)
     source: GenerationRequest  # the request as the interface built it
@@ -46,19 +89,21 @@ class Job:
 @dataclass(frozen=True)
 class Route:
     """A REST route an extension serves: `handler(body)` when it takes a JSON body, else `handler()`; it raises
-    ValueError for bad input, which the API layer answers with 422 (413 over a limit)."""
+    ValueError for bad input, which the API layer answers with 422 (413 over a limit). `body`: the body's fields, for
+    the API's documentation."""
 
     method: str
     path: str
     handler: Callable
     takes_body: bool = False
+    body: tuple[Field, ...] = ()
 
 
 @dataclass
 class Panel:
     """An extension's part of a tab. The values of `inputs` reach the generate event after the tab's own; `collect`
     turns them into the extension's fields. `send` turns fields read from an infotext into updates of `inputs`
-    (PNG Info's Send to; gr.update() leaves a component as it is). `actions`: buttons that run another endpoint (mode)
+    (PNG Info's Send to; gr.update() leaves a component as it is). `actions`: buttons that run another endpoint
     with the tab's inputs and this panel's."""
 
     inputs: list = field(default_factory=list)
@@ -84,28 +129,18 @@ class TabContext:
 SOLO = object()  # a batch key: the request runs alone
 
 
-class Extension:
+class RequestPart:
+    """What an extension adds to the request, whichever interface builds it."""
+
     name: str = ""
-    fields: Mapping[str, Any] = {}  # its plain fields (gradio_client keywords) and their defaults
+    fields: tuple[Field, ...] = ()  # its fields: gradio_client keywords, UI controls, REST and infotext names
     modes: tuple[str, ...] = ("txt2img", "img2img", "inpaint")  # the endpoints whose requests carry its fields
     endpoints: Mapping[str, Mapping[str, Any]] = {}  # endpoints it adds -> the core defaults it changes there
-    rest_fields: frozenset[str] = frozenset()  # the A1111 body fields it reads (not reported as ignored)
-    rest_settings: frozenset[str] = frozenset()  # the A1111 override_settings it reads (not reported as ignored)
-    script: str | None = None  # its name in /sdapi/v1/scripts (webuiapi looks for "controlnet")
-    placement: str = "settings"  # where its panel goes in a tab: under the settings, "prompt" (beside it) or "size"
-    # (under the width and height)
-    tab_name: str | None = None  # the id of a tab of its own (see `tab`), e.g. "extras"
-    tab_takes_pictures: bool = True  # results have a "Send to" button for its tab
+    rest_body: tuple[Field, ...] = ()  # A1111 body fields in a form of their own, which `from_rest` converts
 
-    def install(self, manager) -> None:
-        """Add its hooks to a (newly loaded) PipelineManager."""
-
-    def attach(self, service) -> None:
-        """The studio service it is part of (an extension that runs jobs of its own in the queue: training)."""
-
-    def rewrite(self, mode: str, fields: dict) -> str:
+    def rewrite(self, endpoint: str, fields: dict) -> str:
         """Change `fields` in place before the request is built; returns the mode the job runs as."""
-        return mode
+        return endpoint
 
     def parse(self, mode: str, fields: Mapping[str, Any], warnings: list[str]) -> Any:
         """Its validated part of the request from the fields (None: the request does not use it)."""
@@ -114,9 +149,6 @@ class Extension:
     def encoder_text(self, prompt: str) -> str:
         """What of the prompt reaches the text encoder (LoRA takes its tags out)."""
         return prompt
-
-    def prepare(self, job: Job) -> None:
-        """Adjust the job before it runs."""
 
     def batch_key(self, request) -> Hashable:
         """What of its part must be equal for requests to share one diffusers call (SOLO: this request runs
@@ -132,20 +164,35 @@ class Extension:
         """Its fields from its infotext entries, which it takes out of `entries`."""
         return {}
 
-    def from_rest(self, payload: dict, route: str, fields: dict) -> str:
-        """Add its fields, read from an A1111 request body, to `fields` (ValueError names the A1111 field);
-        returns the endpoint the job runs as ("img2img" with a mask is "inpaint")."""
-        return route
+    def from_rest(self, payload: dict, endpoint: str, fields: dict) -> str:
+        """Its fields in A1111 forms of their own (`rest_body`), read from a request body into `fields` (ValueError
+        names the A1111 field); returns the endpoint the job runs as ("img2img" with a mask is "inpaint"). Fields
+        under their A1111 names (`Field.rest`, `Field.setting`) are read for it."""
+        return endpoint
 
     def in_rest_words(self, message: str) -> str:
         """An error message with A1111's names for its fields, for REST clients."""
         return message
 
-    def rest_routes(self) -> list[Route]:
-        return []
 
-    def register_endpoints(self, image_file: Callable[[Image.Image], str]) -> None:
-        """Add its own named gradio_client endpoints (called inside the UI's hidden API column)."""
+class ModelPart:
+    """What an extension does to the model and around each run."""
+
+    def install(self, manager) -> None:
+        """Add its hooks to a (newly loaded) PipelineManager."""
+
+    def prepare(self, job: PreparedRequest) -> None:
+        """Adjust the job before it runs."""
+
+
+class InterfacePart:
+    """What an extension adds to the tabs, the gradio_client API and the REST API."""
+
+    script: str | None = None  # its name in /sdapi/v1/scripts (webuiapi looks for "controlnet")
+    placement: str = "settings"  # where its panel goes in a tab: under the settings, "prompt" (beside it) or "size"
+    # (under the width and height)
+    tab_name: str | None = None  # the id of a tab of its own (see `tab`), e.g. "extras"
+    tab_takes_pictures: bool = True  # results have a "Send to" button for its tab
 
     def panel(self, tab: TabContext) -> Panel | None:
         return None
@@ -155,9 +202,40 @@ class Extension:
         which the buttons under every result send pictures to (None with `tab_takes_pictures` False)."""
         return None
 
+    def register_endpoints(self, image_file: Callable[[Image.Image], str]) -> None:
+        """Add its own named gradio_client endpoints (called inside the UI's hidden API column)."""
+
+    def rest_routes(self) -> list[Route]:
+        return []
+
+
+class Extension(RequestPart, ModelPart, InterfacePart):
+    """One feature as a whole slice. `from_settings` makes it from the app's settings (default: no settings)."""
+
+    services: Services | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Extension:
+        return cls()
+
+    def attach(self, services: Services) -> None:
+        """The services of the studio it is part of."""
+        self.services = services
+
+    def rest_names(self) -> set[str]:
+        """The A1111 body fields and override_settings it reads (not reported as ignored)."""
+        return {name for field in (*self.fields, *self.rest_body) for name in (field.rest, field.setting) if name}
+
 
 def rename_words(message: str, names: Mapping[str, str]) -> str:
     """`message` with each whole word that is a key of `names` replaced by its value."""
     if not names:
         return message
     return re.sub(r"\b(" + "|".join(map(re.escape, names)) + r")\b", lambda match: names[match.group(1)], message)
+
+
+def a1111_names(fields) -> dict[str, str]:
+    """Our field name -> its A1111 name where they differ (for `in_rest_words`)."""
+    return {field.name: field.rest or f"override_settings.{field.setting}" for field in fields
+            if (field.rest or field.setting) and (field.rest or field.setting) != field.name}
+

@@ -18,16 +18,51 @@ from typing import Any
 
 from PIL import Image
 
-from models.sampler_names import DEFAULT_SAMPLER, check_sampler
-from models.validate import in_range, integer, multiple_of_8, one_of, text
+from models.fields import Field
+from models.sampler_names import DEFAULT_SAMPLER, SAMPLER_NAMES, check_sampler
+from models.validate import integer, one_of
 
 MODES = ("txt2img", "img2img", "inpaint")
-SIZE_RANGE = (64, 2048)
-MIN_SIDE = SIZE_RANGE[0]
-STEPS_RANGE = (1, 150)
-CFG_RANGE = (1.0, 30.0)
-BATCH_RANGE = (1, 8)
 MAX_SEED = 2**32 - 1  # A1111 seeds are 32-bit
+
+
+def _seed(name: str, value) -> int:
+    value = integer(name, value)
+    if not (value == -1 or 0 <= value <= MAX_SEED):
+        raise ValueError(f"{name} must be -1 (random) or from 0 to {MAX_SEED}, got {value}")
+    return value
+
+
+# The core fields: what every Stable Diffusion job has (the extensions declare theirs beside them).
+PROMPT = Field("prompt", "text", "", label="Prompt", rest="prompt",
+               help="what to draw, in A1111's syntax: (emphasis:1.2), [less], BREAK, <lora:name:weight>, embeddings")
+NEGATIVE_PROMPT = Field("negative_prompt", "text", "", label="Negative prompt", rest="negative_prompt",
+                        help="what to keep out of the picture")
+IMAGE = Field("image", "image", None, label="Image", help="the picture to start from")
+MASK = Field("mask", "image", None, label="Mask", help="white = repaint, black = keep")
+SEED = Field("seed", "int", -1, minimum=-1, maximum=MAX_SEED, label="Seed (-1: random)", rest="seed", infotext="Seed",
+             help="the noise's seed; image i of a batch uses seed + i", validator=_seed)
+STEPS = Field("steps", "int", 20, minimum=1, maximum=150, step=1, label="Sampling steps", rest="steps",
+              infotext="Steps", help="denoising steps")
+GUIDANCE = Field("guidance_scale", "number", 7.0, minimum=1.0, maximum=30.0, step=0.5, label="CFG scale",
+                 rest="cfg_scale", infotext="CFG scale", help="how closely to follow the prompt")
+WIDTH = Field("width", "size", 512, minimum=64, maximum=2048, step=8, label="Width", rest="width", infotext="Size",
+              help="pixels; img2img and inpaint: 0 or absent is the image's own")
+HEIGHT = Field("height", "size", 512, minimum=64, maximum=2048, step=8, label="Height", rest="height",
+               infotext="Size", help="pixels; img2img and inpaint: 0 or absent is the image's own")
+SAMPLER = Field("sampler", "choice", DEFAULT_SAMPLER, choices=SAMPLER_NAMES, label="Sampling method",
+                infotext="Sampler", help="A1111's sampler names; a Karras variant by its pre-1.9 name",
+                validator=lambda name, value: check_sampler(value, name))
+BATCH_SIZE = Field("batch_size", "int", 1, minimum=1, maximum=8, step=1, label="Batch size", rest="batch_size",
+                   help="images made together, from seeds seed, seed + 1, ...")
+STRENGTH = Field("strength", "fraction", 0.75, minimum=0, maximum=1, step=0.01, ui_range=(0.01, 1),
+                 label="Denoising strength", rest="denoising_strength", infotext="Denoising strength",
+                 help="img2img and inpaint: how much of the picture is remade")
+CORE_FIELDS = (PROMPT, IMAGE, MASK, NEGATIVE_PROMPT, SEED, STEPS, GUIDANCE, WIDTH, HEIGHT, SAMPLER, BATCH_SIZE,
+               STRENGTH)
+SIZE_RANGE = (WIDTH.minimum, WIDTH.maximum)
+MIN_SIDE = SIZE_RANGE[0]
+BATCH_RANGE = (BATCH_SIZE.minimum, BATCH_SIZE.maximum)
 
 
 def size_of_image(image: Image.Image) -> tuple[int, int]:
@@ -56,23 +91,13 @@ class GenerationRequest:
 
     def __post_init__(self) -> None:
         one_of("mode", self.mode, MODES)
-        for name in ("prompt", "negative_prompt"):
-            text(name, getattr(self, name))
-        # Frozen: the float-to-int normalisation goes through object.__setattr__.
-        for name in ("width", "height"):
-            self._set(name, multiple_of_8(name, getattr(self, name), *SIZE_RANGE))
-        for name, bounds in (("steps", STEPS_RANGE), ("batch_size", BATCH_RANGE)):
-            self._set(name, in_range(name, integer(name, getattr(self, name)), bounds))
-        in_range("guidance_scale", self.guidance_scale, CFG_RANGE)
-        seed = self._set("seed", integer("seed", self.seed))
-        if not (seed == -1 or 0 <= seed <= MAX_SEED):
-            raise ValueError(f"seed must be -1 (random) or from 0 to {MAX_SEED}, got {seed}")
-        check_sampler(self.sampler)
+        # Frozen: the values in their proper types (512.0 -> 512) go in through object.__setattr__.
+        for declared in (PROMPT, NEGATIVE_PROMPT, WIDTH, HEIGHT, STEPS, BATCH_SIZE, GUIDANCE, SEED, SAMPLER):
+            self._set(declared.name, declared.check(getattr(self, declared.name)))
         self._set("parts", MappingProxyType(dict(self.parts)))
         if self.mode == "txt2img":
             return
-        if isinstance(self.strength, bool) or not isinstance(self.strength, (int, float)) or not 0 < self.strength <= 1:
-            raise ValueError(f"strength must be in (0, 1], got {self.strength!r}")
+        STRENGTH.check(self.strength)
         if int(self.steps * self.strength) < 1:  # diffusers denoises int(steps * strength) steps
             raise ValueError(
                 f"steps × strength must give at least one denoising step, got steps {self.steps} × "

@@ -15,7 +15,7 @@ class JobState:
     step: int = 0
     steps: int = 0
     started: float = 0.0
-    job_count: int = 0  # calls started since the app started
+    calls_started: int = 0  # calls (and tasks) started since the app started
     interrupted: bool = False
     current_image: Any = None  # the latest live preview (a PIL image) of the running call
 
@@ -27,7 +27,7 @@ class JobTracker:
     @contextlib.contextmanager
     def tracking(self, steps: int):
         """A call of `steps` steps runs inside."""
-        state = self.state = JobState(True, 0, steps, time.monotonic(), self.state.job_count + 1)
+        state = self.state = JobState(True, 0, steps, time.monotonic(), self.state.calls_started + 1)
         try:
             yield
         finally:

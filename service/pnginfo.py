@@ -18,8 +18,10 @@ from pathlib import Path
 from PIL import Image
 
 from extensions.base import Extension
-from models.infotext import parse_infotext, read_value
+from models.fields import read_entries
+from models.infotext import parse_infotext
 from models.limits import MAX_INFOTEXT_CHARS, check_text, open_image
+from models.request import GUIDANCE, SEED, STEPS, STRENGTH, WIDTH
 from models.sampler_names import SAMPLER_NAMES, join_name
 
 EXIF_IFD = 0x8769  # the Exif sub-IFD, where UserComment lives (not in IFD0)
@@ -31,14 +33,8 @@ _PREFIXES = {  # EXIF 2.3 UserComment character codes: 8 bytes before the text
     b"\0\0\0\0\0\0\0\0": "undefined",
 }
 
-# infotext key -> (field, kind of value); see _CONVERTERS
-_SIMPLE = {
-    "Steps": ("steps", "whole"),
-    "CFG scale": ("guidance_scale", "number"),
-    "Seed": ("seed", "whole"),
-    "Denoising strength": ("strength", "number"),
-}
-_TEXTS = {"Model": "model", "Model hash": "model_hash"}
+_SIMPLE = (STEPS, GUIDANCE, SEED, STRENGTH)  # the core fields whose entries read as their kind
+_TEXTS = {"Model": "model", "Model hash": "model_hash"}  # facts about the model, not fields
 # -- reading ------------------------------------------------------------------------------------------------
 
 
@@ -111,14 +107,12 @@ def fields_from_infotext(text: str, extensions: Sequence[Extension] = ()) -> dic
     rest = dict(parameters)
     for extension in extensions:  # first: hires fix reads "Denoising strength" too, which img2img's keeps
         fields.update(extension.from_infotext(rest, warnings))
-    for key, (field, kind) in _SIMPLE.items():
-        if key in rest:
-            read_value(fields, field, key, rest.pop(key), kind, warnings)
+    fields.update(read_entries(_SIMPLE, rest, warnings))
     for key, field in _TEXTS.items():
         if key in rest:
             fields[field] = rest.pop(key)
-    if "Size" in rest:
-        fields.update(_size(rest.pop("Size"), warnings))
+    if WIDTH.infotext in rest:  # "Size: 512x768", the width and the height
+        fields.update(_size(rest.pop(WIDTH.infotext), warnings))
     if "Sampler" in rest:
         sampler = _sampler(rest.pop("Sampler"), rest.pop("Schedule type", None), warnings)
         if sampler is not None:

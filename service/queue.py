@@ -12,12 +12,13 @@ jobs to arrive; a job behind an incompatible one may join the head's batch, whic
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,21 @@ class Unavailable(Exception):
 
 class Cancelled(Exception):
     """The job was cancelled (by its client, by interrupt while it waited, or by the server closing)."""
+
+
+# The queue's errors in the words every interface tells them (a toast, or HTTP 503 with them as the detail)
+QUEUE_ERRORS = {
+    QueueFull: "the queue is full, try again in a moment ({error})",
+    Unavailable: "{what} could not run, try again ({error})",
+    Cancelled: "{what} was cancelled: {error}",
+}
+POLL_SECONDS = 0.05  # how often a waiting caller looks at its job
+
+
+def queue_message(error: BaseException, what: str) -> str | None:
+    """What to tell the client of a queue error (`what`: the job, e.g. "txt2img"); None for any other error."""
+    template = next((words for kind, words in QUEUE_ERRORS.items() if isinstance(error, kind)), None)
+    return None if template is None else template.format(what=what, error=error)
 
 
 @dataclass(eq=False)
@@ -212,3 +228,28 @@ class JobQueue:
     def _finish(job: QueuedJob, result=None, error: BaseException | None = None, state: str = "done") -> None:
         job.result, job.error, job.state = result, error, state
         job._finished.set()
+
+
+def wait_for(job: QueuedJob, on_step: Callable[[int, int], None] | None = None):
+    """The job's outcome, waited for in this thread, which `on_step` is called from as its steps advance."""
+    reported = 0
+    while not job.wait(POLL_SECONDS):
+        if on_step is not None and job.step != reported:
+            reported = job.step
+            on_step(job.step, job.steps)
+    return job.outcome()
+
+
+async def polled(job: QueuedJob, queue: JobQueue) -> AsyncIterator[QueuedJob]:
+    """The job, every POLL_SECONDS until it has finished, for a caller that waits without holding a thread (and looks
+    at the job's step, its preview or its client meanwhile). A caller that stops early (cancelled, its client gone)
+    cancels the job: close this generator (contextlib.aclosing) when leaving."""
+    finished = False
+    try:
+        while not job.wait(0):
+            yield job
+            await asyncio.sleep(POLL_SECONDS)
+        finished = True
+    finally:
+        if not finished:
+            queue.cancel(job)

@@ -30,7 +30,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
 
 from service.queue import QueueFull, Unavailable
-from service.studio import Payload, PreviewCallback, StepCallback
+from service.studio import PreviewCallback, StepCallback, Submission
 
 logging.getLogger("xformers").setLevel(logging.ERROR)  # replicas import diffusers (and xformers) with this module
 
@@ -79,7 +79,7 @@ class StudioReplica:
         diffusers_logging.disable_progress_bar()  # a loading bar per component, in the app's log
         transformers_logging.disable_progress_bar()
         manager, _ = load_or_demo(config.model, device, config.offload if device != "cpu" else "none")
-        self.service = StudioService(manager, config.output_dir, create(config), direct=True,
+        self.service = StudioService(manager, config.output_dir, create(config.extension_settings()), direct=True,
                                      after_install=lambda manager: with_settings(manager, config))
         self.board = board
         self.executor = ThreadPoolExecutor(1)
@@ -91,7 +91,7 @@ class StudioReplica:
         # that this replica has the set, so the next call with it comes here.
         return model_id
 
-    async def run(self, payloads: Sequence[Payload], token: str):
+    async def run(self, submissions: Sequence[Submission], token: str):
         """Streams ("start", replica name), ("step", done, total) and ("preview", job index, picture) as the call
         advances, then ("done", outcomes, seconds)."""
         await self.lora_set(serve.get_multiplexed_model_id())
@@ -106,7 +106,7 @@ class StudioReplica:
             loop.call_soon_threadsafe(steps.put_nowait, ("preview", index, picture))
 
         started = time.perf_counter()
-        work = loop.run_in_executor(self.executor, self.service.compose_together, payloads, on_step, on_preview)
+        work = loop.run_in_executor(self.executor, self.service.compose_together, submissions, on_step, on_preview)
         looked = started
         try:
             while not work.done():
@@ -160,33 +160,33 @@ class RayBackend:
         self.closed = False
         log.info("Ray Serve: %d replicas (%s each)", replicas, "1 GPU" if gpus else "1 CPU")
 
-    def model_id(self, payloads: Sequence[Payload]) -> str:
+    def model_id(self, submissions: Sequence[Submission]) -> str:
         """serve.multiplexed's model id: the base model and what the extensions need loaded for the call (the LoRA
         set; one per call, by the batch key)."""
-        needs = (extension.affinity(payloads[0][0]) for extension in self.extensions)
+        needs = (extension.affinity(submissions[0][0]) for extension in self.extensions)
         return f"{self.model}[{'|'.join(need for need in needs if need)}]"
 
-    def run(self, payloads: Sequence[Payload], on_step: StepCallback, on_preview: PreviewCallback,
+    def run(self, submissions: Sequence[Submission], on_step: StepCallback, on_preview: PreviewCallback,
             stop: threading.Event) -> list:
         for attempt in (1, 2):
             try:
-                return self._call(payloads, on_step, on_preview, stop)
+                return self._call(submissions, on_step, on_preview, stop)
             except BackPressureError as error:
-                return [QueueFull(f"the Ray replicas' queue is full ({error})")] * len(payloads)
+                return [QueueFull(f"the Ray replicas' queue is full ({error})")] * len(submissions)
             except LOST as error:
                 if attempt == 2 or stop.is_set():
                     reason = str(error).splitlines()[0]
-                    return [Unavailable(f"the Ray replica running it was lost twice ({reason})")] * len(payloads)
+                    return [Unavailable(f"the Ray replica running it was lost twice ({reason})")] * len(submissions)
                 self.retried += 1
                 log.warning("a Ray replica was lost mid-call; retrying on another (%s)", str(error).splitlines()[0])
         raise AssertionError("unreachable")
 
-    def _call(self, payloads: Sequence[Payload], on_step: StepCallback, on_preview: PreviewCallback,
+    def _call(self, submissions: Sequence[Submission], on_step: StepCallback, on_preview: PreviewCallback,
               stop: threading.Event) -> list:
         token, told, started, replica = uuid.uuid4().hex, False, time.perf_counter(), None
-        handle = self.handle.options(stream=True, multiplexed_model_id=self.model_id(payloads))
+        handle = self.handle.options(stream=True, multiplexed_model_id=self.model_id(submissions))
         try:
-            for event in handle.run.remote(list(payloads), token):
+            for event in handle.run.remote(list(submissions), token):
                 if stop.is_set() and not told:
                     self.board.stop.remote(token)
                     told = True

@@ -5,24 +5,19 @@ the request uses. Errors name the field and the value."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from PIL import Image
 
-from extensions.base import Extension
+from extensions.base import RequestPart
+from models.fields import Field
 from models.images import load_image, load_mask
-from models.request import MODES, GenerationRequest, size_of_image
-from models.sampler_names import DEFAULT_SAMPLER
-from models.validate import text
+from models.request import CORE_FIELDS, MODES, NEGATIVE_PROMPT, PROMPT, GenerationRequest, size_of_image
 
-# The core fields and their defaults (the UI's and the endpoints'); the width and height default to the model's size.
-CORE_FIELDS: dict[str, Any] = {
-    "prompt": "", "negative_prompt": "", "seed": -1, "steps": 20, "guidance_scale": 7.0, "width": 512, "height": 512,
-    "sampler": DEFAULT_SAMPLER, "batch_size": 1, "strength": 0.75, "image": None, "mask": None,
-}
 IMAGE_SIZED = ("img2img", "inpaint")  # a width or height of 0 (their endpoints' default) means the image's own
-MODE_FIELDS = {  # the core fields each endpoint takes
+MODE_FIELDS = {  # the core fields each endpoint takes, by name, in order
     "txt2img": ("prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "sampler",
                 "batch_size"),
     "img2img": ("prompt", "image", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "sampler",
@@ -30,41 +25,46 @@ MODE_FIELDS = {  # the core fields each endpoint takes
     "inpaint": ("prompt", "image", "mask", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height",
                 "sampler", "batch_size", "strength"),
 }
+CORE = {field.name: field for field in CORE_FIELDS}
+# checked before the extensions read them (hires fix's sizes come from the width and height)
+CHECKED_FIRST = ("width", "height", "steps", "batch_size", "guidance_scale", "seed", "sampler")
+
+
 class RequestBuilder:
-    def __init__(self, extensions: Sequence[Extension]):
+    def __init__(self, extensions: Sequence[RequestPart]):
         self.extensions = list(extensions)
 
-    def endpoints(self) -> dict[str, dict[str, Any]]:
-        """Each endpoint's fields with their defaults, in order: the core's, then each extension's. An endpoint an
-        extension adds works on an image: prompt and image, its own fields, then the other core fields."""
+    def endpoints(self) -> dict[str, tuple[Field, ...]]:
+        """Each endpoint's fields, with their defaults there, in order: the core's, then each extension's. An endpoint
+        an extension adds works on an image: prompt and image, its own fields, then the other core fields."""
         endpoints = {}
-        for mode in (*MODES, *(name for extension in self.extensions for name in extension.endpoints)):
-            core = MODE_FIELDS.get(mode, MODE_FIELDS["img2img"])
-            own = {name: value for extension in self.extensions if mode in extension.modes
-                   for name, value in extension.fields.items()}
-            lead, rest = (core, ()) if mode in MODES else (core[:2], core[2:])
-            fields = {**{name: CORE_FIELDS[name] for name in lead}, **own,
-                      **{name: CORE_FIELDS[name] for name in rest}}
-            for extension in self.extensions:
-                fields.update(extension.endpoints.get(mode, {}))
-            endpoints[mode] = fields
+        for endpoint in (*MODES, *(name for extension in self.extensions for name in extension.endpoints)):
+            core = MODE_FIELDS.get(endpoint, MODE_FIELDS["img2img"])
+            own = [field for extension in self.extensions if endpoint in extension.modes for field in extension.fields]
+            lead, rest = (core, ()) if endpoint in MODES else (core[:2], core[2:])
+            fields = [*(CORE[name] for name in lead), *own, *(CORE[name] for name in rest)]
+            changed = {name: value for extension in self.extensions
+                       for name, value in extension.endpoints.get(endpoint, {}).items()}
+            endpoints[endpoint] = tuple(dataclasses.replace(field, default=changed[field.name])
+                                        if field.name in changed else field for field in fields)
         return endpoints
 
-    def build(self, mode: str, fields: Mapping[str, Any]) -> tuple[GenerationRequest, list[str]]:
-        """The request for `mode` (an endpoint's name) from its plain fields; and warnings for the user."""
+    def build(self, endpoint: str, fields: Mapping[str, Any]) -> tuple[GenerationRequest, list[str]]:
+        """The request for `endpoint` from its plain fields; and warnings for the user."""
         fields = dict(fields)
         endpoints = self.endpoints()
-        if mode not in endpoints:
-            raise ValueError(f"mode must be one of {', '.join(endpoints)}, got {mode!r}")
-        unknown = sorted(set(fields) - set(endpoints[mode]))
+        if endpoint not in endpoints:
+            raise ValueError(f"mode must be one of {', '.join(endpoints)}, got {endpoint!r}")
+        unknown = sorted(set(fields) - {field.name for field in endpoints[endpoint]})
         if unknown:
-            raise ValueError(f"{mode} takes no field {', '.join(map(repr, unknown))}")
-        for name in ("prompt", "negative_prompt"):  # the text's length first: nothing else reads a prompt over it
-            fields[name] = text(name, fields[name]) if fields.get(name) is not None else ""
+            raise ValueError(f"{endpoint} takes no field {', '.join(map(repr, unknown))}")
+        for text in (PROMPT, NEGATIVE_PROMPT):  # the text's length first: nothing else reads a prompt over it
+            fields[text.name] = text.check(fields[text.name]) if fields.get(text.name) is not None else ""
         if "image" in fields:
             fields["image"] = load_image(fields["image"], "image")
         if "mask" in fields:
             fields["mask"] = load_mask(fields["mask"])
+        mode = endpoint
         for extension in self.extensions:
             mode = extension.rewrite(mode, fields)
         warnings: list[str] = []
@@ -75,12 +75,15 @@ class RequestBuilder:
         if isinstance(mask, Image.Image) and isinstance(image, Image.Image) and mask.size != image.size:
             warnings.append("mask was {}x{}, resized to the image's {}x{}".format(*mask.size, *image.size))
             fields["mask"] = mask.resize(image.size, Image.NEAREST)
+        for name in CHECKED_FIRST:  # the core's values before the extensions' parts are built from them
+            if fields.get(name) is not None:
+                fields[name] = CORE[name].check(fields[name])
         parts = {}
         for extension in self.extensions:
             part = extension.parse(mode, fields, warnings)
             if part is not None:
                 parts[extension.name] = part
-        core = {name: fields[name] for name in CORE_FIELDS if fields.get(name) is not None}
+        core = {name: fields[name] for name in CORE if fields.get(name) is not None}
         return GenerationRequest(mode=mode, **core, parts=parts), warnings
 
     def encoder_text(self, prompt: str) -> str:

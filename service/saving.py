@@ -10,7 +10,7 @@ from pathlib import Path
 from PIL import Image
 
 from models.infotext import format_infotext, save_png
-from models.request import GenerationRequest
+from models.request import GUIDANCE, SAMPLER, SEED, STEPS, STRENGTH, WIDTH, GenerationRequest
 from models.sampler_names import split_name
 
 
@@ -18,15 +18,15 @@ def infotext(request: GenerationRequest, seed: int, model_name: str, model_hash:
     """A1111's infotext of one image: the prompt as typed (<lora:...> tags included), then its parameters."""
     sampler, schedule_type = split_name(request.sampler)
     parameters = {
-        "Steps": request.steps,
-        "Sampler": sampler,
-        "Schedule type": schedule_type,
-        "CFG scale": request.guidance_scale,
-        "Seed": seed,
-        "Size": f"{request.width}x{request.height}",
+        STEPS.infotext: request.steps,
+        SAMPLER.infotext: sampler,
+        "Schedule type": schedule_type,  # the sampler's other half
+        GUIDANCE.infotext: request.guidance_scale,
+        SEED.infotext: seed,
+        WIDTH.infotext: f"{request.width}x{request.height}",  # Size, the height too
         "Model hash": model_hash or None,
         "Model": model_name,
-        "Denoising strength": request.strength if request.mode != "txt2img" else None,
+        STRENGTH.infotext: request.strength if request.mode != "txt2img" else None,
         **extra,
     }
     return format_infotext(request.prompt, request.negative_prompt, parameters)

@@ -19,13 +19,13 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from extensions.base import SOLO, Extension, Job
+from extensions.base import SOLO, Extension, PreparedRequest, Services
 from models.manager import GenerationResult, PipelineManager, PreviewCallback, StepCallback
 from models.request import GenerationRequest
 from models.sampler_names import BATCHING_SAMPLERS
 from service import saving
 from service.jobs import JobState, JobTracker
-from service.queue import JobQueue, QueuedJob
+from service.queue import JobQueue, QueuedJob, wait_for
 from service.requests import RequestBuilder
 
 log = logging.getLogger(__name__)
@@ -51,16 +51,16 @@ class Composed:
     interrupted: bool
 
 
-Payload = tuple[GenerationRequest, Sequence[str]]  # a queued job's request and its warnings so far
+Submission = tuple[GenerationRequest, Sequence[str]]  # a queued job's request and its warnings so far
 
 
 class Backend(Protocol):
     concurrency: int  # the calls it runs at once
 
-    def run(self, payloads: Sequence[Payload], on_step: StepCallback, on_preview: PreviewCallback,
+    def run(self, submissions: Sequence[Submission], on_step: StepCallback, on_preview: PreviewCallback,
             stop: threading.Event) -> list:
         """The jobs as one call: each one's Composed, or the exception it failed with. `on_preview` gets a job's
-        (index in `payloads`) live preview; `stop` is set to end the call after its current step."""
+        (index in `submissions`) live preview; `stop` is set to end the call after its current step."""
 
     def interrupt(self) -> None:
         """Stop what runs now after its current step (besides setting the calls' `stop`)."""
@@ -79,9 +79,9 @@ class LocalBackend:
     def __init__(self, service: StudioService):
         self.service = service
 
-    def run(self, payloads: Sequence[Payload], on_step: StepCallback, on_preview: PreviewCallback,
+    def run(self, submissions: Sequence[Submission], on_step: StepCallback, on_preview: PreviewCallback,
             stop: threading.Event) -> list:
-        return self.service.compose_together(payloads, on_step, on_preview)
+        return self.service.compose_together(submissions, on_step, on_preview)
 
     def interrupt(self) -> None:
         self.service.manager.interrupt()
@@ -134,8 +134,10 @@ class StudioService:
         self.checkpoints: Callable[[], list[str]] = lambda: []  # the checkpoint names a client may switch to
         self.model_name = "demo"  # the model in use, by the name it was chosen with (the app sets the first)
         self.startup_model = "demo"  # the model the app was started with (--model)
+        services = Services(run_task=self.run_task, interrupt=self.interrupt, model=lambda: self.manager,
+                            models_here=isinstance(self.backend, LocalBackend))
         for extension in self.extensions:
-            extension.attach(self)
+            extension.attach(services)
 
     # -- facts for the interfaces -----------------------------------------------------------------------
 
@@ -214,17 +216,15 @@ class StudioService:
         request, warnings = self.build(mode, fields)
         if self.direct:
             return self.generate(request, warnings, on_step)
-        return _waited(self.submit(request, warnings), on_step)
+        return wait_for(self.submit(request, warnings), on_step)
 
-    def run_task(self, steps: int, work: Callable[[threading.Event, StepCallback], Any],
+    def run_task(self, steps: int, work: Callable[[PipelineManager, threading.Event, StepCallback], Any],
                  on_step: StepCallback | None = None) -> Any:
-        """A job that is not a generation (a training run) through the one queue, alone, on this process's model:
-        it holds the device (the model's lock) while it runs, and generations wait behind it in the queue.
-        `work(stop, step)` reports its progress with `step(done, total)` and ends early once Interrupt sets `stop`;
-        `on_step` is called from this thread as the steps advance. Raises QueueFull when the queue has no room."""
-        if not isinstance(self.backend, LocalBackend):
-            raise ValueError("this job runs on the app's own model, and the models are on Ray Serve replicas here")
-
+        """A job that is not a generation (an upscale, a training run) through the one queue, alone: it holds the
+        device (this process's model's lock) while it runs, and generations wait behind it in the queue.
+        `work(manager, stop, step)` reports its progress with `step(done, total)` and ends early once Interrupt sets
+        `stop`; `on_step` is called from this thread as the steps advance. Raises QueueFull when the queue has no
+        room."""
         def run(job: QueuedJob):
             stop = self._stops[job.number] = threading.Event()
 
@@ -234,11 +234,13 @@ class StudioService:
 
             try:
                 with self.jobs.tracking(steps), self.manager.lock:
-                    return work(stop, step)
+                    return work(self.manager, stop, step)
             finally:
                 del self._stops[job.number]
 
-        return _waited(self.queue.submit(run), on_step)
+        if self.direct:  # ZeroGPU: in the caller's thread, as its generations
+            return run(QueuedJob(run, 0))
+        return wait_for(self.queue.submit(run), on_step)
 
     def submit(self, request: GenerationRequest, warnings: Sequence[str] = ()) -> QueuedJob:
         """The request as a job in the queue (QueueFull when it has no room); `job.outcome()` is its Generation."""
@@ -299,13 +301,13 @@ class StudioService:
             del self._stops[queued[0].number]
         return [self._saved(outcome) if isinstance(outcome, Composed) else outcome for outcome in outcomes]
 
-    def compose_together(self, payloads: Sequence[Payload], on_step: StepCallback | None = None,
+    def compose_together(self, submissions: Sequence[Submission], on_step: StepCallback | None = None,
                          on_preview: PreviewCallback | None = None) -> list:
         """Jobs with one batch key (`batch_key`) as few diffusers calls as their prepared sizes allow (inpainting
         only the masked area gives each its own); each job's Composed, or the error it failed with."""
-        outcomes: list = [None] * len(payloads)
-        calls: dict[tuple[int, int], list[tuple[int, Job]]] = {}
-        for index, (request, warnings) in enumerate(payloads):
+        outcomes: list = [None] * len(submissions)
+        calls: dict[tuple[int, int], list[tuple[int, PreparedRequest]]] = {}
+        for index, (request, warnings) in enumerate(submissions):
             try:
                 job = self._prepared(request, warnings)
             except Exception as error:  # e.g. a ControlNet map that cannot be made: that job's error alone
@@ -316,12 +318,12 @@ class StudioService:
             self._generate_call(call, outcomes, on_step, on_preview)
         return outcomes
 
-    def _generate_call(self, call: list[tuple[int, Job]], outcomes: list, on_step: StepCallback | None,
+    def _generate_call(self, call: list[tuple[int, PreparedRequest]], outcomes: list, on_step: StepCallback | None,
                        on_preview: PreviewCallback | None) -> None:
-        """One diffusers call for `call`'s (payload index, job) pairs, each outcome into `outcomes`. When a call of
+        """One diffusers call for `call`'s (submission index, job) pairs, each outcome into `outcomes`. When a call of
         several fails, each job runs again alone: one job's input (or its size, out of memory) must not fail the
         others'."""
-        def preview(index: int, picture: Image.Image) -> None:  # the call's index -> the payload's
+        def preview(index: int, picture: Image.Image) -> None:  # the call's index -> the submission's
             on_preview(call[index][0], picture)
 
         try:
@@ -337,13 +339,13 @@ class StudioService:
             for pair in call:
                 self._generate_call([pair], outcomes, on_step, on_preview)
 
-    def _prepared(self, request: GenerationRequest, warnings: Sequence[str]) -> Job:
-        job = Job(request, request, self.manager.is_inpainting_model, warnings=list(warnings))
+    def _prepared(self, request: GenerationRequest, warnings: Sequence[str]) -> PreparedRequest:
+        job = PreparedRequest(request, request, self.manager.is_inpainting_model, warnings=list(warnings))
         for extension in self.extensions:
             extension.prepare(job)
         return job
 
-    def _composed(self, job: Job, result: GenerationResult) -> Composed:
+    def _composed(self, job: PreparedRequest, result: GenerationResult) -> Composed:
         """The job's images after the extensions' finishing steps, with their infotexts."""
         request = job.source
         if result.interrupted:
@@ -363,13 +365,3 @@ class StudioService:
         for warning in composed.warnings:
             log.warning(warning)
         return Generation(files, composed.infotexts, composed.seeds, composed.warnings, composed.interrupted)
-
-
-def _waited(job: QueuedJob, on_step: StepCallback | None):
-    """The job's outcome, waited for in this thread, which `on_step` is called from as its steps advance."""
-    reported = 0
-    while not job.wait(0.05):
-        if on_step is not None and job.step != reported:
-            reported = job.step
-            on_step(job.step, job.steps)
-    return job.outcome()

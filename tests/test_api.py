@@ -191,7 +191,7 @@ def test_mask_of_another_size_is_resized_and_said_so(client, files):
 
 
 def test_a_long_prompt_is_not_cut_off(client, tmp_path):
-    """Past 75 tokens the prompt goes on in a second chunk (issue 16): no warning, and a word there changes the
+    """Past 75 tokens the prompt goes on in a second chunk: no warning, and a word there changes the
     image."""
     def pixels(prompt: str) -> np.ndarray:
         gallery, infotext, warnings = client.predict(prompt=prompt, seed=3, steps=2, width=64, height=64,

@@ -1,4 +1,4 @@
-"""Batching compatible requests (issue 19): the queue gathers them, the manager runs them as one diffusers call, and
+"""Batching compatible requests: the queue gathers them, the manager runs them as one diffusers call, and
 each request still gets its own images, seeds and infotexts, within BATCH_TOLERANCE of its solo result; incompatible
 requests run alone."""
 

@@ -79,13 +79,15 @@ def test_help_says_what_each_option_is(capsys):
     with pytest.raises(SystemExit):
         app.parse_config(["--help"], environ={})
     squeezed = "".join(capsys.readouterr().out.split())  # argparse wraps lines, at spaces and hyphens
-    for option, (variable, _, what) in app.ENVIRONMENT.items():
-        assert f"--{option.replace('_', '-')}" in squeezed, option
-        assert "".join(f"{what} [{variable}".split()) in squeezed, option
+    for option in app.OPTIONS:
+        variable, what = option.metadata["variable"], option.metadata["what"]
+        assert app.flag(option) in squeezed, option.name
+        assert "".join(f"{what} [{variable}".split()) in squeezed, option.name
     assert "[SD_LORA_CAP;default16]" in squeezed and "[SD_AUTH]" in squeezed
 
 
-def test_readme_table_has_every_option():
-    readme = (app.ROOT / "README.md").read_text()
-    for option, (variable, _, _) in app.ENVIRONMENT.items():
-        assert f"| `--{option.replace('_', '-')}` | `{variable}`" in readme, option
+def test_the_configuration_page_has_every_option():
+    page = (app.ROOT / "docs" / "configuration.md").read_text()
+    assert app.options_table() in page, "the table is app.options_table()'s: paste its output into the page"
+    for option in app.OPTIONS:
+        assert f"| `{app.flag(option)}` | `{option.metadata['variable']}`" in page, option.name

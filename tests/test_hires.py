@@ -1,4 +1,4 @@
-"""Hires fix (issue 17): the sizes and the second pass's schedule as A1111 computes them; on the demo (9-channel)
+"""Hires fix: the sizes and the second pass's schedule as A1111 computes them; on the demo (9-channel)
 model and a 4-channel one, every upscaler kind gives the size and the infotext; a pixel upscaler's result equals
 txt2img, the upscale and img2img done by hand; progress counts both passes and an interrupt in the first returns it;
 LoRA and ControlNet act in both passes; bad values are named; REST's enable_hr through webuiapi, gradio_client's

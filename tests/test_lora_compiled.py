@@ -119,7 +119,7 @@ def test_rank_limit_and_layers_outside_the_slot_are_refused_by_name(managers):
 
 
 def test_weighted_long_prompts_on_the_compiled_unet(managers, tmp_path):
-    """A1111's prompt syntax (issue 16) over the compiled U-Net with a LoRA in its slot: a prompt of two chunks and a
+    """A1111's prompt syntax over the compiled U-Net with a LoRA in its slot: a prompt of two chunks and a
     weighted one give the images the plain U-Net gives; a new prompt length recompiles once, not per request."""
     from extensions.prompts import Prompts
 
@@ -142,7 +142,7 @@ def test_weighted_long_prompts_on_the_compiled_unet(managers, tmp_path):
 
 
 def test_twenty_mixed_requests_cause_no_recompile_after_warm_up(managers):
-    """Issue 23's CPU check of --compile: two sizes that repeat and LoRA sets that change, after two warm-up rounds
+    """The CPU check of --compile: two sizes that repeat and LoRA sets that change, after two warm-up rounds
     over the sizes (dynamo recompiles once when a second size comes, making it dynamic), never recompile."""
     compiled, _ = managers
     sizes = [(64, 64), (72, 64)]

@@ -1,4 +1,4 @@
-"""--offload for small cards (issue 23's CPU part): diffusers' model offload over the shared modules gives the same
+"""--offload for small cards: diffusers' model offload over the shared modules gives the same
 pixels as without it on the demo model, with a LoRA loaded after the hooks and a ControlNet unit; a training run
 pauses the hooks and puts them back; the options are checked at start (bad flags: test_config)."""
 

@@ -1,4 +1,4 @@
-"""Running out of device memory (issue 23's CPU part), injected: in the VAE decode the latents are decoded again in
+"""Running out of device memory, injected: in the VAE decode the latents are decoded again in
 tiles; in the U-Net the job fails with a message saying what to lower (413 through REST); either way the next job
 works and the memory is given back."""
 

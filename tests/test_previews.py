@@ -1,4 +1,4 @@
-"""Live previews (issue 18, first part): a running job's latents as a picture every few steps (`approx`), in REST's
+"""Live previews: a running job's latents as a picture every few steps (`approx`), in REST's
 /sdapi/v1/progress and as gradio_client's intermediate outputs; the demo model ships its own fitted map."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Prompts as AUTOMATIC1111 reads them (issue 16): emphasis, BREAK, 75-token chunks, textual inversion, clip skip;
+"""Prompts as AUTOMATIC1111 reads them: emphasis, BREAK, 75-token chunks, textual inversion, clip skip;
 checked against tests/a1111_reference.py (A1111's algorithm, written independently) and end to end."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The service's one job queue (issue 19): first come, first served, bounded, cancellable; REST clients that go away
+"""The service's one job queue: first come, first served, bounded, cancellable; REST clients that go away
 free their place; Ctrl+C ends the server at once."""
 
 from __future__ import annotations

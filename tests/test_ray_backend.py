@@ -1,4 +1,4 @@
-"""--backend ray (issue 19): the app's queue hands its calls to Ray Serve replicas on a local cluster (2 replicas,
+"""--backend ray: the app's queue hands its calls to Ray Serve replicas on a local cluster (2 replicas,
 one CPU each, on the demo model). Results equal the local backend's; calls with a LoRA set stay on the replica that
 has it; progress and interrupt reach the replica; a replica killed mid-run has its call retried on the other, which
 goes on serving, and Ray replaces the lost one; Ray's backpressure is the queue's 503."""

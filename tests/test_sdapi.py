@@ -178,11 +178,11 @@ def test_bad_values_get_422_naming_the_field_and_the_server_keeps_serving(app_se
 
 
 def test_whole_numbers_may_come_as_json_floats():
-    from api.payloads import job_from_payload
+    from api.payloads import rest_call
 
-    assert job_from_payload({"prompt": "x", "n_iter": 2.0}, "txt2img").n_iter == 2
+    assert rest_call({"prompt": "x", "n_iter": 2.0}, "txt2img").n_iter == 2
     with pytest.raises(ValueError, match=r"n_iter must be a whole number from 1 to 100, got 2\.5"):
-        job_from_payload({"prompt": "x", "n_iter": 2.5}, "txt2img")
+        rest_call({"prompt": "x", "n_iter": 2.5}, "txt2img")
 
 
 def test_an_empty_body_generates_with_the_defaults(app_server):
@@ -263,11 +263,10 @@ def locked_server(tmp_path_factory):
 
 def test_ui_login(locked_server):
     from gradio_client import Client
-    from gradio_client.exceptions import AuthenticationError
 
-    with pytest.raises(AuthenticationError):
+    with pytest.raises(ValueError):  # gradio_client: AuthenticationError, or ValueError for a refused login
         Client(locked_server, verbose=False)  # the UI's config is behind the login
-    with pytest.raises(AuthenticationError):
+    with pytest.raises(ValueError):  # gradio_client: AuthenticationError, or ValueError for a refused login
         Client(locked_server, auth=("me", "nope"), verbose=False)
     assert "/txt2img" in Client(locked_server, auth=("me", "pw"), verbose=False).view_api(
         print_info=False, return_format="dict")["named_endpoints"]

@@ -66,7 +66,7 @@ def test_the_shipped_weights_are_the_demo_model_and_small(shapes):
 
 
 def test_the_goal_figures_hold_over_50_seeded_prompts(shapes):
-    """Issue 7's goals (background and colour at least 0.90, shape kind at least 0.70) on bench/shapes_model's
+    """The demo model's goals (background and colour at least 0.90, shape kind at least 0.70) on bench/shapes_model's
     first 50 prompts, each with its index as the seed; ten at a time in one call, as the queue batches them (each
     image its solo result up to batched rounding: the same figures, in 0.4x the time)."""
     prompts = seeded_prompts(50)

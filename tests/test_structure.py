@@ -166,3 +166,73 @@ def test_the_request_model_loads_no_torch():
                 chain.append(name)
                 depth = indent
         pytest.fail("importing models.request loads torch: " + " <- ".join(chain))
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_project_modules(path: Path, known: set[str]) -> set[str]:
+    """The project modules `path` imports, at module level or inside a function: `from a.b import c` is a.b.c when
+    that is a module, else a.b (a package's own implicit import of its parents is not counted)."""
+    own = module_name(path)
+    package = own if path.name == "__init__.py" else own.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            for alias in node.names:
+                found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base)
+    return {name for name in found if name in known and name != own}
+
+
+def test_no_import_cycle_between_any_two_modules():
+    """Within packages too: an extension's panel.py and its extension.py, say, never import each other (a lazy
+    import inside a function counts)."""
+    paths = {module_name(path): path for package in MAY_IMPORT for path in package_files(package)}
+    graph = {name: imported_project_modules(path, set(paths)) for name, path in paths.items()}
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(start: str) -> None:  # Tarjan's strongly connected components, iteratively (no recursion limit)
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    cycles.append(sorted(component))
+
+    for name in sorted(graph):
+        if name not in index:
+            visit(name)
+    described = [f"{', '.join(group)}: " + "; ".join(f"{a} imports {b}" for a in group for b in sorted(graph[a])
+                                                       if b in group) for group in cycles]
+    assert not cycles, "modules that import each other (through these imports):\n" + "\n".join(described)

@@ -1,4 +1,4 @@
-"""LoRA training in the app (issue 22): the objective (epsilon, v-prediction, Min-SNR; the demo model's training
+"""LoRA training in the app: the objective (epsilon, v-prediction, Min-SNR; the demo model's training
 uses the same code), a short run through gradio_client on the launched app (a kohya file with its ss_* metadata,
 loaded by our LoRA extension and by plain diffusers, usable at once, the base pixels unchanged), interrupt and
 resume, captions from .txt files and zips, and bad input named."""

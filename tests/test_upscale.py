@@ -1,4 +1,4 @@
-"""Upscalers (issue 17, first part): model files made here are detected by spandrel and scale by 2 and 4, a tiled
+"""Upscalers: model files made here are detected by spandrel and scale by 2 and 4, a tiled
 run equals an untiled one within tolerance, pickles are refused, bad values are named; the Extras endpoints
 through gradio_client and A1111's REST client."""
 
@@ -13,6 +13,7 @@ from extensions.upscale.extension import Upscale
 from extensions.upscale.library import UpscalerLibrary
 from extensions.upscale.upscaling import model_pass, run_tiled
 from models.manager import PipelineManager
+from service.studio import StudioService
 from testing.upscaler_files import make_upscaler
 
 
@@ -29,9 +30,10 @@ def folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def upscale(folder):
+def upscale(folder, tmp_path_factory):
+    """The extension in a studio: an upscale is a job in its queue."""
     extension = Upscale(folder)
-    extension.install(PipelineManager.load("demo", device="cpu"))
+    StudioService(PipelineManager.load("demo", device="cpu"), tmp_path_factory.mktemp("outputs"), [extension])
     return extension
 
 

@@ -1,4 +1,4 @@
-"""A VAE chosen per request (issue 17, VAE part): made by the tests from the demo's VAE (its decoder moved), as an
+"""A VAE chosen per request: made by the tests from the demo's VAE (its decoder moved), as an
 A1111 single file and as a diffusers folder. It changes the image, Automatic restores it exactly, the next request
 is unaffected, the infotext, REST's override and gradio_client's keyword work, and a VAE that does not fit is
 refused. Tiled decoding against untiled."""

@@ -3,7 +3,7 @@
 
 They are separate from the UI's events so that their inputs are plain values and plain image files (no slider
 bounds or editor layers applied before our own validation, which names the field and the value). Each endpoint's
-parameters are its fields, with the UI's defaults.
+parameters are its fields, with their defaults there and their descriptions (models/fields.py).
 """
 
 from __future__ import annotations
@@ -11,7 +11,10 @@ from __future__ import annotations
 import gradio as gr
 
 from extensions.base import Extension
+from extensions.panel import api_input
 from ui.handlers import Handlers, map_file
+
+REQUIRED = ("prompt", "image", "mask")  # what a caller must give (the prompt too: the one text every job needs)
 
 
 def register_endpoints(handlers: Handlers, extensions: list[Extension], event: dict) -> None:
@@ -25,26 +28,13 @@ def register_endpoints(handlers: Handlers, extensions: list[Extension], event: d
             gr.State([]),
         ]
         for mode, fields in handlers.fields.items():
-            inputs = [_component(components, name, default) for name, default in fields.items()]
+            inputs = []
+            for field in fields:
+                key = (field.name, repr(field.default))
+                if key not in components:
+                    components[key] = api_input(field, required=field.name in REQUIRED)
+                inputs.append(components[key])
             gr.Button(visible=False).click(handlers.api[mode], inputs, outputs, api_name=mode, **event)
         gr.Button(visible=False).click(handlers.interrupt, api_name="interrupt", queue=False)
         for extension in extensions:
             extension.register_endpoints(map_file)
-
-
-def _component(components: dict, name: str, default) -> gr.components.Component:
-    key = (name, repr(default))
-    if key not in components:
-        if name in ("image", "mask"):
-            components[key] = gr.File(label=name, file_types=["image"])
-        elif name == "prompt":  # the one text a caller must give
-            components[key] = gr.Textbox(label=name)
-        elif isinstance(default, bool):
-            components[key] = gr.Checkbox(value=default, label=name)
-        elif isinstance(default, (int, float)):
-            components[key] = gr.Number(value=default, label=name)
-        elif isinstance(default, (list, dict)):
-            components[key] = gr.JSON(value=default, label=name)
-        else:
-            components[key] = gr.Textbox(value=default, label=name)
-    return components[key]

@@ -4,8 +4,8 @@ gr.Error."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import dataclasses
 import inspect
 import io
 import logging
@@ -21,20 +21,20 @@ from extensions.panel import gradio_errors
 from models.files import content_file, servable
 from models.zerogpu import MODES as ZEROGPU_MODES
 from models.zerogpu import duration_from_call, gpu
-from service.queue import Cancelled, QueueFull, Unavailable
+from service.queue import polled, queue_message
 from service.requests import IMAGE_SIZED
 from service.studio import Generation, StudioService
 
 log = logging.getLogger(__name__)
-POLL_SECONDS = 0.05  # how often a waiting event looks at its job
 
 class Handlers:
     def __init__(self, service: StudioService):
         self.service = service
-        # each endpoint's fields and defaults: the core's, then each extension's; the size is the model's, or for
-        # img2img and inpaint 0 (the input image's own)
-        self.fields = {mode: {**fields, **{name: 0 if mode in IMAGE_SIZED else service.default_size
-                                           for name in ("width", "height") if name in fields}}
+        # each endpoint's fields with their defaults there: the core's, then each extension's; the size is the
+        # model's, or for img2img and inpaint 0 (the input image's own)
+        self.fields = {mode: tuple(dataclasses.replace(field, default=0 if mode in IMAGE_SIZED else
+                                                       service.default_size)
+                                   if field.name in ("width", "height") else field for field in fields)
                        for mode, fields in service.requests.endpoints().items()}
         # The functions behind the named endpoints, whose parameters are the fields. On a ZeroGPU Space each holds a
         # GPU for a duration estimated from its own arguments; elsewhere gpu() returns the function itself.
@@ -42,13 +42,14 @@ class Handlers:
         # closed tab) cancels its job.
         self.api = {}
         for mode, fields in self.fields.items():
+            fields = [field.name for field in fields]
             if service.direct:
                 function = _with_parameters(lambda progress=None, mode=mode, **values: self.run(mode, values, progress),
-                                            list(fields), mode)
+                                            fields, mode)
                 on_gpu = mode in ZEROGPU_MODES
                 self.api[mode] = gpu(function, duration_from_call(function, mode)) if on_gpu else function
             else:
-                self.api[mode] = _with_parameters(self._queued(mode), list(fields), mode)
+                self.api[mode] = _with_parameters(self._queued(mode), fields, mode)
 
     def run(self, mode: str, fields: dict, progress: gr.Progress | None = None):
         """Build the typed request from the fields, run it; errors become gr.Error naming the field and value."""
@@ -73,8 +74,8 @@ class Handlers:
             request, warnings = await run_in_threadpool(self.service.build, mode, fields)
             job = self.service.submit(request, warnings)
             report, reported, shown, first_step = _progress_reporter(progress), 0, None, None
-            try:
-                while not job.wait(0):
+            async with contextlib.aclosing(polled(job, self.service.queue)) as polls:
+                async for _ in polls:
                     if job.state == "waiting" and progress is not None:
                         ahead = self.service.queue.position(job)
                         progress(0, desc=f"waiting in the queue: {ahead} ahead" if ahead else "starting")
@@ -86,10 +87,6 @@ class Handlers:
                         shown, caption = job.preview, _preview_caption(job.step, job.steps, first_step)
                         yield ([(shown, caption)], gr.update(), caption, gr.update()) if ui else \
                             ([(shown, caption)], "", "", [])
-                    await asyncio.sleep(POLL_SECONDS)
-            except asyncio.CancelledError:
-                self.service.queue.cancel(job)
-                raise
             result = job.outcome()
         yield _outputs(result)
 
@@ -167,17 +164,16 @@ def _progress_reporter(progress: gr.Progress | None) -> Callable[[int, int], Non
 
 @contextlib.contextmanager
 def _as_gradio_errors(mode: str):
-    """The queue's errors in words of their own; the rest as every gradio handler tells them (bad input by its
-    message, anything else by its kind: extensions.panel.gradio_errors)."""
+    """The queue's errors in their words (service.queue.QUEUE_ERRORS); the rest as every gradio handler tells them
+    (bad input by its message, anything else by its kind: extensions.panel.gradio_errors)."""
     with gradio_errors(mode):
         try:
             yield
-        except QueueFull as error:
-            raise gr.Error(f"the queue is full, try again in a moment ({error})") from None
-        except Unavailable as error:
-            raise gr.Error(f"{mode} could not run, try again ({error})") from None
-        except Cancelled as error:
-            raise gr.Error(f"{mode} was cancelled: {error}") from None
+        except Exception as error:
+            message = queue_message(error, mode)
+            if message is None:
+                raise
+            raise gr.Error(message) from None
 
 
 def _outputs(result: Generation):

@@ -8,9 +8,21 @@ import contextlib
 import gradio as gr
 
 from extensions.base import Panel, TabContext
+from extensions.panel import control
 from models.files import servable
-from models.request import BATCH_RANGE, CFG_RANGE, SIZE_RANGE, STEPS_RANGE, size_of_image
-from models.sampler_names import SAMPLER_NAMES
+from models.request import (
+    BATCH_SIZE,
+    GUIDANCE,
+    HEIGHT,
+    NEGATIVE_PROMPT,
+    PROMPT,
+    SAMPLER,
+    SEED,
+    STEPS,
+    STRENGTH,
+    WIDTH,
+    size_of_image,
+)
 from service.history import History
 from service.pnginfo import fields_from_infotext
 from service.studio import StudioService
@@ -68,12 +80,10 @@ def build_ui(service: StudioService, queue_size: int = 16) -> gr.Blocks:
 
 def _tab(handlers: Handlers, mode: str, event: dict) -> dict:
     """Build one tab; returns its fields by API name, "image" and its panels, for PNG Info's Send to."""
-    defaults = handlers.fields[mode]
     with gr.Row():
         with gr.Column(scale=4):
-            prompt = gr.Textbox(label="Prompt", lines=3, elem_id=f"{mode}-prompt")
-            negative = gr.Textbox(value=defaults["negative_prompt"], label="Negative prompt", lines=2,
-                                  elem_id=f"{mode}-negative")
+            prompt = control(PROMPT, lines=3, elem_id=f"{mode}-prompt")
+            negative = control(NEGATIVE_PROMPT, lines=2, elem_id=f"{mode}-negative")
             prompt_row = gr.Column()  # the extensions' prompt-side panels (LoRA's picker) go here
         with gr.Column(scale=1, min_width=160):
             generate = gr.Button("Generate", variant="primary", elem_id=f"{mode}-generate")
@@ -81,19 +91,17 @@ def _tab(handlers: Handlers, mode: str, event: dict) -> dict:
     with gr.Row():
         with gr.Column():
             images = _image_inputs(mode)
-            sampler = gr.Dropdown(list(SAMPLER_NAMES), value=defaults["sampler"], label="Sampling method")
-            steps = gr.Slider(*STEPS_RANGE, value=defaults["steps"], step=1, label="Sampling steps")
+            sampler = control(SAMPLER)
+            steps = control(STEPS)
             with gr.Row():
                 size = handlers.service.default_size  # the model's; an uploaded image sets its own (below)
-                width = gr.Slider(*SIZE_RANGE, value=size, step=8, label="Width")
-                height = gr.Slider(*SIZE_RANGE, value=size, step=8, label="Height")
+                width, height = control(WIDTH, value=size), control(HEIGHT, value=size)
             size_row = gr.Column()  # the extensions' panels about the size (hires fix) go here
             with gr.Row():
-                batch_size = gr.Slider(*BATCH_RANGE, value=defaults["batch_size"], step=1, label="Batch size")
-                cfg = gr.Slider(*CFG_RANGE, value=defaults["guidance_scale"], step=0.5, label="CFG scale")
-            seed = gr.Number(value=defaults["seed"], precision=0, label="Seed (-1: random)")
-            strength = gr.Slider(0.01, 1.0, value=defaults.get("strength", 0.75), step=0.01, label="Denoising strength",
-                                 visible=mode != "txt2img")
+                batch_size = control(BATCH_SIZE)
+                cfg = control(GUIDANCE)
+            seed = control(SEED, widget="number")
+            strength = control(STRENGTH, visible=mode != "txt2img")
             context = TabContext(mode, prompt, negative, images[0] if images else None, [width, height], map_file,
                                  lambda editor: editor_image_and_mask(editor)[0],
                                  handlers.service.requests.encoder_text)

@@ -14,36 +14,46 @@ from pathlib import Path
 
 from PIL import Image
 
-from extensions.base import SOLO, Extension, Job, Panel, Route, TabContext
+from extensions.base import SOLO, Extension, Panel, PreparedRequest, Route, Settings, TabContext
 from extensions.controlnet import detectors, preprocessors
 from extensions.controlnet.cache import ControlNetCache
 from extensions.controlnet.library import ControlNetLibrary
 from extensions.controlnet.pipeline import ControlNets
-from extensions.controlnet.units import ControlNetPart, ControlUnit
+from extensions.controlnet.units import (
+    MODEL,
+    MODULE,
+    PROCESSOR_RES,
+    THRESHOLD_A,
+    THRESHOLD_B,
+    UNIT_FIELDS,
+    ControlNetPart,
+    ControlUnit,
+)
+from models.fields import KINDS, Field
 from models.images import decode_image, load_image, png_base64
 from models.infotext import CONVERTERS, parameter_pairs, read_value
 from models.validate import boolean, brief, whole_number
 
-# sd-webui-controlnet's infotext entry "Module: canny, Model: name [hash], Weight: 1.0, ..." -> the unit's fields
-_INFOTEXT_KEYS = {
-    "Module": ("module", "text"),
-    "Model": ("model", "model"),
-    "Weight": ("weight", "number"),
-    "Resize Mode": ("resize_mode", "text"),
-    "Processor Res": ("processor_res", "whole"),
-    "Threshold A": ("threshold_a", "threshold"),
-    "Threshold B": ("threshold_b", "threshold"),
-    "Guidance Start": ("guidance_start", "number"),
-    "Guidance End": ("guidance_end", "number"),
-    "Pixel Perfect": ("pixel_perfect", "boolean"),
-    "Control Mode": ("control_mode", "text"),
-}
+UNITS = Field("controlnet_units", "list", [], items=UNIT_FIELDS, rest="alwayson_scripts.controlnet.args",
+              label="ControlNet units", help="sd-webui-controlnet's units (each an object of its settings)")
+INFOTEXT = "ControlNet"  # "ControlNet 0: Module: canny, Model: name [hash], Weight: 1.0, ..." per unit
+
+# /controlnet/detect's body (sd-webui-controlnet's names)
+DETECT_BODY = (
+    Field("controlnet_module", "choice", "none", rest="controlnet_module", help=MODULE.help),
+    Field("controlnet_input_images", "images", rest="controlnet_input_images", help="base64-encoded images"),
+    Field("controlnet_processor_res", "whole", 512, minimum=PROCESSOR_RES.minimum, maximum=PROCESSOR_RES.maximum,
+          rest="controlnet_processor_res", help=PROCESSOR_RES.help),
+    Field("controlnet_threshold_a", "number", None, rest="controlnet_threshold_a", help=THRESHOLD_A.help),
+    Field("controlnet_threshold_b", "number", None, rest="controlnet_threshold_b", help=THRESHOLD_B.help),
+    Field("controlnet_pixel_perfect", "switch", True, rest="controlnet_pixel_perfect",
+          help="each map at its image's own resolution, whatever controlnet_processor_res says"),
+)
 
 
 class ControlNet(Extension):
     name = "controlnet"
-    fields = {"controlnet_units": []}
-    rest_fields = frozenset({"alwayson_scripts"})
+    fields = (UNITS,)
     script = "controlnet"
 
     def __init__(self, folder: str | Path, cap: int = 3, max_units: int = 3, annotator_dir: str | Path | None = None):
@@ -55,10 +65,10 @@ class ControlNet(Extension):
         self.nets: ControlNets | None = None  # the installed manager's loaded ControlNets and hook
 
     @classmethod
-    def from_config(cls, config) -> ControlNet:
-        config.controlnet_dir.mkdir(parents=True, exist_ok=True)
-        return cls(config.controlnet_dir, cap=config.controlnet_cap, max_units=config.controlnet_units,
-                   annotator_dir=config.annotator_dir)
+    def from_settings(cls, settings: Settings) -> ControlNet:
+        settings.controlnet_dir.mkdir(parents=True, exist_ok=True)
+        return cls(settings.controlnet_dir, cap=settings.controlnet_cap, max_units=settings.controlnet_units,
+                   annotator_dir=settings.annotator_dir)
 
     def install(self, manager) -> None:
         """ControlNets then load on first use on the manager's device and dtype."""
@@ -69,7 +79,7 @@ class ControlNet(Extension):
     # -- the request -----------------------------------------------------------------------------------------
 
     def parse(self, mode: str, fields: Mapping, warnings: list[str]) -> ControlNetPart | None:
-        raw_units = fields.get("controlnet_units")
+        raw_units = fields.get(UNITS.name)
         if not raw_units:
             return None
         if not isinstance(raw_units, (list, tuple)):
@@ -93,7 +103,7 @@ class ControlNet(Extension):
         """A request with units runs alone: its hook builds a pipeline around its own control maps."""
         return SOLO if request.part(self.name) is not None else None
 
-    def prepare(self, job: Job) -> None:
+    def prepare(self, job: PreparedRequest) -> None:
         part = job.request.part(self.name)
         if part is None:
             return
@@ -103,7 +113,7 @@ class ControlNet(Extension):
         job.request = job.request.with_part(self.name, ControlNetPart(part.units, maps))
         for index, unit in part.units:
             source = unit.image if unit.image is not None else picture
-            job.infotext[f"ControlNet {index}"] = unit.infotext(
+            job.infotext[f"{INFOTEXT} {index}"] = unit.infotext(
                 self.library.infotext_name(unit.model), source.size if source is not None else None, target)
 
     def control_map(self, image, module: str, processor_res=512, threshold_a=None, threshold_b=None,
@@ -122,12 +132,13 @@ class ControlNet(Extension):
 
     def from_infotext(self, entries: dict[str, str], warnings: list[str]) -> dict:
         """`ControlNet 0`, `ControlNet 1`, ... entries (taken out of `entries`) as units, ordered by number."""
-        numbered = sorted((int(key.removeprefix("ControlNet ")), key) for key in entries
-                          if key.startswith("ControlNet ") and key.removeprefix("ControlNet ").isdigit())
+        prefix = f"{INFOTEXT} "
+        numbered = sorted((int(key.removeprefix(prefix)), key) for key in entries
+                          if key.startswith(prefix) and key.removeprefix(prefix).isdigit())
         units = [unit for _, key in numbered if (unit := _unit(key, entries.pop(key), warnings)) is not None]
-        return {"controlnet_units": units} if units else {}
+        return {UNITS.name: units} if units else {}
 
-    def from_rest(self, payload: dict, route: str, fields: dict) -> str:
+    def from_rest(self, payload: dict, endpoint: str, fields: dict) -> str:
         """sd-webui-controlnet's units from `alwayson_scripts` ({"controlnet": {"args": [unit, ...]}}, any case);
         `parse` checks them (and decodes their images within bounds) when the request is built."""
         scripts = payload.get("alwayson_scripts")
@@ -144,8 +155,8 @@ class ControlNet(Extension):
                                          f"got {brief(unit)}")
                 units = [unit for unit in args if unit.get("enabled", True)]
                 if units:
-                    fields["controlnet_units"] = units
-        return route
+                    fields[UNITS.name] = units
+        return endpoint
 
     def in_rest_words(self, message: str) -> str:
         return re.sub(r"\bcontrolnet unit (\d+)\b", r"alwayson_scripts.controlnet.args[\1]", message)
@@ -153,7 +164,7 @@ class ControlNet(Extension):
     def rest_routes(self) -> list[Route]:
         return [Route("GET", "/controlnet/model_list", self._model_list),
                 Route("GET", "/controlnet/module_list", lambda: {"module_list": preprocessors.available()}),
-                Route("POST", "/controlnet/detect", self._detect, takes_body=True)]
+                Route("POST", "/controlnet/detect", self._detect, takes_body=True, body=DETECT_BODY)]
 
     def _model_list(self) -> dict:
         return {"model_list": [self.library.infotext_name(name) for name in self.library.list_names()]}
@@ -194,13 +205,15 @@ def install(manager, folder, cap: int = 3, max_units: int = 3, annotator_dir=Non
 
 def _unit(key: str, value: str, warnings: list[str]) -> dict | None:
     unit: dict = {"enabled": True}
+    by_key = {field.infotext: field for field in UNIT_FIELDS if field.infotext}
     for name, raw in parameter_pairs(value):  # A1111's key/value pairs, inside one ControlNet value
         name = name.strip()
         if raw.startswith('"') and raw.endswith('"'):
             raw = _unquote(raw)
-        if name in _INFOTEXT_KEYS:
-            field, kind = _INFOTEXT_KEYS[name]
-            read_value(unit, field, f"{key} {name}", raw.strip(), _CONVERTERS.get(kind, kind), warnings)
+        if name in by_key:
+            field = by_key[name]
+            kind = _CONVERTERS.get(field.name, KINDS[field.kind][2])
+            read_value(unit, field.name, f"{key} {name}", raw.strip(), kind, warnings)
     if len(unit) == 1:
         warnings.append(f"{key}: {value!r} has no ControlNet settings; left out")
         return None
@@ -220,9 +233,10 @@ def _default_threshold(value: str) -> float | None:
     return None if number == -1 else number
 
 
-_CONVERTERS = {  # beside models.infotext's
-    "threshold": (_default_threshold, "a number"),
-    "model": (lambda value: value.split(" [")[0].strip(), "a model name"),  # "name [hash]", as the UI shows it
+_CONVERTERS = {  # the unit fields read otherwise than by their kind
+    THRESHOLD_A.name: (_default_threshold, "a number"),
+    THRESHOLD_B.name: (_default_threshold, "a number"),
+    MODEL.name: (lambda value: value.split(" [")[0].strip(), "a model name"),  # "name [hash]", as the UI shows it
 }
 
 

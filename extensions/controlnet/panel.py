@@ -8,13 +8,28 @@ import gradio as gr
 
 from extensions.base import Panel, TabContext
 from extensions.controlnet import preprocessors
-from extensions.controlnet.units import CONTROL_MODES, RESIZE_MODES
-from extensions.panel import gradio_errors
+from extensions.controlnet.units import (
+    CONTROL_MODE,
+    ENABLED,
+    GUIDANCE_END,
+    GUIDANCE_START,
+    IMAGE,
+    MODEL,
+    MODULE,
+    PIXEL_PERFECT,
+    PROCESSOR_RES,
+    RESIZE_MODE,
+    THRESHOLD_A,
+    THRESHOLD_B,
+    WEIGHT,
+)
+from extensions.panel import control, gradio_errors
 from models.files import shown_path
 
-# The order of each unit's components, as the event passes their values (the API's field names).
-UNIT_FIELDS = ("enabled", "image", "module", "model", "weight", "guidance_start", "guidance_end", "control_mode",
-               "resize_mode", "processor_res", "threshold_a", "threshold_b", "pixel_perfect")
+# The order of each unit's components, as the event passes their values.
+UNIT_FIELDS = tuple(field.name for field in (ENABLED, IMAGE, MODULE, MODEL, WEIGHT, GUIDANCE_START, GUIDANCE_END,
+                                             CONTROL_MODE, RESIZE_MODE, PROCESSOR_RES, THRESHOLD_A, THRESHOLD_B,
+                                             PIXEL_PERFECT))
 SLIDER_WIDTH = 240  # px: a slider's label, number box and reset button on one line
 
 
@@ -58,31 +73,28 @@ def _send(fields: dict, unit_count: int) -> list:
 def _unit(extension, tab: TabContext, index: int, modules: list[str], names: list[str]) -> list:
     mode, prefix = tab.mode, f"{tab.mode}-cn{index}"
     with gr.Row():
-        image = gr.Image(type="pil", label="Control image (empty: the tab's image)" if mode != "txt2img"
-                         else "Control image", elem_id=f"{prefix}-image", height=220, elem_classes=["studio-input"])
+        image = gr.Image(type="pil", label=f"{IMAGE.label} (empty: the tab's image)" if mode != "txt2img"
+                         else IMAGE.label, elem_id=f"{prefix}-image", height=220, elem_classes=["studio-input"])
         detected = gr.Image(type="pil", label="Detected map", interactive=False, elem_id=f"{prefix}-map",
                             height=220, format="png", elem_classes=["studio-input"])
     with gr.Row():
-        enabled = gr.Checkbox(label="Enable", elem_id=f"{prefix}-enabled")
-        pixel_perfect = gr.Checkbox(value=True, label="Pixel Perfect", elem_id=f"{prefix}-pixel-perfect",
-                                    info="the map at the generation's resolution")
+        enabled = control(ENABLED, value=False, elem_id=f"{prefix}-enabled")
+        pixel_perfect = control(PIXEL_PERFECT, info=True, elem_id=f"{prefix}-pixel-perfect")
         show = gr.Button("Preview", size="sm", elem_id=f"{prefix}-preview")
     with gr.Row():
-        module = gr.Dropdown(modules, value="canny", label="Preprocessor", elem_id=f"{prefix}-module")
-        model = gr.Dropdown(names, value=names[0] if names else None, label="Model", allow_custom_value=True,
-                            elem_id=f"{prefix}-model", info=f"from {shown_path(extension.library.folder)}, or a Hub id")
+        module = control(MODULE, choices=modules, value="canny", elem_id=f"{prefix}-module")
+        model = control(MODEL, widget="dropdown", choices=names, value=names[0] if names else None,
+                        allow_custom_value=True, elem_id=f"{prefix}-model",
+                        info=f"from {shown_path(extension.library.folder)}, or a Hub id")
         refresh = gr.Button("Refresh", size="sm", min_width=80)
     with gr.Row():  # wide enough for A1111's labels on one line: a row wraps its sliders rather than their labels
-        weight = gr.Slider(0, 2, value=1.0, step=0.05, label="Control Weight", min_width=SLIDER_WIDTH)
-        start = gr.Slider(0, 1, value=0.0, step=0.01, label="Starting Control Step", min_width=SLIDER_WIDTH)
-        end = gr.Slider(0, 1, value=1.0, step=0.01, label="Ending Control Step", min_width=SLIDER_WIDTH)
+        weight, start, end = (control(field, min_width=SLIDER_WIDTH)
+                              for field in (WEIGHT, GUIDANCE_START, GUIDANCE_END))
     with gr.Row():
-        resolution = gr.Slider(64, 2048, value=512, step=8, label="Preprocessor Resolution", visible=False,
-                               min_width=SLIDER_WIDTH,
-                               elem_id=f"{prefix}-resolution")
+        resolution = control(PROCESSOR_RES, visible=False, min_width=SLIDER_WIDTH, elem_id=f"{prefix}-resolution")
         threshold_a, threshold_b = (_slider(preprocessors.get("canny"), ab) for ab in "ab")
-    control_mode = gr.Radio(list(CONTROL_MODES), value=CONTROL_MODES[0], label="Control Mode")
-    resize_mode = gr.Radio(list(RESIZE_MODES), value="Crop and Resize", label="Resize Mode")
+    control_mode = control(CONTROL_MODE, widget="radio")
+    resize_mode = control(RESIZE_MODE, widget="radio")
 
     # sd-webui-controlnet hides the resolution while pixel perfect chooses it
     pixel_perfect.change(lambda on: gr.Slider(visible=not on), pixel_perfect, resolution, queue=False,

@@ -10,19 +10,47 @@ from dataclasses import dataclass
 from PIL import Image
 
 from extensions.controlnet import preprocessors
+from models.fields import Field
 from models.images import decode_image, fit
 from models.limits import TooLarge
 from models.validate import boolean, choice, in_range
 
 CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
-CONTROL_WEIGHT_RANGE = (0.0, 2.0)
-
 RESIZE_MODES = ("Just Resize", "Crop and Resize", "Resize and Fill")
 # sd-webui-controlnet's API also takes the modes by index, and by the names of its internal enums.
 _RESIZE_ALIASES = {"Inner Fit (Scale to Fit)": "Crop and Resize", "Outer Fit (Shrink to Fit)": "Resize and Fill",
                    "Envelope (Outer Fit)": "Resize and Fill", "Scale to Fit (Inner Fit)": "Crop and Resize"}
-FIELDS = ("enabled", "module", "model", "image", "weight", "guidance_start", "guidance_end", "control_mode",
-          "resize_mode", "processor_res", "threshold_a", "threshold_b", "pixel_perfect")
+
+# A unit's fields, by sd-webui-controlnet's names (its API's, ours) and infotext keys ("ControlNet 0: Module: ...")
+ENABLED = Field("enabled", "switch", True, label="Enable", help="a unit that is not enabled is left out")
+IMAGE = Field("image", "image", label="Control image", help="base64; none: the tab's own image (img2img, inpaint)")
+MODULE = Field("module", "choice", "none", label="Preprocessor", infotext="Module",
+               help="the map's preprocessor (GET /controlnet/module_list); none: the image is the map")
+MODEL = Field("model", "text", "", label="Model", infotext="Model",
+              help="a ControlNet from the ControlNet folder (GET /controlnet/model_list), or a Hub id")
+WEIGHT = Field("weight", "number", 1.0, minimum=0.0, maximum=2.0, step=0.05, label="Control Weight",
+               infotext="Weight", help="how strongly the map steers")
+GUIDANCE_START = Field("guidance_start", "number", 0.0, minimum=0.0, maximum=1.0, step=0.01,
+                       label="Starting Control Step", infotext="Guidance Start",
+                       help="the fraction of the steps where the unit starts acting")
+GUIDANCE_END = Field("guidance_end", "number", 1.0, minimum=0.0, maximum=1.0, step=0.01, label="Ending Control Step",
+                     infotext="Guidance End", help="the fraction of the steps where it stops")
+CONTROL_MODE = Field("control_mode", "choice", "Balanced", choices=CONTROL_MODES, label="Control Mode",
+                     infotext="Control Mode", help="also by index")
+RESIZE_MODE = Field("resize_mode", "choice", "Crop and Resize", choices=RESIZE_MODES, label="Resize Mode",
+                    infotext="Resize Mode", help="how the map is fitted to the generation size; also by index")
+PROCESSOR_RES = Field("processor_res", "whole", 512, minimum=64, maximum=2048, step=8,
+                      label="Preprocessor Resolution", infotext="Processor Res",
+                      help="the detection's resolution, without pixel perfect")
+THRESHOLD_A = Field("threshold_a", "number", None, label="Threshold A", infotext="Threshold A",
+                    help="the preprocessor's first setting (-1 or none: its default)")
+THRESHOLD_B = Field("threshold_b", "number", None, label="Threshold B", infotext="Threshold B",
+                    help="the preprocessor's second setting (-1 or none: its default)")
+PIXEL_PERFECT = Field("pixel_perfect", "switch", True, label="Pixel Perfect", infotext="Pixel Perfect",
+                      help="the map at the generation's resolution")
+UNIT_FIELDS = (ENABLED, MODULE, MODEL, IMAGE, WEIGHT, GUIDANCE_START, GUIDANCE_END, CONTROL_MODE, RESIZE_MODE,
+               PROCESSOR_RES, THRESHOLD_A, THRESHOLD_B, PIXEL_PERFECT)
+FIELDS = tuple(field.name for field in UNIT_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -47,9 +75,8 @@ class ControlInput:
 
 def check_model_settings(weight, guidance_start, guidance_end, control_mode) -> None:
     """The model-side ranges of a unit: weight 0 to 2, a guidance window within the steps, a control mode."""
-    in_range("ControlNet weight", weight, CONTROL_WEIGHT_RANGE)
-    in_range("ControlNet guidance_start", guidance_start, (0.0, 1.0))
-    in_range("ControlNet guidance_end", guidance_end, (0.0, 1.0))
+    for field, value in ((WEIGHT, weight), (GUIDANCE_START, guidance_start), (GUIDANCE_END, guidance_end)):
+        in_range(f"ControlNet {field.name}", value, (field.minimum, field.maximum))
     if guidance_start > guidance_end:
         raise ValueError(f"ControlNet guidance_start {guidance_start} must not be after guidance_end {guidance_end}")
     if control_mode not in CONTROL_MODES:

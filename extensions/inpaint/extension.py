@@ -8,32 +8,45 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from extensions.base import Extension, Job, Panel, TabContext, rename_words
+from extensions.base import Extension, Panel, PreparedRequest, TabContext, rename_words
 from extensions.inpaint import latent_fill
 from extensions.inpaint.mask import prepare_mask
-from extensions.inpaint.options import INPAINT_AREAS, MASKED_CONTENT, InpaintOptions
+from extensions.inpaint.options import (
+    FIELDS,
+    INPAINT_AREA,
+    INVERT_MASK,
+    MASK_BLUR,
+    MASK_MODES,
+    MASKED_CONTENT,
+    MASKED_CONTENT_FIELD,
+    PADDING,
+    InpaintOptions,
+)
 from extensions.inpaint.plan import InpaintPlan
+from models.fields import Field, read_entries
 from models.images import decode_image
-from models.infotext import read_value
 from models.validate import brief
 
-DEFAULTS = InpaintOptions()
-MASK_MODES = ("Inpaint masked", "Inpaint not masked")  # A1111's words for invert_mask off / on
-# A1111 writes "Mask blur" for every inpaint job and leaves the other settings out at their defaults.
-INFOTEXT_KEYS = ("Mask blur", "Inpaint area", "Masked area padding", "Masked content", "Mask mode")
+# A1111's inpaint fields in forms of their own (an index, 0 or 1), read by `from_rest`
+REST_MASK = Field("mask", "image", rest="mask", help="base64: with it, img2img is inpaint (white = repaint)")
+INPAINTING_FILL = Field("inpainting_fill", "whole", 1, minimum=0, maximum=3, rest="inpainting_fill",
+                        help="masked content: " + ", ".join(f"{i} {name}" for i, name in enumerate(MASKED_CONTENT)))
+INPAINT_FULL_RES = Field("inpaint_full_res", "switch", False, rest="inpaint_full_res",
+                         help="true (or 1): inpaint area Only masked")
+INPAINTING_MASK_INVERT = Field("inpainting_mask_invert", "whole", 0, minimum=0, maximum=1,
+                               rest="inpainting_mask_invert", help="1 (or true): Inpaint not masked")
+IN_REST_WORDS = {"padding": "inpaint_full_res_padding", "invert_mask": "inpainting_mask_invert",
+                 "masked_content": "inpainting_fill", "inpaint_area": "inpaint_full_res"}
 
 
 class Inpaint(Extension):
     name = "inpaint"
-    fields = {field.name: getattr(DEFAULTS, field.name) for field in dataclasses.fields(InpaintOptions)}
+    fields = FIELDS
     modes = ("inpaint",)
-    rest_fields = frozenset({"mask", "mask_blur", "inpainting_fill", "inpaint_full_res", "inpaint_full_res_padding",
-                             "inpainting_mask_invert"})
-    rest_names = {"padding": "inpaint_full_res_padding", "invert_mask": "inpainting_mask_invert",
-                  "masked_content": "inpainting_fill", "inpaint_area": "inpaint_full_res"}
+    rest_body = (REST_MASK, INPAINTING_FILL, INPAINT_FULL_RES, INPAINTING_MASK_INVERT)
 
     def in_rest_words(self, message: str) -> str:
-        return rename_words(message, self.rest_names)
+        return rename_words(message, IN_REST_WORDS)
 
     def install(self, manager) -> None:
         manager.pipeline_hooks.append(latent_fill.hook)
@@ -47,9 +60,9 @@ class Inpaint(Extension):
     def parse(self, mode: str, fields: Mapping, warnings: list[str]) -> InpaintOptions | None:
         if mode != "inpaint":
             return None
-        return InpaintOptions(**{name: fields[name] for name in self.fields if name in fields})
+        return InpaintOptions(**{field.name: fields[field.name] for field in self.fields if field.name in fields})
 
-    def prepare(self, job: Job) -> None:
+    def prepare(self, job: PreparedRequest) -> None:
         options = job.request.part(self.name)
         if options is None:
             return
@@ -68,43 +81,37 @@ class Inpaint(Extension):
             )
 
     def from_infotext(self, entries: dict[str, str], warnings: list[str]) -> dict:
-        """What the infotext says, and the defaults for what it leaves out, so sending it to the inpaint tab
-        reproduces the job."""
-        if "Mask blur" not in entries:
+        """What the infotext says, and the defaults for what it leaves out (A1111 writes "Mask blur" for every
+        inpaint job and leaves the others out at their defaults), so sending it to the inpaint tab reproduces the
+        job."""
+        if MASK_BLUR.infotext not in entries:
             return {}
-        found = {key: entries.pop(key) for key in INFOTEXT_KEYS if key in entries}
-        fields: dict = {"inpaint_area": DEFAULTS.inpaint_area, "padding": DEFAULTS.padding,
-                        "masked_content": DEFAULTS.masked_content, "invert_mask": DEFAULTS.invert_mask}
-        read_value(fields, "mask_blur", "Mask blur", found["Mask blur"], "whole", warnings)
-        if "Masked area padding" in found:
-            read_value(fields, "padding", "Masked area padding", found["Masked area padding"], "whole", warnings)
-        for key, field, choices in (("Inpaint area", "inpaint_area", INPAINT_AREAS),
-                                    ("Masked content", "masked_content", MASKED_CONTENT)):
-            value = found.get(key)
-            if value is not None and value not in choices:
-                warnings.append(f"{key}: {value!r} is not one of {', '.join(choices)}; left at {fields[field]!r}")
+        fields = {field.name: field.default for field in (INPAINT_AREA, PADDING, MASKED_CONTENT_FIELD, INVERT_MASK)}
+        fields.update(read_entries((MASK_BLUR, PADDING), entries, warnings))
+        for field in (INPAINT_AREA, MASKED_CONTENT_FIELD):
+            value = entries.pop(field.infotext, None)
+            if value is not None and value not in field.choices:
+                warnings.append(f"{field.infotext}: {value!r} is not one of {', '.join(field.choices)}; left at "
+                                f"{fields[field.name]!r}")
             elif value is not None:
-                fields[field] = value
-        mode = found.get("Mask mode")
+                fields[field.name] = value
+        mode = entries.pop(INVERT_MASK.infotext, None)
         if mode is not None and mode not in MASK_MODES:
             warnings.append(f"Mask mode: {mode!r} is not one of {', '.join(MASK_MODES)}; left at inpaint masked")
         elif mode is not None:
             fields["invert_mask"] = mode == MASK_MODES[1]
         return fields
 
-    def from_rest(self, payload: dict, route: str, fields: dict) -> str:
+    def from_rest(self, payload: dict, endpoint: str, fields: dict) -> str:
         """An img2img body with a mask is an inpaint job."""
-        if route != "img2img" or not payload.get("mask"):
-            return route
+        if endpoint != "img2img" or not payload.get("mask"):
+            return endpoint
         fields["mask"] = decode_image(payload["mask"], "mask")
-        fill = payload.get("inpainting_fill", 1)
-        if not isinstance(fill, int) or isinstance(fill, bool) or not 0 <= fill < len(MASKED_CONTENT):
-            raise ValueError(f"inpainting_fill must be 0 to 3 ({', '.join(MASKED_CONTENT)}), got {fill!r}")
+        fill = INPAINTING_FILL.check(payload.get("inpainting_fill", INPAINTING_FILL.default))
         fields.update(
-            mask_blur=payload.get("mask_blur", 4), masked_content=MASKED_CONTENT[fill],
-            inpaint_area="Only masked" if _flag(payload, "inpaint_full_res") else "Whole picture",
-            padding=payload.get("inpaint_full_res_padding", 32),
-            invert_mask=_flag(payload, "inpainting_mask_invert"),
+            masked_content=MASKED_CONTENT[fill],
+            inpaint_area=INPAINT_AREA.choices[_flag(payload, INPAINT_FULL_RES.rest)],
+            invert_mask=_flag(payload, INPAINTING_MASK_INVERT.rest),
         )
         return "inpaint"
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from PIL import Image, ImageFilter, ImageOps
 
-from extensions.inpaint.options import MASK_BLUR_RANGE
-from models.validate import whole_number
+from extensions.inpaint.options import MASK_BLUR
 
 # A1111's fill(): wide blurs first for the overall colour, then narrower ones for detail near the edge.
 FILL_PASSES = ((256, 1), (64, 1), (16, 2), (4, 4), (2, 2), (0, 1))
@@ -19,7 +18,7 @@ def prepare_mask(mask: Image.Image, invert: bool, blur: int) -> tuple[Image.Imag
         raise ValueError(f"mask must be an image, got {type(mask).__name__}")
     if not isinstance(invert, bool):
         raise ValueError(f"invert_mask must be true or false, got {invert!r}")
-    blur = whole_number("mask_blur", blur, *MASK_BLUR_RANGE)
+    blur = MASK_BLUR.check(blur)
     # Threshold and inversion in one lookup table: v >= 128 is "painted"; inverted, v <= 127 is.
     hard = mask.convert("L").point([255 if (v >= 128) != invert else 0 for v in range(256)])
     if hard.getbbox() is None:

@@ -5,27 +5,33 @@ from __future__ import annotations
 import gradio as gr
 
 from extensions.base import Panel
-from extensions.inpaint.extension import DEFAULTS, MASK_MODES
-from extensions.inpaint.options import INPAINT_AREAS, MASK_BLUR_RANGE, MASKED_CONTENT, PADDING_RANGE
-
-FIELDS = ("mask_blur", "invert_mask", "inpaint_area", "padding", "masked_content")  # the inputs' order
+from extensions.inpaint.options import (
+    FIELDS,
+    INPAINT_AREA,
+    INVERT_MASK,
+    MASK_BLUR,
+    MASK_MODES,
+    MASKED_CONTENT_FIELD,
+    PADDING,
+)
+from extensions.panel import control
 
 
 def inpaint_panel() -> Panel:
     with gr.Group(elem_id="inpaint-settings"):
         with gr.Row():
-            blur = gr.Slider(*MASK_BLUR_RANGE, value=DEFAULTS.mask_blur, step=1, label="Mask blur")
-            mode = gr.Radio(list(MASK_MODES), value=MASK_MODES[0], label="Mask mode")
-        content = gr.Radio(list(MASKED_CONTENT), value=DEFAULTS.masked_content, label="Masked content",
-                           info="fill / latent noise / latent nothing matter for 4-channel models")
+            blur = control(MASK_BLUR)
+            mode = control(INVERT_MASK, choices=list(MASK_MODES), value=MASK_MODES[0], widget="radio")
+        content = control(MASKED_CONTENT_FIELD, widget="radio", info=True)
         with gr.Row():
-            area = gr.Radio(list(INPAINT_AREAS), value=DEFAULTS.inpaint_area, label="Inpaint area")
-            padding = gr.Slider(*PADDING_RANGE, value=DEFAULTS.padding, step=4, label="Only masked padding, pixels")
+            area = control(INPAINT_AREA, widget="radio")
+            padding = control(PADDING)
+    # the inputs in FIELDS' order
     return Panel(inputs=[blur, mode, area, padding, content], collect=_collect, send=_send)
 
 
 def _collect(values: list) -> dict:
-    fields = dict(zip(FIELDS, values))
+    fields = {field.name: value for field, value in zip(FIELDS, values)}
     fields["invert_mask"] = fields["invert_mask"] == MASK_MODES[1]
     return fields
 
@@ -34,4 +40,4 @@ def _send(fields: dict) -> list:
     values = dict(fields)
     if "invert_mask" in values:
         values["invert_mask"] = MASK_MODES[bool(values["invert_mask"])]
-    return [values[name] if name in values else gr.update() for name in FIELDS]
+    return [values[field.name] if field.name in values else gr.update() for field in FIELDS]

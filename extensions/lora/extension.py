@@ -8,13 +8,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from extensions.base import Extension, Panel, Route, TabContext
+from extensions.base import Extension, Panel, Route, Settings, TabContext
 from extensions.lora.adapters import DEFAULT_CAP, LoraAdapters
+from extensions.lora.fields import WEIGHT
 from extensions.lora.hotswap import UnetSlot
 from extensions.lora.library import LoraLibrary
 from extensions.lora.tags import LoraTag, parse_tags
-
-WEIGHT_RANGE = (-10, 10)
 
 
 class Lora(Extension):
@@ -30,10 +29,9 @@ class Lora(Extension):
         self.adapters: LoraAdapters | None = None  # the installed manager's
 
     @classmethod
-    def from_config(cls, config) -> Lora:
-        config.lora_dir.mkdir(parents=True, exist_ok=True)  # so users see where to drop their LoRA files
-        return cls(config.lora_dir, cap=config.lora_cap, fuse=config.lora_fuse,
-                   compiled_rank=config.lora_rank if config.compile else None)
+    def from_settings(cls, settings: Settings) -> Lora:
+        settings.lora_dir.mkdir(parents=True, exist_ok=True)  # so users see where to drop their LoRA files
+        return cls(settings.lora_dir, cap=settings.lora_cap, fuse=settings.lora_fuse, compiled_rank=settings.lora_rank)
 
     def install(self, manager) -> None:
         slot = None
@@ -49,9 +47,9 @@ class Lora(Extension):
         """The prompt's tags; an unknown LoRA is an error now, not mid-run."""
         _, tags = parse_tags(fields.get("prompt") or "")
         for tag in tags:
-            if not WEIGHT_RANGE[0] <= tag.weight <= WEIGHT_RANGE[1]:
-                raise ValueError(f"LoRA {tag.name!r} weight must be a number from {WEIGHT_RANGE[0]} to "
-                                 f"{WEIGHT_RANGE[1]}, got {tag.weight!r}")
+            if not WEIGHT.minimum <= tag.weight <= WEIGHT.maximum:
+                raise ValueError(f"LoRA {tag.name!r} weight must be a number from {WEIGHT.minimum:g} to "
+                                 f"{WEIGHT.maximum:g}, got {tag.weight!r}")
             self.library.resolve(tag.name)
         return tags or None
 

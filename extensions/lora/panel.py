@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import gradio as gr
 
-from extensions.lora import LoraLibrary, LoraTag, parse_tags
-from extensions.lora.tags import replace_tags
+from extensions.lora.fields import WEIGHT
+from extensions.lora.library import LoraLibrary
+from extensions.lora.tags import LoraTag, parse_tags, replace_tags
+from extensions.panel import control
 from models.files import shown_path
 
 
@@ -24,8 +26,8 @@ def lora_picker(prompt: gr.Textbox, library: LoraLibrary, mode: str) -> None:
         def weights(names: list[str], text: str):
             current = _tags_or_empty(text)
             for name in names or []:
-                slider = gr.Slider(-2, 2, value=current.get(name, 1.0), step=0.05, label=f"{name} weight",
-                                   interactive=True, elem_id=f"{mode}-lora-weight-{name}")
+                slider = control(WEIGHT, value=current.get(name, WEIGHT.default), label=f"{name} weight",
+                                 interactive=True, elem_id=f"{mode}-lora-weight-{name}")
                 slider.input(
                     lambda weight, text, name=name: _set_weight(text, name, weight), [slider, prompt], [prompt],
                     queue=False,

@@ -17,13 +17,22 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageFilter
 
+from models.fields import Field
 from models.request import MAX_SEED
-from models.validate import one_of, whole_number
+from models.validate import whole_number
 
 OUTPAINT_MAX = 1024  # pixels per side, as A1111's outpainting scripts allow
-OVERLAP_MAX = 256
 FILLS = ("edge", "noise")
 EDGE_BLUR = 16  # softens the streaks that stretching single edge pixels leaves
+SIDES = tuple(Field(side, "whole", 0, minimum=0, maximum=OUTPAINT_MAX, step=8, label=side.capitalize(),
+                    help=f"pixels added {where}")
+              for side, where in (("left", "on the left"), ("right", "on the right"), ("up", "above"),
+                                  ("down", "below")))
+OVERLAP = Field("overlap", "whole", 16, minimum=0, maximum=256, step=1, label="Seam overlap, pixels",
+                help="how far into the picture the seam is repainted")
+FILL = Field("fill", "choice", "edge", choices=FILLS, label="Pre-fill new area",
+             help="edge: the nearest edge pixels stretched outward; noise: seeded random colours")
+FIELDS = (*SIDES, OVERLAP, FILL)
 
 
 def extend_canvas(
@@ -42,14 +51,11 @@ def extend_canvas(
     pixels inside it on the extended sides only, and is 0 elsewhere."""
     if not isinstance(image, Image.Image):
         raise ValueError(f"image must be an image, got {type(image).__name__}")
-    left, right, up, down = (
-        whole_number(name, value, 0, OUTPAINT_MAX)
-        for name, value in (("left", left), ("right", right), ("up", up), ("down", down))
-    )
+    left, right, up, down = (field.check(value) for field, value in zip(SIDES, (left, right, up, down)))
     if not (left or right or up or down):
         raise ValueError("outpaint: give at least one of left, right, up, down")
-    overlap = whole_number("overlap", overlap, 0, OVERLAP_MAX)
-    one_of("fill", fill, FILLS)
+    overlap = OVERLAP.check(overlap)
+    FILL.check(fill)
     seed = whole_number("seed", seed, 0, MAX_SEED)
     picture = image.convert("RGB")
     w, h = picture.size

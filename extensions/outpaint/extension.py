@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from extensions.base import Extension, Job, Panel, TabContext
-from extensions.outpaint.canvas import extend_canvas
+from extensions.base import Extension, Panel, PreparedRequest, TabContext
+from extensions.outpaint.canvas import FIELDS, OVERLAP, extend_canvas
 
 
 @dataclass(frozen=True)
@@ -21,20 +21,20 @@ class Extents:
 
 class Outpaint(Extension):
     name = "outpaint"
-    fields = {"left": 0, "right": 0, "up": 0, "down": 0, "overlap": 16, "fill": "edge"}
+    fields = FIELDS
     modes = ("outpaint",)
     endpoints = {"outpaint": {"strength": 1.0}}  # the new area has nothing worth keeping
 
-    def rewrite(self, mode: str, fields: dict) -> str:
-        if mode != "outpaint":
-            return mode
-        settings = {name: fields.pop(name) for name in self.fields if name in fields}
+    def rewrite(self, endpoint: str, fields: dict) -> str:
+        if endpoint != "outpaint":
+            return endpoint
+        settings = {field.name: fields.pop(field.name) for field in self.fields if field.name in fields}
         if fields.get("image") is None:
             raise ValueError("image is required for outpaint")
         seed = fields.get("seed", -1)
         canvas, mask = extend_canvas(fields["image"], seed=seed if isinstance(seed, int) and seed >= 0 else 0,
                                      **settings)
-        overlap = settings.get("overlap", 16)
+        overlap = settings.get("overlap", OVERLAP.default)
         # A blur up to overlap / 8 softens the seam while the picture beyond the band stays 0 in the blurred mask.
         fields.update(image=canvas, mask=mask, mask_blur=min(4, int(overlap) // 8))
         fields[self.name] = Extents(*(int(settings.get(side, 0)) for side in ("left", "right", "up", "down")),
@@ -44,7 +44,7 @@ class Outpaint(Extension):
     def parse(self, mode: str, fields, warnings: list[str]) -> Extents | None:
         return fields.pop(self.name, None)  # what `rewrite` left for the job
 
-    def prepare(self, job: Job) -> None:
+    def prepare(self, job: PreparedRequest) -> None:
         extents = job.request.part(self.name)
         if extents is not None:  # the generation's Size is the model's; these say what the result is
             job.infotext["Outpaint extents"] = (f"left {extents.left}, right {extents.right}, up {extents.up}, "
@@ -62,4 +62,4 @@ class Outpaint(Extension):
             return None
         from extensions.outpaint.panel import outpaint_panel
 
-        return outpaint_panel(tuple(self.fields))
+        return outpaint_panel()

@@ -15,15 +15,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from extensions.base import Extension, Job, Panel, Route, TabContext
+from extensions.base import Extension, Panel, PreparedRequest, Route, Settings, TabContext, a1111_names, rename_words
 from extensions.prompts.embeddings import EmbeddingLibrary
 from extensions.prompts.encoder import CHUNK, PromptEncoder, pad_chunks
+from extensions.prompts.fields import CLIP_SKIP
 from extensions.prompts.syntax import parse
-from models.infotext import read_value
+from models.fields import read_entries
 from models.limits import MAX_PROMPT_CHARS
-from models.validate import did_you_mean, whole_number
+from models.validate import did_you_mean
 
-CLIP_SKIP_RANGE = (1, 12)
 MAX_CHUNKS = 64  # 4,800 tokens of a prompt (A1111's long prompts are a few chunks)
 NEAR_MISS = 0.9  # how alike a prompt word and an embedding's name must be to ask "did you mean"
 
@@ -35,9 +35,8 @@ class PromptsPart:
 
 class Prompts(Extension):
     name = "prompts"
-    fields = {"clip_skip": 1}
+    fields = (CLIP_SKIP,)
     modes = ("txt2img", "img2img", "inpaint", "outpaint")
-    rest_settings = frozenset({"CLIP_stopping_at_last_layers"})
     placement = "prompt"
 
     def __init__(self, folder: str | Path):
@@ -46,9 +45,9 @@ class Prompts(Extension):
         self.width = 0  # its text encoder's token width
 
     @classmethod
-    def from_config(cls, config) -> Prompts:
-        config.embeddings_dir.mkdir(parents=True, exist_ok=True)  # so users see where to drop embeddings
-        return cls(config.embeddings_dir)
+    def from_settings(cls, settings: Settings) -> Prompts:
+        settings.embeddings_dir.mkdir(parents=True, exist_ok=True)  # so users see where to drop embeddings
+        return cls(settings.embeddings_dir)
 
     def install(self, manager) -> None:
         pipe = manager.pipelines["txt2img"]
@@ -67,8 +66,8 @@ class Prompts(Extension):
             if chunks > MAX_CHUNKS:
                 raise ValueError(f"{name} makes {chunks} chunks of {CHUNK} tokens (BREAK starts a new one); at most "
                                  f"{MAX_CHUNKS} are encoded")
-        clip_skip = whole_number("clip_skip", fields.get("clip_skip", 1), *CLIP_SKIP_RANGE)
-        layers = self.encoder.layers if self.encoder is not None else CLIP_SKIP_RANGE[1]
+        clip_skip = CLIP_SKIP.check(fields.get("clip_skip", CLIP_SKIP.default))
+        layers = self.encoder.layers if self.encoder is not None else CLIP_SKIP.maximum
         if clip_skip > layers:
             raise ValueError(f"clip_skip must be from 1 to {layers} for this model's {layers}-layer text encoder, "
                              f"got {clip_skip}")
@@ -93,10 +92,10 @@ class Prompts(Extension):
         hints = ((word, did_you_mean(word, names, cutoff=NEAR_MISS)) for word in words)
         return [f"{word!r} is no embedding's name{hint}" for word, hint in hints if hint]
 
-    def prepare(self, job: Job) -> None:
+    def prepare(self, job: PreparedRequest) -> None:
         part = job.request.part(self.name)
         if part is not None:
-            job.infotext["Clip skip"] = part.clip_skip
+            job.infotext[CLIP_SKIP.infotext] = part.clip_skip
 
     def _hook(self, pipe, request, arguments: dict, parameters: dict) -> tuple:
         clip_skip = request.part(self.name, PromptsPart()).clip_skip
@@ -133,19 +132,10 @@ class Prompts(Extension):
     # -- infotext and REST ------------------------------------------------------------------------------------
 
     def from_infotext(self, entries: dict[str, str], warnings: list[str]) -> dict:
-        fields: dict = {}
-        if "Clip skip" in entries:
-            read_value(fields, "clip_skip", "Clip skip", entries.pop("Clip skip"), "whole", warnings)
-        return fields
-
-    def from_rest(self, payload: dict, route: str, fields: dict) -> str:
-        settings = payload.get("override_settings")
-        if isinstance(settings, dict) and "CLIP_stopping_at_last_layers" in settings:
-            fields["clip_skip"] = settings["CLIP_stopping_at_last_layers"]
-        return route
+        return read_entries(self.fields, entries, warnings)
 
     def in_rest_words(self, message: str) -> str:
-        return message.replace("clip_skip", "override_settings.CLIP_stopping_at_last_layers")
+        return rename_words(message, a1111_names(self.fields))
 
     def rest_routes(self) -> list[Route]:
         def refresh() -> None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import gradio as gr
 
 from extensions.base import Panel, TabContext
-from extensions.prompts.extension import CLIP_SKIP_RANGE
+from extensions.panel import control
+from extensions.prompts.fields import CLIP_SKIP
 from models.files import shown_path
 
 
@@ -18,8 +19,7 @@ def prompts_panel(extension, tab: TabContext) -> Panel:
         counters = [gr.Textbox(value=count(""), label=label, interactive=False, lines=1, max_lines=1,
                                elem_id=f"{tab.mode}-{name}-tokens", min_width=90, scale=1)
                     for name, label in (("prompt", "Prompt tokens"), ("negative", "Negative tokens"))]
-        clip_skip = gr.Slider(*CLIP_SKIP_RANGE, value=1, step=1, label="Clip skip", elem_id=f"{tab.mode}-clip-skip",
-                              scale=3)
+        clip_skip = control(CLIP_SKIP, elem_id=f"{tab.mode}-clip-skip", scale=3)
         names = gr.Dropdown(_names(extension), value=None, label="Embeddings", scale=3,
                             elem_id=f"{tab.mode}-embeddings",
                             info=f"from {shown_path(extension.library.folder)}: pick one to add it to the prompt")
@@ -29,7 +29,7 @@ def prompts_panel(extension, tab: TabContext) -> Panel:
     names.input(lambda name, text: (f"{text}, {name}" if text else name, None) if name else (gr.skip(), None),
                 [names, tab.prompt], [tab.prompt, names], queue=False, api_visibility="private")
     return Panel(inputs=[clip_skip], collect=lambda values: {"clip_skip": values[0]},
-                 send=lambda fields: [fields["clip_skip"] if "clip_skip" in fields else 1])
+                 send=lambda fields: [fields.get(CLIP_SKIP.name, CLIP_SKIP.default)])
 
 
 def _names(extension) -> list[str]:

@@ -9,38 +9,45 @@ import re
 import shutil
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from PIL import Image
 
-from extensions.base import Extension
+from extensions.base import Extension, Settings
 from extensions.train import kohya
 from extensions.train.dataset import training_set
-from extensions.train.trainer import UNET_LAYERS, Outcome, Settings, Trainer
+from extensions.train.fields import (
+    ALPHA,
+    BATCH_SIZE,
+    CLASS_PROMPT,
+    DEFAULTS,
+    GRADIENT_CHECKPOINTING,
+    INSTANCE_PROMPT,
+    LAYERS,
+    LEARNING_RATE,
+    MAX_RANK,
+    MIN_SNR_GAMMA,
+    NOISE_OFFSET,
+    PRIOR_PRESERVATION,
+    RANK,
+    RESOLUTION,
+    RESUME,
+    SAMPLE_EVERY,
+    SEED,
+    STEPS,
+    TRAIN_TEXT_ENCODER,
+)
+from extensions.train.fields import NAME as NAME_FIELD
+from extensions.train.status import Status
+from extensions.train.trainer import UNET_LAYERS, Outcome, Trainer
+from extensions.train.trainer import Settings as RunSettings
 from models.manager import OutOfMemory, free_device_memory
 from models.request import GenerationRequest
-from models.validate import boolean, in_range, one_of, text, whole_number
+from models.validate import whole_number
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}")
-MAX_STEPS = 10_000
-MAX_RANK = 128
 CLASS_IMAGES = (4, 50)  # prior preservation: as many class images as training images, within these bounds
-DEFAULTS = {"steps": 500, "rank": 8, "alpha": 0, "learning_rate": 1e-4, "batch_size": 1, "resolution": 0, "seed": 0,
-            "layers": "attention", "train_text_encoder": False, "class_prompt": "", "prior_preservation": False,
-            "min_snr_gamma": 5.0, "noise_offset": 0.0, "gradient_checkpointing": False, "sample_every": 0,
-            "resume": False}
-
-
-@dataclass
-class Status:
-    """What the Train tab shows while a run goes on."""
-    step: int = 0
-    steps: int = 0
-    loss: float = float("nan")
-    sample: Image.Image | None = None
-    sample_step: int = 0
 
 
 class Train(Extension):
@@ -52,60 +59,55 @@ class Train(Extension):
     def __init__(self, lora_folder: str | Path, work_folder: str | Path):
         self.lora_folder = Path(lora_folder)  # the LoRA library's folder: where a trained LoRA goes
         self.work_folder = Path(work_folder)  # the runs' checkpoints, one folder per name
-        self.service = None
 
     @classmethod
-    def from_config(cls, config) -> Train:
-        return cls(config.lora_dir, config.output_dir / "training")
-
-    def attach(self, service) -> None:
-        self.service = service
+    def from_settings(cls, settings: Settings) -> Train:
+        return cls(settings.lora_dir, settings.output_dir / "training")
 
     # -- the settings ----------------------------------------------------------------------------------------
 
-    def settings(self, name, instance_prompt, **options) -> tuple[Settings, bool]:
+    def settings(self, name, instance_prompt, **options) -> tuple[RunSettings, bool]:
         """Checked settings (errors name the field and the value), and whether to resume."""
         unknown = sorted(set(options) - set(DEFAULTS))
         if unknown:
             raise ValueError(f"train_lora takes no field {', '.join(map(repr, unknown))}")
         values = {**DEFAULTS, **{key: value for key, value in options.items() if value is not None}}
-        name = text("name", name if name is not None else "").strip().removesuffix(".safetensors")
+        name = NAME_FIELD.check(name if name is not None else "").strip().removesuffix(".safetensors")
         if not NAME.fullmatch(name):
             raise ValueError(f"name must be 1 to 64 letters, digits, spaces, '_', '-' or '.', starting with a letter "
                              f"or digit (no folders), got {name!r}")
-        resume = boolean("resume", values["resume"])
+        resume = RESUME.check(values["resume"])
         if (self.lora_folder / f"{name}.safetensors").exists() and not resume:
             raise ValueError(f"name: a LoRA {name!r} exists in the LoRA folder; choose another name, or resume its run")
         if resume and not (self.work_folder / name / "state.json").exists():
             raise ValueError(f"resume: there is no run of {name!r} to resume")
-        layers = one_of("layers", values["layers"], tuple(UNET_LAYERS))
-        rank = whole_number("rank", values["rank"], 1, self._max_rank(layers))
-        alpha = float(in_range("alpha", values["alpha"], (0, 1024))) or float(rank)
-        resolution = whole_number("resolution", values["resolution"], 0, 1024) or self.service.default_size
+        layers = LAYERS.check(values["layers"])
+        rank = whole_number(RANK.name, values["rank"], RANK.minimum, self._max_rank(layers))
+        alpha = float(ALPHA.check(values["alpha"])) or float(rank)
+        resolution = RESOLUTION.check(values["resolution"]) or self.services.model().default_size
         if resolution % 8 or resolution < 64:
             raise ValueError(f"resolution must be 0 (the model's) or a multiple of 8 from 64 to 1024, got {resolution}")
-        prior = boolean("prior_preservation", values["prior_preservation"])
-        class_prompt = text("class_prompt", values["class_prompt"] or "").strip()
+        prior = PRIOR_PRESERVATION.check(values["prior_preservation"])
+        class_prompt = CLASS_PROMPT.check(values["class_prompt"] or "").strip()
         if prior and not class_prompt:
             raise ValueError("class_prompt: prior preservation needs a class prompt (\"a photo of a dog\")")
-        gamma = float(in_range("min_snr_gamma", values["min_snr_gamma"], (0, 100)))
-        steps = whole_number("steps", values["steps"], 1, MAX_STEPS)
-        settings = Settings(
-            name=name, instance_prompt=text("instance_prompt", instance_prompt or "").strip(), steps=steps, rank=rank,
-            alpha=alpha, learning_rate=float(in_range("learning_rate", values["learning_rate"], (1e-7, 1.0))),
-            batch_size=whole_number("batch_size", values["batch_size"], 1, 16), resolution=resolution,
-            seed=whole_number("seed", values["seed"], 0, 2**32 - 1), layers=layers,
-            train_text_encoder=boolean("train_text_encoder", values["train_text_encoder"]), class_prompt=class_prompt,
-            prior_preservation=prior, min_snr_gamma=gamma or None,
-            noise_offset=float(in_range("noise_offset", values["noise_offset"], (0, 1))),
-            gradient_checkpointing=boolean("gradient_checkpointing", values["gradient_checkpointing"]),
-            sample_every=whole_number("sample_every", values["sample_every"], 0, steps),
+        gamma = float(MIN_SNR_GAMMA.check(values["min_snr_gamma"]))
+        steps = STEPS.check(values["steps"])
+        settings = RunSettings(
+            name=name, instance_prompt=INSTANCE_PROMPT.check(instance_prompt or "").strip(), steps=steps, rank=rank,
+            alpha=alpha, learning_rate=float(LEARNING_RATE.check(values["learning_rate"])),
+            batch_size=BATCH_SIZE.check(values["batch_size"]), resolution=resolution, seed=SEED.check(values["seed"]),
+            layers=layers, train_text_encoder=TRAIN_TEXT_ENCODER.check(values["train_text_encoder"]),
+            class_prompt=class_prompt, prior_preservation=prior, min_snr_gamma=gamma or None,
+            noise_offset=float(NOISE_OFFSET.check(values["noise_offset"])),
+            gradient_checkpointing=GRADIENT_CHECKPOINTING.check(values["gradient_checkpointing"]),
+            sample_every=whole_number(SAMPLE_EVERY.name, values["sample_every"], SAMPLE_EVERY.minimum, steps),
         )
         return settings, resume
 
     def _max_rank(self, layers: str) -> int:
         """A rank above the narrowest trained layer's width adds nothing but cost: refused."""
-        unet = self.service.manager.pipelines["txt2img"].unet
+        unet = self.services.model().pipelines["txt2img"].unet
         widths = [min(module.in_features, module.out_features) for name, module in unet.named_modules()
                   if any(name.endswith(target) for target in UNET_LAYERS[layers]) and hasattr(module, "in_features")]
         return min([MAX_RANK, *widths])
@@ -122,12 +124,13 @@ class Train(Extension):
         if not resume and checkpoint.exists():  # an earlier run of a name whose LoRA was deleted since
             shutil.rmtree(checkpoint)
         status = status if status is not None else Status()
-        return self.service.run_task(settings.steps, lambda stop, step: self._run(settings, examples, checkpoint,
-                                                                                  stop, step, status), on_step)
+        if not self.services.models_here:
+            raise ValueError("training runs on the app's own model, and the models are on Ray Serve replicas here")
+        return self.services.run_task(settings.steps, lambda manager, stop, step: self._run(
+            manager, settings, examples, checkpoint, stop, step, status), on_step)
 
-    def _run(self, settings: Settings, examples, checkpoint: Path, stop: threading.Event, step,
+    def _run(self, manager, settings: RunSettings, examples, checkpoint: Path, stop: threading.Event, step,
              status: Status) -> Outcome:
-        manager = self.service.manager
         if manager.unet_compiled:
             raise ValueError("training needs an uncompiled U-Net: start the app without --compile")
         pipe = manager.pipelines["txt2img"]

@@ -8,8 +8,31 @@ import threading
 
 import gradio as gr
 
-from extensions.panel import gradio_errors
-from extensions.train.extension import DEFAULTS, MAX_RANK, Status
+from extensions.panel import api_input, control, gradio_errors
+from extensions.train.fields import (
+    ALPHA,
+    BATCH_SIZE,
+    CLASS_PROMPT,
+    DEFAULTS,
+    GRADIENT_CHECKPOINTING,
+    IMAGES,
+    INSTANCE_PROMPT,
+    LAYERS,
+    LEARNING_RATE,
+    MIN_SNR_GAMMA,
+    NAME,
+    NOISE_OFFSET,
+    PRIOR_PRESERVATION,
+    RANK,
+    RESOLUTION,
+    RESUME,
+    SAMPLE_EVERY,
+    SEED,
+    SETTINGS,
+    STEPS,
+    TRAIN_TEXT_ENCODER,
+)
+from extensions.train.status import Status
 from models.files import servable
 
 TRAINING_FILES = ["image", ".txt", ".zip"]  # images, their captions, or a zip of both
@@ -26,44 +49,37 @@ def train_tab(extension) -> None:
                     "`<lora:name:1>`. Interrupt keeps a checkpoint; tick **Resume** to continue it.")
         with gr.Row():
             with gr.Column():
-                files = gr.File(label="Images (with .txt captions of the same names), or a zip of them",
-                                file_count="multiple", file_types=TRAINING_FILES, elem_id="train-images")
+                files = gr.File(label=IMAGES.label, file_count="multiple", file_types=TRAINING_FILES,
+                                elem_id="train-images")
                 with gr.Row():
-                    name = gr.Textbox(label="LoRA name", elem_id="train-name")
-                    instance = gr.Textbox(label="Instance prompt", placeholder="a photo of sks dog",
-                                          info="for images without a caption file", elem_id="train-instance")
+                    name = control(NAME, elem_id="train-name")
+                    instance = control(INSTANCE_PROMPT, placeholder="a photo of sks dog",
+                                       info="for images without a caption file", elem_id="train-instance")
                 with gr.Row():
-                    class_prompt = gr.Textbox(label="Class prompt", placeholder="a photo of a dog")
-                    prior = gr.Checkbox(False, label="Prior preservation",
-                                        info="class images made by the model keep the class as it was")
+                    class_prompt = control(CLASS_PROMPT, placeholder="a photo of a dog")
+                    prior = control(PRIOR_PRESERVATION, info=True)
                 with gr.Accordion("Settings", open=True):
                     with gr.Row():
-                        steps = gr.Slider(1, 2000, value=DEFAULTS["steps"], step=1, label="Steps",
-                                          elem_id="train-steps")
-                        batch = gr.Slider(1, 16, value=DEFAULTS["batch_size"], step=1, label="Batch size")
+                        steps = control(STEPS, elem_id="train-steps")
+                        batch = control(BATCH_SIZE)
                     with gr.Row():
-                        rank = gr.Slider(1, MAX_RANK, value=DEFAULTS["rank"], step=1, label="Rank")
-                        alpha = gr.Number(DEFAULTS["alpha"], label="Alpha", info="0: the rank")
-                        learning_rate = gr.Number(DEFAULTS["learning_rate"], label="Learning rate",
-                                                  elem_id="train-lr")
+                        rank = control(RANK)
+                        alpha = control(ALPHA, widget="number", info=True)
+                        learning_rate = control(LEARNING_RATE, widget="number", elem_id="train-lr")
                     with gr.Row():
-                        resolution = gr.Slider(0, 1024, value=0, step=8, label="Resolution",
-                                               info="0: the model's own")
-                        seed = gr.Number(DEFAULTS["seed"], precision=0, label="Seed")
-                        gamma = gr.Number(DEFAULTS["min_snr_gamma"], label="Min-SNR gamma", info="0: off")
-                        noise_offset = gr.Number(DEFAULTS["noise_offset"], label="Noise offset",
-                                                 info="as the model was trained: 0.5 for the shapes demo")
-                    layers = gr.Radio([("Every attention layer (kohya's)", "attention"),
-                                       ("Cross-attention keys and values (Custom Diffusion: a new word, least drift)",
-                                        "cross_attention")], value=DEFAULTS["layers"], label="U-Net layers",
-                                      elem_id="train-layers")
+                        resolution = control(RESOLUTION, info="0: the model's own")
+                        seed = control(SEED, widget="number")
+                        gamma = control(MIN_SNR_GAMMA, widget="number", info=True)
+                        noise_offset = control(NOISE_OFFSET, widget="number", info=True)
+                    layers = control(LAYERS, widget="radio", elem_id="train-layers",
+                                     choices=[("Every attention layer (kohya's)", "attention"),
+                                              ("Cross-attention keys and values (Custom Diffusion: a new word, least "
+                                               "drift)", "cross_attention")])
                     with gr.Row():
-                        text_encoder = gr.Checkbox(False, label="Train the text encoder too")
-                        checkpointing = gr.Checkbox(False, label="Gradient checkpointing",
-                                                    info="less memory, slower steps")
-                        sample_every = gr.Slider(0, 500, value=0, step=1, label="A sample every N steps",
-                                                 info="0: none", elem_id="train-sample-every")
-                resume = gr.Checkbox(False, label="Resume the interrupted run of this name", elem_id="train-resume")
+                        text_encoder = control(TRAIN_TEXT_ENCODER)
+                        checkpointing = control(GRADIENT_CHECKPOINTING, info=True)
+                        sample_every = control(SAMPLE_EVERY, info="0: none", elem_id="train-sample-every")
+                resume = control(RESUME, elem_id="train-resume")
                 with gr.Row():
                     run = gr.Button("Train", variant="primary", elem_id="train-run")
                     stop = gr.Button("Interrupt", elem_id="train-interrupt")
@@ -73,7 +89,7 @@ def train_tab(extension) -> None:
                                   elem_classes=["studio-input"])
                 result = gr.Textbox(label="Result", lines=2, elem_id="train-result")
     options = [steps, rank, alpha, learning_rate, batch, resolution, seed, layers, text_encoder, class_prompt, prior,
-               gamma, noise_offset, checkpointing, sample_every, resume]  # the settings, in DEFAULTS' order
+               gamma, noise_offset, checkpointing, sample_every, resume]  # the settings, in SETTINGS' order
 
     def train(files, lora_name, instance_prompt, *values):
         shown = Status()
@@ -102,7 +118,7 @@ def train_tab(extension) -> None:
 
     run.click(train, [files, name, instance, *options], [status, sample, result], api_visibility="private",
               **ONE_TRAINING_AT_A_TIME)
-    stop.click(lambda: extension.service.interrupt(), queue=False, api_visibility="private")
+    stop.click(lambda: extension.services.interrupt(), queue=False, api_visibility="private")
 
 
 def _progress(status: Status) -> str:
@@ -127,18 +143,11 @@ def train_endpoint(extension) -> None:
     # gradio_client's keywords come from the signature: the settings by name, with their defaults
     keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD
     train_lora.__signature__ = inspect.Signature(
-        [inspect.Parameter(name, keyword) for name in ("images", "instance_prompt", "name")]
-        + [inspect.Parameter(name, keyword, default=default) for name, default in DEFAULTS.items()])
+        [inspect.Parameter(field.name, keyword) for field in (IMAGES, INSTANCE_PROMPT, NAME)]
+        + [inspect.Parameter(field.name, keyword, default=field.default) for field in SETTINGS])
 
-    inputs = [gr.File(label="images", file_count="multiple", file_types=TRAINING_FILES),
-              gr.Textbox(label="instance_prompt"),
-              gr.Textbox(label="name")]
-    for option, default in DEFAULTS.items():
-        if isinstance(default, bool):
-            inputs.append(gr.Checkbox(value=default, label=option))
-        elif isinstance(default, str):
-            inputs.append(gr.Textbox(value=default, label=option))
-        else:
-            inputs.append(gr.Number(value=default, label=option))
+    inputs = [gr.File(label=IMAGES.name, file_count="multiple", file_types=TRAINING_FILES),
+              api_input(INSTANCE_PROMPT, required=True), api_input(NAME, required=True),
+              *(api_input(field) for field in SETTINGS)]
     outputs = [gr.Textbox(label="name"), gr.File(label="file"), gr.Number(label="loss")]
     gr.Button(visible=False).click(train_lora, inputs, outputs, api_name="train_lora", **ONE_TRAINING_AT_A_TIME)

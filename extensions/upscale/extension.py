@@ -3,7 +3,7 @@
 Hires. fix accordion (panel.py), gradio_client's /upscale, and A1111's GET /sdapi/v1/upscalers and
 POST /sdapi/v1/extra-single-image.
 
-An upscale shares the device with generations: it runs under the model's lock, after the running job."""
+An upscale shares the device with generations: it is a job in the one queue, as a training run is."""
 
 from __future__ import annotations
 
@@ -12,34 +12,42 @@ from pathlib import Path
 
 from PIL import Image
 
-from extensions.base import SOLO, Extension, Job, Panel, Route, TabContext, rename_words
+from extensions.base import SOLO, Extension, Panel, PreparedRequest, Route, Settings, TabContext, rename_words
+from extensions.upscale.fields import (
+    ENABLE_HR,
+    EXTRAS_BODY,
+    HIRES_FIELDS,
+    HR_DENOISING_STRENGTH,
+    HR_NEGATIVE_PROMPT,
+    HR_PROMPT,
+    HR_RESIZE_X,
+    HR_RESIZE_Y,
+    HR_SAMPLER_NAME,
+    HR_SCALE,
+    HR_SCHEDULER,
+    HR_SECOND_PASS_STEPS,
+    HR_UPSCALER,
+    SAME_SAMPLER,
+    SCALE,
+)
 from extensions.upscale.hires import LATENT_UPSCALERS, HiresFix, HiresPlan
 from extensions.upscale.library import UpscalerLibrary
 from extensions.upscale.upscaling import PIXEL_UPSCALERS, upscale
+from models.fields import read_entries
 from models.images import decode_image, load_image, png_base64
-from models.infotext import read_value
-from models.request import SIZE_RANGE, STEPS_RANGE
+from models.request import SIZE_RANGE
 from models.sampler_names import SAMPLER_NAMES, check_sampler, join_name
-from models.validate import boolean, in_range, integer, text, whole_number
+from models.validate import integer, whole_number
 
-SCALE_RANGE = (1.0, 4.0)
 MAX_RESULT_SIDE = 4096  # px: an upscaled picture's longest side
-SAME_SAMPLER = "Use same sampler"  # A1111's hires sampler choice for "the first pass's"
 MAX_SCHEDULE = 1000  # a second pass's schedule (steps / strength) within the model's training timesteps
-HIRES_FIELDS = {  # gradio_client's /txt2img keywords, A1111's names (its denoising_strength is hr_denoising_strength)
-    "enable_hr": False, "hr_scale": 2.0, "hr_upscaler": "Latent", "hr_second_pass_steps": 0,
-    "hr_denoising_strength": 0.7, "hr_resize_x": 0, "hr_resize_y": 0, "hr_prompt": "", "hr_negative_prompt": "",
-    "hr_sampler_name": SAME_SAMPLER,
-}
-REST_FIELDS = ("enable_hr", "hr_scale", "hr_upscaler", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y",
-               "hr_prompt", "hr_negative_prompt", "hr_sampler_name", "hr_scheduler")
 
 
 class Upscale(Extension):
     name = "upscale"
     fields = HIRES_FIELDS
     modes = ("txt2img",)
-    rest_fields = frozenset(REST_FIELDS)
+    rest_body = (HR_SCHEDULER,)
     placement = "size"  # the Hires. fix accordion, under the width and height
     tab_name = "extras"
 
@@ -48,9 +56,9 @@ class Upscale(Extension):
         self.manager = None
 
     @classmethod
-    def from_config(cls, config) -> Upscale:
-        config.upscaler_dir.mkdir(parents=True, exist_ok=True)  # so users see where to drop models
-        return cls(config.upscaler_dir)
+    def from_settings(cls, settings: Settings) -> Upscale:
+        settings.upscaler_dir.mkdir(parents=True, exist_ok=True)  # so users see where to drop models
+        return cls(settings.upscaler_dir)
 
     def install(self, manager) -> None:
         self.manager = manager
@@ -62,10 +70,10 @@ class Upscale(Extension):
     def hires_upscaler_names(self) -> list[str]:
         return [*LATENT_UPSCALERS, *self.upscaler_names()]
 
-    def upscale(self, image, upscaler: str = "Lanczos", scale: float = 2.0,
+    def upscale(self, image, upscaler: str = "Lanczos", scale: float = SCALE.default,
                 size: tuple[int, int] | None = None) -> Image.Image:
-        """`image` larger by `scale`, or to `size` (width, height), with the upscaler of that name. Errors name
-        the field and the value."""
+        """`image` larger by `scale`, or to `size` (width, height), with the upscaler of that name, as a job in the
+        queue. Errors name the field and the value."""
         picture = load_image(image, "image")
         if picture is None:
             raise ValueError("image is required to upscale")
@@ -73,7 +81,7 @@ class Upscale(Extension):
         if not isinstance(upscaler, str) or upscaler not in names:
             raise ValueError(self.library.missing(str(upscaler), names))
         if size is None:
-            scale = in_range("scale", scale, SCALE_RANGE)
+            scale = SCALE.check(scale)
             size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
             field = "scale"
         else:
@@ -82,29 +90,30 @@ class Upscale(Extension):
         if max(size) > MAX_RESULT_SIDE:
             raise ValueError(f"{field}: the result would be {size[0]}x{size[1]} pixels; at most {MAX_RESULT_SIDE} "
                              "a side")
-        with self.manager.lock:  # after the running generation: one job on the device at a time
-            return upscale(picture, upscaler, size, self.library.load, self.manager.runtime.device)
+        return self.services.run_task(
+            1, lambda manager, stop, step: upscale(picture, upscaler, size, self.library.load, manager.runtime.device))
 
     # -- hires fix: the request ------------------------------------------------------------------------------
 
     def parse(self, mode: str, fields: Mapping, warnings: list[str]) -> HiresPlan | None:
-        if mode != "txt2img" or not boolean("enable_hr", fields.get("enable_hr", False)):
+        if mode != "txt2img" or not ENABLE_HR.check(fields.get(ENABLE_HR.name, ENABLE_HR.default)):
             return None
-        upscaler = fields.get("hr_upscaler") or "Latent"  # A1111: none named is Latent
+        upscaler = fields.get(HR_UPSCALER.name) or HR_UPSCALER.default  # A1111: none named is Latent
         names = self.hires_upscaler_names()
         if not isinstance(upscaler, str) or upscaler not in names:
             raise ValueError(f"hr_upscaler: {self.library.missing(str(upscaler), names)}")
-        sampler = fields.get("hr_sampler_name") or SAME_SAMPLER
-        texts = {name: text(name, fields.get(name) or "") or None for name in ("hr_prompt", "hr_negative_prompt")}
+        sampler = fields.get(HR_SAMPLER_NAME.name) or SAME_SAMPLER
+        texts = {field.name: field.check(fields.get(field.name) or "") or None
+                 for field in (HR_PROMPT, HR_NEGATIVE_PROMPT)}
+
+        def value(field):
+            return field.check(fields.get(field.name, field.default))
+
         plan = HiresPlan(
-            upscaler=upscaler,
-            scale=float(in_range("hr_scale", fields.get("hr_scale", 2.0), SCALE_RANGE)),
-            resize=tuple(whole_number(name, fields.get(name, 0), 0, SIZE_RANGE[1])
-                         for name in ("hr_resize_x", "hr_resize_y")),
-            steps=whole_number("hr_second_pass_steps", fields.get("hr_second_pass_steps", 0), 0, STEPS_RANGE[1]),
-            strength=_strength(fields.get("hr_denoising_strength", 0.7)),
-            prompt=texts["hr_prompt"], negative_prompt=texts["hr_negative_prompt"],
-            sampler=None if sampler == SAME_SAMPLER else check_sampler(sampler, "hr_sampler_name"),
+            upscaler=upscaler, scale=float(value(HR_SCALE)), resize=(value(HR_RESIZE_X), value(HR_RESIZE_Y)),
+            steps=value(HR_SECOND_PASS_STEPS), strength=value(HR_DENOISING_STRENGTH),
+            prompt=texts[HR_PROMPT.name], negative_prompt=texts[HR_NEGATIVE_PROMPT.name],
+            sampler=None if sampler == SAME_SAMPLER else check_sampler(sampler, HR_SAMPLER_NAME.name),
         )
         try:
             width, height, steps = (integer(name, fields.get(name)) for name in ("width", "height", "steps"))
@@ -119,7 +128,7 @@ class Upscale(Extension):
         plan = request.part(self.name)
         return SOLO if plan is not None and (plan.prompt or plan.negative_prompt) else plan
 
-    def prepare(self, job: Job) -> None:
+    def prepare(self, job: PreparedRequest) -> None:
         plan = job.request.part(self.name)
         if plan is not None:
             job.infotext.update(plan.infotext())
@@ -146,49 +155,35 @@ class Upscale(Extension):
 
     def from_infotext(self, entries: dict[str, str], warnings: list[str]) -> dict:
         """A1111's Hires entries (taken out of `entries`); "Denoising strength" is left for img2img's too."""
-        if not any(key in entries for key in ("Hires upscale", "Hires resize", "Hires upscaler")):
+        if not any(key in entries for key in (HR_SCALE.infotext, HR_RESIZE_X.infotext, HR_UPSCALER.infotext)):
             return {}
-        fields: dict = {"enable_hr": True, "hr_resize_x": 0, "hr_resize_y": 0, "hr_second_pass_steps": 0,
-                        "hr_prompt": "", "hr_negative_prompt": "", "hr_sampler_name": SAME_SAMPLER}
-        for key, field, kind in (("Hires upscale", "hr_scale", "number"), ("Hires steps", "hr_second_pass_steps",
-                                 "whole"), ("Hires prompt", "hr_prompt", "text"),
-                                 ("Hires negative prompt", "hr_negative_prompt", "text")):
-            if key in entries:
-                read_value(fields, field, key, entries.pop(key), kind, warnings)
-        if "Denoising strength" in entries:
-            read_value(fields, "hr_denoising_strength", "Denoising strength", entries["Denoising strength"], "number",
-                       warnings)
-        if "Hires resize" in entries:
-            value = entries.pop("Hires resize")
+        fields: dict = {ENABLE_HR.name: True, **{field.name: field.default for field in (
+            HR_RESIZE_X, HR_RESIZE_Y, HR_SECOND_PASS_STEPS, HR_PROMPT, HR_NEGATIVE_PROMPT, HR_SAMPLER_NAME)}}
+        fields.update(read_entries((HR_SCALE, HR_SECOND_PASS_STEPS, HR_PROMPT, HR_NEGATIVE_PROMPT), entries, warnings))
+        fields.update(read_entries((HR_DENOISING_STRENGTH,), entries, warnings, keep=True))
+        if HR_RESIZE_X.infotext in entries:
+            value = entries.pop(HR_RESIZE_X.infotext)
             sides = value.split("x")
             if len(sides) == 2 and all(side.strip().isdigit() for side in sides):
-                fields["hr_resize_x"], fields["hr_resize_y"] = (int(side) for side in sides)
+                fields[HR_RESIZE_X.name], fields[HR_RESIZE_Y.name] = (int(side) for side in sides)
             else:
-                warnings.append(f"Hires resize: {value!r} is not WIDTHxHEIGHT; left out")
-        for key, field, known in (("Hires upscaler", "hr_upscaler", self.hires_upscaler_names),
-                                  ("Hires sampler", "hr_sampler_name", lambda: SAMPLER_NAMES)):
-            if key in entries:
-                value = entries.pop(key)
+                warnings.append(f"{HR_RESIZE_X.infotext}: {value!r} is not WIDTHxHEIGHT; left out")
+        for field, known in ((HR_UPSCALER, self.hires_upscaler_names), (HR_SAMPLER_NAME, lambda: SAMPLER_NAMES)):
+            if field.infotext in entries:
+                value = entries.pop(field.infotext)
                 if value in known():
-                    fields[field] = value
+                    fields[field.name] = value
                 else:
-                    warnings.append(f"{key}: {value!r} is not available here; left out")
+                    warnings.append(f"{field.infotext}: {value!r} is not available here; left out")
         return fields
 
-    def from_rest(self, payload: dict, route: str, fields: dict) -> str:
-        """A1111's hires fields, when enable_hr is set (its clients send them all, with defaults, every time)."""
-        if route != "txt2img" or not payload.get("enable_hr"):
-            return route
-        for name in ("enable_hr", "hr_scale", "hr_upscaler", "hr_second_pass_steps", "hr_resize_x", "hr_resize_y",
-                     "hr_prompt", "hr_negative_prompt"):
-            if payload.get(name) is not None:
-                fields[name] = payload[name]
-        fields["hr_denoising_strength"] = payload.get("denoising_strength", HIRES_FIELDS["hr_denoising_strength"])
-        sampler, schedule = payload.get("hr_sampler_name"), payload.get("hr_scheduler")
-        if isinstance(sampler, str) and sampler and isinstance(schedule, str) and schedule.lower() != "automatic":
-            sampler = join_name(sampler, schedule.capitalize())
-        fields["hr_sampler_name"] = sampler or SAME_SAMPLER
-        return route
+    def from_rest(self, payload: dict, endpoint: str, fields: dict) -> str:
+        """hr_sampler_name with hr_scheduler, as A1111 1.9's clients send them."""
+        sampler, schedule = payload.get(HR_SAMPLER_NAME.rest), payload.get(HR_SCHEDULER.rest)
+        if endpoint == "txt2img" and isinstance(sampler, str) and sampler and isinstance(schedule, str) \
+                and schedule.lower() != "automatic":
+            fields[HR_SAMPLER_NAME.name] = join_name(sampler, schedule.capitalize())
+        return endpoint
 
     def in_rest_words(self, message: str) -> str:
         return rename_words(message, {"hr_denoising_strength": "denoising_strength"})
@@ -197,7 +192,8 @@ class Upscale(Extension):
 
     def rest_routes(self) -> list[Route]:
         return [Route("GET", "/sdapi/v1/upscalers", self._listing),
-                Route("POST", "/sdapi/v1/extra-single-image", self._extra_single_image, takes_body=True)]
+                Route("POST", "/sdapi/v1/extra-single-image", self._extra_single_image, takes_body=True,
+                      body=EXTRAS_BODY)]
 
     def _listing(self) -> list[dict]:
         """A1111's shape; a model's scale is known once it has been loaded (spandrel reads it from the weights)."""
@@ -244,12 +240,6 @@ class Upscale(Extension):
         from extensions.upscale.panel import extras_tab
 
         return extras_tab(self, image_file)
-
-
-def _strength(value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise ValueError(f"hr_denoising_strength must be in (0, 1], got {value!r}")
-    return float(value)
 
 
 def _check(plan: HiresPlan, width: int, height: int, steps: int) -> None:

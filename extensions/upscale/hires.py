@@ -32,6 +32,16 @@ from diffusers import (
 from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
 from PIL import Image
 
+from extensions.upscale.fields import (
+    HR_DENOISING_STRENGTH,
+    HR_NEGATIVE_PROMPT,
+    HR_PROMPT,
+    HR_RESIZE_X,
+    HR_SAMPLER_NAME,
+    HR_SCALE,
+    HR_SECOND_PASS_STEPS,
+    HR_UPSCALER,
+)
 from models.manager import TEXT_ARGUMENTS, pipeline_view
 from models.samplers import make_scheduler
 from models.vae_tiling import tile_for
@@ -89,20 +99,18 @@ class HiresPlan:
 
     def infotext(self) -> dict[str, str]:
         """A1111's entries: Denoising strength, Hires upscale or Hires resize, Hires steps, Hires upscaler, ..."""
-        entries = {"Denoising strength": f"{self.strength:g}"}
+        entries = {HR_DENOISING_STRENGTH.infotext: f"{self.strength:g}"}
         if self.resize == (0, 0):
-            entries["Hires upscale"] = f"{self.scale:g}"
+            entries[HR_SCALE.infotext] = f"{self.scale:g}"
         else:
-            entries["Hires resize"] = "{}x{}".format(*self.resize)
+            entries[HR_RESIZE_X.infotext] = "{}x{}".format(*self.resize)
         if self.steps:
-            entries["Hires steps"] = str(self.steps)
-        entries["Hires upscaler"] = self.upscaler
-        if self.sampler is not None:
-            entries["Hires sampler"] = self.sampler
-        if self.prompt is not None:
-            entries["Hires prompt"] = self.prompt
-        if self.negative_prompt is not None:
-            entries["Hires negative prompt"] = self.negative_prompt
+            entries[HR_SECOND_PASS_STEPS.infotext] = str(self.steps)
+        entries[HR_UPSCALER.infotext] = self.upscaler
+        for field, value in ((HR_SAMPLER_NAME, self.sampler), (HR_PROMPT, self.prompt),
+                             (HR_NEGATIVE_PROMPT, self.negative_prompt)):
+            if value is not None:
+                entries[field.infotext] = value
         return entries
 
 

@@ -6,13 +6,26 @@ from __future__ import annotations
 import gradio as gr
 
 from extensions.base import Panel, TabContext
-from extensions.panel import gradio_errors
-from extensions.upscale.extension import HIRES_FIELDS, SAME_SAMPLER, SCALE_RANGE
+from extensions.panel import api_input, control, gradio_errors
+from extensions.upscale.fields import (
+    ENABLE_HR,
+    HIRES_FIELDS,
+    HR_DENOISING_STRENGTH,
+    HR_NEGATIVE_PROMPT,
+    HR_PROMPT,
+    HR_RESIZE_X,
+    HR_RESIZE_Y,
+    HR_SAMPLER_NAME,
+    HR_SCALE,
+    HR_SECOND_PASS_STEPS,
+    HR_UPSCALER,
+    SCALE,
+    UPSCALER,
+)
 from extensions.upscale.hires import HiresPlan
-from models.request import SIZE_RANGE, STEPS_RANGE
-from models.sampler_names import SAMPLER_NAMES
+from models.fields import Field
 
-HIRES_NAMES = tuple(HIRES_FIELDS)  # the accordion's inputs, in this order
+IMAGE = Field("image", "image", help="the picture to upscale")
 
 
 def extras_tab(extension, image_file) -> gr.Image:
@@ -23,10 +36,10 @@ def extras_tab(extension, image_file) -> gr.Image:
                 image = gr.Image(type="pil", label="Image", height=360, elem_id="extras-image",
                                  elem_classes=["studio-input"])
                 with gr.Row():
-                    upscaler = gr.Dropdown(extension.upscaler_names(), value="Lanczos", label="Upscaler",
-                                           elem_id="extras-upscaler", scale=3)
+                    upscaler = control(UPSCALER, choices=extension.upscaler_names(), elem_id="extras-upscaler",
+                                       scale=3)
                     refresh = gr.Button("Refresh", size="sm", scale=1, min_width=80)
-                scale = gr.Slider(*SCALE_RANGE, value=2, step=0.5, label="Scale by", elem_id="extras-scale")
+                scale = control(SCALE, elem_id="extras-scale")
                 run = gr.Button("Upscale", variant="primary", elem_id="extras-run")
             with gr.Column():
                 result = gr.Image(type="pil", format="png", label="Result", interactive=False, height=360,
@@ -49,43 +62,37 @@ def extras_tab(extension, image_file) -> gr.Image:
 
 def upscale_endpoint(extension, image_file) -> None:
     """/upscale(image, upscaler="Lanczos", scale=2) -> the upscaled picture."""
-    def upscale(image, upscaler="Lanczos", scale=2.0):
+    def upscale(image, upscaler=UPSCALER.default, scale=SCALE.default):
+        """An image made larger by an upscaler (Lanczos, Nearest, None, or a model of the upscaler folder)."""
         with gradio_errors("upscale"):
             return image_file(extension.upscale(image, upscaler, scale))
 
-    inputs = [gr.File(label="image", file_types=["image"]), gr.Textbox(value="Lanczos", label="upscaler"),
-              gr.Number(value=2, label="scale")]
+    inputs = [api_input(IMAGE, required=True), api_input(UPSCALER), api_input(SCALE)]
     gr.Button(visible=False).click(upscale, inputs, gr.Image(type="pil", format="png", label="upscaled"),
                                    api_name="upscale", concurrency_limit=1, concurrency_id="upscale")
 
 
 def hires_panel(extension, tab: TabContext) -> Panel:
     """A1111's Hires. fix: the accordion's title says whether it is on, and the sizes it goes from and to."""
-    defaults = HIRES_FIELDS
     with gr.Accordion("Hires. fix", open=False, elem_id="txt2img-hires") as accordion:
-        enable = gr.Checkbox(defaults["enable_hr"], label="Hires. fix: upscale, then refine with img2img",
-                             elem_id="txt2img-enable-hr")
+        enable = control(ENABLE_HR, elem_id="txt2img-enable-hr")
         with gr.Row():
-            upscaler = gr.Dropdown(extension.hires_upscaler_names(), value=defaults["hr_upscaler"], label="Upscaler",
-                                   elem_id="txt2img-hr-upscaler")
-            sampler = gr.Dropdown([SAME_SAMPLER, *SAMPLER_NAMES], value=SAME_SAMPLER, label="Hires sampler")
+            upscaler = control(HR_UPSCALER, choices=extension.hires_upscaler_names(), elem_id="txt2img-hr-upscaler")
+            sampler = control(HR_SAMPLER_NAME)
         with gr.Row():
-            steps = gr.Slider(0, STEPS_RANGE[1], value=defaults["hr_second_pass_steps"], step=1, label="Hires steps",
-                              info="0: as many as Sampling steps")
-            strength = gr.Slider(0.01, 1, value=defaults["hr_denoising_strength"], step=0.01,
-                                 label="Denoising strength", elem_id="txt2img-hr-strength", info="of the second pass")
-        scale = gr.Slider(*SCALE_RANGE, value=defaults["hr_scale"], step=0.05, label="Upscale by",
-                          elem_id="txt2img-hr-scale")
+            steps = control(HR_SECOND_PASS_STEPS, info=True)
+            strength = control(HR_DENOISING_STRENGTH, info=True, elem_id="txt2img-hr-strength")
+        scale = control(HR_SCALE, elem_id="txt2img-hr-scale")
         with gr.Row():
-            resize_x = gr.Slider(0, SIZE_RANGE[1], value=0, step=8, label="Resize width to",
-                                 info="0: by Upscale by (or the ratio)")
-            resize_y = gr.Slider(0, SIZE_RANGE[1], value=0, step=8, label="Resize height to",
-                                 info="both set: cover, then crop")
+            resize_x = control(HR_RESIZE_X, info=True)
+            resize_y = control(HR_RESIZE_Y, info=True)
         with gr.Row():
-            prompt = gr.Textbox(label="Hires prompt", lines=2, placeholder="Empty: the prompt above")
-            negative = gr.Textbox(label="Hires negative prompt", lines=2,
-                                  placeholder="Empty: the negative prompt above")
-    inputs = [enable, scale, upscaler, steps, strength, resize_x, resize_y, prompt, negative, sampler]
+            prompt = control(HR_PROMPT, lines=2, placeholder="Empty: the prompt above")
+            negative = control(HR_NEGATIVE_PROMPT, lines=2, placeholder="Empty: the negative prompt above")
+    by_name = {"enable_hr": enable, "hr_scale": scale, "hr_upscaler": upscaler, "hr_second_pass_steps": steps,
+               "hr_denoising_strength": strength, "hr_resize_x": resize_x, "hr_resize_y": resize_y,
+               "hr_prompt": prompt, "hr_negative_prompt": negative, "hr_sampler_name": sampler}
+    inputs = [by_name[field.name] for field in HIRES_FIELDS]
 
     def title(on, factor, x, y, width, height) -> gr.Accordion:
         if not on:
@@ -102,7 +109,8 @@ def hires_panel(extension, tab: TabContext) -> Panel:
         component.change(title, watched, accordion, queue=False, api_visibility="private")
     upscaler.focus(lambda: gr.Dropdown(choices=extension.hires_upscaler_names()), None, upscaler, queue=False,
                    api_visibility="private")
-    return Panel(inputs=inputs, collect=lambda values: dict(zip(HIRES_NAMES, values)),
+    names = [field.name for field in HIRES_FIELDS]
+    return Panel(inputs=inputs, collect=lambda values: dict(zip(names, values)),
                  # an image made without hires fix turns it off, as in A1111
                  send=lambda fields: [fields.get("enable_hr", False),
-                                      *(fields.get(name, gr.update()) for name in HIRES_NAMES[1:])])
+                                      *(fields.get(name, gr.update()) for name in names[1:])])

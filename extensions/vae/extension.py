@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from extensions.base import Extension, Route
+from extensions.base import Extension, Route, Settings
+from extensions.vae.fields import VAE
 from extensions.vae.library import AUTOMATIC, VaeLibrary
 from models.vae_tiling import tile_for
 
@@ -27,23 +28,22 @@ class VaePart:
 
 class Vae(Extension):
     name = "vae"
-    fields = {"vae": AUTOMATIC}
+    fields = (VAE,)
     modes = ("txt2img", "img2img", "inpaint", "outpaint")
-    rest_settings = frozenset({"sd_vae"})
 
     def __init__(self, folder: str | Path):
         self.library = VaeLibrary(folder)
 
     @classmethod
-    def from_config(cls, config) -> Vae:
-        config.vae_dir.mkdir(parents=True, exist_ok=True)  # so users see where to drop VAEs
-        return cls(config.vae_dir)
+    def from_settings(cls, settings: Settings) -> Vae:
+        settings.vae_dir.mkdir(parents=True, exist_ok=True)  # so users see where to drop VAEs
+        return cls(settings.vae_dir)
 
     def install(self, manager) -> None:
         manager.pipeline_hooks.append(self._hook)
 
     def parse(self, mode: str, fields: Mapping, warnings: list[str]) -> VaePart | None:
-        name = self.library.check_name(fields.get("vae", AUTOMATIC))
+        name = self.library.check_name(fields.get(VAE.name, VAE.default))
         return VaePart(name) if name != AUTOMATIC else None
 
     def _hook(self, pipe, request, arguments: dict, parameters: dict):
@@ -53,7 +53,7 @@ class Vae(Extension):
         if part is not None:
             vae = self.library.load(part.name, own).to(device=own.device, dtype=own.dtype)
             parameters["VAE hash"] = self.library.short_hash(part.name)
-            parameters["VAE"] = part.name
+            parameters[VAE.infotext] = part.name
         tile_for(vae, request.width, request.height)
         if vae is not own:
             pipe = type(pipe)(**{**pipe.components, "vae": vae})
@@ -64,7 +64,7 @@ class Vae(Extension):
 
     def from_infotext(self, entries: dict[str, str], warnings: list[str]) -> dict:
         entries.pop("VAE hash", None)
-        name = entries.pop("VAE", None)
+        name = entries.pop(VAE.infotext, None)
         if name is None:
             return {}
         if name not in self.library.names():
@@ -72,13 +72,13 @@ class Vae(Extension):
             return {"vae": AUTOMATIC}
         return {"vae": name}
 
-    def from_rest(self, payload: dict, route: str, fields: dict) -> str:
+    def from_rest(self, payload: dict, endpoint: str, fields: dict) -> str:
         settings = payload.get("override_settings")
-        if isinstance(settings, dict) and "sd_vae" in settings:
-            name = settings["sd_vae"]  # A1111: "Automatic", "None" (the model's own too) or the file's name
-            fields["vae"] = AUTOMATIC if name in ("None", None) else (
+        if isinstance(settings, dict) and VAE.setting in settings:
+            name = settings[VAE.setting]  # A1111: "Automatic", "None" (the model's own too) or the file's name
+            fields[VAE.name] = AUTOMATIC if name in ("None", None) else (
                 name.removesuffix(".safetensors") if isinstance(name, str) else name)
-        return route
+        return endpoint
 
     def in_rest_words(self, message: str) -> str:
         return message.replace("vae ", "override_settings.sd_vae ", 1) if message.startswith("vae ") else message
