@@ -11,7 +11,6 @@ import re
 import pytest
 import requests
 from gradio_client import Client
-from gradio_client.exceptions import AuthenticationError
 
 import app
 from testing.ports import free_port
@@ -57,9 +56,9 @@ def test_every_route_under_each_auth_mode(server):
     else:
         for route in ("/config", "/gradio_api/info"):
             assert requests.get(url + route, timeout=10).status_code == 401, route
-        with pytest.raises(AuthenticationError):
+        with pytest.raises(ValueError):  # gradio_client: AuthenticationError, or ValueError for a refused login
             Client(url, verbose=False)
-        with pytest.raises(AuthenticationError):
+        with pytest.raises(ValueError):  # gradio_client: AuthenticationError, or ValueError for a refused login
             Client(url, auth=wrong, verbose=False)
         client = Client(url, auth=ui, verbose=False)
     gallery, infotext, _ = client.predict(prompt="x", steps=1, width=64, height=64, api_name="/txt2img")
@@ -105,10 +104,10 @@ def test_a_warning_at_start_when_listening_beyond_this_machine_without_auth(opti
     assert warning == warned if warned is None or warned.startswith("listening") else warned in warning
 
 
-def test_the_readme_documents_the_access_model():
-    readme = (ROOT / "README.md").read_text()
-    section = re.search(r"## Access and limits\n(.*?)\n## ", readme, re.S)
-    assert section, "README has an 'Access and limits' section"
+def test_the_docs_document_the_access_model():
+    page = (ROOT / "docs" / "access.md").read_text()
+    section = re.search(r"## Access and limits\n(.*?)\n## ", page, re.S)
+    assert section, "docs/access.md has an 'Access and limits' section"
     for fact in ("--auth", "--api-auth", "/docs", "--ckpt-dir", "413"):
         assert fact in section.group(1), fact
 
