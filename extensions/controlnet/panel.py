@@ -23,7 +23,7 @@ from extensions.controlnet.units import (
     THRESHOLD_B,
     WEIGHT,
 )
-from extensions.panel import control, gradio_errors
+from extensions.panel import api_input, control, gradio_errors
 from models.files import shown_path
 
 # The order of each unit's components, as the event passes their values.
@@ -151,13 +151,14 @@ def _slider(preprocessor, ab: str) -> gr.Slider:
 def detect_endpoint(extension, image_file) -> None:
     """/controlnet_detect for gradio_client: the preprocessor's map of an image (pixel perfect: at the image's own
     resolution)."""
-    def controlnet_detect(image, module, processor_res=512, threshold_a=None, threshold_b=None, pixel_perfect=True):
+    def controlnet_detect(image, module, processor_res=PROCESSOR_RES.default, threshold_a=None, threshold_b=None,
+                          pixel_perfect=PIXEL_PERFECT.default):
+        """The map a ControlNet preprocessor makes of an image."""
         with gradio_errors("controlnet_detect"):
             return image_file(extension.control_map(image, module, processor_res, threshold_a, threshold_b,
                                                     pixel_perfect))
 
-    inputs = [gr.File(label="image", file_types=["image"]), gr.Textbox(value="canny", label="module"),
-              gr.Number(value=512, label="processor_res"), gr.Number(value=None, label="threshold_a"),
-              gr.Number(value=None, label="threshold_b"), gr.Checkbox(value=True, label="pixel_perfect")]
+    inputs = [api_input(IMAGE, required=True), api_input(MODULE, default="canny"), api_input(PROCESSOR_RES),
+              api_input(THRESHOLD_A), api_input(THRESHOLD_B), api_input(PIXEL_PERFECT)]
     gr.Button(visible=False).click(controlnet_detect, inputs, gr.Image(type="pil", format="png", label="map"),
                                    api_name="controlnet_detect")
