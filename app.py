@@ -76,6 +76,9 @@ class AppConfig:
     output_dir: Path = option("SD_OUTPUT_DIR", "outputs", "where images are saved", "path")
     queue_size: int = option("SD_QUEUE_SIZE", 16, "jobs that may wait; when full, new ones are refused at once",
                              "whole")
+    max_job_seconds: int | None = option("SD_MAX_JOB_SECONDS", "auto", "a job estimated to take longer is refused "
+                                         "at once, saying what to lower; auto: 600 on a CPU, 1800 on a GPU; 0: no "
+                                         "limit", "limit")
     max_batch: int = option("SD_MAX_BATCH", 4,
                             "the most images compatible jobs make in one diffusers call (1: no batching)", "whole")
     batch_wait_ms: int = option("SD_BATCH_WAIT_MS", 10, "how long a job that could take more waits for compatible "
@@ -161,6 +164,10 @@ def _value(parser: argparse.ArgumentParser, option, value: str):
         if value.lower() not in SWITCH_WORDS:
             parser.error(f"{name} must be on or off, got {value!r}")
         return SWITCH_WORDS[value.lower()]
+    if kind == "limit":  # auto (None: the device decides), or a whole number
+        if value != "auto" and not value.isdigit():
+            parser.error(f"{name} must be auto or a whole number of seconds (0: no limit), got {value!r}")
+        return None if value == "auto" else int(value)
     if kind == "choice" and value not in meta["choices"]:
         parser.error(f"{name} must be one of {', '.join(meta['choices'])}, got {value!r}")
     if kind == "path":
@@ -205,9 +212,11 @@ def build_app(config: AppConfig):
     # With Ray the replicas generate; this copy, on the CPU, serves token counts, previews and the model's facts.
     manager, notice = load_or_demo(config.model, "cpu" if ray else config.device, "none" if ray else config.offload)
     service = StudioService(manager, config.output_dir, create(config.extension_settings()), notice=notice,
-                            after_install=lambda manager: with_settings(manager, config, compile_unet=not ray),
+                            after_install=lambda manager: with_settings(manager, config, compile_unet=not ray,
+                                                                        calibrate=not ray and not on_zerogpu()),
                             queue_size=config.queue_size, direct=on_zerogpu(), max_batch=config.max_batch,
-                            batch_wait=config.batch_wait_ms / 1000, backend=backend_for(config))
+                            batch_wait=config.batch_wait_ms / 1000, backend=backend_for(config),
+                            max_job_seconds=job_limit(config, manager))
 
     def switch(name: str):
         spec, local = resolve_checkpoint(name, config.ckpt_dir, config.model)
@@ -232,6 +241,16 @@ def build_app(config: AppConfig):
     if warning := exposure_warning(config):
         log.warning(warning)
     return build_ui(service, queue_size=config.queue_size), service
+
+
+JOB_LIMITS = {"cpu": 600, "gpu": 1800}  # --max-job-seconds auto: a CPU is slow for everyone behind the job
+
+
+def job_limit(config: AppConfig, manager) -> int:
+    """--max-job-seconds, or by the device: a job the CPU would take 10 minutes for is refused at once."""
+    if config.max_job_seconds is not None:
+        return config.max_job_seconds
+    return JOB_LIMITS["cpu" if manager.runtime.device.type == "cpu" else "gpu"]
 
 
 def backend_for(config: AppConfig):

@@ -37,7 +37,7 @@ from typing import Any
 from PIL import Image
 
 from models.fields import Field
-from models.request import GenerationRequest
+from models.request import GenerationRequest, Pass
 
 StepCallback = Callable[[int, int], None]  # (steps done, steps in total)
 
@@ -154,6 +154,10 @@ class RequestPart:
         """What of its part must be equal for requests to share one diffusers call (SOLO: this request runs
         alone). Its (frozen, hashable) part by default."""
         return request.part(self.name)
+
+    def passes(self, request) -> list[Pass]:
+        """Denoising passes it adds to the request's own, for what the job costs (hires fix: its second)."""
+        return []
 
     def affinity(self, request) -> str:
         """What a model replica must have loaded for this request, as a name ("" for nothing): Ray Serve sends the

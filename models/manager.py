@@ -24,11 +24,14 @@ from diffusers import (
     StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
 )
+from diffusers.models.attention import BasicTransformerBlock
+from diffusers.models.resnet import ResnetBlock2D
 from diffusers.utils import logging as diffusers_logging
 from PIL import Image
 from transformers.utils import logging as transformers_logging
 
 from models import loading
+from models.cost import CostModel, Pass
 from models.device import Runtime, resolve_runtime
 from models.files import hub_unreachable, own_memory
 from models.limits import TooLarge
@@ -81,6 +84,10 @@ class PipelineManager:
             base.enable_xformers_memory_efficient_attention()
         base.set_progress_bar_config(disable=True)
         self.pipelines = self._derive_pipelines(base)
+        self.cost = CostModel(base.unet, base.vae, runtime.device.type, self.pipelines["txt2img"].vae_scale_factor)
+        self._stoppable = False  # a call runs: an interrupt stops it inside a step, not only after it
+        self._interrupt_hooks = [module.register_forward_pre_hook(self._stop_here) for module in base.unet.modules()
+                                 if isinstance(module, INTERRUPTIBLE)]
         self.offload = Offload(base, runtime)
 
     @classmethod
@@ -132,6 +139,9 @@ class PipelineManager:
         """torch.compile the shared U-Net in place, so every derived pipeline runs the compiled one. Extensions
         that add layers to it (the LoRA slot) must be installed first: a structural change recompiles. `mode`:
         torch.compile's (bench/gpu.py measures the default against "reduce-overhead", CUDA graphs)."""
+        for hook in self._interrupt_hooks:  # a compiled graph would break at each: interrupts wait for the step's end
+            hook.remove()
+        self._interrupt_hooks = []
         self.pipelines["txt2img"].unet.compile(backend=backend, mode=mode)
         self.unet_compiled = True
 
@@ -165,8 +175,37 @@ class PipelineManager:
     # -- running ----------------------------------------------------------------------------------------
 
     def interrupt(self) -> None:
-        """Ask the running job to stop after its current step; it returns what it has."""
+        """Ask the running job to stop: within its current step (at the next block of the U-Net), or after it when
+        the U-Net is compiled; it returns the images of its last finished step."""
         self._interrupt.set()
+
+    def _stop_here(self, module, arguments) -> None:
+        if self._stoppable and self._interrupt.is_set():
+            raise Interrupted
+
+    # -- what a job costs ---------------------------------------------------------------------------------
+
+    def estimate(self, request: GenerationRequest, extra: Sequence[Pass] = ()) -> float:
+        """The seconds `request` should take here (`extra`: passes the extensions add, hires fix's): its U-Net
+        steps and VAE work in FLOPs at its size, times this device's measured seconds per FLOP."""
+        steps = request.steps if request.mode == "txt2img" else max(1, int(request.steps * request.strength))
+        passes = [Pass(request.width, request.height, steps), *extra]
+        encodes = request.mode != "txt2img" or self.is_inpainting_model
+        if not self.cost.counted:
+            with self.lock:  # counting the model's FLOPs runs it, once: not beside a job
+                self.cost.growth()
+        return self.cost.seconds(passes, request.batch_size, request.guidance_scale > 1, encodes)
+
+    def calibrate(self) -> float:
+        """Measure this device's seconds per FLOP on a short generation at MEASURED_SIDE (every call's steps of
+        that size or more are measured too), or at the model's size when the U-Net is compiled (for which it is
+        warmed up); returns them."""
+        side = self.default_size if self.unet_compiled else MEASURED_SIDE
+        with self.lock:
+            self.cost.growth()  # counted first, so the steps' times are what they measure
+            self.generate(GenerationRequest("txt2img", "calibration", width=side, height=side, steps=3, seed=0))
+        log.info("calibrated: %.3g s per GFLOP on %s", self.cost.seconds_per_flop * 1e9, self.runtime.device.type)
+        return self.cost.seconds_per_flop
 
     def sample(self, request: GenerationRequest) -> Image.Image:
         """The first image of `request` on the shared pipeline as it stands, with no extension's hooks (a training
@@ -221,11 +260,16 @@ class PipelineManager:
                                                 [s for index in group for s in seeds[index]])
             firsts = dict(zip(group, itertools.accumulate((len(seeds[index]) for index in group), initial=0)))
             previews = self._previews(on_preview, firsts, (first.width, first.height))
-            finished: dict = {}  # the latest step's latents, for a decode after running out of memory
+            finished: dict = {}  # the latest step's latents, for a decode after an interrupt or out of memory
+            self._stoppable = True
             try:
                 images = pipe(**arguments, callback_on_step_end=self._step_end(on_step, previews, finished)).images
+            except Interrupted:
+                images = self._after_interrupt(pipe, finished, [requests[index] for index in group])
             except torch.OutOfMemoryError:
                 images = None  # handled below, once the failed call's frames (and their tensors) are gone
+            finally:
+                self._stoppable = False
             if images is None:
                 images = self._after_out_of_memory(pipe, finished, first, len(arguments["generator"]))
             for index in group:
@@ -288,6 +332,24 @@ class PipelineManager:
 
         return preview
 
+    def _after_interrupt(self, pipe: DiffusionPipeline, finished: dict,
+                         requests: Sequence[GenerationRequest]) -> list[Image.Image]:
+        """Interrupted inside a step: the images of the last finished step, decoded; before the first step ended,
+        the job's own picture (img2img, inpaint) or a grey one."""
+        latents = finished.get("latents")
+        if latents is not None:
+            vae = pipe.vae
+            with torch.no_grad():
+                decoded = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
+            return pipe.image_processor.postprocess(decoded, output_type="pil")
+        pictures = []
+        for request in requests:
+            size = (request.width, request.height)
+            picture = request.image.convert("RGB").resize(size) if request.image is not None else \
+                Image.new("RGB", size, (128, 128, 128))
+            pictures += [picture] * request.batch_size
+        return pictures
+
     def _after_out_of_memory(self, pipe: DiffusionPipeline, finished: dict, request: GenerationRequest,
                              images: int) -> list[Image.Image]:
         """The device ran out of memory in a call. Its cache is freed; when the denoising had ended (or was
@@ -314,10 +376,16 @@ class PipelineManager:
             "number of ControlNet units")
 
     def _step_end(self, on_step: StepCallback | None, preview: Callable | None = None, finished: dict | None = None):
+        last = {}  # the pass (its first step counted from 0 again) and when its previous step ended
+
         def callback(pipe, step: int, timestep, tensors: dict) -> dict:
             # A pass of a call in two (hires fix) says how many steps come before it and after it.
             before, after = getattr(pipe, "progress", (0, 0))
             done, total = before + step + 1, before + pipe.num_timesteps + after
+            now = time.perf_counter()
+            if step and last.get("pass") == before:
+                self._measure(now - last["time"], tensors["latents"], pipe.do_classifier_free_guidance)
+            last.update(time=now, **{"pass": before})
             if finished is not None:  # only the denoising's end is kept (a reference, no copy)
                 finished["latents"] = tensors["latents"]
                 finished["done"] = done == total or self._interrupt.is_set()
@@ -331,10 +399,25 @@ class PipelineManager:
 
         return callback
 
+    def _measure(self, seconds: float, latents: torch.Tensor, guided: bool) -> None:
+        """A step's time refines the seconds per FLOP, when the step was large enough for the per-step overhead not
+        to count."""
+        factor = self.pipelines["txt2img"].vae_scale_factor
+        height, width = latents.shape[-2] * factor, latents.shape[-1] * factor
+        if width * height >= MEASURED_SIDE ** 2 and self.cost.counted:
+            self.cost.observe(seconds, self.cost.step_flops(width, height, latents.shape[0], guided))
+
 
 class OutOfMemory(TooLarge):
     """A job that does not fit the device's memory (HTTP 413 at the REST edge), with what to lower."""
 
+
+class Interrupted(Exception):
+    """Raised inside the U-Net when a running call is interrupted: the call ends at once."""
+
+
+INTERRUPTIBLE = (ResnetBlock2D, BasicTransformerBlock)  # the U-Net's blocks an interrupt is checked before
+MEASURED_SIDE = 256  # px: steps this size or larger measure the seconds per FLOP (smaller ones are overhead)
 
 def free_device_memory(device: torch.device) -> None:
     gc.collect()  # the failed call's tensors are unreachable once its frames are gone

@@ -65,6 +65,15 @@ MIN_SIDE = SIZE_RANGE[0]
 BATCH_RANGE = (BATCH_SIZE.minimum, BATCH_SIZE.maximum)
 
 
+@dataclass(frozen=True)
+class Pass:
+    """A denoising pass of a job, for what it costs: its size and the steps it runs."""
+
+    width: int
+    height: int
+    steps: int
+
+
 def size_of_image(image: Image.Image) -> tuple[int, int]:
     """The generation size an input image asks for: its own, scaled down to fit SIZE_RANGE if it is larger, each
     side the nearest multiple of 8 and at least MIN_SIDE."""

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from PIL import Image
 
 from extensions.base import SOLO, Extension, PreparedRequest, Services
+from models.limits import TooLarge
 from models.manager import GenerationResult, PipelineManager, PreviewCallback, StepCallback
 from models.request import GenerationRequest
 from models.sampler_names import BATCHING_SAMPLERS
@@ -93,14 +94,16 @@ class LocalBackend:
         pass
 
 
-def with_settings(manager: PipelineManager, config, compile_unet: bool = True) -> None:
+def with_settings(manager: PipelineManager, config, compile_unet: bool = True, calibrate: bool = True) -> None:
     """The app's settings (its AppConfig) on a newly loaded manager, once the extensions are installed on it: live
-    previews, and torch.compile (after the extensions that add layers to the U-Net), warmed up at the model's size so
-    that the first user does not wait for the compile."""
+    previews, torch.compile (after the extensions that add layers to the U-Net), warmed up at the model's size so
+    that the first user does not wait for the compile, and the work budget's measure of this device."""
     manager.set_previews(config.live_preview, config.preview_every, config.taesd)
     if config.compile and compile_unet:
         manager.compile_unet()
         manager.warm_up()
+    if calibrate:
+        manager.calibrate()
 
 
 FAR_BEYOND_NATIVE = 16  # pixels over the model's native size's that earn a warning (4x a side)
@@ -110,13 +113,14 @@ class StudioService:
     def __init__(self, manager: PipelineManager, output_dir: str | Path, extensions: Sequence[Extension] = (),
                  notice: str = "", after_install: Callable[[PipelineManager], None] | None = None,
                  queue_size: int = 16, direct: bool = False, max_batch: int = 1, batch_wait: float = 0.0,
-                 backend: Callable[[StudioService], Backend] = LocalBackend):
+                 backend: Callable[[StudioService], Backend] = LocalBackend, max_job_seconds: float = 0):
         """`after_install`: called with each manager once the extensions are installed on it (the app compiles
         the U-Net there: after the extensions that add layers to it). `queue_size`: the jobs that may wait.
         `direct`: run each job in the caller's thread instead of the queue's (ZeroGPU, where a job runs in the
         GPU worker process that the calling function is moved to). `max_batch`: the most images compatible jobs
         make in one call; `batch_wait`: how long (seconds) a job that could take more waits for company.
-        `backend`: makes what runs the calls (LocalBackend, or service.ray_backend's)."""
+        `backend`: makes what runs the calls (LocalBackend, or service.ray_backend's). `max_job_seconds`: a job
+        estimated to take longer is refused before it waits (0: no limit)."""
         self.extensions = list(extensions)
         self.after_install = after_install
         self.manager = self._installed(manager)
@@ -129,6 +133,7 @@ class StudioService:
         self.queue = JobQueue(queue_size, self._stop, max_batch=1 if direct else max_batch, batch_wait=batch_wait,
                               run_together=self._run_call, concurrency=self.backend.concurrency)
         self.direct = direct
+        self.max_job_seconds = max_job_seconds
         self.outputs = saving.OutputFolder(self.output_dir)
         self.model_loader: Callable[[str], PipelineManager] | None = None  # set by the app to allow switching
         self.checkpoints: Callable[[], list[str]] = lambda: []  # the checkpoint names a client may switch to
@@ -200,15 +205,43 @@ class StudioService:
     # -- generation -------------------------------------------------------------------------------------
 
     def build(self, mode: str, fields: Mapping[str, Any]) -> tuple[GenerationRequest, list[str]]:
-        """A typed request from an endpoint's plain fields, and warnings for the user."""
+        """A typed request from an endpoint's plain fields, and warnings for the user. A job estimated to take
+        longer than `max_job_seconds` is refused (models.limits.TooLarge), with what to lower."""
         request, warnings = self.requests.build(mode, fields)
+        seconds = self.estimate(request)
+        if seconds is not None and self.max_job_seconds and seconds > self.max_job_seconds:
+            raise TooLarge(self._over_budget(request, seconds))
         native = self.default_size
         if request.width * request.height > FAR_BEYOND_NATIVE * native * native:
+            about = f" (this job: about {duration(seconds)} here)" if seconds is not None else ""
             warnings.append(
                 f"{request.width}x{request.height} is far beyond this model's native {native}x{native}: each step "
-                f"takes at least {request.width * request.height / native ** 2:.0f}x as long, and the model may "
-                "repeat or stretch what it draws")
+                f"takes at least {request.width * request.height / native ** 2:.0f}x as long{about}, and the model "
+                "may repeat or stretch what it draws")
         return request, warnings
+
+    def estimate(self, request: GenerationRequest) -> float | None:
+        """The seconds `request` should take on this process's model (None where the jobs run elsewhere: on Ray
+        Serve replicas, or on ZeroGPU's borrowed GPU)."""
+        if self.direct or not isinstance(self.backend, LocalBackend):
+            return None
+        return self.manager.estimate(request, [each for extension in self.extensions
+                                               for each in extension.passes(request)])
+
+    def _over_budget(self, request: GenerationRequest, seconds: float) -> str:
+        native = self.default_size
+        smaller = self.manager.estimate(request.replace(width=native, height=native))  # without added passes
+        lower = ["the width and height" + (f" (about {duration(smaller)} at {native}x{native})"
+                                           if request.width * request.height > native * native else ""),
+                 "the steps"]
+        if request.batch_size > 1:
+            lower.append("the batch size")
+        if any(extension.passes(request) for extension in self.extensions):
+            lower.append("hires fix's size")
+        return (f"{request.mode} at {request.width}x{request.height}, {request.steps} steps, batch size "
+                f"{request.batch_size} would take about {duration(seconds)} on this {self.manager.runtime.device.type}"
+                f"; a job may take at most {duration(self.max_job_seconds)} here (--max-job-seconds): lower "
+                f"{', '.join(lower[:-1])} or {lower[-1]}")
 
     def run(self, mode: str, fields: Mapping[str, Any], on_step: StepCallback | None = None) -> Generation:
         """`build`, then the job through the queue, waited for here (what the UI and gradio_client do); `on_step`
@@ -365,3 +398,13 @@ class StudioService:
         for warning in composed.warnings:
             log.warning(warning)
         return Generation(files, composed.infotexts, composed.seeds, composed.warnings, composed.interrupted)
+
+
+def duration(seconds: float) -> str:
+    """Seconds as people say them: "40 s", "3 min", "2 h 20 min"."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"

@@ -40,6 +40,11 @@ def screenshot(page: Page, name: str) -> None:
     page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
 
 
+def overlap(a: dict, b: dict) -> bool:
+    return a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"] and \
+        a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"]
+
+
 def set_number(page: Page, label: str, value: float, in_tab: bool = False) -> None:
     """`in_tab`: the open tab's own field of that label (each tab has its "Sampling steps")."""
     scope = page.get_by_role("tabpanel") if in_tab else page
@@ -73,26 +78,32 @@ def test_txt2img_generate_shows_the_image_and_its_parameters(page):
     screenshot(page, "txt2img")
 
 
-def test_progress_bar_moves_live_previews_show_and_interrupt_returns_the_image_early(page):
+def test_progress_beside_generate_moves_each_step_previews_show_and_interrupt_returns_the_image_early(page):
     page.locator("#txt2img-prompt textarea").fill("a slow job")
     set_number(page, "Sampling steps", 150)
     set_number(page, "Width", 320)  # far beyond the demo's 64 px: slow steps, and a warning
     set_number(page, "Height", 320)
+    status = page.locator("#txt2img-status")  # beside Generate: the bar, the step and the time left together
+    expect(status).to_contain_text(re.compile(r"this job: about \d+ (s|min) here"))  # the estimate, before
     page.locator("#txt2img-generate").click()
-    progress = page.locator("#txt2img-gallery [role=progressbar]")
-    expect(progress).to_have_attribute("aria-valuetext", "Sampling: 1 / 150 steps", timeout=30_000)
-    expect(progress).not_to_have_attribute("aria-valuetext", "Sampling: 1 / 150 steps", timeout=30_000)
-    # a live preview (every 5 steps) shows in the result area while the job runs
+    bar = status.locator("progress")
+    expect(bar).to_have_attribute("max", "150", timeout=30_000)
+    expect(status).to_contain_text(re.compile(r"step \d+/150 · about \d+ (s|min) left"), timeout=30_000)
+    seen = {bar.get_attribute("value")}
+    expect(bar).not_to_have_attribute("value", next(iter(seen)), timeout=30_000)  # it moves, step by step
+    seen.add(bar.get_attribute("value"))
+    assert len(seen) == 2 and max(map(int, seen)) - min(map(int, seen)) < 5, seen  # every step, not every 5th
+    # a live preview (every 5 steps) shows in the result area, beside the status, while the job runs
     preview = page.locator("#txt2img-gallery img").first
     expect(preview).to_be_visible(timeout=30_000)
-    notes = page.locator("#txt2img-notes textarea")  # the single preview's caption is not shown: the notes say it
-    expect(notes).to_have_value(re.compile(r"^step \d+/150, about \d+ s left$"))
+    expect(bar).to_be_visible()
     screenshot(page, "progress")
     page.locator("#txt2img-interrupt").click()
-    expect(notes).to_have_value(re.compile(r"(^|\n)interrupted"), timeout=30_000)
+    expect(status).to_contain_text(re.compile(r"interrupted at step \d+/150 after \d+ s"), timeout=30_000)
+    notes = page.locator("#txt2img-notes textarea")
+    expect(notes).to_have_value(re.compile(r"(^|\n)interrupted"))
     expect(notes).to_have_value(re.compile("^320x320 is far beyond this model's native 64x64: each step takes at "
                                            "least 25x as long"))
-    expect(page.locator("#txt2img-gallery")).not_to_contain_text("left")
 
 
 def test_inpaint_error_then_painted_mask_generates(page, tmp_path):
@@ -100,7 +111,10 @@ def test_inpaint_error_then_painted_mask_generates(page, tmp_path):
     page.locator("#inpaint-prompt textarea").fill("a cat")
     set_number(page, "Sampling steps", 4, in_tab=True)  # three generations follow
     page.locator("#inpaint-generate").click()  # no image yet
-    expect(page.locator(".toast-body").first).to_contain_text("image is required for inpaint")
+    # beside Generate, where the progress shows, not in a toast over the controls
+    expect(page.locator("#inpaint-status")).to_contain_text("error: image is required for inpaint")
+    expect(page.locator("#inpaint-notes textarea")).to_have_value("error: image is required for inpaint")
+    expect(page.locator(".toast-body")).to_have_count(0)
 
     Image.new("RGB", (128, 128), "navy").save(tmp_path / "navy.png")
     page.locator("#inpaint-editor input[type=file]").first.set_input_files(tmp_path / "navy.png")
@@ -197,7 +211,7 @@ def test_results_reuse_seed_survive_an_error_and_go_to_inpaint_and_extras(page):
 
     page.locator("#txt2img-prompt textarea").fill("a green square <lora:inc:1>")  # a typo: the job fails
     page.locator("#txt2img-generate").click()
-    expect(page.locator(".toast-body").first).to_contain_text("did you mean 'ink'?")
+    expect(page.locator("#txt2img-status")).to_contain_text("did you mean 'ink'?")
     expect(page.locator("#txt2img-notes textarea")).to_have_value(re.compile("^error: LoRA 'inc'"))
     expect(result).to_be_visible()  # the last image stays, without an error badge over it
     assert result.get_attribute("src") == source
@@ -295,7 +309,10 @@ def test_the_model_dropdown_switches_the_model_and_a_bad_name_keeps_it(page, app
                                                                          timeout=30_000)
         choice.fill("nosuch")
         choice.press("Enter")
-        expect(page.locator(".toast-body").filter(has_text="no model named 'nosuch'")).to_be_visible()
+        toast = page.locator(".toast-body").filter(has_text="no model named 'nosuch'")
+        expect(toast).to_be_visible()
+        for control in ("#model-choice", "#txt2img-generate", "#txt2img-interrupt", "#txt2img-status"):
+            assert not overlap(toast.bounding_box(), page.locator(control).bounding_box()), control  # off them
         expect(choice).to_have_value("ui/sd-txt2img")
         page.reload()  # a page opened later shows the model in use
         expect(page.locator("#model-choice input")).to_have_value("ui/sd-txt2img")
@@ -407,3 +424,71 @@ def test_train_tab_trains_a_lora_with_progress_and_a_sample(page, app_server, tm
     finally:
         trained = app_server[1].extension("lora").library.folder / "browser-trained.safetensors"
         trained.unlink(missing_ok=True)
+
+
+# The shown part of the largest image in a gallery: where object-fit draws it inside its box, clipped by every
+# ancestor that hides what overflows and by the window; and how its drawn aspect ratio compares with the picture's.
+SHOWN = """(gallery) => {
+    const images = [...document.querySelectorAll(gallery + ' img')];
+    const size = (image) => image.getBoundingClientRect().width * image.getBoundingClientRect().height;
+    const image = images.reduce((a, b) => size(a) >= size(b) ? a : b);
+    const box = image.getBoundingClientRect(), fit = getComputedStyle(image).objectFit;
+    const [nw, nh] = [image.naturalWidth, image.naturalHeight];
+    const scale = {contain: Math.min(box.width / nw, box.height / nh), cover: Math.max(box.width / nw, box.height / nh),
+                   none: 1, 'scale-down': Math.min(1, box.width / nw, box.height / nh)}[fit];
+    const [w, h] = scale === undefined ? [box.width, box.height] : [nw * scale, nh * scale];
+    let shown = {left: box.left + (box.width - w) / 2, top: box.top + (box.height - h) / 2};
+    shown = {...shown, right: shown.left + w, bottom: shown.top + h};
+    const clip = (r) => { shown = {left: Math.max(shown.left, r.left), top: Math.max(shown.top, r.top),
+                                   right: Math.min(shown.right, r.right), bottom: Math.min(shown.bottom, r.bottom)}; };
+    for (let element = image.parentElement; element; element = element.parentElement) {
+        const style = getComputedStyle(element);
+        if ([style.overflowX, style.overflowY].some((value) => value !== 'visible')) clip(element.getBoundingClientRect());
+    }
+    clip({left: 0, top: 0, right: innerWidth, bottom: innerHeight});
+    const area = Math.max(0, shown.right - shown.left) * Math.max(0, shown.bottom - shown.top);
+    return {fraction: area / (w * h), aspect: (w / h) / (nw / nh), drawn: [w, h], natural: [nw, nh]};
+}"""
+
+
+def test_results_are_shown_whole_at_any_window_size(page, tmp_path):
+    """64x64 and 64x128 from txt2img and a 200x150 inpaint result, each at 1280x800 and 1920x1080: all of the
+    picture inside the results box and the window, in its own aspect ratio, enlarged."""
+    results = []
+    for width, height in ((64, 64), (64, 128)):
+        page.set_viewport_size({"width": 1280, "height": 800})
+        page.locator("#txt2img-prompt textarea").fill("a red circle")
+        set_number(page, "Sampling steps", 2)
+        set_number(page, "Width", width)
+        set_number(page, "Height", height)
+        page.locator("#txt2img-generate").click()
+        expect(page.locator("#txt2img-infotext textarea")).to_have_value(re.compile(f"Size: {width}x{height}"),
+                                                                          timeout=30_000)
+        results.append(("#txt2img-gallery", (width, height)))
+        for viewport in ((1280, 800), (1920, 1080)):
+            page.set_viewport_size({"width": viewport[0], "height": viewport[1]})
+            page.wait_for_timeout(300)
+            results.append((viewport, page.evaluate(SHOWN, "#txt2img-gallery")))
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.get_by_role("tab", name="inpaint").click()
+    Image.new("RGB", (200, 150), "navy").save(tmp_path / "wide.png")
+    mask = Image.new("L", (200, 150), 0)
+    mask.paste(255, (60, 40, 140, 110))
+    mask.save(tmp_path / "mask.png")
+    page.locator("#inpaint-editor input[type=file]").first.set_input_files(tmp_path / "wide.png")
+    page.locator("#inpaint-mask input[type=file]").first.set_input_files(tmp_path / "mask.png")
+    page.locator("#inpaint-prompt textarea").fill("a square")
+    set_number(page, "Sampling steps", 4, in_tab=True)
+    page.locator("#inpaint-generate").click()
+    expect(page.locator("#inpaint-infotext textarea")).to_have_value(re.compile("Steps: 4"), timeout=30_000)
+    for viewport in ((1280, 800), (1920, 1080)):
+        page.set_viewport_size({"width": viewport[0], "height": viewport[1]})
+        page.wait_for_timeout(300)
+        results.append((viewport, page.evaluate(SHOWN, "#inpaint-gallery")))
+    screenshot(page, "whole-results")
+    measured = [shown for viewport, shown in results if isinstance(shown, dict)]
+    assert [tuple(shown["natural"]) for shown in measured] == [(64, 64)] * 2 + [(64, 128)] * 2 + [(200, 150)] * 2
+    for shown in measured:
+        assert shown["fraction"] > 0.99, shown  # whole: nothing cropped, nothing out of the window
+        assert abs(shown["aspect"] - 1) < 0.02, shown  # its own shape
+        assert max(shown["drawn"]) >= 300, shown  # enlarged to the box, not a stamp

@@ -9,7 +9,6 @@ import dataclasses
 import inspect
 import io
 import logging
-import time
 from collections.abc import Callable
 
 import gradio as gr
@@ -19,11 +18,13 @@ from starlette.concurrency import run_in_threadpool
 from extensions.base import Panel
 from extensions.panel import gradio_errors
 from models.files import content_file, servable
+from models.limits import TooLarge
 from models.zerogpu import MODES as ZEROGPU_MODES
 from models.zerogpu import duration_from_call, gpu
 from service.queue import polled, queue_message
 from service.requests import IMAGE_SIZED
 from service.studio import Generation, StudioService
+from ui.status import JobStatus, error_line, estimate_line
 
 log = logging.getLogger(__name__)
 
@@ -67,57 +68,101 @@ class Handlers:
     async def run_queued(self, mode: str, fields: dict, progress: gr.Progress | None = None, ui: bool = False):
         """`run` through the queue, waited for without holding a thread: yields the job's live previews as they come
         (gradio_client's `job.outputs()`), then its result. While it waits, the progress says its place in the
-        queue. When Gradio cancels the event, the job leaves the queue (or stops after its current step).
-        For the UI (`ui`), a preview also writes its step and time left into the notes (a single image in the
-        gallery shows no caption) and leaves the infotext and the results' state as they are."""
+        queue. When Gradio cancels the event, the job leaves the queue (or stops inside its current step).
+        For the UI (`ui`), every change of the job's status (ui/status.py) and every preview is yielded, with the
+        status as a fifth output; the infotext, notes and results' state stay as they are until the end."""
         with _as_gradio_errors(mode):
             request, warnings = await run_in_threadpool(self.service.build, mode, fields)
             job = self.service.submit(request, warnings)
-            report, reported, shown, first_step = _progress_reporter(progress), 0, None, None
+            report, reported, shown = _progress_reporter(progress), 0, None
+            status = JobStatus(self.service.estimate(request))
             async with contextlib.aclosing(polled(job, self.service.queue)) as polls:
                 async for _ in polls:
-                    if job.state == "waiting" and progress is not None:
+                    line = ""
+                    if job.state == "waiting":
                         ahead = self.service.queue.position(job)
-                        progress(0, desc=f"waiting in the queue: {ahead} ahead" if ahead else "starting")
+                        line = status.waiting(ahead)
+                        if progress is not None:
+                            progress(0, desc=f"waiting in the queue: {ahead} ahead" if ahead else "starting")
+                    elif job.steps:
+                        line = status.running(job.step, job.steps)
                     if job.step != reported:
                         reported = job.step
                         report(job.step, job.steps)
-                        first_step = first_step or (time.monotonic(), job.step)
-                    if job.preview is not None and job.preview is not shown:
-                        shown, caption = job.preview, _preview_caption(job.step, job.steps, first_step)
-                        yield ([(shown, caption)], gr.update(), caption, gr.update()) if ui else \
-                            ([(shown, caption)], "", "", [])
+                    preview = job.preview if job.preview is not None and job.preview is not shown else None
+                    if preview is not None:
+                        shown = preview
+                    if ui and (status.changed(line) or preview is not None):
+                        gallery = [(preview, f"step {job.step}/{job.steps}")] if preview is not None else gr.update()
+                        yield gallery, gr.update(), gr.update(), gr.update(), line
+                    elif not ui and preview is not None:
+                        yield [(preview, f"step {job.step}/{job.steps}")], "", "", []
             result = job.outcome()
-        yield _outputs(result)
+        if ui:  # the warnings are in the notes and the status says so: no toast over the controls
+            yield (*_outputs(result, toasts=False), status.finished(job.step, job.steps, result.interrupted,
+                                                                   len(result.warnings)))
+        else:
+            yield _outputs(result)
 
     def tab_event(self, mode: str, names: list[str], panels: list[Panel]) -> Callable:
         """A tab's generate event: the results shown now, its own components (by field name; "editor" for
         inpaint's image editor, whose painted mask is used unless a mask image was uploaded), then each panel's
         inputs. When it fails, the results shown before come back (not a live preview of the failed job) and the
-        notes keep the error after its toast has gone."""
+        status keeps the error after its toast has gone."""
         async def event(shown, *values, progress=gr.Progress()):
             try:
                 async for output in self._tab_outputs(mode, names, panels, values, progress):
                     yield output
-            except gr.Error as error:
-                yield (shown or {}).get("gallery", []), gr.update(), f"error: {error.message}", shown or {}
-                raise
+            except gr.Error as error:  # shown beside Generate and in the notes: a toast would cover the controls
+                yield ((shown or {}).get("gallery", []), gr.update(), f"error: {error.message}", shown or {},
+                       error_line(error.message))
+                raise gr.Error(error.message, visible=False) from None
 
         return event
 
-    async def _tab_outputs(self, mode: str, names: list[str], panels: list[Panel], values, progress):
-        """A tab's values as the fields of its endpoint, run: its outputs as they come."""
+    def estimate_event(self, mode: str, names: list[str], panels: list[Panel]) -> Callable:
+        """What a tab's job would cost with its settings as they are: the status line before Generate (nothing for
+        a short job; the refusal, saying what to lower, for one over the budget)."""
+        def event(*values) -> str:
+            fields = self._fields(names, panels, values)
+            fields.pop("mask", None)
+            if mode != "txt2img":  # its image is not sent: the same job's cost as txt2img over its denoised steps
+                steps, strength = fields.pop("steps", 20), fields.pop("strength", 1)
+                try:
+                    fields["steps"] = max(1, int(float(steps) * float(strength)))
+                except (TypeError, ValueError):
+                    return ""
+            takes = {field.name for field in self.fields["txt2img"]}
+            try:
+                request, _ = self.service.build("txt2img", {key: value for key, value in fields.items()
+                                                            if key in takes})
+            except TooLarge as error:
+                return estimate_line(None, str(error))
+            except ValueError:
+                return ""  # a value being typed: Generate names it
+            return estimate_line(self.service.estimate(request))
+
+        return event
+
+    @staticmethod
+    def _fields(names: list[str], panels: list[Panel], values) -> dict:
+        """A tab's values by field name: its own, then each panel's collected."""
         fields, rest = dict(zip(names, values)), list(values[len(names):])
         for panel in panels:
             fields.update(panel.collect(rest[: len(panel.inputs)]))
             rest = rest[len(panel.inputs):]
+        return fields
+
+    async def _tab_outputs(self, mode: str, names: list[str], panels: list[Panel], values, progress):
+        """A tab's values as the fields of its endpoint, run: its outputs as they come."""
+        fields = self._fields(names, panels, values)
         if "editor" in fields:
             image, painted = editor_image_and_mask(fields.pop("editor"))
             fields["image"] = image
             if "mask" in fields:
                 fields["mask"] = fields["mask"] if fields["mask"] is not None else painted
         if self.service.direct:  # on ZeroGPU: the endpoint's function, which holds a GPU while it runs
-            yield self.api[mode](**fields, progress=progress)
+            yield (*self.api[mode](**fields, progress=progress), "")
         else:  # live previews, then the result
             async for output in self.run_queued(mode, fields, progress, ui=True):
                 yield output
@@ -146,14 +191,6 @@ def _with_parameters(function: Callable, names: list[str], mode: str) -> Callabl
     return endpoint
 
 
-def _preview_caption(step: int, steps: int, first_step: tuple[float, int] | None) -> str:
-    """"step 10/40, about 12 s left": the time left from the step time measured since the first step seen."""
-    if first_step is None or step <= first_step[1]:
-        return f"step {step}/{steps}"
-    per_step = (time.monotonic() - first_step[0]) / (step - first_step[1])
-    return f"step {step}/{steps}, about {per_step * (steps - step):.0f} s left"
-
-
 def _progress_reporter(progress: gr.Progress | None) -> Callable[[int, int], None]:
     def on_step(done: int, total: int) -> None:
         if progress is not None:
@@ -176,9 +213,10 @@ def _as_gradio_errors(mode: str):
             raise gr.Error(message) from None
 
 
-def _outputs(result: Generation):
-    """The gallery, the first image's infotext, the warnings, and what is shown (for the buttons under it)."""
-    for warning in result.warnings:
+def _outputs(result: Generation, toasts: bool = True):
+    """The gallery, the first image's infotext, the warnings (as toasts too, for gradio_client's log), and what is
+    shown (for the buttons under it)."""
+    for warning in result.warnings if toasts else ():
         gr.Warning(warning)
     gallery = [(str(servable(path)), f"seed {seed}") for path, seed in zip(result.files, result.seeds)]
     shown = {"gallery": gallery, "files": [str(path) for path in result.files], "infotexts": result.infotexts,

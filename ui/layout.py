@@ -39,12 +39,26 @@ INPUT_HEIGHT = 360  # px: input pictures at a size one can see and paint on (a 6
 SETTINGS = ("negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "sampler", "batch_size")
 
 
-# Results are enlarged with crisp pixels (the demo model makes 64 px images; smoothing blurs them to mush). A failed
-# job's toast and notes say what went wrong; Gradio's "Error" badge over the results would hide the last images.
+RESULTS_HEIGHT = "min(62vh, 720px)"  # the results box: beside the settings, within the window at any size
+
+# Results are shown whole and enlarged with crisp pixels (the demo model makes 64 px images; smoothing blurs them to
+# mush): the grid of results fills the box's height, and each fits its cell (Gradio's cells are square and as wide
+# as the box, so a single result was taller than the box and cropped). The results column stays in view while the settings scroll. A failed job's toast and status say what went
+# wrong; Gradio's "Error" badge over the results would hide the last images. Toasts go to the bottom right, off the
+# Generate button and the results.
 CSS = """
 [id$="-gallery"] img { image-rendering: pixelated; }
 [id$="-gallery"] .wrap:has(> .error) { display: none; }
 .studio-input img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
+[id$="-gallery"] .grid-container { height: 100%; box-sizing: border-box; grid-auto-rows: minmax(0, 1fr);
+                                   grid-template-rows: repeat(var(--grid-rows), minmax(0, 1fr)); }
+[id$="-gallery"] .thumbnail-item { aspect-ratio: auto; }
+.studio-results { position: sticky; top: var(--size-2); align-self: flex-start; }
+.studio-status { min-height: 2.2em; }
+.studio-status .bar { display: flex; align-items: center; gap: var(--size-2); }
+.studio-status progress { flex: 1; height: 0.9em; accent-color: var(--color-accent); }
+.studio-status .refused { color: var(--error-text-color, #b91c1c); }
+.toast-wrap { top: auto !important; bottom: var(--size-4); }
 """
 
 
@@ -79,17 +93,15 @@ def build_ui(service: StudioService, queue_size: int = 16) -> gr.Blocks:
 
 
 def _tab(handlers: Handlers, mode: str, event: dict) -> dict:
-    """Build one tab; returns its fields by API name, "image" and its panels, for PNG Info's Send to."""
-    with gr.Row():
-        with gr.Column(scale=4):
+    """Build one tab: the prompt and the settings on the left; on the right, beside them from the top, Generate and
+    Interrupt, the job's status (its estimate before it runs; its bar, step and time left while it runs) and the
+    results, which stay in view while the settings scroll. Returns its fields by API name, "image" and its panels,
+    for PNG Info's Send to."""
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
             prompt = control(PROMPT, lines=3, elem_id=f"{mode}-prompt")
             negative = control(NEGATIVE_PROMPT, lines=2, elem_id=f"{mode}-negative")
             prompt_row = gr.Column()  # the extensions' prompt-side panels (LoRA's picker) go here
-        with gr.Column(scale=1, min_width=160):
-            generate = gr.Button("Generate", variant="primary", elem_id=f"{mode}-generate")
-            interrupt = gr.Button("Interrupt", elem_id=f"{mode}-interrupt")
-    with gr.Row():
-        with gr.Column():
             images = _image_inputs(mode)
             sampler = control(SAMPLER)
             steps = control(STEPS)
@@ -106,8 +118,13 @@ def _tab(handlers: Handlers, mode: str, event: dict) -> dict:
                                  lambda editor: editor_image_and_mask(editor)[0],
                                  handlers.service.requests.encoder_text)
             panels = _panels(handlers, context, {"prompt": prompt_row, "size": size_row})
-        with gr.Column():
-            gallery = gr.Gallery(label="Results", format="png", columns=2, elem_id=f"{mode}-gallery")
+        with gr.Column(scale=2, elem_classes=["studio-results"]):
+            with gr.Row():
+                generate = gr.Button("Generate", variant="primary", elem_id=f"{mode}-generate", scale=3)
+                interrupt = gr.Button("Interrupt", elem_id=f"{mode}-interrupt", scale=2)
+            status = gr.HTML(elem_id=f"{mode}-status", elem_classes=["studio-status"])
+            gallery = gr.Gallery(label="Results", format="png", columns=2, elem_id=f"{mode}-gallery",
+                                 object_fit="contain", height=RESULTS_HEIGHT)
             infotext = gr.Textbox(label="Generation parameters", lines=4, elem_id=f"{mode}-infotext")
             with gr.Row(elem_id=f"{mode}-result-buttons"):
                 reuse = gr.Button("♻ Reuse seed", size="sm", elem_id=f"{mode}-reuse-seed")
@@ -123,20 +140,28 @@ def _tab(handlers: Handlers, mode: str, event: dict) -> dict:
     image_names = {"txt2img": [], "img2img": ["image"], "inpaint": ["editor", "mask"]}[mode]
     names = ["prompt", *image_names, *SETTINGS] + (["strength"] if mode != "txt2img" else [])
     own = [prompt, *images, *(fields[name] for name in SETTINGS)] + ([strength] if mode != "txt2img" else [])
-    outputs = [gallery, infotext, notes, shown]
-    # The named API endpoints are registered separately (ui/endpoints.py); these events serve the browser only.
+    outputs = [gallery, infotext, notes, shown, status]
+    # The named API endpoints are registered separately (ui/endpoints.py); these events serve the browser only. The
+    # status shows the progress (Gradio's own overlay would hide it behind the first preview).
     generating = [panel for panel in panels if not panel.actions]
     generate.click(handlers.tab_event(mode, names, generating),
                    [shown, *own, *(c for p in generating for c in p.inputs)],
-                   outputs, api_name=f"{mode}_ui", api_visibility="private", show_progress_on=[gallery],
-                   **event)
+                   outputs, api_name=f"{mode}_ui", api_visibility="private", show_progress="hidden", **event)
     for panel in panels:
         for action, button in panel.actions.items():  # e.g. Outpaint: the tab's picture, not its painted mask
             action_names = [name for name in names if name != "mask"]
             action_own = [component for name, component in zip(names, own) if name != "mask"]
             button.click(handlers.tab_event(action, action_names, [panel]), [shown, *action_own, *panel.inputs],
-                         outputs, api_name=f"{action}_ui", api_visibility="private", show_progress_on=[gallery],
+                         outputs, api_name=f"{action}_ui", api_visibility="private", show_progress="hidden",
                          **event)
+    # Before Generate: what the job will cost, as its settings change (images are left out: their size is the
+    # sliders')
+    settings = [(name, component) for name, component in zip(names, own) if name not in ("editor", "image", "mask")]
+    estimating = [component for _, component in settings] + [c for p in generating for c in p.inputs]
+    gr.on([component.change for component in (width, height, steps, batch_size, cfg, strength, *(
+        c for p in generating for c in p.inputs if not isinstance(c, (gr.Image, gr.ImageEditor))))],
+          handlers.estimate_event(mode, [name for name, _ in settings], generating), estimating, status,
+          queue=False, show_progress="hidden", api_visibility="private")
     # Not queued: it must get through while the generation holds the GPU slot.
     interrupt.click(handlers.interrupt, api_name=f"{mode}_interrupt", queue=False, api_visibility="private")
     gallery.select(select_result, [shown], [infotext, shown], api_name=f"{mode}_select", queue=False,

@@ -35,7 +35,7 @@ from extensions.upscale.library import UpscalerLibrary
 from extensions.upscale.upscaling import PIXEL_UPSCALERS, upscale
 from models.fields import read_entries
 from models.images import decode_image, load_image, png_base64
-from models.request import SIZE_RANGE
+from models.request import SIZE_RANGE, Pass
 from models.sampler_names import SAMPLER_NAMES, check_sampler, join_name
 from models.validate import integer, whole_number
 
@@ -122,6 +122,13 @@ class Upscale(Extension):
         if min(width, height, steps) > 0:
             _check(plan, width, height, steps)
         return plan
+
+    def passes(self, request) -> list[Pass]:
+        plan = request.part(self.name)
+        if plan is None:
+            return []
+        _, (width, height) = plan.sizes(request.width, request.height)
+        return [Pass(width, height, plan.schedule_steps(request.steps)[0])]
 
     def batch_key(self, request):
         """A plan with prompts of its own runs alone: its second pass's text arguments are its own."""
