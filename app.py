@@ -345,9 +345,29 @@ def main(argv: list[str] | None = None) -> None:
     if on_zerogpu():  # imports `spaces` before torch touches CUDA, as ZeroGPU needs
         log.info("running on ZeroGPU: each generation holds a GPU while it runs")
     blocks, service = build_app(config)
-    # Ctrl+C: open requests get 3 s, then they are cancelled (a REST job with them) and the queue is closed
-    uvicorn.run(build_server(config, blocks, service), host=config.host, port=config.port,
-                timeout_graceful_shutdown=SHUTDOWN_SECONDS)
+    try:
+        closing_server(uvicorn.Config(build_server(config, blocks, service), host=config.host, port=config.port,
+                                      timeout_graceful_shutdown=SHUTDOWN_SECONDS), service).run()
+    except KeyboardInterrupt:  # uvicorn raises the Ctrl+C it handled again once it has shut down
+        pass
+    service.close(wait=SHUTDOWN_SECONDS)  # the running job's thread ends before the interpreter does
+    log.info("stopped")
+
+
+def closing_server(config, service):
+    """uvicorn's server, closing the job queue first on Ctrl+C (or SIGTERM): the running job stops inside its step
+    and answers with what it made, waiting ones are answered 503 (the server is shutting down), so open requests end
+    within uvicorn's grace period instead of being cancelled mid-answer."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            if not self.should_exit:
+                log.info("shutting down: the running job stops, the waiting ones are answered")
+                service.close()
+            super().handle_exit(sig, frame)
+
+    return Server(config)
 
 
 if __name__ == "__main__":

@@ -197,12 +197,15 @@ class PipelineManager:
         return self.cost.seconds(passes, request.batch_size, request.guidance_scale > 1, encodes)
 
     def calibrate(self) -> float:
-        """Measure this device's seconds per FLOP on a short generation at MEASURED_SIDE (every call's steps of
-        that size or more are measured too), or at the model's size when the U-Net is compiled (for which it is
-        warmed up); returns them."""
-        side = self.default_size if self.unet_compiled else MEASURED_SIDE
+        """Measure this device's seconds per FLOP on a short generation (every call's steps are measured too): at
+        the largest size whose steps are about CALIBRATION_FLOPS, or at the model's size when the U-Net is compiled
+        (for which it is warmed up); returns them."""
         with self.lock:
-            self.cost.growth()  # counted first, so the steps' times are what they measure
+            step = self.cost.growth()[0]  # counted first, so the steps' times are what they measure
+            side = self.default_size
+            if not self.unet_compiled:
+                sides = range(64, 4 * self.default_size + 1, 64)
+                side = max([side for side in sides if 2 * step.at(side * side) <= CALIBRATION_FLOPS] or [64])
             self.generate(GenerationRequest("txt2img", "calibration", width=side, height=side, steps=3, seed=0))
         log.info("calibrated: %.3g s per GFLOP on %s", self.cost.seconds_per_flop * 1e9, self.runtime.device.type)
         return self.cost.seconds_per_flop
@@ -402,10 +405,13 @@ class PipelineManager:
     def _measure(self, seconds: float, latents: torch.Tensor, guided: bool) -> None:
         """A step's time refines the seconds per FLOP, when the step was large enough for the per-step overhead not
         to count."""
+        if not self.cost.counted:
+            return
         factor = self.pipelines["txt2img"].vae_scale_factor
         height, width = latents.shape[-2] * factor, latents.shape[-1] * factor
-        if width * height >= MEASURED_SIDE ** 2 and self.cost.counted:
-            self.cost.observe(seconds, self.cost.step_flops(width, height, latents.shape[0], guided))
+        flops = self.cost.step_flops(width, height, latents.shape[0], guided)
+        if flops >= MEASURED_FLOPS:
+            self.cost.observe(seconds, flops)
 
 
 class OutOfMemory(TooLarge):
@@ -417,7 +423,9 @@ class Interrupted(Exception):
 
 
 INTERRUPTIBLE = (ResnetBlock2D, BasicTransformerBlock)  # the U-Net's blocks an interrupt is checked before
-MEASURED_SIDE = 256  # px: steps this size or larger measure the seconds per FLOP (smaller ones are overhead)
+# A step of this many FLOPs or more measures the device's seconds per FLOP (a smaller one is mostly overhead); the
+# calibration's steps are about CALIBRATION_FLOPS (a tenth of a second on a 2-core CPU)
+MEASURED_FLOPS, CALIBRATION_FLOPS = 1e10, 3e10
 
 def free_device_memory(device: torch.device) -> None:
     gc.collect()  # the failed call's tensors are unreachable once its frames are gone

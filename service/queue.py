@@ -165,6 +165,12 @@ class JobQueue:
                 self._interrupt(call)
             self._condition.notify_all()
 
+    def join(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for the workers to end (after `close`, once their running calls have)."""
+        deadline = time.monotonic() + timeout
+        for worker in self._workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+
     def _work(self) -> None:
         while True:
             with self._condition:

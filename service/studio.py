@@ -297,9 +297,13 @@ class StudioService:
             return None
         return key
 
-    def close(self) -> None:
-        """Cancel the waiting jobs and stop the running ones: the server is going away."""
+    def close(self, wait: float = 0) -> None:
+        """Cancel the waiting jobs and stop the running ones: the server is going away. `wait`: seconds to wait for
+        the running ones' threads to end (before the interpreter does: a thread inside torch then aborts it)."""
         self.queue.close()
+        self.interrupt()
+        if wait:
+            self.queue.join(wait)
         self.backend.close()
 
     def generate(self, request: GenerationRequest, warnings: Sequence[str] = (),

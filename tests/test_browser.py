@@ -443,7 +443,8 @@ SHOWN = """(gallery) => {
                                    right: Math.min(shown.right, r.right), bottom: Math.min(shown.bottom, r.bottom)}; };
     for (let element = image.parentElement; element; element = element.parentElement) {
         const style = getComputedStyle(element);
-        if ([style.overflowX, style.overflowY].some((value) => value !== 'visible')) clip(element.getBoundingClientRect());
+        const hides = [style.overflowX, style.overflowY].some((value) => value !== 'visible');
+        if (hides) clip(element.getBoundingClientRect());
     }
     clip({left: 0, top: 0, right: innerWidth, bottom: innerHeight});
     const area = Math.max(0, shown.right - shown.left) * Math.max(0, shown.bottom - shown.top);

@@ -56,6 +56,7 @@ def generate(manager, loras=()) -> np.ndarray:
 
 
 def test_the_app_compiles_then_warms_up_at_start():
+    """...and then measures the device for the work budget, on the compiled (warmed up) U-Net."""
     from types import SimpleNamespace
 
     from app import parse_config
@@ -63,9 +64,9 @@ def test_the_app_compiles_then_warms_up_at_start():
 
     calls = []
     manager = SimpleNamespace(set_previews=lambda *args: None, compile_unet=lambda: calls.append("compile"),
-                              warm_up=lambda: calls.append("warm up"))
+                              warm_up=lambda: calls.append("warm up"), calibrate=lambda: calls.append("calibrate"))
     with_settings(manager, parse_config(["--compile"], {}))
-    assert calls == ["compile", "warm up"]
+    assert calls == ["compile", "warm up", "calibrate"]
 
 
 @pytest.mark.parametrize("batch_size, guidance_scale", [(1, 7.0), (8, 5.0), (3, 1.0)])

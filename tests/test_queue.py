@@ -3,6 +3,7 @@ free their place; Ctrl+C ends the server at once."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -117,12 +118,14 @@ def test_cancelled_gradio_client_jobs_free_their_places(app_server, client):
 
 @pytest.mark.server  # starts the app in a subprocess
 def test_ctrl_c_ends_the_server_within_seconds_after_rest_calls_and_with_a_job_running(tmp_path):
+    """Ctrl+C with a REST job running and one waiting: the running one answers with its image as it stands, the
+    waiting one 503 saying why, and the server exits cleanly (status 0, no traceback, no abort) within 10 s."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "app.py", "--model", "demo", "--device", "cpu", "--port", str(port), "--api",
          "--output-dir", str(tmp_path / "outputs"), "--lora-dir", str(tmp_path / "Lora"),
          "--controlnet-dir", str(tmp_path / "ControlNet"), "--embeddings-dir", str(tmp_path / "embeddings")],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "SD_API_AUTH": ""})
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "SD_API_AUTH": ""})
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
@@ -134,13 +137,27 @@ def test_ctrl_c_ends_the_server_within_seconds_after_rest_calls_and_with_a_job_r
                 time.sleep(0.2)
         small = {"prompt": "x", "steps": 1, "width": 64, "height": 64}
         assert requests.post(f"{url}/sdapi/v1/txt2img", json=small, timeout=60).status_code == 200
-        threading.Thread(target=lambda: requests.post(f"{url}/sdapi/v1/txt2img", timeout=120, json={
-            **small, "steps": 150, "width": 256, "height": 256}), daemon=True).start()
+        answers: dict = {}
+
+        def post(name: str) -> None:
+            answers[name] = requests.post(f"{url}/sdapi/v1/txt2img", timeout=120,
+                                          json={**small, "steps": 150, "width": 256, "height": 256})
+
+        threading.Thread(target=post, args=("running",), daemon=True).start()
         assert until(lambda: requests.get(f"{url}/sdapi/v1/progress", timeout=5).json()["state"]["job"] != "", 60)
+        threading.Thread(target=post, args=("waiting",), daemon=True).start()
+        assert until(lambda: requests.get(f"{url}/studio/v1/queue", timeout=5).json()["waiting"] == 1, 30)
         started = time.monotonic()
         process.send_signal(signal.SIGINT)
-        process.wait(timeout=10)
+        output, _ = process.communicate(timeout=10)
         assert time.monotonic() - started < 10
+        assert process.returncode == 0, output[-3000:]
+        assert "Traceback" not in output and "terminate called" not in output, output[-3000:]
+        assert until(lambda: len(answers) == 2, 10), answers
+        assert answers["running"].status_code == 200, answers["running"].text[:300]
+        assert "interrupted" in json.loads(answers["running"].json()["info"])["warnings"][0]
+        assert answers["waiting"].status_code == 503
+        assert answers["waiting"].json()["detail"] == "the job was cancelled: the server is shutting down"
     finally:
         if process.poll() is None:
             process.kill()

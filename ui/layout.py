@@ -43,9 +43,9 @@ RESULTS_HEIGHT = "min(62vh, 720px)"  # the results box: beside the settings, wit
 
 # Results are shown whole and enlarged with crisp pixels (the demo model makes 64 px images; smoothing blurs them to
 # mush): the grid of results fills the box's height, and each fits its cell (Gradio's cells are square and as wide
-# as the box, so a single result was taller than the box and cropped). The results column stays in view while the settings scroll. A failed job's toast and status say what went
-# wrong; Gradio's "Error" badge over the results would hide the last images. Toasts go to the bottom right, off the
-# Generate button and the results.
+# as the box: a single result would be taller than the box, and cropped). The results column stays in view while the
+# settings scroll. A failed job's status and notes say what went wrong; Gradio's "Error" badge over the results
+# would hide the last images. Toasts (of the other tabs' actions) go to the bottom right, off Generate.
 CSS = """
 [id$="-gallery"] img { image-rendering: pixelated; }
 [id$="-gallery"] .wrap:has(> .error) { display: none; }
