@@ -231,7 +231,8 @@ def build_app(config: AppConfig):
             raise
         except Exception as error:  # a truncated or hostile file, the Hub unreachable, ...: not a server fault
             log.warning("sd_model_checkpoint %r could not be loaded: %s", name, error)
-            raise ValueError(f"sd_model_checkpoint: could not load {name!r} ({type(error).__name__})") from None
+            raise ValueError(f"sd_model_checkpoint: could not load {name!r}: {why_not_loaded(spec, local, error)}") \
+                from None
 
     service.model_loader = switch
     service.checkpoints = lambda: checkpoint_names(config.ckpt_dir)
@@ -241,6 +242,20 @@ def build_app(config: AppConfig):
     if warning := exposure_warning(config):
         log.warning(warning)
     return build_ui(service, queue_size=config.queue_size), service
+
+
+def why_not_loaded(spec: str, local: bool, error: Exception) -> str:
+    """Why a model did not load, in words a user can act on (the error's own message may hold server paths)."""
+    from models.files import hub_unreachable
+    from models.loading import identify
+
+    if identify(spec, local).kind == "hub":
+        if hub_unreachable():
+            return "the Hugging Face Hub cannot be reached from this server and the model is not in its cache"
+        if type(error).__name__ in ("RepositoryNotFoundError", "GatedRepoError", "RevisionNotFoundError"):
+            return "the Hugging Face Hub has no such model (or it is gated)"
+        return f"the Hub's files did not load as a diffusers model ({type(error).__name__})"
+    return f"its files did not load as a model ({type(error).__name__})"
 
 
 JOB_LIMITS = {"cpu": 600, "gpu": 1800}  # --max-job-seconds auto: a CPU is slow for everyone behind the job

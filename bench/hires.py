@@ -29,7 +29,7 @@ def ratio(spec: str, size: int, steps: int, rounds: int) -> dict:
         fields = {"prompt": "a red circle and a blue square", "seed": 1, "steps": steps}
 
         def hires():
-            service.run("txt2img", {**fields, "width": size, "height": size, "enable_hr": True})
+            service.run("txt2img", {**fields, "width": size, "height": size, "enable_hr": True, "hr_scale": 2})
 
         def direct():
             service.run("txt2img", {**fields, "width": 2 * size, "height": 2 * size})

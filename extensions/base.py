@@ -121,7 +121,7 @@ class TabContext:
     negative: Any  # the Negative prompt textbox
     image: Any  # the tab's image input (None in txt2img); an editor in inpaint
     size: list  # the Width and Height sliders
-    image_file: Callable[[Image.Image], str]  # an image as a file Gradio may serve
+    image_file: Callable[..., str]  # image_file(image, name): an image as a file of that name Gradio may serve
     editor_image: Callable[[Any], Image.Image | None]  # the picture of an editor value
     encoder_text: Callable[[str], str]  # what of a prompt reaches the text encoder (LoRA tags taken out)
 
@@ -137,6 +137,11 @@ class RequestPart:
     modes: tuple[str, ...] = ("txt2img", "img2img", "inpaint")  # the endpoints whose requests carry its fields
     endpoints: Mapping[str, Mapping[str, Any]] = {}  # endpoints it adds -> the core defaults it changes there
     rest_body: tuple[Field, ...] = ()  # A1111 body fields in a form of their own, which `from_rest` converts
+
+    def model_defaults(self) -> dict[str, Any]:
+        """Its fields' defaults where the model in use needs other ones than A1111's (a request that gives the
+        field keeps its own value)."""
+        return {}
 
     def rewrite(self, endpoint: str, fields: dict) -> str:
         """Change `fields` in place before the request is built; returns the mode the job runs as."""
@@ -201,12 +206,12 @@ class InterfacePart:
     def panel(self, tab: TabContext) -> Panel | None:
         return None
 
-    def tab(self, image_file: Callable[[Image.Image], str]) -> Any:
+    def tab(self, image_file: Callable[..., str]) -> Any:
         """Add its own tab, whose id is `tab_name` (called inside the UI's Tabs); returns the tab's input picture,
         which the buttons under every result send pictures to (None with `tab_takes_pictures` False)."""
         return None
 
-    def register_endpoints(self, image_file: Callable[[Image.Image], str]) -> None:
+    def register_endpoints(self, image_file: Callable[..., str]) -> None:
         """Add its own named gradio_client endpoints (called inside the UI's hidden API column)."""
 
     def rest_routes(self) -> list[Route]:

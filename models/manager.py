@@ -59,6 +59,7 @@ class GenerationResult:
     seeds: list[int]
     interrupted: bool
     parameters: dict[str, str] = field(default_factory=dict)  # what extensions add to the infotext
+    progress: tuple[int, int] = (0, 0)  # the steps done and the steps in all (fewer done when interrupted)
 
 
 class PipelineManager:
@@ -277,7 +278,8 @@ class PipelineManager:
                 images = self._after_out_of_memory(pipe, finished, first, len(arguments["generator"]))
             for index in group:
                 some, images = images[:len(seeds[index])], images[len(seeds[index]):]
-                results[index] = GenerationResult(some, seeds[index], self._interrupt.is_set(), calls[index][2])
+                results[index] = GenerationResult(some, seeds[index], self._interrupt.is_set(), calls[index][2],
+                                                  finished.get("progress", (0, 0)))
         return results
 
     def _hooked(self, view: DiffusionPipeline, request: GenerationRequest, seeds: list[int],
@@ -392,6 +394,7 @@ class PipelineManager:
             if finished is not None:  # only the denoising's end is kept (a reference, no copy)
                 finished["latents"] = tensors["latents"]
                 finished["done"] = done == total or self._interrupt.is_set()
+                finished["progress"] = (done, total)
             if on_step is not None:
                 on_step(done, total)
             if preview is not None and done % self.preview_every == 0 and done < total:

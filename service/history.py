@@ -8,6 +8,7 @@ image data) and cached by file and modification time, so a filter reads each fil
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import threading
@@ -25,6 +26,7 @@ PAGE_SIZE = 24
 class Page:
     files: list[Path]
     infotexts: list[str]
+    captions: list[str]  # what tells them apart: "txt2img · 2026-12-05 20:31 · seed 42"
     number: int  # 1-based, within 1..pages
     pages: int
     total: int  # the files that match the filter
@@ -57,8 +59,8 @@ class History:
         pages = max(1, math.ceil(len(files) / size))
         number = min(max(1, int(number)), pages)
         chosen = files[(number - 1) * size: number * size]
-        return Page([path for path, _ in chosen], [self.infotext(path, mtime) for path, mtime in chosen], number,
-                    pages, len(files))
+        return Page([path for path, _ in chosen], [self.infotext(path, mtime) for path, mtime in chosen],
+                    [caption(path, mtime) for path, mtime in chosen], number, pages, len(files))
 
     def infotext(self, path: Path, mtime_ns: int) -> str:
         with self._lock:
@@ -81,6 +83,14 @@ class History:
         resolved.unlink(missing_ok=True)
         with self._lock:
             self._texts.pop(path, None)
+
+
+def caption(path: Path, mtime_ns: int) -> str:
+    """A saved image's mode, day and time, and seed (its file name, 00003-42.png, says only its number and seed)."""
+    mode = path.parent.parent.name.removesuffix("-images")
+    when = datetime.datetime.fromtimestamp(mtime_ns / 1e9).strftime("%H:%M")
+    seed = path.stem.partition("-")[2]
+    return f"{mode} · {path.parent.name} {when}" + (f" · seed {seed}" if seed.isdigit() else "")
 
 
 def _folders(parent: Path, wanted) -> list[Path]:

@@ -43,8 +43,11 @@ class RequestBuilder:
             own = [field for extension in self.extensions if endpoint in extension.modes for field in extension.fields]
             lead, rest = (core, ()) if endpoint in MODES else (core[:2], core[2:])
             fields = [*(CORE[name] for name in lead), *own, *(CORE[name] for name in rest)]
-            changed = {name: value for extension in self.extensions
-                       for name, value in extension.endpoints.get(endpoint, {}).items()}
+            changed = {}  # the model's defaults, then the endpoint's
+            for extension in self.extensions:
+                changed.update(extension.model_defaults())
+            for extension in self.extensions:
+                changed.update(extension.endpoints.get(endpoint, {}))
             endpoints[endpoint] = tuple(dataclasses.replace(field, default=changed[field.name])
                                         if field.name in changed else field for field in fields)
         return endpoints

@@ -107,6 +107,7 @@ def with_settings(manager: PipelineManager, config, compile_unet: bool = True, c
 
 
 FAR_BEYOND_NATIVE = 16  # pixels over the model's native size's that earn a warning (4x a side)
+INTERRUPTED = "Interrupted"  # the infotext entry of an image interrupted before its last step
 
 
 class StudioService:
@@ -391,6 +392,8 @@ class StudioService:
         for finish in job.finish:
             images = finish(images)
         extra = {**job.infotext, **result.parameters}
+        if result.interrupted:  # Steps stays the schedule's length (what reproduces it); this says where it stopped
+            extra[INTERRUPTED] = "at step {} of {}".format(*result.progress)
         infotexts = [saving.infotext(request, seed, self.manager.source.name, self.manager.model_hash, extra)
                      for seed in result.seeds]
         return Composed(request.mode, images, infotexts, result.seeds, job.warnings, result.interrupted)

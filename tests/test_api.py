@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -220,6 +221,8 @@ def test_progress_is_reported_and_interrupt_returns_the_image_early(client):
     assert time.monotonic() - started < 10  # one 256 px step of the demo model is well under a second
     assert "interrupted" in warnings and len(gallery) == 1
     assert Image.open(gallery[0]["image"]).size == (256, 256)
+    done = int(re.search(r"Interrupted: at step (\d+) of 150(,|$)", infotext)[1])  # where it stopped, in its own entry
+    assert 0 < done < 150 and "Steps: 150," in infotext  # the schedule's length, which reproduces it
 
 
 def test_lora_tags_in_the_prompt_reach_every_endpoint(client, files):

@@ -171,13 +171,13 @@ def test_controlnet_unit_preview_then_generate(page, tmp_path):
     page.locator("#txt2img-prompt textarea").fill("a ring")
     page.locator("#txt2img-controlnet").get_by_text("ControlNet").first.click()  # open the accordion
     page.locator("#txt2img-cn0-image input[type=file]").set_input_files(tmp_path / "ring.png")
+    expect(page.locator("#txt2img-cn0-enabled input")).to_be_checked()  # a control image switches its unit on
+    header = page.locator("#txt2img-controlnet").get_by_text(re.compile("^ControlNet")).first
+    expect(header).to_have_text("ControlNet (1 unit on)")
     page.locator("#txt2img-cn0-preview").click()
     expect(page.locator("#txt2img-cn0-map img")).to_be_visible(timeout=30_000)
     assert page.locator("#txt2img-cn0-map img").bounding_box()["width"] > 150, "the 64 px map is shown enlarged"
     assert overflowing_labels(page.locator("#txt2img-controlnet")) == []
-    page.locator("#txt2img-cn0-enabled input").check()
-    header = page.locator("#txt2img-controlnet").get_by_text(re.compile("^ControlNet")).first
-    expect(header).to_have_text("ControlNet (1 unit on)")
     page.locator("#txt2img-generate").click()
     expect(page.locator("#txt2img-infotext textarea")).to_have_value(
         re.compile(r'ControlNet 0: "Module: canny, Model: edges \[[0-9a-f]{8}\], Weight: 1.0'), timeout=30_000
@@ -269,7 +269,8 @@ def test_history_after_a_restart_lists_filters_sends_to_img2img_and_deletes(rest
     page.get_by_role("tab", name="History").click()
     gallery = page.locator("#history-gallery")
     expect(page.locator("#history-page")).to_contain_text(re.compile(r"page 1 of \d+ · \d+ images"))
-    expect(gallery.get_by_text(today.name)).to_be_visible()
+    seed = today.stem.split("-")[1]  # captions tell images apart by mode, day, time and seed, not file name
+    expect(gallery.get_by_text(re.compile(rf"^txt2img · {today.parent.name} \d\d:\d\d · seed {seed}$"))).to_be_visible()
     page.locator("#history-filter textarea").fill("PURPLE moon")
     page.locator("#history-filter textarea").press("Enter")
     expect(page.locator("#history-page")).to_have_text("page 1 of 1 · 1 image matching 'PURPLE moon'")
@@ -409,6 +410,8 @@ def test_train_tab_trains_a_lora_with_progress_and_a_sample(page, app_server, tm
         files.append(str(tmp_path / f"{index}.png"))
     page.get_by_role("tab", name="Train").click()
     page.locator("#train-images input[type=file]").set_input_files(files)
+    page.locator("#train-run").click()  # no name yet: refused, and the progress box says so (not "waiting")
+    expect(page.locator("#train-status textarea")).to_have_value(re.compile(r"^not trained: name must be 1 to 64"))
     page.locator("#train-name input, #train-name textarea").first.fill("browser-trained")
     page.locator("#train-instance input, #train-instance textarea").first.fill("a sks circle")
     set_number(page, "Steps", 6)
@@ -478,6 +481,9 @@ def test_results_are_shown_whole_at_any_window_size(page, tmp_path):
     mask.save(tmp_path / "mask.png")
     page.locator("#inpaint-editor input[type=file]").first.set_input_files(tmp_path / "wide.png")
     page.locator("#inpaint-mask input[type=file]").first.set_input_files(tmp_path / "mask.png")
+    uploaded = page.locator("#inpaint-mask img").first
+    expect(uploaded).to_be_visible()
+    assert uploaded.bounding_box()["height"] >= 150, "the uploaded mask is shown large enough to check, not a stamp"
     page.locator("#inpaint-prompt textarea").fill("a square")
     set_number(page, "Sampling steps", 4, in_tab=True)
     page.locator("#inpaint-generate").click()

@@ -69,9 +69,9 @@ def run(service, mode="txt2img", units=(), **settings) -> np.ndarray:
 def preview(service):
     """A unit's Preview button, as the tabs have it."""
     from extensions.controlnet.panel import make_preview
-    from ui.handlers import editor_image_and_mask, map_file
+    from ui.handlers import editor_image_and_mask, image_file
 
-    return make_preview(service.extension("controlnet"), map_file, lambda editor: editor_image_and_mask(editor)[0])
+    return make_preview(service.extension("controlnet"), image_file, lambda editor: editor_image_and_mask(editor)[0])
 
 
 def unit(model="cn_a", **settings) -> dict:

@@ -25,7 +25,8 @@ from testing.controlnet_files import controlnet_for
 from testing.lora_files import make_lora
 from testing.upscaler_files import make_upscaler
 
-FIELDS = dict(prompt="a red circle and a blue square", seed=5, steps=3, width=64, height=64, enable_hr=True)
+# A1111's 2x, given (the demo model's own default is 1.5x: test_the_demo_models_default_keeps_the_composition)
+FIELDS = dict(prompt="a red circle and a blue square", seed=5, steps=3, width=64, height=64, enable_hr=True, hr_scale=2)
 
 
 def studio(manager: PipelineManager, folder) -> StudioService:
@@ -246,3 +247,30 @@ def test_png_info_reads_a1111_hires_entries_back():
     assert fields["other"] == {} and fields["warnings"] == []
     plain = fields_from_infotext("a castle\nSteps: 20, Seed: 1, Size: 512x512", [Upscale("/nonexistent")])
     assert "enable_hr" not in plain
+
+
+def test_a_model_gets_its_own_hires_defaults_and_a_given_value_keeps_a1111s_meaning(demo, four):
+    """The demo model knows only 64 px: its hires fix defaults to 1.5x; a model of SD 1.5's kind keeps A1111's 2x."""
+    fields = {key: value for key, value in FIELDS.items() if key != "hr_scale"}
+    assert demo.build("txt2img", fields)[0].part("upscale").scale == 1.5
+    assert four.build("txt2img", fields)[0].part("upscale").scale == 2.0
+    assert demo.build("txt2img", {**fields, "hr_scale": 2})[0].part("upscale").scale == 2.0
+    hr_scale = {field.name: field for field in demo.requests.endpoints()["txt2img"]}["hr_scale"]
+    assert hr_scale.default == 1.5, "gradio_client's /txt2img says the model's default"
+
+
+@pytest.mark.slow  # 16 seeded prompts, each made twice
+def test_the_demo_models_default_hires_fix_keeps_the_composition(demo):
+    """With the demo model's defaults, the second pass draws what the first drew: the prompt's shape and colour."""
+    from training.evaluate_shapes import evaluate, seeded_prompts
+
+    prompts = seeded_prompts(16)
+    first, hires = [], []
+    for index, (prompt, _) in enumerate(prompts):
+        fields = {"prompt": prompt, "seed": index, "steps": 20, "width": 64, "height": 64}
+        first.append(picture(demo.generate(*demo.build("txt2img", fields))))
+        hires.append(picture(demo.generate(*demo.build("txt2img", {**fields, "enable_hr": True}))))
+    scenes = [scene for _, scene in prompts]
+    before, after = evaluate(first, scenes), evaluate(hires, scenes)
+    assert hires[0].size == (96, 96)
+    assert after["colour"] >= before["colour"] and after["shape"] >= before["shape"] - 0.07, (before, after)

@@ -50,6 +50,22 @@ def test_a_new_history_over_the_folder_lists_what_an_earlier_run_saved(tmp_path)
     assert page.infotexts == ["a dog\nSeed: 8", "a cat\nSeed: 7"]
 
 
+def test_captions_tell_apart_images_of_the_same_file_name(tmp_path):
+    import datetime
+    import os
+
+    for mode in ("txt2img", "inpaint"):
+        OutputFolder(tmp_path).save(mode, Image.new("RGB", (8, 8)), 42, "x\nSeed: 42")
+    page = History(tmp_path).page()
+    assert [path.name for path in page.files] == ["00000-42.png", "00000-42.png"]
+    today = datetime.date.today().isoformat()
+    expected = [f"{path.parent.parent.name.removesuffix('-images')} · {today} "
+                f"{datetime.datetime.fromtimestamp(os.stat(path).st_mtime).strftime('%H:%M')} · seed 42"
+                for path in page.files]
+    assert page.captions == expected
+    assert {caption.split(" · ")[0] for caption in page.captions} == {"txt2img", "inpaint"}
+
+
 def test_the_filter_matches_any_case_and_reads_each_file_once(outputs, monkeypatch):
     folder, files = outputs
     history = History(folder)

@@ -256,8 +256,8 @@ def test_hub_shaped_names_go_to_the_hub_only_whether_or_not_they_exist_here(app_
     before = service.manager
     answers = [post(app_server[0], "/sdapi/v1/options", json={"sd_model_checkpoint": name}).json()["detail"]
                for name in ("models/demo", "models/nowhere")]  # the first is a folder on the server, the second not
-    assert answers == [f"sd_model_checkpoint: could not load {name!r} (OSError)"
-                       for name in ("models/demo", "models/nowhere")]
+    assert answers == [f"sd_model_checkpoint: could not load {name!r}: the Hugging Face Hub cannot be reached from "
+                       "this server and the model is not in its cache" for name in ("models/demo", "models/nowhere")]
     assert service.manager is before
 
 
@@ -275,7 +275,8 @@ def test_a_pickle_named_safetensors_in_the_checkpoint_folder_gets_422_not_500(ap
     finally:
         evil.unlink()  # the folder is the session app's: leave it as it was
     assert response.status_code == 422, response.text
-    assert response.json()["detail"].startswith("sd_model_checkpoint: could not load 'evil' (")
+    assert response.json()["detail"].startswith("sd_model_checkpoint: could not load 'evil': its files did not load "
+                                                "as a model (")
     assert service.manager is before
     assert_next_request_works(app_server[0])
 

@@ -89,3 +89,42 @@ def test_the_two_commands_are_make_targets_and_ci_runs_the_test_one():
     targets = subprocess.run(["make", "-pn"], cwd=ROOT, capture_output=True, text=True).stdout
     assert re.search(r"^run: setup$", targets, re.M) and re.search(r"^test: setup-dev$", targets, re.M)
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def install_lines() -> list[str]:
+    """The README's `pip install ...` lines, one before each client example, in order."""
+    return re.findall(r"```bash\n(pip install [^\n]*)\n```", README)
+
+
+@pytest.mark.slow  # a fresh virtual environment per example, installed from PyPI
+@pytest.mark.parametrize("index, shows", [(0, "a large red circle on a blue background\nSteps: 20"),
+                                          (1, "a large red circle on a blue background <lora:shapes-pastel:0.7>")])
+def test_each_client_example_runs_in_a_fresh_venv_with_only_its_install_line(fresh_app, tmp_path, index, shows):
+    """What a user does: a new environment, the line the README gives before the example, then the example."""
+    assert len(install_lines()) == 2 and len(examples()) >= 2
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    command = install_lines()[index].split()
+    assert command[:2] == ["pip", "install"]
+    installed = subprocess.run([str(venv / "bin" / "python"), "-m", *command, "--quiet", "--disable-pip-version-check"],
+                               capture_output=True, text=True, timeout=600)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    (tmp_path / "example.py").write_text(examples()[index])
+    run = subprocess.run([str(venv / "bin" / "python"), "example.py"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=600, env={key: value for key, value in os.environ.items() if key != "PYTHONPATH"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.startswith(shows), run.stdout[:500]
+
+
+def test_the_training_example_runs_as_written(fresh_app, tmp_path, monkeypatch, capsys):
+    """docs/training.md's /train_lora example, against the app as `make run` starts it (its LoRA folder is the
+    repository's, so the LoRA it trains is taken away after)."""
+    code = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "training.md").read_text(), re.S)[0]
+    monkeypatch.chdir(tmp_path)  # the example writes its pictures
+    trained = ROOT / "models" / "Lora" / "sks-circle.safetensors"
+    try:
+        exec(code, {})
+        name, loss = capsys.readouterr().out.split()
+        assert name == "sks-circle" and float(loss) > 0 and trained.is_file()
+    finally:
+        trained.unlink(missing_ok=True)

@@ -99,7 +99,7 @@ def test_upscale_through_gradio_client_and_webuiapi(client, app_server):
     picture(40, 30).save(app_server[1].output_dir / "small.png")
     result = client.predict(image=handle_file(app_server[1].output_dir / "small.png"), upscaler="tiny-x2", scale=2,
                             api_name="/upscale")
-    assert Image.open(result).size == (80, 60)
+    assert Image.open(result).size == (80, 60) and result.endswith("/upscaled.png"), result  # named for what it is
     host, port = app_server[0].removeprefix("http://").split(":")
     api = webuiapi.WebUIApi(host=host, port=int(port))
     assert [item["name"] for item in api.get_upscalers()] == ["None", "Lanczos", "Nearest", "tiny-x2"]

@@ -12,7 +12,7 @@ import gradio as gr
 
 from extensions.base import Extension
 from extensions.panel import api_input
-from ui.handlers import Handlers, map_file
+from ui.handlers import Handlers, image_file
 
 REQUIRED = ("prompt", "image", "mask")  # what a caller must give (the prompt too: the one text every job needs)
 
@@ -37,4 +37,4 @@ def register_endpoints(handlers: Handlers, extensions: list[Extension], event: d
             gr.Button(visible=False).click(handlers.api[mode], inputs, outputs, api_name=mode, **event)
         gr.Button(visible=False).click(handlers.interrupt, api_name="interrupt", queue=False)
         for extension in extensions:
-            extension.register_endpoints(map_file)
+            extension.register_endpoints(image_file)

@@ -252,9 +252,10 @@ def selected_result(shown: dict) -> tuple[str | None, str | None, int | None]:
     return shown["infotexts"][index], shown["files"][index], shown["seeds"][index]
 
 
-def map_file(image: Image.Image) -> str:
-    """A control map as a PNG file named by its content. Returned as a PIL image, Gradio would rewrite one cache
-    file in place for every equal map, and a client downloading it meanwhile could get it empty."""
+def image_file(image: Image.Image, name: str = "image.png") -> str:
+    """An image (a control map, an upscaled picture) as a PNG file of that name in a folder named by its content.
+    Returned as a PIL image, Gradio would rewrite one cache file in place for every equal image, and a client
+    downloading it meanwhile could get it empty."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    return str(content_file(buffer.getvalue(), "map.png"))
+    return str(content_file(buffer.getvalue(), name))

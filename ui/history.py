@@ -35,7 +35,7 @@ def history_tab(tabs: gr.Tabs, targets: dict[str, dict], png_info_source: gr.Ima
         page = history.page(text or "", number)
         state = {"query": text or "", "number": page.number, "files": [str(path) for path in page.files],
                  "infotexts": page.infotexts, "selected": None}
-        images = [(str(servable(path)), path.name) for path in page.files]
+        images = [(str(servable(path)), text) for path, text in zip(page.files, page.captions)]
         found = f"{page.total} image{'s' if page.total != 1 else ''}" + (f" matching {text.strip()!r}" if text else "")
         summary = f"page {page.number} of {page.pages} · {found}" + (f" · {note}" if note else "")
         return images, summary, "", state

@@ -27,7 +27,7 @@ from service.history import History
 from service.pnginfo import fields_from_infotext
 from service.studio import StudioService
 from ui.endpoints import register_endpoints
-from ui.handlers import Handlers, editor_image_and_mask, map_file, select_result, selected_result
+from ui.handlers import Handlers, editor_image_and_mask, image_file, select_result, selected_result
 from ui.history import history_tab
 from ui.models import model_row
 from ui.png_info import png_info_tab
@@ -39,6 +39,7 @@ INPUT_HEIGHT = 360  # px: input pictures at a size one can see and paint on (a 6
 SETTINGS = ("negative_prompt", "seed", "steps", "guidance_scale", "width", "height", "sampler", "batch_size")
 
 
+MASK_HEIGHT = 200  # px: an uploaded mask, enlarged enough to check against the picture
 RESULTS_HEIGHT = "min(62vh, 720px)"  # the results box: beside the settings, within the window at any size
 
 # Results are shown whole and enlarged with crisp pixels (the demo model makes 64 px images; smoothing blurs them to
@@ -79,7 +80,7 @@ def build_ui(service: StudioService, queue_size: int = 16) -> gr.Blocks:
             for mode in ("txt2img", "img2img", "inpaint"):
                 with gr.Tab(mode, id=mode):
                     targets[mode] = _tab(handlers, mode, event)
-            own_tabs = {extension.tab_name: extension.tab(map_file) for extension in service.extensions
+            own_tabs = {extension.tab_name: extension.tab(image_file) for extension in service.extensions
                         if extension.tab_name}  # Extras: a tab name -> its input picture (None: it takes none)
             own_tabs = {name: picture for name, picture in own_tabs.items() if picture is not None}
             png_info_source = png_info_tab(tabs, targets, service.extensions)
@@ -114,7 +115,7 @@ def _tab(handlers: Handlers, mode: str, event: dict) -> dict:
                 cfg = control(GUIDANCE)
             seed = control(SEED, widget="number")
             strength = control(STRENGTH, visible=mode != "txt2img")
-            context = TabContext(mode, prompt, negative, images[0] if images else None, [width, height], map_file,
+            context = TabContext(mode, prompt, negative, images[0] if images else None, [width, height], image_file,
                                  lambda editor: editor_image_and_mask(editor)[0],
                                  handlers.service.requests.encoder_text)
             panels = _panels(handlers, context, {"prompt": prompt_row, "size": size_row})
@@ -228,5 +229,5 @@ def _image_inputs(mode: str) -> list:
         elem_id="inpaint-editor",
     )
     mask_upload = gr.Image(type="pil", image_mode="RGBA", label="Or upload a mask (white = repaint)",
-                           elem_id="inpaint-mask", elem_classes=["studio-input"])
+                           elem_id="inpaint-mask", elem_classes=["studio-input"], height=MASK_HEIGHT)
     return [editor, mask_upload]

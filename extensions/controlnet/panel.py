@@ -96,6 +96,8 @@ def _unit(extension, tab: TabContext, index: int, modules: list[str], names: lis
     control_mode = control(CONTROL_MODE, widget="radio")
     resize_mode = control(RESIZE_MODE, widget="radio")
 
+    # a control image is meant to be used: its unit switches on (it can be switched off again)
+    image.upload(lambda: True, None, enabled, queue=False, api_visibility="private")
     # sd-webui-controlnet hides the resolution while pixel perfect chooses it
     pixel_perfect.change(lambda on: gr.Slider(visible=not on), pixel_perfect, resolution, queue=False,
                          api_visibility="private")
@@ -126,7 +128,7 @@ def make_preview(extension, image_file, editor_image):
         with gradio_errors("preview"):
             return image_file(extension.control_map(image if image is not None else tab_image, module,
                                                     processor_res, threshold_a, threshold_b, pixel_perfect,
-                                                    resize_mode, size))
+                                                    resize_mode, size), "map.png")
 
     return preview
 
@@ -156,7 +158,7 @@ def detect_endpoint(extension, image_file) -> None:
         """The map a ControlNet preprocessor makes of an image."""
         with gradio_errors("controlnet_detect"):
             return image_file(extension.control_map(image, module, processor_res, threshold_a, threshold_b,
-                                                    pixel_perfect))
+                                                    pixel_perfect), "map.png")
 
     inputs = [api_input(IMAGE, required=True), api_input(MODULE, default="canny"), api_input(PROCESSOR_RES),
               api_input(THRESHOLD_A), api_input(THRESHOLD_B), api_input(PIXEL_PERFECT)]

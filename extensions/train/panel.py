@@ -107,9 +107,13 @@ def train_tab(extension) -> None:
         while worker.is_alive():
             worker.join(0.5)
             yield _progress(shown), shown.sample, gr.update()
-        if "error" in done:
-            with gradio_errors("training"):
-                raise done["error"]
+        if "error" in done:  # the progress box says so too, not "waiting" for a run that will not come
+            try:
+                with gradio_errors("training"):
+                    raise done["error"]
+            except gr.Error as error:
+                yield f"not trained: {error.message}", shown.sample, gr.update()
+                raise
         outcome = done["outcome"]
         ended = f"interrupted after {outcome.steps} steps (tick Resume to continue)" if outcome.interrupted else \
             f"trained {outcome.steps} steps"

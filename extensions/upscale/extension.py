@@ -13,6 +13,7 @@ from pathlib import Path
 from PIL import Image
 
 from extensions.base import SOLO, Extension, Panel, PreparedRequest, Route, Settings, TabContext, rename_words
+from extensions.upscale.defaults import hires_defaults
 from extensions.upscale.fields import (
     ENABLE_HR,
     EXTRAS_BODY,
@@ -67,6 +68,9 @@ class Upscale(Extension):
     def upscaler_names(self) -> list[str]:
         return [*PIXEL_UPSCALERS, *self.library.names()]
 
+    def model_defaults(self) -> dict:
+        return hires_defaults(self.manager)
+
     def hires_upscaler_names(self) -> list[str]:
         return [*LATENT_UPSCALERS, *self.upscaler_names()]
 
@@ -106,8 +110,10 @@ class Upscale(Extension):
         texts = {field.name: field.check(fields.get(field.name) or "") or None
                  for field in (HR_PROMPT, HR_NEGATIVE_PROMPT)}
 
+        defaults = self.model_defaults()
+
         def value(field):
-            return field.check(fields.get(field.name, field.default))
+            return field.check(fields.get(field.name, defaults.get(field.name, field.default)))
 
         plan = HiresPlan(
             upscaler=upscaler, scale=float(value(HR_SCALE)), resize=(value(HR_RESIZE_X), value(HR_RESIZE_Y)),

@@ -65,7 +65,7 @@ def upscale_endpoint(extension, image_file) -> None:
     def upscale(image, upscaler=UPSCALER.default, scale=SCALE.default):
         """An image made larger by an upscaler (Lanczos, Nearest, None, or a model of the upscaler folder)."""
         with gradio_errors("upscale"):
-            return image_file(extension.upscale(image, upscaler, scale))
+            return image_file(extension.upscale(image, upscaler, scale), "upscaled.png")
 
     inputs = [api_input(IMAGE, required=True), api_input(UPSCALER), api_input(SCALE)]
     gr.Button(visible=False).click(upscale, inputs, gr.Image(type="pil", format="png", label="upscaled"),
@@ -82,7 +82,8 @@ def hires_panel(extension, tab: TabContext) -> Panel:
         with gr.Row():
             steps = control(HR_SECOND_PASS_STEPS, info=True)
             strength = control(HR_DENOISING_STRENGTH, info=True, elem_id="txt2img-hr-strength")
-        scale = control(HR_SCALE, elem_id="txt2img-hr-scale")
+        scale = control(HR_SCALE, elem_id="txt2img-hr-scale",  # its default is the model's
+                        value=extension.model_defaults().get(HR_SCALE.name, HR_SCALE.default))
         with gr.Row():
             resize_x = control(HR_RESIZE_X, info=True)
             resize_y = control(HR_RESIZE_Y, info=True)
