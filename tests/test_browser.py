@@ -471,6 +471,7 @@ def test_results_are_shown_whole_at_any_window_size(page, tmp_path):
         results.append(("#txt2img-gallery", (width, height)))
         for viewport in ((1280, 800), (1920, 1080)):
             page.set_viewport_size({"width": viewport[0], "height": viewport[1]})
+            page.evaluate("window.scrollTo(0, 0)")  # the page's top: the results box is lowest in the window there
             page.wait_for_timeout(300)
             results.append((viewport, page.evaluate(SHOWN, "#txt2img-gallery")))
     page.set_viewport_size({"width": 1280, "height": 800})
@@ -490,6 +491,7 @@ def test_results_are_shown_whole_at_any_window_size(page, tmp_path):
     expect(page.locator("#inpaint-infotext textarea")).to_have_value(re.compile("Steps: 4"), timeout=30_000)
     for viewport in ((1280, 800), (1920, 1080)):
         page.set_viewport_size({"width": viewport[0], "height": viewport[1]})
+        page.evaluate("window.scrollTo(0, 0)")
         page.wait_for_timeout(300)
         results.append((viewport, page.evaluate(SHOWN, "#inpaint-gallery")))
     screenshot(page, "whole-results")

@@ -40,7 +40,9 @@ SETTINGS = ("negative_prompt", "seed", "steps", "guidance_scale", "width", "heig
 
 
 MASK_HEIGHT = 200  # px: an uploaded mask, enlarged enough to check against the picture
-RESULTS_HEIGHT = "min(62vh, 720px)"  # the results box: beside the settings, within the window at any size
+# The results box: beside the settings, within the window at any size, from the top of the page (the title, the model
+# and the tabs above it: 362 px at 1280x800) as from its sticky place when the settings scroll
+RESULTS_HEIGHT = "max(300px, calc(100vh - 390px))"
 
 # Results are shown whole and enlarged with crisp pixels (the demo model makes 64 px images; smoothing blurs them to
 # mush): the grid of results fills the box's height, and each fits its cell (Gradio's cells are square and as wide
