@@ -74,6 +74,8 @@ class AppConfig:
                                   "textual-inversion embeddings (.safetensors), named in prompts by their file stems",
                                   "path")
     output_dir: Path = option("SD_OUTPUT_DIR", "outputs", "where images are saved", "path")
+    styles_file: Path = option("SD_STYLES_FILE", "styles.csv",
+                               "A1111's prompt styles (name,prompt,negative_prompt); saving a style writes it", "path")
     queue_size: int = option("SD_QUEUE_SIZE", 16, "jobs that may wait; when full, new ones are refused at once",
                              "whole")
     max_job_seconds: int | None = option("SD_MAX_JOB_SECONDS", "auto", "a job estimated to take longer is refused "
@@ -105,15 +107,22 @@ class AppConfig:
     def rest_auth(self) -> tuple[str, str] | None:
         return self.api_auth or self.auth
 
+    def public_flags(self) -> dict:
+        """The options as A1111's /cmd-flags shows them: no credentials, no server paths."""
+        shown = {option.name: getattr(self, option.name) for option in OPTIONS
+                 if option.metadata["kind"] not in ("path", "credentials")}
+        return {**shown, "listen": self.host not in ("127.0.0.1", "localhost"), "nowebui": False,
+                "api_auth": None, "gradio_auth": None}
+
     def extension_settings(self):
         """What the extensions take of the config."""
         from extensions.base import Settings
 
         return Settings(lora_dir=self.lora_dir, controlnet_dir=self.controlnet_dir, annotator_dir=self.annotator_dir,
                         embeddings_dir=self.embeddings_dir, upscaler_dir=self.upscaler_dir, vae_dir=self.vae_dir,
-                        output_dir=self.output_dir, lora_cap=self.lora_cap, lora_fuse=self.lora_fuse,
-                        lora_rank=self.lora_rank if self.compile else None, controlnet_cap=self.controlnet_cap,
-                        controlnet_units=self.controlnet_units)
+                        output_dir=self.output_dir, styles_file=self.styles_file, lora_cap=self.lora_cap,
+                        lora_fuse=self.lora_fuse, lora_rank=self.lora_rank if self.compile else None,
+                        controlnet_cap=self.controlnet_cap, controlnet_units=self.controlnet_units)
 
 
 OPTIONS = dataclasses.fields(AppConfig)
@@ -298,7 +307,7 @@ def build_server(config: AppConfig, blocks, service):
         from api.docs import build_docs_router
         from api.sdapi import build_router
 
-        server.include_router(build_router(service, config.rest_auth))
+        server.include_router(build_router(service, config.rest_auth, config.public_flags()))
         server.include_router(build_docs_router(server, config.rest_auth))
     server = gr.mount_gradio_app(server, blocks, path="", auth=config.auth, show_error=True, css=CSS,
                                  max_file_size=MAX_IMAGE_BYTES)

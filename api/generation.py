@@ -12,19 +12,23 @@ from starlette.concurrency import run_in_threadpool
 
 from api.bodies import documented
 from api.edge import http_error, json_body
+from api.options import Options
 from api.payloads import encode_png, response, rest_call
 from models.infotext import read_png_infotext
 from service.queue import Cancelled, polled
 from service.studio import Generation, StudioService
 
 
-def add_routes(router: APIRouter, service: StudioService) -> None:
+def add_routes(router: APIRouter, service: StudioService, options: Options) -> None:
     async def generate(endpoint: str, payload: dict, client: Request) -> dict:
+        settings = payload.get("override_settings")
+        if options.written() and (settings is None or isinstance(settings, dict)):  # written settings, under its own
+            payload = {**payload, "override_settings": {**options.written(), **(settings or {})}}
         try:
             call = await run_in_threadpool(rest_call, payload, endpoint, service.extensions)
             if "sd_model_checkpoint" in (payload.get("override_settings") or {}):
                 await run_in_threadpool(switch, service, payload["override_settings"]["sd_model_checkpoint"])
-            files, seeds, warnings = [], [], []
+            files, seeds, warnings = [], [], list(call.warnings)
             for batch in range(call.n_iter):
                 fields = dict(call.fields)
                 if batch and isinstance(fields.get("seed"), int) and fields["seed"] >= 0:

@@ -9,14 +9,15 @@ from fastapi import APIRouter, Depends
 
 from api.edge import http_error, json_body
 from api.generation import switch
+from api.options import Options
 from models.images import decode_image, png_base64
 from models.infotext import parse_infotext
-from models.sampler_names import SAMPLER_NAMES, SCHEDULE_TYPES, split_name
+from models.sampler_names import SAMPLER_NAMES, SCHEDULE_TYPES, aliases, split_name
 from service.pnginfo import read_infotext
 from service.studio import StudioService
 
 
-def add_routes(router: APIRouter, service: StudioService) -> None:
+def add_routes(router: APIRouter, service: StudioService, options: Options, flags: dict) -> None:
     @router.get("/sdapi/v1/sd-models")
     def sd_models() -> list[dict]:
         """The model in use, then the checkpoints one may switch to (names, never server paths)."""
@@ -29,7 +30,7 @@ def add_routes(router: APIRouter, service: StudioService) -> None:
     @router.get("/sdapi/v1/samplers")
     def samplers() -> list[dict]:
         names = dict.fromkeys(split_name(name)[0] for name in SAMPLER_NAMES)
-        return [{"name": name, "aliases": [], "options": {}} for name in names]
+        return [{"name": name, "aliases": aliases(name), "options": {}} for name in names]
 
     @router.get("/sdapi/v1/schedulers")
     def schedulers() -> list[dict]:
@@ -39,16 +40,18 @@ def add_routes(router: APIRouter, service: StudioService) -> None:
     @router.get("/sdapi/v1/options")
     def get_options() -> dict:
         return {"sd_model_checkpoint": model_title(service), "sd_checkpoint_hash": service.manager.model_hash,
-                "samples_format": "png", "outdir_samples": ""}  # A1111's "the default folder"; no server path
+                "samples_format": "png", "outdir_samples": "",  # A1111's "the default folder"; no server path
+                **options.values()}
 
     @router.post("/sdapi/v1/options")
-    def set_options(options: dict = Depends(json_body)) -> dict:
-        if "sd_model_checkpoint" in options:
-            try:
-                switch(service, options["sd_model_checkpoint"])
-            except ValueError as error:
-                raise http_error(error) from None
-        return {"ignored_fields": sorted(key for key in options if key != "sd_model_checkpoint")}
+    def set_options(body: dict = Depends(json_body)) -> None:
+        try:
+            checked = options.check(body)
+            if "sd_model_checkpoint" in body:
+                switch(service, body["sd_model_checkpoint"])
+        except ValueError as error:
+            raise http_error(error) from None
+        options.write(checked)
 
     @router.get("/sdapi/v1/progress")
     def progress() -> dict:
@@ -73,6 +76,36 @@ def add_routes(router: APIRouter, service: StudioService) -> None:
     def interrupt() -> None:
         service.interrupt()
 
+    @router.post("/sdapi/v1/skip")
+    def skip() -> None:
+        """A1111's skip ends the running image and goes on with its batch's next; here a call makes its batch's
+        images together, so the call stops as Interrupt stops it."""
+        service.interrupt()
+
+    @router.get("/sdapi/v1/cmd-flags")
+    def cmd_flags() -> dict:
+        """The app's options as it was started (no credentials and no server paths), A1111's where they have one."""
+        return dict(flags)
+
+    @router.get("/sdapi/v1/hypernetworks")
+    def hypernetworks() -> list:
+        return []  # not supported: hypernetworks went out of use with SD 1.x's LoRAs (docs/rest.md)
+
+    @router.post("/sdapi/v1/refresh-checkpoints")
+    def refresh_checkpoints() -> None:
+        service.checkpoints()  # the folder is read again on every listing
+
+    @router.get("/sdapi/v1/memory")
+    def memory() -> dict:
+        return memory_facts()
+
+    @router.get("/sdapi/v1/script-info")
+    def script_info() -> list[dict]:
+        """The scripts /sdapi/v1/scripts names, with their arguments as their fields declare them."""
+        return [{"name": extension.script, "is_alwayson": True, "is_img2img": img2img,
+                 "args": [_argument(field) for field in extension.script_arguments()]}
+                for extension in service.extensions if extension.script for img2img in (False, True)]
+
     @router.get("/sdapi/v1/scripts")
     def scripts() -> dict:  # webuiapi looks here for ControlNet
         names = [extension.script for extension in service.extensions if extension.script]
@@ -92,3 +125,25 @@ def add_routes(router: APIRouter, service: StudioService) -> None:
 def model_title(service: StudioService) -> str:
     manager = service.manager
     return f"{manager.source.name} [{manager.model_hash}]" if manager.model_hash else manager.source.name
+
+
+def _argument(field) -> dict:
+    """A script argument as A1111's script-info describes it."""
+    return {"label": field.label or field.name, "value": field.default, "minimum": field.minimum,
+            "maximum": field.maximum, "step": field.step, "choices": list(field.choices) or None}
+
+
+def memory_facts() -> dict:
+    """A1111's /memory: the process's RAM, and the GPU's when there is one (bytes)."""
+    import psutil
+    import torch
+
+    ram = psutil.virtual_memory()
+    facts: dict = {"ram": {"free": ram.available, "used": psutil.Process().memory_info().rss, "total": ram.total}}
+    if torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info()
+        active = {"current": torch.cuda.memory_allocated(), "peak": torch.cuda.max_memory_allocated()}
+        facts["cuda"] = {"system": {"free": free, "used": total - free, "total": total}, "active": active}
+    else:
+        facts["cuda"] = {"error": "no CUDA device"}
+    return facts

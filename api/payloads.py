@@ -22,7 +22,7 @@ from models.fields import Field, from_rest
 from models.images import decode_image, fit
 from models.limits import check_text
 from models.request import CORE_FIELDS, DEFAULT_SAMPLER
-from models.sampler_names import SAMPLER_NAMES, SCHEDULE_TYPES, join_name, split_name
+from models.sampler_names import SAMPLER_NAMES, SCHEDULE_TYPES, check_sampler, join_name, split_name
 from models.validate import brief
 from service.requests import MODE_FIELDS
 
@@ -49,12 +49,14 @@ OVERRIDE_SETTINGS = Field("override_settings", "object", rest="override_settings
 ALWAYSON_SCRIPTS = Field("alwayson_scripts", "object", rest="alwayson_scripts",
                          help="extensions' arguments by script name, as A1111's extensions take them")
 SEND_IMAGES = Field("send_images", "switch", True, rest="send_images", help="images are always sent")
+RESTORE_FACES = Field("restore_faces", "switch", False, rest="restore_faces",
+                      help="no face restorer is installed: a warning says so")
 SAVE_IMAGES = Field("save_images", "switch", False, rest="save_images", help="images are always saved")
 A1111_FIELDS = {
     "txt2img": (N_ITER, SAMPLER_NAME, SAMPLER_INDEX, SCHEDULER, CHECKPOINT, OVERRIDE_SETTINGS, ALWAYSON_SCRIPTS,
-                SEND_IMAGES, SAVE_IMAGES),
+                SEND_IMAGES, SAVE_IMAGES, RESTORE_FACES),
     "img2img": (INIT_IMAGES, RESIZE_MODE, N_ITER, SAMPLER_NAME, SAMPLER_INDEX, SCHEDULER, CHECKPOINT,
-                OVERRIDE_SETTINGS, ALWAYSON_SCRIPTS, SEND_IMAGES, SAVE_IMAGES),
+                OVERRIDE_SETTINGS, ALWAYSON_SCRIPTS, SEND_IMAGES, SAVE_IMAGES, RESTORE_FACES),
 }
 CORE = {field.name: field for field in CORE_FIELDS}
 
@@ -68,6 +70,7 @@ class RestCall:
     fields: dict
     n_iter: int = 1
     ignored: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def body_fields(route: str, extensions: Sequence[Extension]) -> tuple[Field, ...]:
@@ -116,6 +119,8 @@ def rest_call(payload: dict, route: str, extensions: Sequence[Extension] = ()) -
     if image is not None:
         fields["image"] = _resized(image, resize_mode, fields) if endpoint == "img2img" else image
     call = RestCall(endpoint, fields, n_iter)
+    if payload.get("restore_faces"):
+        call.warnings.append("restore_faces: no face restorer is installed here; the faces are as generated")
     read = {name for declared in body_fields(route, extensions) for name in (declared.rest, declared.setting) if name}
     read |= {name.split(".")[0] for name in read}
     call.ignored = sorted(key for key in payload if key not in read)
@@ -137,8 +142,7 @@ def _sampler(payload: dict) -> str:
     scheduler = payload.get("scheduler") or "automatic"
     if not isinstance(scheduler, str) or scheduler.lower() not in SCHEDULERS:
         raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
-    if not isinstance(name, str) or name not in SAMPLER_NAMES:
-        raise ValueError(f"sampler_name {brief(name)} is unknown; choose one of: {', '.join(SAMPLER_NAMES)}")
+    name = check_sampler(name, "sampler_name")
     if scheduler.lower() == "automatic" or split_name(name)[1].lower() == scheduler.lower():
         return name
     joined = join_name(name, scheduler.capitalize())

@@ -10,14 +10,16 @@ from fastapi import APIRouter, Depends
 from api import generation, listings
 from api.bodies import body_documentation
 from api.edge import basic_auth, http_error, json_body
+from api.options import Options
 from extensions.base import Route
 from service.studio import StudioService
 
 
-def build_router(service: StudioService, credentials: tuple[str, str] | None) -> APIRouter:
+def build_router(service: StudioService, credentials: tuple[str, str] | None, flags: dict | None = None) -> APIRouter:
     router = APIRouter(dependencies=[Depends(basic_auth(credentials))] if credentials else [])
-    generation.add_routes(router, service)
-    listings.add_routes(router, service)
+    options = Options(service.extensions)  # A1111's settings, for the REST requests after they are written
+    generation.add_routes(router, service, options)
+    listings.add_routes(router, service, options, flags or {})
     for extension in service.extensions:
         for route in extension.rest_routes():
             _add(router, route, service)

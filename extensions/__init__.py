@@ -9,6 +9,7 @@ from importlib import import_module
 from extensions.base import Extension, Settings
 
 REGISTERED = (
+    "extensions.styles:Styles",  # first: the styles' text is the prompt every other extension reads
     "extensions.inpaint:Inpaint",
     "extensions.outpaint:Outpaint",
     "extensions.lora:Lora",

@@ -53,6 +53,7 @@ class Settings:
     upscaler_dir: Path
     vae_dir: Path
     output_dir: Path
+    styles_file: Path
     lora_cap: int = 16  # LoRA adapters kept loaded
     lora_fuse: bool = False  # fuse a repeated LoRA set into the weights
     lora_rank: int | None = None  # with a compiled U-Net: the hot-swapped LoRA slot's rank (None: not compiled)
@@ -216,6 +217,10 @@ class InterfacePart:
 
     def rest_routes(self) -> list[Route]:
         return []
+
+    def script_arguments(self) -> tuple[Field, ...]:
+        """Its script's arguments, for /sdapi/v1/script-info (with `script` set)."""
+        return ()
 
 
 class Extension(RequestPart, ModelPart, InterfacePart):

@@ -53,6 +53,7 @@ KINDS: dict[str, tuple[Callable[[Field, Any], Any], dict, str | None]] = {
     "image": (lambda field, value: value, {"type": "string", "format": "byte"}, None),
     "images": (lambda field, value: value, {"type": "array", "items": {"type": "string", "format": "byte"}}, None),
     "list": (lambda field, value: value, {"type": "array", "items": {"type": "object"}}, None),
+    "names": (lambda field, value: value, {"type": "array", "items": {"type": "string"}}, None),
     "object": (lambda field, value: value, {"type": "object"}, None),
 }
 

@@ -27,6 +27,7 @@ SAMPLERS: dict[str, tuple[str, dict]] = {
     "DPM++ SDE": ("DPMSolverSDEScheduler", {}),
     "DPM++ SDE Karras": ("DPMSolverSDEScheduler", {"use_karras_sigmas": True}),
     "DDIM": ("DDIMScheduler", {"clip_sample": False}),  # as SD's own DDIM config; clipping is for pixel models
+    "PLMS": ("PNDMScheduler", {"skip_prk_steps": True}),  # PNDM without its Runge-Kutta warm-up: A1111's PLMS
     "PNDM": ("PNDMScheduler", {}),
     "UniPC": ("UniPCMultistepScheduler", {}),
     "LCM": ("LCMScheduler", {}),
@@ -35,12 +36,29 @@ SAMPLERS: dict[str, tuple[str, dict]] = {
 SAMPLER_NAMES: tuple[str, ...] = tuple(SAMPLERS)
 DEFAULT_SAMPLER = "Euler a"
 SCHEDULE_TYPES = ("Automatic", "Karras")
+# A1111's other names for its samplers (its API and old scripts send them): alias -> name
+ALIASES = {
+    "k_euler_a": "Euler a", "k_euler_ancestral": "Euler a", "k_euler": "Euler", "k_lms": "LMS", "k_heun": "Heun",
+    "k_dpm_2": "DPM2", "k_dpm_2_a": "DPM2 a", "k_dpmpp_2m": "DPM++ 2M", "k_dpmpp_sde": "DPM++ SDE",
+    "k_dpmpp_2m_sde": "DPM++ 2M SDE", "k_lms_ka": "LMS Karras", "k_dpm_2_ka": "DPM2 Karras",
+    "k_dpm_2_a_ka": "DPM2 a Karras", "k_dpmpp_2m_ka": "DPM++ 2M Karras", "k_dpmpp_sde_ka": "DPM++ SDE Karras",
+    "k_dpmpp_2m_sde_ka": "DPM++ 2M SDE Karras", "ddim": "DDIM", "plms": "PLMS", "unipc": "UniPC", "k_lcm": "LCM",
+    "lcm": "LCM", "pndm": "PNDM",
+}
 
 
 def check_sampler(name: str, field: str = "sampler") -> str:
+    """The sampler's name (an alias gives the name it stands for); ValueError naming the field otherwise."""
+    if isinstance(name, str) and name in ALIASES:
+        return ALIASES[name]
     if not isinstance(name, str) or name not in SAMPLERS:
         raise ValueError(f"{field} {brief(name)} is unknown; choose one of: {', '.join(SAMPLER_NAMES)}")
     return name
+
+
+def aliases(name: str) -> list[str]:
+    """A sampler's other names."""
+    return [alias for alias, named in ALIASES.items() if named == name]
 
 
 def split_name(name: str) -> tuple[str, str]:

@@ -36,11 +36,14 @@ class RequestBuilder:
 
     def endpoints(self) -> dict[str, tuple[Field, ...]]:
         """Each endpoint's fields, with their defaults there, in order: the core's, then each extension's. An endpoint
-        an extension adds works on an image: prompt and image, its own fields, then the other core fields."""
+        an extension adds works on an image: prompt and image, its own fields, the other extensions', then the other
+        core fields."""
         endpoints = {}
         for endpoint in (*MODES, *(name for extension in self.extensions for name in extension.endpoints)):
             core = MODE_FIELDS.get(endpoint, MODE_FIELDS["img2img"])
-            own = [field for extension in self.extensions if endpoint in extension.modes for field in extension.fields]
+            takers = sorted((extension for extension in self.extensions if endpoint in extension.modes),
+                            key=lambda extension: endpoint not in extension.endpoints)  # its owner's fields first
+            own = [field for extension in takers for field in extension.fields]
             lead, rest = (core, ()) if endpoint in MODES else (core[:2], core[2:])
             fields = [*(CORE[name] for name in lead), *own, *(CORE[name] for name in rest)]
             changed = {}  # the model's defaults, then the endpoint's

@@ -117,8 +117,8 @@ def annotator_weights(tmp_path_factory) -> Path:
 def app_server(tmp_path_factory, annotator_weights):
     """The real app on the demo model, launched on a free local port, with one LoRA ("ink"), one ControlNet
     ("edges"), one upscaler ("tiny-x2"), one VAE ("changed": the demo's, its decoder moved) and one embedding
-    ("shiny-style", and a pickled "evil") in its folders and the preprocessor weights of `annotator_weights`; yields
-    (url, service)."""
+    ("shiny-style", and a pickled "evil") in its folders, two prompt styles ("inked": `{prompt}` placed, "moody": a
+    negative prompt too) and the preprocessor weights of `annotator_weights`; yields (url, service)."""
     from diffusers import StableDiffusionInpaintPipeline
 
     import app
@@ -139,10 +139,14 @@ def app_server(tmp_path_factory, annotator_weights):
     make_upscaler(upscaler_dir / "tiny-x2.safetensors", "compact", 2)
     vae_dir = tmp_path_factory.mktemp("VAE")
     save_ldm_vae(changed_vae(demo.vae), vae_dir / "changed.safetensors")
+    styles_file = tmp_path_factory.mktemp("styles") / "styles.csv"
+    styles_file.write_text('name,prompt,negative_prompt\ninked,"ink drawing of {prompt}, lineart",\n'
+                           'moody,dark and moody,"bright, sunny"\n')
     config = app.parse_config(
         ["--model", "demo", "--device", "cpu", "--port", str(free_port()), "--lora-dir", str(lora_dir),
          "--controlnet-dir", str(controlnet_dir), "--annotator-dir", str(annotator_weights),
          "--embeddings-dir", str(embeddings_dir), "--upscaler-dir", str(upscaler_dir), "--vae-dir", str(vae_dir),
+         "--styles-file", str(styles_file),
          "--output-dir", str(tmp_path_factory.mktemp("outputs")), "--ckpt-dir", str(checkpoint_dir(tmp_path_factory)),
          "--api", "on"],
         environ={},

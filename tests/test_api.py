@@ -31,8 +31,9 @@ def test_endpoints_are_named_with_keyword_parameters(client):
     assert {"/txt2img", "/img2img", "/inpaint", "/outpaint", "/interrupt", "/controlnet_detect"} <= set(endpoints)
     parameters = {p["parameter_name"]: p for p in endpoints["/inpaint"]["parameters"]}
     assert list(parameters) == ["prompt", "image", "mask", "negative_prompt", "seed", "steps", "guidance_scale",
-                                "width", "height", "sampler", "batch_size", "strength", "mask_blur", "invert_mask",
-                                "inpaint_area", "padding", "masked_content", "clip_skip", "vae", "controlnet_units"]
+                                "width", "height", "sampler", "batch_size", "strength", "styles", "mask_blur",
+                                "invert_mask", "inpaint_area", "padding", "masked_content", "clip_skip", "vae",
+                                "controlnet_units"]
     assert {"/upscale"} <= set(endpoints)
     outpaint = [p["parameter_name"] for p in endpoints["/outpaint"]["parameters"]]
     assert outpaint[:8] == ["prompt", "image", "left", "right", "up", "down", "overlap", "fill"]

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Page, expect, sync_playwright
 
+from models.request import size_of_image
 from tests.conftest import ARTIFACTS
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -43,6 +44,14 @@ def screenshot(page: Page, name: str) -> None:
 def overlap(a: dict, b: dict) -> bool:
     return a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"] and \
         a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"]
+
+
+def upload_to_editor(page: Page, path) -> None:
+    """A picture into the inpaint editor, waited for until the editor has taken it: its upload event has set the
+    tab's Width to the picture's (a click or a stroke before then finds no picture)."""
+    page.locator("#inpaint-editor input[type=file]").first.set_input_files(path)
+    width = str(size_of_image(Image.open(path))[0])
+    expect(page.get_by_role("tabpanel").locator("input[aria-label='number input for Width']")).to_have_value(width)
 
 
 def set_number(page: Page, label: str, value: float, in_tab: bool = False) -> None:
@@ -117,9 +126,10 @@ def test_inpaint_error_then_painted_mask_generates(page, tmp_path):
     expect(page.locator(".toast-body")).to_have_count(0)
 
     Image.new("RGB", (128, 128), "navy").save(tmp_path / "navy.png")
-    page.locator("#inpaint-editor input[type=file]").first.set_input_files(tmp_path / "navy.png")
+    upload_to_editor(page, tmp_path / "navy.png")
     canvas = page.locator("#inpaint-editor canvas").first
     expect(canvas).to_be_visible()
+    canvas.scroll_into_view_if_needed()  # the stroke must be inside the window to reach the canvas
     box = canvas.bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(x - 40, y)
@@ -480,7 +490,7 @@ def test_results_are_shown_whole_at_any_window_size(page, tmp_path):
     mask = Image.new("L", (200, 150), 0)
     mask.paste(255, (60, 40, 140, 110))
     mask.save(tmp_path / "mask.png")
-    page.locator("#inpaint-editor input[type=file]").first.set_input_files(tmp_path / "wide.png")
+    upload_to_editor(page, tmp_path / "wide.png")
     page.locator("#inpaint-mask input[type=file]").first.set_input_files(tmp_path / "mask.png")
     uploaded = page.locator("#inpaint-mask img").first
     expect(uploaded).to_be_visible()
@@ -501,3 +511,24 @@ def test_results_are_shown_whole_at_any_window_size(page, tmp_path):
         assert shown["fraction"] > 0.99, shown  # whole: nothing cropped, nothing out of the window
         assert abs(shown["aspect"] - 1) < 0.02, shown  # its own shape
         assert max(shown["drawn"]) >= 300, shown  # enlarged to the box, not a stamp
+
+
+def test_styles_apply_into_the_prompts_and_the_prompts_save_as_a_style(page, app_server):
+    library = app_server[1].extension("styles").library
+    kept = library.path.read_bytes()
+    try:
+        prompt, negative = page.locator("#txt2img-prompt textarea"), page.locator("#txt2img-negative textarea")
+        prompt.fill("a cat")
+        page.locator("#txt2img-styles").click()
+        page.locator("#txt2img-styles-choice input").click()
+        page.get_by_role("option", name="inked", exact=True).click()
+        page.locator("#txt2img-styles-apply").click()
+        expect(prompt).to_have_value("ink drawing of a cat, lineart")
+        negative.fill("blurry")
+        page.locator("#txt2img-styles-name").locator("textarea, input").first.fill("my style")
+        page.locator("#txt2img-styles-save").click()
+        expect(page.locator("#txt2img-styles-name").locator("textarea, input").first).to_have_value("")
+        assert library.styles()["my style"].negative_prompt == "blurry"
+        screenshot(page, "styles")
+    finally:
+        library.path.write_bytes(kept)

@@ -192,7 +192,7 @@ def test_lora_and_controlnet_act_in_both_passes(model, upscaler, request, monkey
     ({"hr_resize_x": 3000}, "hr_resize_x must be a whole number from 0 to 2048, got 3000"),
     ({"height": 192, "hr_resize_x": 2048, "hr_resize_y": 512}, "2048x512 from 64x192 means upscaling to 2048x6144 "
                                                                 "first; at most 4096 a side"),
-    ({"hr_denoising_strength": 0}, "hr_denoising_strength must be in (0, 1], got 0"),
+    ({"hr_denoising_strength": -0.1}, "hr_denoising_strength must be from 0 to 1, got -0.1"),
     ({"hr_denoising_strength": 0.01, "steps": 20}, "hr_denoising_strength 0.01 with 20 hires steps needs a schedule "
                                                    "of 2000 steps; at most 1000"),
     ({"hr_second_pass_steps": -1}, "hr_second_pass_steps must be a whole number from 0 to 150, got -1"),
@@ -226,7 +226,7 @@ def test_enable_hr_through_webuiapi_and_gradio_client(app_server, client):
     assert resized.image.size == (96, 80) and "Hires resize: 96x80" in resized.info["infotexts"][0]
     answer = requests.post(f"{app_server[0]}/sdapi/v1/txt2img", timeout=60, json={
         "prompt": "x", "width": 64, "height": 64, "steps": 3, "enable_hr": True, "denoising_strength": 1.5})
-    assert answer.status_code == 422 and "denoising_strength must be in (0, 1], got 1.5" in answer.text
+    assert answer.status_code == 422 and "denoising_strength must be from 0 to 1, got 1.5" in answer.text
 
     images, infotext, _ = client.predict(prompt="a red circle", seed=2, steps=3, width=64, height=64, enable_hr=True,
                                          hr_upscaler="Nearest", hr_scale=1.5, hr_denoising_strength=0.5,

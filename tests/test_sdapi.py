@@ -43,7 +43,8 @@ def test_txt2img_through_webuiapi(api):
     text = result.info["infotexts"][0]
     assert text.startswith("a red circle\nNegative prompt: blurry\nSteps: 3, Sampler: DPM++ 2M, Schedule type: Karras")
     assert result.images[0].info["parameters"] == text, "the PNG carries the infotext"
-    assert "restore_faces" in result.info["ignored_fields"] and "tiling" in result.info["ignored_fields"]
+    assert "s_churn" in result.info["ignored_fields"] and "eta" in result.info["ignored_fields"]
+    assert "restore_faces" not in result.info["ignored_fields"] and result.info["warnings"] == [], "read, and off"
     assert "enable_hr" not in result.info["ignored_fields"], "read (hires fix is off here)"
 
 

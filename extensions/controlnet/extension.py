@@ -37,6 +37,11 @@ from models.validate import boolean, brief, whole_number
 UNITS = Field("controlnet_units", "list", [], items=UNIT_FIELDS, rest="alwayson_scripts.controlnet.args",
               label="ControlNet units", help="sd-webui-controlnet's units (each an object of its settings)")
 INFOTEXT = "ControlNet"  # "ControlNet 0: Module: canny, Model: name [hash], Weight: 1.0, ..." per unit
+API_VERSION = 2  # sd-webui-controlnet's API version whose routes and unit fields these are
+# sd-webui-controlnet's control types -> the beginnings of their preprocessors' (and words in their models') names
+CONTROL_TYPES = {"Canny": ("canny",), "Depth": ("depth",), "NormalMap": ("normal",), "OpenPose": ("openpose",),
+                 "MLSD": ("mlsd",), "Lineart": ("lineart",), "SoftEdge": ("softedge",), "Scribble": ("scribble",),
+                 "Segmentation": ("seg",), "Shuffle": ("shuffle",), "Tile": ("tile",), "Recolor": ("recolor",)}
 
 # /controlnet/detect's body (sd-webui-controlnet's names)
 DETECT_BODY = (
@@ -164,7 +169,28 @@ class ControlNet(Extension):
     def rest_routes(self) -> list[Route]:
         return [Route("GET", "/controlnet/model_list", self._model_list),
                 Route("GET", "/controlnet/module_list", lambda: {"module_list": preprocessors.available()}),
-                Route("POST", "/controlnet/detect", self._detect, takes_body=True, body=DETECT_BODY)]
+                Route("POST", "/controlnet/detect", self._detect, takes_body=True, body=DETECT_BODY),
+                Route("GET", "/controlnet/version", lambda: {"version": API_VERSION}),
+                Route("GET", "/controlnet/settings", lambda: {"control_net_unit_count": self.max_units}),
+                Route("GET", "/controlnet/control_types", self._control_types)]
+
+    def script_arguments(self) -> tuple:
+        return UNIT_FIELDS  # each argument is a unit of these fields
+
+    def _control_types(self) -> dict:
+        """sd-webui-controlnet's control types: the preprocessors and models of each kind (by their names), and
+        "All"."""
+        modules, models = preprocessors.available(), self._model_list()["model_list"]
+        types = {"All": {"module_list": modules, "model_list": ["None", *models], "default_option": "none",
+                         "default_model": "None"}}
+        for kind, words in CONTROL_TYPES.items():
+            kind_modules = [name for name in modules if name.startswith(words)]
+            kind_models = [name for name in models if any(word in name.lower() for word in words)]
+            if kind_modules:
+                types[kind] = {"module_list": ["none", *kind_modules], "model_list": ["None", *kind_models],
+                               "default_option": kind_modules[0],
+                               "default_model": kind_models[0] if kind_models else "None"}
+        return {"control_types": types}
 
     def _model_list(self) -> dict:
         return {"model_list": [self.library.infotext_name(name) for name in self.library.list_names()]}

@@ -71,7 +71,7 @@ class Lora(Extension):
                      "metadata": {}} for name in library.names()]
 
         def refresh() -> None:
-            self.library.names()  # rescans the folder
+            self.library.refresh()  # a LoRA added (or just trained) since is listed
 
         return [Route("GET", "/sdapi/v1/loras", listing), Route("POST", "/sdapi/v1/refresh-loras", refresh)]
 

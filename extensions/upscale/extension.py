@@ -16,6 +16,7 @@ from extensions.base import SOLO, Extension, Panel, PreparedRequest, Route, Sett
 from extensions.upscale.defaults import hires_defaults
 from extensions.upscale.fields import (
     ENABLE_HR,
+    EXTRAS_BATCH_BODY,
     EXTRAS_BODY,
     HIRES_FIELDS,
     HR_DENOISING_STRENGTH,
@@ -41,6 +42,7 @@ from models.sampler_names import SAMPLER_NAMES, check_sampler, join_name
 from models.validate import integer, whole_number
 
 MAX_RESULT_SIDE = 4096  # px: an upscaled picture's longest side
+MAX_BATCH_IMAGES = 16  # extra-batch-images' images at once
 MAX_SCHEDULE = 1000  # a second pass's schedule (steps / strength) within the model's training timesteps
 
 
@@ -205,8 +207,14 @@ class Upscale(Extension):
 
     def rest_routes(self) -> list[Route]:
         return [Route("GET", "/sdapi/v1/upscalers", self._listing),
+                Route("GET", "/sdapi/v1/latent-upscale-modes", lambda: [{"name": name} for name in LATENT_UPSCALERS]),
+                Route("GET", "/sdapi/v1/realesrgan-models", lambda: [
+                    {"name": name, "path": None, "scale": None} for name in self.library.names()]),
+                Route("GET", "/sdapi/v1/face-restorers", lambda: []),  # none installed (docs/upscalers.md)
                 Route("POST", "/sdapi/v1/extra-single-image", self._extra_single_image, takes_body=True,
-                      body=EXTRAS_BODY)]
+                      body=EXTRAS_BODY),
+                Route("POST", "/sdapi/v1/extra-batch-images", self._extra_batch_images, takes_body=True,
+                      body=EXTRAS_BATCH_BODY)]
 
     def _listing(self) -> list[dict]:
         """A1111's shape; a model's scale is known once it has been loaded (spandrel reads it from the weights)."""
@@ -220,7 +228,25 @@ class Upscale(Extension):
         a second upscaler are not here: said in html_info when asked for."""
         if not isinstance(payload, dict):
             raise ValueError(f"the request body must be a JSON object, got {type(payload).__name__}")
-        picture = decode_image(payload.get("image"), "image")
+        result, info = self._extra(decode_image(payload.get("image"), "image"), payload)
+        return {"html_info": f"<p>{info}</p>", "image": png_base64(result)}
+
+    def _extra_batch_images(self, payload: dict) -> dict:
+        """The same for each image of imageList ([{"data": base64, "name": ...}, ...]), in order."""
+        images = payload.get("imageList")
+        if not isinstance(images, list) or not images:
+            raise ValueError("imageList must be a list of images ({\"data\": base64, \"name\": ...})")
+        if len(images) > MAX_BATCH_IMAGES:
+            raise ValueError(f"imageList: at most {MAX_BATCH_IMAGES} images at once, got {len(images)}")
+        results, info = [], ""
+        for index, item in enumerate(images):
+            if not isinstance(item, dict):
+                raise ValueError(f"imageList[{index}] must be an object with data and name")
+            result, info = self._extra(decode_image(item.get("data"), f"imageList[{index}].data"), payload)
+            results.append(png_base64(result))
+        return {"html_info": f"<p>{info}</p>", "images": results}
+
+    def _extra(self, picture, payload: dict) -> tuple:
         mode = whole_number("resize_mode", payload.get("resize_mode", 0), 0, 1)
         upscaler = payload.get("upscaler_1", "None")
         if mode == 0:
@@ -233,7 +259,7 @@ class Upscale(Extension):
         info = f"Postprocess upscale to: {result.width}x{result.height}, upscaler: {upscaler}"
         if unused:
             info += f"; not available here, ignored: {', '.join(unused)}"
-        return {"html_info": f"<p>{info}</p>", "image": png_base64(result)}
+        return result, info
 
     # -- gradio_client and the UI --------------------------------------------------------------------------
 

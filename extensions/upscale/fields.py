@@ -20,9 +20,9 @@ HR_UPSCALER = Field("hr_upscaler", "choice", "Latent", label="Upscaler", rest="h
 HR_SECOND_PASS_STEPS = Field("hr_second_pass_steps", "whole", 0, minimum=0, maximum=STEPS.maximum, step=1,
                              label="Hires steps", rest="hr_second_pass_steps", infotext="Hires steps",
                              help="0: as many as Sampling steps")
-HR_DENOISING_STRENGTH = Field("hr_denoising_strength", "fraction", 0.7, minimum=0, maximum=1, step=0.01,
-                              ui_range=(0.01, 1), label="Denoising strength", rest="denoising_strength",
-                              infotext="Denoising strength", help="of the second pass")
+HR_DENOISING_STRENGTH = Field("hr_denoising_strength", "number", 0.7, minimum=0, maximum=1, step=0.01,
+                              label="Denoising strength", rest="denoising_strength", infotext="Denoising strength",
+                              help="of the second pass; 0: none (the upscaled picture, as A1111 takes it)")
 HR_RESIZE_X = Field("hr_resize_x", "whole", 0, minimum=0, maximum=WIDTH.maximum, step=8, label="Resize width to",
                     rest="hr_resize_x", infotext="Hires resize", help="0: by Upscale by (or the ratio)")
 HR_RESIZE_Y = Field("hr_resize_y", "whole", 0, minimum=0, maximum=WIDTH.maximum, step=8, label="Resize height to",
@@ -55,4 +55,8 @@ EXTRAS_BODY = (
     Field("upscaling_resize_w", "whole", 512, minimum=1, rest="upscaling_resize_w", help="pixels"),
     Field("upscaling_resize_h", "whole", 512, minimum=1, rest="upscaling_resize_h", help="pixels"),
     Field("upscaler_1", "text", "None", rest="upscaler_1", help=UPSCALER.help),
+)
+EXTRAS_BATCH_BODY = (
+    Field("imageList", "list", rest="imageList", help="the images, each {\"data\": base64, \"name\": ...}"),
+    *EXTRAS_BODY[1:],
 )

@@ -94,6 +94,8 @@ class HiresPlan:
     def schedule_steps(self, first_steps: int) -> tuple[int, int]:
         """The second pass's denoising steps, and the length of the schedule they end (diffusers runs
         int(schedule * strength) steps of it)."""
+        if not self.strength:  # no second pass: the upscale alone
+            return 0, 0
         steps = self.steps or first_steps
         return steps, math.ceil(steps / self.strength - 1e-9)
 
@@ -157,6 +159,8 @@ class HiresFix:
         latents = first(**arguments, output_type="latent", callback_on_step_end=callback_on_step_end).images
         if first.interrupt:  # stopped in the first pass: its picture, as A1111 returns it
             return StableDiffusionPipelineOutput(self.decode(latents), None)
+        if not self.plan.strength:  # denoising strength 0, as A1111 takes it: the upscaled picture, not refined
+            return StableDiffusionPipelineOutput(self.upscaled(latents), None)
         second, second_arguments = self.second_pass(arguments, latents)
         second.progress = (first.num_timesteps, 0)
         return second(**second_arguments, callback_on_step_end=callback_on_step_end)
@@ -166,6 +170,16 @@ class HiresFix:
         with torch.no_grad():
             pixels = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
         return self.first.image_processor.postprocess(pixels, output_type="pil")
+
+    def upscaled(self, latents: torch.Tensor) -> list[Image.Image]:
+        """The first pass's pictures at the hires size, by the plan's upscaler."""
+        factor = self.first.vae_scale_factor
+        upscaled, size = self.plan.sizes(latents.shape[-1] * factor, latents.shape[-2] * factor)
+        if self.plan.upscaler in LATENT_UPSCALERS:
+            tile_for(self.first.vae, *size)
+            return self.decode(upscale_latents(latents, upscaled, size, self.plan.upscaler, factor))
+        return [_crop(self.upscale_pixels(picture, self.plan.upscaler, upscaled), size)
+                for picture in self.decode(latents)]
 
     def second_pass(self, arguments: dict, latents: torch.Tensor) -> tuple:
         """The second pass's pipeline (over the first's modules, a new scheduler) and arguments."""
