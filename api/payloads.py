@@ -20,6 +20,7 @@ from PIL import Image
 from extensions.base import Extension
 from models.fields import Field, from_rest
 from models.images import decode_image, fit
+from models.infotext import parse_infotext
 from models.limits import check_text
 from models.request import CORE_FIELDS, DEFAULT_SAMPLER
 from models.sampler_names import SAMPLER_NAMES, SCHEDULE_TYPES, check_sampler, join_name, split_name
@@ -161,10 +162,12 @@ def response(images: list[str], infotexts: list[str], seeds: list[int], payload:
              warnings: list[str]) -> dict:
     """A1111's response: images, the request's parameters, and `info` as a JSON string."""
     first = infotexts[0] if infotexts else ""
+    subseeds = [int(parse_infotext(text)[2].get("Variation seed", -1)) for text in infotexts]
     info = {
         "prompt": payload.get("prompt", ""), "all_prompts": [payload.get("prompt", "")] * len(seeds),
         "negative_prompt": payload.get("negative_prompt", ""), "seed": seeds[0] if seeds else -1,
-        "all_seeds": seeds, "subseed": -1, "all_subseeds": [-1] * len(seeds),
+        "all_seeds": seeds, "subseed": subseeds[0] if subseeds else -1,
+        "all_subseeds": subseeds,
         "width": call.fields.get("width"), "height": call.fields.get("height"),
         "sampler_name": call.fields.get("sampler"), "cfg_scale": call.fields.get("guidance_scale"),
         "steps": call.fields.get("steps"), "batch_size": call.fields.get("batch_size", 1),

@@ -16,6 +16,8 @@ REGISTERED = (
     "extensions.prompts:Prompts",
     "extensions.vae:Vae",  # before ControlNet, whose pipeline is built on the view's components (its VAE too)
     "extensions.controlnet.extension:ControlNet",
+    "extensions.tiling:Tiling",  # after the VAE's and ControlNet's hooks: it pads the modules they add too
+    "extensions.seeds:Seeds",  # after ControlNet, whose pipeline draws the noise; before hires fix, which draws again
     "extensions.upscale:Upscale",
     "extensions.train:Train",
 )

@@ -25,6 +25,15 @@ _SPACES = re.compile(r"\s*")
 _QUOTED = re.compile(r'"(?:\\.|[^\\"])+"')  # one way to match each character: no backtracking blow-up
 
 
+class PerImage(tuple):
+    """An infotext value that differs by image of a batch (a variation seed: subseed + i), by the image's index."""
+
+
+def for_image(parameters: dict, index: int) -> dict:
+    """`parameters` as image `index` of its batch has them."""
+    return {key: value[index] if isinstance(value, PerImage) else value for key, value in parameters.items()}
+
+
 def format_value(value) -> str:
     if isinstance(value, float) and value.is_integer():
         value = int(value)

@@ -26,7 +26,7 @@ MODES = ("txt2img", "img2img", "inpaint")
 MAX_SEED = 2**32 - 1  # A1111 seeds are 32-bit
 
 
-def _seed(name: str, value) -> int:
+def seed_value(name: str, value) -> int:
     value = integer(name, value)
     if not (value == -1 or 0 <= value <= MAX_SEED):
         raise ValueError(f"{name} must be -1 (random) or from 0 to {MAX_SEED}, got {value}")
@@ -41,7 +41,7 @@ NEGATIVE_PROMPT = Field("negative_prompt", "text", "", label="Negative prompt", 
 IMAGE = Field("image", "image", None, label="Image", help="the picture to start from")
 MASK = Field("mask", "image", None, label="Mask", help="white = repaint, black = keep")
 SEED = Field("seed", "int", -1, minimum=-1, maximum=MAX_SEED, label="Seed (-1: random)", rest="seed", infotext="Seed",
-             help="the noise's seed; image i of a batch uses seed + i", validator=_seed)
+             help="the noise's seed; image i of a batch uses seed + i", validator=seed_value)
 STEPS = Field("steps", "int", 20, minimum=1, maximum=150, step=1, label="Sampling steps", rest="steps",
               infotext="Steps", help="denoising steps")
 GUIDANCE = Field("guidance_scale", "number", 7.0, minimum=1.0, maximum=30.0, step=0.5, label="CFG scale",

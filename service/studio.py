@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from PIL import Image
 
 from extensions.base import SOLO, Extension, PreparedRequest, Services
+from models.infotext import for_image
 from models.limits import TooLarge
 from models.manager import GenerationResult, PipelineManager, PreviewCallback, StepCallback
 from models.request import GenerationRequest
@@ -394,8 +395,8 @@ class StudioService:
         extra = {**job.infotext, **result.parameters}
         if result.interrupted:  # Steps stays the schedule's length (what reproduces it); this says where it stopped
             extra[INTERRUPTED] = "at step {} of {}".format(*result.progress)
-        infotexts = [saving.infotext(request, seed, self.manager.source.name, self.manager.model_hash, extra)
-                     for seed in result.seeds]
+        infotexts = [saving.infotext(request, seed, self.manager.source.name, self.manager.model_hash,
+                                     for_image(extra, index)) for index, seed in enumerate(result.seeds)]
         return Composed(request.mode, images, infotexts, result.seeds, job.warnings, result.interrupted)
 
     def _saved(self, composed: Composed) -> Generation:

@@ -532,3 +532,24 @@ def test_styles_apply_into_the_prompts_and_the_prompts_save_as_a_style(page, app
         screenshot(page, "styles")
     finally:
         library.path.write_bytes(kept)
+
+
+def test_variation_seed_and_tiling_reach_the_image_and_come_back_with_reuse(page):
+    page.locator("#txt2img-prompt textarea").fill("a red circle")
+    set_number(page, "Sampling steps", 2)
+    page.get_by_label("Seed (-1: random)").first.fill("5")
+    page.locator("#txt2img-variation").get_by_text("Variation seed").first.click()  # open the accordion
+    page.locator("#txt2img-subseed input").fill("42")
+    set_number(page, "Variation strength", 0.3)
+    page.locator("#txt2img-tiling input[type=checkbox]").check()
+    page.locator("#txt2img-generate").click()
+    infotext = page.locator("#txt2img-infotext textarea")
+    expect(infotext).to_have_value(re.compile("Tiling: True.*Variation seed: 42, Variation seed strength: 0.3"),
+                                   timeout=30_000)
+    screenshot(page, "variation-seed")
+    page.locator("#txt2img-to-img2img").click()  # the parameters travel with the picture, as PNG Info's Send to
+    tab = page.get_by_role("tabpanel")
+    expect(tab.locator("#img2img-tiling input[type=checkbox]")).to_be_checked()
+    tab.locator("#img2img-variation").get_by_text("Variation seed").first.click()
+    expect(tab.locator("#img2img-subseed input")).to_have_value("42")
+    expect(tab.locator("#img2img-subseed-strength input[type=number]")).to_have_value("0.3")

@@ -43,6 +43,7 @@ from extensions.upscale.fields import (
     HR_UPSCALER,
 )
 from models.manager import TEXT_ARGUMENTS, pipeline_view
+from models.noise import again
 from models.samplers import make_scheduler
 from models.vae_tiling import tile_for
 
@@ -205,7 +206,7 @@ class HiresFix:
         batch = len(seeds)
         pass_arguments = {
             **kept, **(self.texts or {}), "image": init, "strength": plan.strength, "num_inference_steps": schedule,
-            "generator": [torch.Generator("cpu").manual_seed(seed) for seed in seeds],  # A1111: the seeds' noise again
+            "generator": [again(generator) for generator in arguments["generator"]],  # A1111: the seeds' noise again
         }
         controls = arguments.get("control_image", arguments["image"] if type(first) is StableDiffusionControlNetPipeline
                                  else None)
