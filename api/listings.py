@@ -95,6 +95,16 @@ def add_routes(router: APIRouter, service: StudioService, options: Options, flag
     def refresh_checkpoints() -> None:
         service.checkpoints()  # the folder is read again on every listing
 
+    @router.post("/sdapi/v1/unload-checkpoint")
+    def unload_checkpoint() -> None:
+        """The device freed of the model's weights until the next job (or reload-checkpoint); waits for the running
+        job."""
+        service.manager.unload()
+
+    @router.post("/sdapi/v1/reload-checkpoint")
+    def reload_checkpoint() -> None:
+        service.manager.reload()
+
     @router.get("/sdapi/v1/memory")
     def memory() -> dict:
         return memory_facts()

@@ -39,6 +39,7 @@ from models.offload import Offload
 from models.previews import TAESD, LatentPreviewer, TinyVaePreviewer
 from models.request import BATCH_RANGE, MAX_SEED, GenerationRequest
 from models.samplers import make_scheduler
+from models.step_conditioning import SCHEDULE, scheduled
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,8 @@ class PipelineManager:
         self._interrupt_hooks = [module.register_forward_pre_hook(self._stop_here) for module in base.unet.modules()
                                  if isinstance(module, INTERRUPTIBLE)]
         self.offload = Offload(base, runtime)
+        self._base = base
+        self.unloaded = False  # A1111's unload-checkpoint: the weights wait in CPU memory until the next job
 
     @classmethod
     def load(cls, spec: str, device: str = "auto", single_file_config: str | None = None,
@@ -175,6 +178,26 @@ class PipelineManager:
 
     # -- running ----------------------------------------------------------------------------------------
 
+    def unload(self) -> None:
+        """Free the device of the model's weights (A1111's unload-checkpoint): they wait in CPU memory, and the next
+        job, or `reload`, brings them back. Where they live in CPU memory anyway (a CPU device, --offload) nothing
+        moves."""
+        with self.lock:
+            if self._moves_weights():
+                self._base.to("cpu")
+                free_device_memory(self.runtime.device)
+            self.unloaded = True
+
+    def reload(self) -> None:
+        """The weights back on the device after `unload` (A1111's reload-checkpoint)."""
+        with self.lock:
+            if self.unloaded and self._moves_weights():
+                self._base.to(self.runtime.device)
+            self.unloaded = False
+
+    def _moves_weights(self) -> bool:
+        return self.runtime.device.type != "cpu" and not self.offload.active
+
     def interrupt(self) -> None:
         """Ask the running job to stop: within its current step (at the next block of the U-Net), or after it when
         the U-Net is compiled; it returns the images of its last finished step."""
@@ -238,6 +261,7 @@ class PipelineManager:
     def _generate_together(self, requests: Sequence[GenerationRequest], on_step: StepCallback | None,
                            on_preview: PreviewCallback | None) -> list[GenerationResult]:
         self._interrupt.clear()
+        self.reload()  # after an unload
         # 1. seeds: image i of a request uses seed + i
         requests = [request.replace(seed=_first_seed(request)) for request in requests]
         seeds = [[request.seed + i for i in range(request.batch_size)] for request in requests]
@@ -267,7 +291,8 @@ class PipelineManager:
             finished: dict = {}  # the latest step's latents, for a decode after an interrupt or out of memory
             self._stoppable = True
             try:
-                images = pipe(**arguments, callback_on_step_end=self._step_end(on_step, previews, finished)).images
+                call_arguments, callback = scheduled(arguments, self._step_end(on_step, previews, finished))
+                images = pipe(**call_arguments, callback_on_step_end=callback).images
             except Interrupted:
                 images = self._after_interrupt(pipe, finished, [requests[index] for index in group])
             except torch.OutOfMemoryError:
@@ -447,7 +472,7 @@ def _first_seed(request: GenerationRequest) -> int:
     return request.seed if request.seed != -1 else random.randint(0, MAX_SEED - request.batch_size + 1)
 
 
-TEXT_ARGUMENTS = ("prompt", "negative_prompt", "prompt_embeds", "negative_prompt_embeds")
+TEXT_ARGUMENTS = ("prompt", "negative_prompt", "prompt_embeds", "negative_prompt_embeds", SCHEDULE)
 # The call arguments that hold one entry per image (lists, or tensors along their first dimension).
 PER_IMAGE = frozenset({"prompt", "negative_prompt", "prompt_embeds", "negative_prompt_embeds", "generator", "image",
                        "mask_image", "masked_image_latents"})

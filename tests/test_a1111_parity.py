@@ -193,3 +193,16 @@ def test_skip_stops_the_running_job_as_interrupt_does(app_server):
     assert post(url, "/sdapi/v1/skip", {}).status_code == 200
     slow.join(60)
     assert any("interrupted" in warning for warning in json.loads(answers["r"].json()["info"])["warnings"])
+
+
+def test_unload_and_reload_checkpoint_and_a_job_after_an_unload(app_server):
+    url, service = app_server
+    body = {"prompt": "a red circle", "steps": 2, "width": 64, "height": 64, "seed": 4}
+    before = post(url, "/sdapi/v1/txt2img", body).json()["images"][0]
+    assert post(url, "/sdapi/v1/unload-checkpoint", {}).status_code == 200
+    assert service.manager.unloaded
+    after = post(url, "/sdapi/v1/txt2img", body)
+    assert after.status_code == 200 and not service.manager.unloaded, "the next job brings the model back"
+    assert np.array_equal(np.asarray(picture(after.json()["images"][0])), np.asarray(picture(before)))
+    assert post(url, "/sdapi/v1/unload-checkpoint", {}).status_code == 200
+    assert post(url, "/sdapi/v1/reload-checkpoint", {}).status_code == 200 and not service.manager.unloaded

@@ -211,3 +211,26 @@ def test_concurrent_requests_each_get_their_own_result(demo_manager):
         thread.join()
     for i, image in enumerate(alone):
         assert max_diff(together[i], image) == 0
+
+
+def test_unload_moves_the_weights_to_cpu_memory_and_reload_brings_them_back():
+    """On a GPU (the move is recorded here: this machine has none); on a CPU, or offloaded, nothing moves."""
+    import dataclasses
+
+    manager = PipelineManager.load("demo", device="cpu")
+    moves = []
+
+    class Recording:
+        def to(self, device):
+            moves.append(str(device))
+
+    manager._base = Recording()
+    manager.unload()
+    manager.reload()
+    assert moves == [] and not manager.unloaded, "CPU weights stay where they are"
+    manager.runtime = dataclasses.replace(manager.runtime, device=torch.device("cuda"))
+    manager.unload()
+    assert manager.unloaded and moves == ["cpu"]
+    manager.reload()
+    manager.reload()
+    assert moves == ["cpu", "cuda"] and not manager.unloaded

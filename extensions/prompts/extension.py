@@ -16,12 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from extensions.base import Extension, Panel, PreparedRequest, Route, Settings, TabContext, a1111_names, rename_words
+from extensions.prompts.editing import EditedPrompts
 from extensions.prompts.embeddings import EmbeddingLibrary
 from extensions.prompts.encoder import CHUNK, PromptEncoder, pad_chunks
 from extensions.prompts.fields import CLIP_SKIP
+from extensions.prompts.schedule import edits, unreached
 from extensions.prompts.syntax import parse
 from models.fields import read_entries
 from models.limits import MAX_PROMPT_CHARS
+from models.step_conditioning import SCHEDULE
 from models.validate import did_you_mean
 
 MAX_CHUNKS = 64  # 4,800 tokens of a prompt (A1111's long prompts are a few chunks)
@@ -71,7 +74,7 @@ class Prompts(Extension):
         if clip_skip > layers:
             raise ValueError(f"clip_skip must be from 1 to {layers} for this model's {layers}-layer text encoder, "
                              f"got {clip_skip}")
-        warnings += self._skipped_in(fields) + self._near_misses(fields)
+        warnings += self._skipped_in(fields) + self._near_misses(fields) + _unreached_edits(fields)
         return PromptsPart(clip_skip) if clip_skip != 1 else None
 
     def _skipped_in(self, fields: Mapping) -> list[str]:
@@ -101,6 +104,8 @@ class Prompts(Extension):
         clip_skip = request.part(self.name, PromptsPart()).clip_skip
         self.encoder.use_embeddings(self.library.loaded(self.width))
         texts = arguments["prompt"][0], arguments["negative_prompt"][0]  # the batch repeats one text
+        if edits(texts[0]) or edits(texts[1]):  # prompt editing: the embeddings change over the steps
+            return pipe, self._edited(texts, request.steps, clip_skip, arguments, parameters)
         # no syntax, one chunk, no embedding: the pipeline encodes the text itself, as without this extension
         if clip_skip == 1 and all(self.encoder.surely_plain(text) for text in texts):
             return pipe, arguments
@@ -110,14 +115,19 @@ class Prompts(Extension):
         padding = [self.encoder.tokenize("")] if len(prompt.chunks) != len(negative.chunks) else []
         cond, uncond, *empty = self.encoder.encode_all([prompt, negative, *padding], clip_skip)
         cond, uncond = pad_chunks(cond, uncond, empty[0]) if empty else (cond, uncond)
-        used = {**prompt.embeddings, **negative.embeddings}
-        if used:  # A1111: TI hashes: "name: 0123456789ab, ..."
-            parameters["TI hashes"] = ", ".join(f"{name.replace(':', '').replace(',', '')}: {embedding.shorthash}"
-                                                for name, embedding in used.items())
+        _write_hashes({**prompt.embeddings, **negative.embeddings}, parameters)
         batch = len(arguments["prompt"])
         arguments = {key: value for key, value in arguments.items() if key not in ("prompt", "negative_prompt")}
         return pipe, {**arguments, "prompt_embeds": cond.expand(batch, -1, -1),
                       "negative_prompt_embeds": uncond.expand(batch, -1, -1)}
+
+    def _edited(self, texts: tuple[str, str], steps: int, clip_skip: int, arguments: dict, parameters: dict) -> dict:
+        """The call's arguments with the first step's embeddings and the schedule of the rest."""
+        edited = EditedPrompts(self.encoder, texts, steps, clip_skip, len(arguments["prompt"]))
+        _write_hashes(edited.embeddings(), parameters)
+        cond, uncond = edited.at(0)
+        arguments = {key: value for key, value in arguments.items() if key not in ("prompt", "negative_prompt")}
+        return {**arguments, "prompt_embeds": cond, "negative_prompt_embeds": uncond, SCHEDULE: edited}
 
     def token_count(self, text: str, encoder_text=lambda text: text) -> str:
         """A1111's counter: "N/75", "N/150", ... (the tokens of what reaches the text encoder, and the chunks' room).
@@ -148,3 +158,24 @@ class Prompts(Extension):
         from extensions.prompts.panel import prompts_panel
 
         return prompts_panel(self, tab)
+
+
+def _write_hashes(used: dict, parameters: dict) -> None:
+    """A1111's infotext entry of the embeddings used: TI hashes: "name: 0123456789ab, ..."."""
+    if used:
+        parameters["TI hashes"] = ", ".join(f"{name.replace(':', '').replace(',', '')}: {embedding.shorthash}"
+                                            for name, embedding in used.items())
+
+
+def _unreached_edits(fields: Mapping) -> list[str]:
+    """A note for each prompt edit outside the job's steps (hires fix's pass counts on after the first)."""
+    def whole(value) -> int | None:  # the core's and hires fix's checks name a bad one
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return int(value) if number and float(value).is_integer() else None
+
+    steps = whole(fields.get("steps", 20))
+    hires = whole(fields.get("hr_second_pass_steps") or steps) if fields.get("enable_hr") is True else None
+    if steps is None:
+        return []
+    return [f"{name}: {note}" for name in ("prompt", "negative_prompt")
+            for note in unreached(fields.get(name) or "", steps, hires)]

@@ -53,9 +53,45 @@ def schedule(prompt: str, steps: int, hires_steps: int | None = None) -> list[tu
     return [(end, _text(tree, end)) for end in ends]
 
 
-def changes(prompt: str) -> bool:
-    """Whether `prompt` may change over the steps (a cheap test before parsing)."""
-    return "[" in prompt and (":" in prompt or "|" in prompt)
+def edits(prompt: str) -> bool:
+    """Whether `prompt` changes over the steps of some pass: it has a `[from:to:when]` or an `[a|b]`."""
+    if "[" not in prompt or (":" not in prompt and "|" not in prompt):  # the common case, without parsing
+        return False
+    try:
+        return _edited(_Parser(prompt).parse())
+    except _NoParse:
+        return False
+
+
+def unreached(prompt: str, steps: int, hires_steps: int | None = None) -> list[str]:
+    """The edits whose `when` falls outside the job's steps (A1111 runs them all the same: one text throughout),
+    each as a note for the user."""
+    if not edits(prompt):
+        return []
+    last = steps + (hires_steps or 0)  # steps count on into hires fix's pass, fractions up to 2
+    notes = []
+    for node in _scheduled(_Parser(prompt).parse()):
+        value, fraction = float(node.when), "." in node.when
+        if value > (2 if hires_steps else 1) if fraction else value > last:
+            notes.append(f"[...:{node.when}] comes after the last step ({last}): its first text runs throughout")
+        elif value <= 0:
+            notes.append(f"[...:{node.when}] comes before the first step: its second text runs throughout")
+    return notes
+
+
+def _scheduled(nodes: list) -> list[_Scheduled]:
+    found = []
+    for node in nodes:
+        if isinstance(node, _Scheduled):
+            found += [node, *_scheduled(node.before), *_scheduled(node.after)]
+        elif isinstance(node, _Alternate):
+            found += [each for option in node.options for each in _scheduled(option)]
+    return found
+
+
+def _edited(nodes: list) -> bool:
+    return any(isinstance(node, (_Scheduled, _Alternate)) or isinstance(node, list) and _edited(node)
+               for node in nodes)
 
 
 class _Parser:

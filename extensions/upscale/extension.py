@@ -39,6 +39,7 @@ from models.fields import read_entries
 from models.images import decode_image, load_image, png_base64
 from models.request import SIZE_RANGE, Pass
 from models.sampler_names import SAMPLER_NAMES, check_sampler, join_name
+from models.step_conditioning import SCHEDULE
 from models.validate import integer, whole_number
 
 MAX_RESULT_SIDE = 4096  # px: an upscaled picture's longest side
@@ -164,7 +165,9 @@ class Upscale(Extension):
             return upscale(picture, name, size, self.library.load, device)
 
         config = self.manager.pipelines[request.mode].scheduler.config
-        return HiresFix(pipe, plan, request.sampler, config, upscale_pixels, texts), arguments
+        schedule = arguments.get(SCHEDULE)  # each pass applies it over its own steps
+        arguments = {key: value for key, value in arguments.items() if key != SCHEDULE}
+        return HiresFix(pipe, plan, request.sampler, config, upscale_pixels, texts, schedule), arguments
 
     # -- hires fix: infotext and REST ------------------------------------------------------------------------
 

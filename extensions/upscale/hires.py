@@ -45,6 +45,7 @@ from extensions.upscale.fields import (
 from models.manager import TEXT_ARGUMENTS, pipeline_view
 from models.noise import again
 from models.samplers import make_scheduler
+from models.step_conditioning import SCHEDULE, StepConditioning, applying, scheduled
 from models.vae_tiling import tile_for
 
 # A1111's latent upscalers: name -> (torch's interpolation mode, antialias)
@@ -128,11 +129,13 @@ class HiresFix:
 
     def __init__(self, first, plan: HiresPlan, sampler: str, scheduler_config: dict,
                  upscale_pixels: Callable[[Image.Image, str, tuple[int, int]], Image.Image],
-                 texts: dict | None = None):
+                 texts: dict | None = None, schedule: StepConditioning | None = None):
         """`first`: the pipeline the other hooks chose; `sampler`: the first pass's; `upscale_pixels(picture, name,
-        size)`; `texts`: the second pass's text arguments when it has its own prompts."""
+        size)`; `texts`: the second pass's text arguments when it has its own prompts; `schedule`: the first pass's
+        prompt editing (the call's SCHEDULE argument, which each pass applies over its own steps)."""
         self.first, self.plan, self.sampler = first, plan, sampler
         self.scheduler_config, self.upscale_pixels, self.texts = scheduler_config, upscale_pixels, texts
+        self.schedule = schedule
 
     @property
     def vae(self):
@@ -157,14 +160,16 @@ class HiresFix:
         first = self.first
         steps, _ = self.plan.schedule_steps(arguments["num_inference_steps"])
         first.progress = (0, steps)
-        latents = first(**arguments, output_type="latent", callback_on_step_end=callback_on_step_end).images
+        callback = callback_on_step_end if self.schedule is None else applying(self.schedule, callback_on_step_end)
+        latents = first(**arguments, output_type="latent", callback_on_step_end=callback).images
         if first.interrupt:  # stopped in the first pass: its picture, as A1111 returns it
             return StableDiffusionPipelineOutput(self.decode(latents), None)
         if not self.plan.strength:  # denoising strength 0, as A1111 takes it: the upscaled picture, not refined
             return StableDiffusionPipelineOutput(self.upscaled(latents), None)
         second, second_arguments = self.second_pass(arguments, latents)
         second.progress = (first.num_timesteps, 0)
-        return second(**second_arguments, callback_on_step_end=callback_on_step_end)
+        second_arguments, second_callback = scheduled(second_arguments, callback_on_step_end)
+        return second(**second_arguments, callback_on_step_end=second_callback)
 
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
         vae = self.first.vae
@@ -198,7 +203,7 @@ class HiresFix:
                     for picture in self.decode(latents)]
         tile_for(first.vae, *size)
         seeds = [generator.initial_seed() for generator in arguments["generator"]]
-        _, schedule = plan.schedule_steps(arguments["num_inference_steps"])
+        steps, schedule = plan.schedule_steps(arguments["num_inference_steps"])
         scheduler = make_scheduler(plan.sampler or self.sampler, self.scheduler_config, seeds)
         second = pipeline_view(second_class, first, scheduler)
         kept = {key: value for key, value in arguments.items()
@@ -208,6 +213,10 @@ class HiresFix:
             **kept, **(self.texts or {}), "image": init, "strength": plan.strength, "num_inference_steps": schedule,
             "generator": [again(generator) for generator in arguments["generator"]],  # A1111: the seeds' noise again
         }
+        first_schedule = self.schedule if self.texts is None else self.texts.get(SCHEDULE)
+        if first_schedule is not None:  # prompt editing: the second pass's steps have texts of their own
+            later = pass_arguments[SCHEDULE] = first_schedule.for_second_pass(steps)
+            pass_arguments["prompt_embeds"], pass_arguments["negative_prompt_embeds"] = later.at(0)
         controls = arguments.get("control_image", arguments["image"] if type(first) is StableDiffusionControlNetPipeline
                                  else None)
         if controls is not None:  # resized to the new size by the pipeline, as sd-webui-controlnet does

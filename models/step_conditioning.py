@@ -1,0 +1,48 @@
+"""Prompt embeddings that change over the steps of a pass (A1111's prompt editing, `[from:to:when]`): an extension
+puts a `StepConditioning` into a call's arguments under SCHEDULE; whoever calls the pipeline (the manager; hires
+fix, for each of its passes) takes it out with `scheduled` and gets the step callback that hands the pipeline the
+next step's embeddings where they change. diffusers' Stable Diffusion pipelines take `prompt_embeds` back from the
+step callback (their guidance batch: the negative's, then the prompt's)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import torch
+
+SCHEDULE = "step_conditioning"  # the call argument (no pipeline takes it: it is taken out before the call)
+
+StepEndCallback = Callable[..., dict]  # diffusers' callback_on_step_end(pipe, step, timestep, tensors) -> tensors
+
+
+class StepConditioning(Protocol):
+    def at(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (prompt, negative prompt) embeddings of step `step` of the pass (from 0), for the call's batch; the
+        same tensors while they do not change."""
+
+    def for_second_pass(self, steps: int) -> StepConditioning:
+        """The schedule of hires fix's second pass of `steps` steps, which comes after this one."""
+
+
+def scheduled(arguments: dict, callback: StepEndCallback | None) -> tuple[dict, StepEndCallback | None]:
+    """The call's arguments without the schedule, and `callback` made to apply it."""
+    schedule = arguments.get(SCHEDULE)
+    if schedule is None:
+        return arguments, callback
+    return {key: value for key, value in arguments.items() if key != SCHEDULE}, applying(schedule, callback)
+
+
+def applying(schedule: StepConditioning, callback: StepEndCallback | None) -> StepEndCallback:
+    """`callback`, then the next step's embeddings where they change."""
+    def step_end(pipe, step: int, timestep, tensors: dict) -> dict:
+        if callback is not None:
+            tensors = callback(pipe, step, timestep, tensors)
+        following = schedule.at(step + 1)
+        if following is not schedule.at(step):
+            cond, uncond = following
+            tensors = {**tensors, "prompt_embeds": torch.cat([uncond, cond])
+                       if pipe.do_classifier_free_guidance else cond}
+        return tensors
+
+    return step_end
