@@ -21,7 +21,7 @@ from models.fields import Field
 TITLES = {"txt2img": "StableDiffusionTxt2ImgProcessingAPI", "img2img": "StableDiffusionImg2ImgProcessingAPI"}
 _TYPES = {"int": int, "whole": int, "size": int, "number": float, "fraction": float, "switch": bool, "text": str,
           "image": str, "images": list[str],
-          "names": list[str], "object": dict[str, Any]}
+          "names": list[str], "object": dict[str, Any], "args": list[Any]}
 
 
 def body_model(title: str, fields: Sequence[Field]) -> type[pydantic.BaseModel]:

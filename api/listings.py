@@ -112,14 +112,18 @@ def add_routes(router: APIRouter, service: StudioService, options: Options, flag
     @router.get("/sdapi/v1/script-info")
     def script_info() -> list[dict]:
         """The scripts /sdapi/v1/scripts names, with their arguments as their fields declare them."""
-        return [{"name": extension.script, "is_alwayson": True, "is_img2img": img2img,
-                 "args": [_argument(field) for field in extension.script_arguments()]}
-                for extension in service.extensions if extension.script for img2img in (False, True)]
+        always_on = [{"name": extension.script, "is_alwayson": True, "is_img2img": img2img,
+                      "args": [_argument(field) for field in extension.script_arguments()]}
+                     for extension in service.extensions if extension.script for img2img in (False, True)]
+        return always_on + [{"name": script.title.lower(), "is_alwayson": False, "is_img2img": tab == "img2img",
+                             "args": [_argument(field) for field in script.arguments]}
+                            for tab, some in _scripts(service).items() for script in some]
 
     @router.get("/sdapi/v1/scripts")
-    def scripts() -> dict:  # webuiapi looks here for ControlNet
-        names = [extension.script for extension in service.extensions if extension.script]
-        return {"txt2img": names, "img2img": names}
+    def scripts() -> dict:  # webuiapi looks here for ControlNet; A1111 lists its scripts' titles in lower case
+        always_on = [extension.script for extension in service.extensions if extension.script]
+        return {tab: [*(script.title.lower() for script in some), *always_on]
+                for tab, some in _scripts(service).items()}
 
     @router.post("/sdapi/v1/png-info")
     def png_info(payload: dict = Depends(json_body)) -> dict:
@@ -157,3 +161,9 @@ def memory_facts() -> dict:
     else:
         facts["cuda"] = {"error": "no CUDA device"}
     return facts
+
+
+def _scripts(service: StudioService) -> dict[str, list]:
+    """Every extension's selectable scripts, by A1111's tab."""
+    every = [script for extension in service.extensions for script in extension.scripts()]
+    return {tab: [script for script in every if tab in script.modes] for tab in ("txt2img", "img2img")}

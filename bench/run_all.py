@@ -14,6 +14,7 @@ from bench import (
     lora,
     memory,
     overhead,
+    parity,
     png_text,
     preprocessors,
     previews,
@@ -44,3 +45,4 @@ if __name__ == "__main__":
     hires.main([])
     train_lora.main()
     shapes_model.main([])
+    parity.main()

@@ -20,6 +20,7 @@ REGISTERED = (
     "extensions.seeds:Seeds",  # after ControlNet, whose pipeline draws the noise; before hires fix, which draws again
     "extensions.upscale:Upscale",
     "extensions.train:Train",
+    "extensions.scripts:Scripts",  # its Script dropdown goes under every other panel, as A1111's does
 )
 
 

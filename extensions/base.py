@@ -72,6 +72,7 @@ class Services:
     interrupt: Callable[[], None]  # stop what runs now after its current step
     model: Callable[[], Any]  # the PipelineManager in use, for its facts (size, layers); the device via run_task
     models_here: bool = True  # generations run on this process's model (not on Ray Serve replicas)
+    scripts: Callable[[], list] = list  # every extension's scripts (`RequestPart.scripts`)
 
 
 @dataclass
@@ -130,6 +131,48 @@ class TabContext:
 SOLO = object()  # a batch key: the request runs alone
 
 
+@dataclass
+class Cell:
+    """The result of one of a script's jobs (an X/Y/Z plot's cell): empty when it failed or was not run."""
+
+    images: list[Image.Image] = field(default_factory=list)
+    infotexts: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+
+
+# One of a script's jobs: its endpoint, its fields and the model it needs (None: the one in use)
+PlannedJob = tuple[str, Mapping[str, Any], "str | None"]
+
+
+@dataclass(frozen=True)
+class ScriptPlan:
+    """What a script makes of a request: jobs in place of the request's own, which run through the one queue, and
+    its own images made of their results (an X/Y/Z plot's grid), shown before theirs."""
+
+    title: str
+    jobs: Callable[[], list[PlannedJob]]  # called where the script runs (SD upscale upscales its picture first)
+    compose: Callable[[list[Cell]], list[tuple[Image.Image, str]]]  # the jobs' cells -> (image, infotext), ...
+    keep_cells: bool = True  # the jobs' own images follow the script's
+
+
+class Script:
+    """An A1111 script (X/Y/Z plot, prompt matrix, ...): picked by its title in the UI's Script dropdown, REST's
+    `script_name` (any case) or gradio_client's `script_name`, its arguments positional as A1111's (`script_args`)."""
+
+    title: str = ""
+    modes: tuple[str, ...] = ("txt2img", "img2img")
+    arguments: tuple[Field, ...] = ()  # its positional arguments, for /sdapi/v1/script-info
+
+    def plan(self, mode: str, fields: Mapping[str, Any], args: list, warnings: list[str]) -> ScriptPlan:
+        """Its plan for a request of `mode` with these fields (the script's own taken out); ValueError names the
+        argument (`script_args[1]`) and the value."""
+        raise NotImplementedError
+
+    def choices(self, argument: str, mode: str) -> list[str] | None:
+        """The values an argument takes from a list (the UI offers them in a dropdown), or None."""
+        return None
+
+
 class RequestPart:
     """What an extension adds to the request, whichever interface builds it."""
 
@@ -160,6 +203,14 @@ class RequestPart:
         """What of its part must be equal for requests to share one diffusers call (SOLO: this request runs
         alone). Its (frozen, hashable) part by default."""
         return request.part(self.name)
+
+    def scripts(self) -> tuple[Script, ...]:
+        """The A1111 scripts it brings (SD upscale comes with the upscalers)."""
+        return ()
+
+    def script_plan(self, request) -> ScriptPlan | None:
+        """The plan of a script the request asks for, which the service runs instead of the request."""
+        return None
 
     def passes(self, request) -> list[Pass]:
         """Denoising passes it adds to the request's own, for what the job costs (hires fix: its second)."""

@@ -50,7 +50,7 @@ def api_input(field: Field, default=..., required: bool = False) -> gr.component
         component = gr.Checkbox(value=value, label=field.name)
     elif field.kind in NUMBERS:
         component = gr.Number(value=value, label=field.name)
-    elif field.kind in ("list", "names", "object"):
+    elif field.kind in ("list", "names", "object", "args"):
         component = gr.JSON(value=value, label=field.name)
     else:
         component = gr.Textbox(value=value, label=field.name)

@@ -55,6 +55,7 @@ KINDS: dict[str, tuple[Callable[[Field, Any], Any], dict, str | None]] = {
     "list": (lambda field, value: value, {"type": "array", "items": {"type": "object"}}, None),
     "names": (lambda field, value: value, {"type": "array", "items": {"type": "string"}}, None),
     "object": (lambda field, value: value, {"type": "object"}, None),
+    "args": (lambda field, value: value, {"type": "array", "items": {}}, None),  # positional, of any types
 }
 
 

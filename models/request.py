@@ -23,6 +23,11 @@ from models.sampler_names import DEFAULT_SAMPLER, SAMPLER_NAMES, check_sampler
 from models.validate import integer, one_of
 
 MODES = ("txt2img", "img2img", "inpaint")
+
+
+def tab_of(mode: str) -> str:
+    """A1111's tab for a mode (its scripts and axes are by tab): inpaint is img2img's."""
+    return "txt2img" if mode == "txt2img" else "img2img"
 MAX_SEED = 2**32 - 1  # A1111 seeds are 32-bit
 
 

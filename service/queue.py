@@ -143,7 +143,11 @@ class JobQueue:
     def cancel(self, job: QueuedJob) -> None:
         """A waiting job leaves the queue. A running one is dropped; the call stops after its current step once
         every job in it is cancelled (the others in a batch still want their images). The interrupt is sent under
-        the lock: the worker cannot have started the next call meanwhile (which clears it when it starts)."""
+        the lock: the worker cannot have started the next call meanwhile (which clears it when it starts). A job
+        that is not the queue's own (a script's run, made of queued jobs) cancels itself."""
+        if not isinstance(job, QueuedJob):
+            job.cancel()
+            return
         with self._condition:
             if job.state == "waiting" and job in self._waiting:
                 self._waiting.remove(job)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
@@ -12,6 +13,18 @@ from PIL import Image
 from models.infotext import format_infotext, save_png
 from models.request import GUIDANCE, SAMPLER, SEED, STEPS, STRENGTH, WIDTH, GenerationRequest
 from models.sampler_names import split_name
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A job's saved images: their files, infotexts and seeds, what to tell the user, and whether Interrupt cut it
+    short."""
+
+    files: list[Path]
+    infotexts: list[str]
+    seeds: list[int]
+    warnings: list[str] = field(default_factory=list)
+    interrupted: bool = False
 
 
 def infotext(request: GenerationRequest, seed: int, model_name: str, model_hash: str, extra: dict) -> str:
@@ -37,8 +50,9 @@ class OutputFolder:
         self.folder = Path(folder)
         self._lock = threading.Lock()
 
-    def save(self, mode: str, image: Image.Image, seed: int, text: str) -> Path:
-        folder = self.folder / f"{mode}-images" / datetime.date.today().isoformat()
+    def save(self, mode: str, image: Image.Image, seed: int, text: str, kind: str = "images") -> Path:
+        """`kind`: "images", or "grids" for a script's own (A1111's txt2img-grids)."""
+        folder = self.folder / f"{mode}-{kind}" / datetime.date.today().isoformat()
         with self._lock:  # A1111's numbering: 00000-seed.png, 00001-seed.png, ...
             number = len(list(folder.glob("*.png"))) if folder.is_dir() else 0
             return save_png(image, folder / f"{number:05d}-{seed}.png", text)

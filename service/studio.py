@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image
 
-from extensions.base import SOLO, Extension, PreparedRequest, Services
+from extensions.base import SOLO, Extension, PreparedRequest, ScriptPlan, Services
 from models.infotext import for_image
 from models.limits import TooLarge
 from models.manager import GenerationResult, PipelineManager, PreviewCallback, StepCallback
@@ -29,17 +29,10 @@ from service import saving
 from service.jobs import JobState, JobTracker
 from service.queue import JobQueue, QueuedJob, wait_for
 from service.requests import RequestBuilder
+from service.saving import Generation
+from service.scripts import ScriptRun
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Generation:
-    files: list[Path]
-    infotexts: list[str]
-    seeds: list[int]
-    warnings: list[str] = field(default_factory=list)
-    interrupted: bool = False
 
 
 @dataclass(frozen=True)
@@ -141,8 +134,10 @@ class StudioService:
         self.checkpoints: Callable[[], list[str]] = lambda: []  # the checkpoint names a client may switch to
         self.model_name = "demo"  # the model in use, by the name it was chosen with (the app sets the first)
         self.startup_model = "demo"  # the model the app was started with (--model)
+        self._scripts: set[ScriptRun] = set()  # the scripts running now
         services = Services(run_task=self.run_task, interrupt=self.interrupt, model=lambda: self.manager,
-                            models_here=isinstance(self.backend, LocalBackend))
+                            models_here=isinstance(self.backend, LocalBackend),
+                            scripts=lambda: [script for extension in self.extensions for script in extension.scripts()])
         for extension in self.extensions:
             extension.attach(services)
 
@@ -172,6 +167,8 @@ class StudioService:
     def interrupt(self) -> None:
         """Stop what runs now after its current step; its images come back as they are then."""
         self.jobs.state.interrupted = self.jobs.state.running
+        for script in list(self._scripts):
+            script.stop()
         self.queue.stop_running()
         self.backend.interrupt()
 
@@ -249,7 +246,7 @@ class StudioService:
         """`build`, then the job through the queue, waited for here (what the UI and gradio_client do); `on_step`
         is called from this thread as the job's steps advance. Raises QueueFull when the queue has no room."""
         request, warnings = self.build(mode, fields)
-        if self.direct:
+        if self.direct and self.script_plan(request) is None:
             return self.generate(request, warnings, on_step)
         return wait_for(self.submit(request, warnings), on_step)
 
@@ -277,10 +274,23 @@ class StudioService:
             return run(QueuedJob(run, 0))
         return wait_for(self.queue.submit(run), on_step)
 
-    def submit(self, request: GenerationRequest, warnings: Sequence[str] = ()) -> QueuedJob:
-        """The request as a job in the queue (QueueFull when it has no room); `job.outcome()` is its Generation."""
+    def submit(self, request: GenerationRequest, warnings: Sequence[str] = ()) -> QueuedJob | ScriptRun:
+        """The request as a job in the queue (QueueFull when it has no room); `job.outcome()` is its Generation. A
+        request for a script (an X/Y/Z plot) runs the script's jobs instead, through the queue (service/scripts.py)."""
+        plan = self.script_plan(request)
+        if plan is not None:
+            run = ScriptRun(self, request.mode, plan, list(warnings))
+            self._scripts.add(run)
+            return run
         return self.queue.submit(lambda job: self._run_call([job])[0], key=self.batch_key(request),
                                  size=request.batch_size, payload=(request, list(warnings)))
+
+    def script_plan(self, request: GenerationRequest) -> ScriptPlan | None:
+        return next((plan for extension in self.extensions if (plan := extension.script_plan(request)) is not None),
+                    None)
+
+    def forget_script(self, run: ScriptRun) -> None:
+        self._scripts.discard(run)
 
     def batch_key(self, request: GenerationRequest) -> Hashable | None:
         """Requests with equal keys can share one diffusers call: same mode, size, steps, sampler, CFG, strength
@@ -303,6 +313,8 @@ class StudioService:
         """Cancel the waiting jobs and stop the running ones: the server is going away. `wait`: seconds to wait for
         the running ones' threads to end (before the interpreter does: a thread inside torch then aborts it)."""
         self.queue.close()
+        for script in list(self._scripts):
+            script.cancel()
         self.interrupt()
         if wait:
             self.queue.join(wait)

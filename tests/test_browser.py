@@ -553,3 +553,19 @@ def test_variation_seed_and_tiling_reach_the_image_and_come_back_with_reuse(page
     tab.locator("#img2img-variation").get_by_text("Variation seed").first.click()
     expect(tab.locator("#img2img-subseed input")).to_have_value("42")
     expect(tab.locator("#img2img-subseed-strength input[type=number]")).to_have_value("0.3")
+
+
+def test_the_script_dropdown_runs_an_xyz_plot(page):
+    page.locator("#txt2img-prompt textarea").fill("a red circle")
+    set_number(page, "Sampling steps", 2)
+    page.locator("#txt2img-script input").click()
+    page.get_by_role("option", name="X/Y/Z plot", exact=True).click()
+    page.locator("#txt2img-x_type input").click()
+    page.get_by_role("option", name="Steps", exact=True).click()
+    page.locator("#txt2img-x_values textarea, #txt2img-x_values input").first.fill("1, 2")
+    page.locator("#txt2img-generate").click()
+    expect(page.locator("#txt2img-infotext textarea")).to_have_value(re.compile("Script: X/Y/Z plot, X Type: Steps"),
+                                                                      timeout=60_000)
+    expect(page.locator("#txt2img-gallery img").first).to_have_js_property("naturalWidth", 128)
+    page.locator("#txt2img-script").scroll_into_view_if_needed()
+    screenshot(page, "xyz-plot")

@@ -34,6 +34,7 @@ from extensions.upscale.fields import (
 )
 from extensions.upscale.hires import LATENT_UPSCALERS, HiresFix, HiresPlan
 from extensions.upscale.library import UpscalerLibrary
+from extensions.upscale.sd_upscale import SdUpscale
 from extensions.upscale.upscaling import PIXEL_UPSCALERS, upscale
 from models.fields import read_entries
 from models.images import decode_image, load_image, png_base64
@@ -67,6 +68,9 @@ class Upscale(Extension):
     def install(self, manager) -> None:
         self.manager = manager
         manager.pipeline_hooks.append(self._hook)
+
+    def scripts(self) -> tuple:
+        return (SdUpscale(self.upscaler_names, lambda picture, name, size: self.upscale(picture, name, size=size)),)
 
     def upscaler_names(self) -> list[str]:
         return [*PIXEL_UPSCALERS, *self.library.names()]
