@@ -1,7 +1,8 @@
 """What A1111 parity II's features cost, each against the same job without it, interleaved (20 steps, 64 px, demo):
 
 1. prompt editing (`[a:b:0.5]`, and `[a|b]`, which changes the embeddings at every step) against the plain prompt
-   (goal: at most 1.05: each text is encoded once, a switch is a tensor handed back from the step callback);
+   (goal: at most 1.05: each text is encoded once, a switch is a tensor handed back from the step callback); `a AND
+   b`, whose U-Net passes have 3 rows instead of 2 (goal: at most 1.5);
 2. a variation seed (strength 0.5) against none (goal: at most 1.05), and Tiling against none (its cost: a circular
    pad before every convolution, as A1111's);
 3. an X/Y/Z plot of 4 seeds (cells that batch, --max-batch 4) against the 4 jobs run one by one.
@@ -38,6 +39,7 @@ def main(rounds: int = 9) -> dict:
         "plain": run(),
         "edited": run(prompt="[a red circle:a blue square:0.5] on a blue background"),
         "alternating": run(prompt="[a red circle|a blue square] on a blue background"),
+        "composed": run(prompt="a red circle AND a blue square on a blue background"),
         "variation": run(subseed=7, subseed_strength=0.5),
         "tiling": run(tiling=True),
     }, rounds, warmup=1)

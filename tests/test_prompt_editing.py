@@ -5,6 +5,7 @@ step, switched where A1111 switches it, hires fix's pass scheduled over its own 
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -13,6 +14,8 @@ import torch
 from PIL import Image
 
 from extensions.prompts import Prompts
+from extensions.prompts.composable import ComposedUNet
+from extensions.prompts.editing import composed
 from extensions.prompts.schedule import edits, schedule
 from extensions.upscale import Upscale
 from models.manager import PipelineManager
@@ -188,3 +191,71 @@ def test_an_edit_outside_the_steps_runs_as_a1111_runs_it_with_a_note(service):
     _, warnings = service.build("txt2img", {"prompt": "[a:b:30]", "negative_prompt": "[c:d:-1]", "steps": 20,
                                             "enable_hr": True, "hr_second_pass_steps": 10, **size})
     assert warnings == ["negative_prompt: [...:-1] comes before the first step: its second text runs throughout"]
+
+
+def test_and_splits_a1111s_way_with_weights():
+    assert composed("a red circle AND a blue square:0.8") == (["a red circle", " a blue square"], [1.0, 0.8])
+    assert composed("one ANDROID and two") == (["one ANDROID and two"], [1.0]), "AND as a word of its own only"
+    assert composed("a: -1.5 AND b") == (["a", " b"], [-1.5, 1.0])
+    with pytest.raises(ValueError, match="prompt: 9 parts joined by AND; at most 8"):
+        composed(" AND ".join("x" * 9))
+
+
+def test_the_composed_unet_combines_each_parts_prediction_with_its_weight(service):
+    unet = service.manager.pipelines["txt2img"].unet
+    generator = torch.Generator().manual_seed(0)
+    sample, timestep = torch.randn(1, 4, 8, 8, generator=generator).repeat(2, 1, 1, 1), torch.tensor(500)  # as guided
+    negative, first, second = (torch.randn(1, 77, 32, generator=generator) for _ in range(3))
+    composed_unet = ComposedUNet(unet, [1.0, 0.5], guided=True)
+    with torch.no_grad():
+        output = composed_unet(sample, timestep, torch.cat([negative.repeat(1, 2, 1), torch.cat([first, second], 1)]),
+                               return_dict=False)[0]
+        alone = [unet(sample[:1], timestep, states).sample for states in (negative, first, second)]
+    assert torch.allclose(output[:1], alone[0], atol=1e-5)
+    expected = alone[0] + 1.0 * (alone[1] - alone[0]) + 0.5 * (alone[2] - alone[0])
+    assert torch.allclose(output[1:], expected, atol=1e-4)
+    assert composed_unet.config is unet.config, "the rest is the U-Net's own"
+
+
+def test_a_composed_prompt_draws_its_parts_and_halves_of_one_prompt_draw_it(service):
+    def picture(prompt: str) -> np.ndarray:
+        generation = service.generate(*service.build("txt2img", {"prompt": prompt, "seed": 3, "steps": 4,
+                                                                 "width": 64, "height": 64, "sampler": "Euler"}))
+        assert generation.infotexts[0].startswith(prompt + "\n")
+        return np.asarray(Image.open(generation.files[0]), dtype=np.int16)
+
+    whole = picture("[a red circle:a red circle:4]")  # through the same encoding, one part
+    halves = picture("a red circle :0.5 AND a red circle:0.5")  # 0.5 x (c - u) twice is (c - u)
+    assert np.abs(halves - whole).max() <= 2
+    both = picture("a red circle AND a blue square")
+    assert np.abs(both - whole).mean() > 1
+
+
+@pytest.mark.server
+def test_and_and_edits_work_with_controlnet_hires_fix_inpainting_and_cfg_1(app_server):
+    import base64
+    import io
+
+    import requests
+
+    def png(picture: Image.Image) -> str:
+        buffer = io.BytesIO()
+        picture.save(buffer, "PNG")
+        return base64.b64encode(buffer.getvalue()).decode()
+
+    ring = Image.new("RGB", (64, 64), "black")
+    ring.paste((255, 255, 255), (16, 16, 48, 48))
+    prompt = "[a red circle:a blue square:0.5] AND big:0.7"
+    base = {"prompt": prompt, "steps": 4, "width": 64, "height": 64, "seed": 2}
+    bodies = {
+        "txt2img": {**base, "alwayson_scripts": {"controlnet": {"args": [
+            {"module": "none", "model": "edges", "image": png(ring)}]}}},
+        "hires": {**base, "enable_hr": True, "hr_scale": 1.5, "denoising_strength": 0.5},
+        "cfg 1": {**base, "cfg_scale": 1},
+        "inpaint": {**base, "init_images": [png(ring)], "mask": png(ring.convert("L")), "denoising_strength": 1},
+    }
+    for name, body in bodies.items():
+        route = "img2img" if "init_images" in body else "txt2img"
+        answer = requests.post(f"{app_server[0]}/sdapi/v1/{route}", json=body, timeout=120)
+        assert answer.status_code == 200, (name, answer.text[:300])
+        assert json.loads(answer.json()["info"])["infotexts"][0].startswith(prompt), name

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from extensions.base import Extension, Panel, PreparedRequest, Route, Settings, TabContext, a1111_names, rename_words
-from extensions.prompts.editing import EditedPrompts
+from extensions.prompts.composable import ComposedUNet
+from extensions.prompts.editing import EditedPrompts, composed
 from extensions.prompts.embeddings import EmbeddingLibrary
 from extensions.prompts.encoder import CHUNK, PromptEncoder, pad_chunks
 from extensions.prompts.fields import CLIP_SKIP
@@ -61,6 +62,7 @@ class Prompts(Extension):
     # -- the request ------------------------------------------------------------------------------------------
 
     def parse(self, mode: str, fields: Mapping, warnings: list[str]) -> PromptsPart | None:
+        composed(fields.get("prompt") or "")  # too many AND parts: an error now, not mid-run
         for name in ("prompt", "negative_prompt"):
             parse(fields.get(name) or "")  # a weight that is not a number is an error now, not mid-run
             # every chunk is a text encoder pass and widens the U-Net's cross-attention at every step: bounded, as
@@ -104,8 +106,13 @@ class Prompts(Extension):
         clip_skip = request.part(self.name, PromptsPart()).clip_skip
         self.encoder.use_embeddings(self.library.loaded(self.width))
         texts = arguments["prompt"][0], arguments["negative_prompt"][0]  # the batch repeats one text
-        if edits(texts[0]) or edits(texts[1]):  # prompt editing: the embeddings change over the steps
-            return pipe, self._edited(texts, request.steps, clip_skip, arguments, parameters)
+        parts, weights = composed(texts[0])
+        if len(parts) > 1:  # AND: the sub-prompts' predictions composed by a U-Net of the request's own
+            guided = request.guidance_scale > 1
+            pipe = type(pipe)(**{**pipe.components, "unet": ComposedUNet(pipe.unet, weights, guided)})
+            pipe.set_progress_bar_config(disable=True)
+        if len(parts) > 1 or edits(texts[0]) or edits(texts[1]):  # the embeddings change over the steps or compose
+            return pipe, self._edited(parts, texts[1], request.steps, clip_skip, arguments, parameters)
         # no syntax, one chunk, no embedding: the pipeline encodes the text itself, as without this extension
         if clip_skip == 1 and all(self.encoder.surely_plain(text) for text in texts):
             return pipe, arguments
@@ -121,9 +128,11 @@ class Prompts(Extension):
         return pipe, {**arguments, "prompt_embeds": cond.expand(batch, -1, -1),
                       "negative_prompt_embeds": uncond.expand(batch, -1, -1)}
 
-    def _edited(self, texts: tuple[str, str], steps: int, clip_skip: int, arguments: dict, parameters: dict) -> dict:
-        """The call's arguments with the first step's embeddings and the schedule of the rest."""
-        edited = EditedPrompts(self.encoder, texts, steps, clip_skip, len(arguments["prompt"]))
+    def _edited(self, parts: list[str], negative: str, steps: int, clip_skip: int, arguments: dict,
+                parameters: dict) -> dict:
+        """The call's arguments with the first step's embeddings and the schedule of the rest (a schedule of its own
+        for every request, which therefore never shares a call with another's)."""
+        edited = EditedPrompts(self.encoder, parts, negative, steps, clip_skip, len(arguments["prompt"]))
         _write_hashes(edited.embeddings(), parameters)
         cond, uncond = edited.at(0)
         arguments = {key: value for key, value in arguments.items() if key not in ("prompt", "negative_prompt")}
