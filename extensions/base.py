@@ -150,7 +150,8 @@ class ScriptPlan:
     its own images made of their results (an X/Y/Z plot's grid), shown before theirs."""
 
     title: str
-    jobs: Callable[[], list[PlannedJob]]  # called where the script runs (SD upscale upscales its picture first)
+    # called where the script runs (SD upscale upscales its picture first); they run grouped by the model they need
+    jobs: Callable[[], list[PlannedJob]]
     compose: Callable[[list[Cell]], list[tuple[Image.Image, str]]]  # the jobs' cells -> (image, infotext), ...
     keep_cells: bool = True  # the jobs' own images follow the script's
 

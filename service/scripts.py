@@ -90,13 +90,17 @@ class ScriptRun:
         generations: list[Generation | None] = [None] * len(jobs)
         requests = [service.build(endpoint, fields) for endpoint, fields, _ in jobs]  # every job checked first
         steps = [request.steps for request, _ in requests]
-        pending, done_steps, window = deque(range(len(jobs))), 0, max(2, service.queue.max_batch)
+        # grouped by model, in the order they first appear, so that a plot over checkpoints switches once per model
+        start = service.model_name
+        models = [model or start for _, _, model in jobs]
+        pending = deque(sorted(range(len(jobs)), key=lambda index: models.index(models[index])))
+        done_steps, window = 0, max(2, service.queue.max_batch)
         interrupted = False
         while (pending or self._in_flight) and not (self._stop.is_set() and not self._in_flight):
             while pending and len(self._in_flight) < window and not self._stop.is_set():
                 index = pending[0]
-                model = jobs[index][2]
-                if model is not None and model != service.model_name:
+                model = models[index]
+                if model != service.model_name:
                     if self._in_flight:
                         break
                     service.switch_model(model)

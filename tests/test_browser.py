@@ -47,11 +47,24 @@ def overlap(a: dict, b: dict) -> bool:
 
 
 def upload_to_editor(page: Page, path) -> None:
-    """A picture into the inpaint editor, waited for until the editor has taken it: its upload event has set the
-    tab's Width to the picture's (a click or a stroke before then finds no picture)."""
-    page.locator("#inpaint-editor input[type=file]").first.set_input_files(path)
+    """A picture into the (empty) inpaint editor, once it shows that it takes one, waited for until it has: its upload
+    event sets the tab's Width to the picture's (a click or a stroke before then finds no picture). An upload the
+    editor dropped (seen while it was still settling after its tab opened) is given again, the input emptied first
+    so that the browser sees a change."""
+    editor = page.locator("#inpaint-editor")
+    expect(editor.get_by_text("Upload an image")).to_be_visible()
     width = str(size_of_image(Image.open(path))[0])
-    expect(page.get_by_role("tabpanel").locator("input[aria-label='number input for Width']")).to_have_value(width)
+    shown = page.get_by_role("tabpanel").locator("input[aria-label='number input for Width']")
+    for attempt in range(3):
+        files = editor.locator("input[type=file]").first
+        files.set_input_files([])
+        files.set_input_files(path)
+        try:
+            expect(shown).to_have_value(width, timeout=10_000)
+            return
+        except AssertionError:
+            if attempt == 2:
+                raise
 
 
 def set_number(page: Page, label: str, value: float, in_tab: bool = False) -> None:

@@ -208,3 +208,17 @@ def test_gradio_client_takes_script_name_and_args(client):
                                          False, False, 0, False], api_name="/txt2img")
     gallery, infotext = result[0], result[1]
     assert len(gallery) == 1 and "Script: X/Y/Z plot" in infotext
+
+
+def test_a_checkpoint_axis_switches_the_model_between_its_cells_and_back(txt2img_folder, tmp_path):
+    service = StudioService(PipelineManager.load("demo", device="cpu"), tmp_path / "outputs", [Scripts()])
+    service.model_loader = lambda spec: PipelineManager.load(spec, device="cpu")
+    other = str(txt2img_folder)
+    generation = service.run("txt2img", {**BASE, "script_name": "X/Y/Z plot", "script_args": [
+        "Checkpoint name", f"demo, {other}", [], "Seed", "5, 6", [], "Nothing", "", [], *XYZ_TAIL]})
+    assert service.model_name == "demo", "the model in use comes back after the plot"
+    models = [text.split("Model: ")[1].split(",")[0].split("\n")[0] for text in generation.infotexts[1:]]
+    assert models[0] == "sd-shapes-inpainting" and models[1] != models[0] and models[2:] == models[:2]
+    service.switch_model(other)
+    alone = pixels(service.run("txt2img", {**BASE, "seed": 6}).files[0])
+    assert np.array_equal(pixels(generation.files[4]), alone), "the other model's cell, seed 6"

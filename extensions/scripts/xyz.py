@@ -31,7 +31,6 @@ class Axis:
     kind: Any  # int, float, str, or "order" (permutations of the values)
     apply: Callable[[dict, Any, list], str | None]  # sets a job's fields; returns the model it needs, if any
     show: Callable[[Any], str] | None = None  # the value as the legend writes it (default "Label: value")
-    outermost: bool = False  # slow to change (the checkpoint): its values change least often
 
     def legend(self, value) -> str:
         return self.show(value) if self.show is not None else f"{self.label}: {value}"
@@ -85,7 +84,7 @@ SUPPORTED = {axis.label: axis for axis in (
     Axis("Prompt order", "order", _order, show=", ".join),
     Axis("Sampler", str, _field("sampler"), show=str),
     Axis("Hires sampler", str, _field("hr_sampler_name")),
-    Axis("Checkpoint name", str, _checkpoint, show=str, outermost=True),
+    Axis("Checkpoint name", str, _checkpoint, show=str),
     Axis("Schedule type", str, _schedule),
     Axis("Clip skip", int, _field("clip_skip")),
     Axis("Denoising", float, _field("strength")),
@@ -151,15 +150,12 @@ class XyzPlot(Script):
             values = [[fixed_seed(value) for value in some] if axis.label in ("Seed", "Var. seed") else some
                       for axis, some in zip(axes, values)]
         xs, ys, zs = values
-        order = sorted(itertools.product(range(len(zs)), range(len(ys)), range(len(xs))),  # z, y, x: A1111's
-                       key=lambda place: [place[2 - number] for number in _slowest_first(axes)])
-        jobs, places = [], []
-        for iz, iy, ix in order:
+        jobs = []  # in the grid's order, x fastest (the runner groups them by checkpoint)
+        for iz, iy, ix in itertools.product(range(len(zs)), range(len(ys)), range(len(xs))):
             job_fields, model = dict(base), None
             for axis, some, index in zip(axes, values, (ix, iy, iz)):
                 model = axis.apply(job_fields, some[index], some) or model
             jobs.append((mode, job_fields, model))
-            places.append(ix + iy * len(xs) + iz * len(xs) * len(ys))
         labels = [[axis.legend(value) for value in some] for axis, some in zip(axes, values)]
         entries = {"Script": TITLE}
         for letter, axis, raw in zip("XYZ", axes, (args[1], args[4], args[7])):
@@ -167,10 +163,7 @@ class XyzPlot(Script):
                 entries[f"{letter} Type"], entries[f"{letter} Values"] = axis.label, _values_text(raw, args, letter)
 
         def compose(cells: list[Cell]) -> list:
-            by_place = [Cell()] * len(cells)
-            for place, cell in zip(places, cells):
-                by_place[place] = cell
-            return _grids(by_place, (len(xs), len(ys), len(zs)), labels, draw_legend, sub_grids, margin, entries)
+            return _grids(cells, (len(xs), len(ys), len(zs)), labels, draw_legend, sub_grids, margin, entries)
 
         return ScriptPlan(TITLE, lambda: jobs, compose, keep_cells=lone)
 
@@ -222,11 +215,6 @@ class XyzPlot(Script):
             if found[0] not in prompts:
                 raise ValueError(f"{name}: did not find {found[0]!r} in the prompt or the negative prompt")
         return found
-
-
-def _slowest_first(axes: list[Axis]) -> list[int]:
-    """The axes (0: x, 1: y, 2: z) from the outermost loop in: the checkpoint's, then z, y, x as A1111 runs them."""
-    return sorted(range(3), key=lambda number: (not axes[number].outermost, -number))
 
 
 def _values_text(raw, args: list, letter: str) -> str:
