@@ -21,6 +21,7 @@ def calibrated(demo_manager):
     return demo_manager
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("side", [256, 320])
 def test_the_estimate_follows_the_measured_time(calibrated, side):
     request = GenerationRequest("txt2img", "a red circle", width=side, height=side, steps=3, seed=1)

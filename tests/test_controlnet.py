@@ -240,6 +240,7 @@ def test_units_and_canny_preview_through_gradio_client(client, tmp_path):
     assert "ignored unknown fields extra_field" in warnings
 
 
+@pytest.mark.slow
 def test_the_switching_benchmark_runs_on_the_demo_model(tmp_path):
     """bench.controlnet builds its ControlNets for the demo model's own VAE (4x, where SD's is 8x): with SD's it
     failed at the first generation with a size mismatch."""

@@ -69,6 +69,7 @@ class GenerationSizes:
         del self.manager.generate_together
 
 
+@pytest.mark.slow
 def test_only_masked_on_a_large_photo_generates_at_the_generation_size(service, demo_manager):
     large = picture(3000, 2000, seed=1)
     mask = ellipse_mask(3000, 2000, (0.45, 0.45, 0.5, 0.52))

@@ -52,6 +52,7 @@ def hooked(service) -> bool:
     return all(hasattr(module, "_hf_hook") for module in (pipe.unet, pipe.text_encoder, pipe.vae))
 
 
+@pytest.mark.slow
 def test_model_offload_gives_the_same_pixels_with_a_lora_and_a_controlnet(folder):
     plain, offloaded = studio("none", folder), studio("model", folder)
     assert not hooked(plain) and hooked(offloaded)
@@ -63,6 +64,7 @@ def test_model_offload_gives_the_same_pixels_with_a_lora_and_a_controlnet(folder
     assert hooked(offloaded)  # attached again after the LoRA's layers were added
 
 
+@pytest.mark.slow
 def test_training_under_model_offload_pauses_the_hooks_and_puts_them_back(folder, tmp_path):
     service = studio("model", folder)
     image = Image.new("RGB", (64, 64), "white")

@@ -117,6 +117,7 @@ def which(steps: list[torch.Tensor], texts: dict[str, torch.Tensor]) -> list[str
             for step in steps]
 
 
+@pytest.mark.slow
 def test_each_step_gets_its_texts_embeddings_switched_where_a1111_switches(service):
     texts = {name: encoded(service, name) for name in ("a red circle", "a blue square")}
     assert which(conditions_by_step(service, prompt="[a red circle:a blue square:2]"), texts) == \
@@ -128,6 +129,7 @@ def test_each_step_gets_its_texts_embeddings_switched_where_a1111_switches(servi
         ["a red circle"] * 3 + ["a blue square"]
 
 
+@pytest.mark.slow
 def test_the_negative_prompt_is_scheduled_too(service):
     texts = {name: encoded(service, name) for name in ("a red circle", "a blue square")}
     seen = conditions_by_step(service, half=0, prompt="a circle", negative_prompt="[a red circle:a blue square:1]",
@@ -135,6 +137,7 @@ def test_the_negative_prompt_is_scheduled_too(service):
     assert which(seen, texts) == ["a red circle", "a red circle", "a blue square"]
 
 
+@pytest.mark.slow
 def test_hires_fixs_pass_is_scheduled_over_its_own_steps(service):
     texts = {name: encoded(service, name) for name in ("a red circle", "a blue square")}
     steps = conditions_by_step(service, prompt="[a red circle:a blue square:1.5]", enable_hr=True, hr_scale=2,
@@ -142,6 +145,7 @@ def test_hires_fixs_pass_is_scheduled_over_its_own_steps(service):
     assert which(steps, texts) == ["a red circle"] * 4 + ["a red circle"] * 3 + ["a blue square"]
 
 
+@pytest.mark.slow
 def test_an_edited_prompt_makes_its_own_picture_and_the_next_plain_one_is_untouched(service):
     def picture(prompt: str) -> np.ndarray:
         generation = service.generate(*service.build("txt2img", {"prompt": prompt, "seed": 3, "steps": 4,
@@ -156,6 +160,7 @@ def test_an_edited_prompt_makes_its_own_picture_and_the_next_plain_one_is_untouc
     assert np.array_equal(picture("a red circle"), plain)
 
 
+@pytest.mark.slow
 def test_img2img_and_inpaint_on_the_demo_model_switch_too(tmp_path):
     (tmp_path / "embeddings").mkdir()
     demo = StudioService(PipelineManager.load("demo", device="cpu"), tmp_path / "outputs",
@@ -217,6 +222,7 @@ def test_the_composed_unet_combines_each_parts_prediction_with_its_weight(servic
     assert composed_unet.config is unet.config, "the rest is the U-Net's own"
 
 
+@pytest.mark.slow
 def test_a_composed_prompt_draws_its_parts_and_halves_of_one_prompt_draw_it(service):
     def picture(prompt: str) -> np.ndarray:
         generation = service.generate(*service.build("txt2img", {"prompt": prompt, "seed": 3, "steps": 4,

@@ -42,6 +42,7 @@ def solo(service, **fields) -> np.ndarray:
     return pixels(service.run("txt2img", {**BASE, **fields}).files[0])
 
 
+@pytest.mark.slow
 def test_an_xyz_plot_is_a_labelled_grid_whose_cells_are_the_solo_images(service):
     generation = service.run("txt2img", {**BASE, "script_name": "X/Y/Z plot", "script_args": [
         "Steps", "2, 3", [], "CFG Scale", "5,9", [], "Nothing", "", [], *XYZ_TAIL]})
@@ -61,6 +62,7 @@ def test_an_xyz_plot_is_a_labelled_grid_whose_cells_are_the_solo_images(service)
     assert "Steps: 3," in generation.infotexts[2] and "CFG scale: 5" in generation.infotexts[2]
 
 
+@pytest.mark.slow
 def test_axis_types_by_a1111s_index_and_prompt_search_replace(service):
     by_index = service.run("txt2img", {**BASE, "script_name": "x/y/z plot", "script_args": [
         4, "2,3", [], 0, "", [], 0, "", [], False, False, False, False, 0, False]})  # 4: Steps in A1111's list
@@ -75,6 +77,7 @@ def test_axis_types_by_a1111s_index_and_prompt_search_replace(service):
     assert replaced.infotexts[2].startswith("a blue circle\n")
 
 
+@pytest.mark.slow
 def test_values_listed_as_a1111s_dropdown_and_ranges(service):
     listed = service.run("txt2img", {**BASE, "script_name": "X/Y/Z plot", "script_args": [
         "Sampler", "", ["Euler", "DDIM"], "Nothing", "", [], "Nothing", "", [], *XYZ_TAIL]})
@@ -101,6 +104,7 @@ def test_bad_plot_arguments_are_named(service, args, message):
     assert message in str(raised.value)
 
 
+@pytest.mark.slow
 def test_unknown_scripts_and_a_bad_cell_value_are_named(service):
     with pytest.raises(ValueError, match="script_name: no script 'Loopback' for txt2img; the scripts: X/Y/Z plot"):
         service.build("txt2img", {**BASE, "script_name": "Loopback"})
@@ -111,6 +115,7 @@ def test_unknown_scripts_and_a_bad_cell_value_are_named(service):
             "Sampler", "Euler, Nope", [], "Nothing", "", [], "Nothing", "", [], *XYZ_TAIL]})
 
 
+@pytest.mark.slow
 def test_a_prompt_matrix_makes_every_combination(service):
     generation = service.run("txt2img", {**BASE, "prompt": "a circle|red|big", "script_name": "Prompt matrix",
                                          "script_args": [False, False, "positive", "comma", 0]})
@@ -122,6 +127,7 @@ def test_a_prompt_matrix_makes_every_combination(service):
     assert "Script: Prompt matrix" in generation.infotexts[0]
 
 
+@pytest.mark.slow
 def test_prompts_from_a_textbox_with_a1111s_line_options(service):
     lines = 'a red circle\n--prompt "a blue square" --steps 3 --seed 7 --cfg_scale 5\n\n'
     generation = service.run("txt2img", {**BASE, "prompt": "", "script_name": "prompts from file or textbox",
@@ -142,6 +148,7 @@ def test_sd_upscale_tiles_join_into_the_picture_they_were_cut_from():
     assert np.array_equal(np.asarray(joined(cut, tiles, picture.size, 16)), np.asarray(picture))
 
 
+@pytest.mark.slow
 def test_sd_upscale_redraws_the_upscaled_picture_tile_by_tile(service):
     navy = Image.new("RGB", (64, 64), "navy")
     generation = service.run("img2img", {**BASE, "image": navy, "strength": 0.5, "steps": 4,
@@ -156,6 +163,7 @@ def test_sd_upscale_redraws_the_upscaled_picture_tile_by_tile(service):
         service.build("txt2img", {**BASE, "script_name": "SD upscale", "script_args": ["", 16, "Lanczos", 2]})
 
 
+@pytest.mark.slow
 def test_interrupt_stops_a_script_and_keeps_what_was_made(service):
     outcome = {}
 
@@ -210,6 +218,7 @@ def test_gradio_client_takes_script_name_and_args(client):
     assert len(gallery) == 1 and "Script: X/Y/Z plot" in infotext
 
 
+@pytest.mark.slow
 def test_a_checkpoint_axis_switches_the_model_between_its_cells_and_back(txt2img_folder, tmp_path):
     service = StudioService(PipelineManager.load("demo", device="cpu"), tmp_path / "outputs", [Scripts()])
     service.model_loader = lambda spec: PipelineManager.load(spec, device="cpu")

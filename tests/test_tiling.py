@@ -46,6 +46,7 @@ def test_a_tiled_model_has_no_edges_so_rolled_noise_is_the_rolled_picture(manage
         set_tiling([pipe.unet, pipe.vae], False)
 
 
+@pytest.mark.slow
 def test_a_tiled_request_is_written_and_leaves_the_next_one_untouched(manager, tmp_path):
     service = StudioService(manager, tmp_path, [Tiling()])
 

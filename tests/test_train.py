@@ -129,6 +129,7 @@ def test_train_lora_through_gradio_client_then_use_it(app_server, client, tmp_pa
 # -- interrupt and resume ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_interrupt_keeps_a_checkpoint_and_resume_continues_from_it(studio, tmp_path):
     train = studio.extension("train")
     files = circles(tmp_path / "set")

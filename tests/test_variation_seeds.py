@@ -92,6 +92,7 @@ def test_seed_resize_from_keeps_the_seeds_noise_in_the_middle():
     assert (renewed.initial_seed(), renewed.variation) == (3, Variation(5, 0.25, (8, 8)))
 
 
+@pytest.mark.slow
 def test_strength_one_is_the_variation_seeds_own_image_and_batches_count_up(service):
     [own], _ = generate(service, seed=42)
     [varied], [infotext] = generate(service, seed=11, subseed=42, subseed_strength=1.0)
@@ -107,6 +108,7 @@ def test_strength_one_is_the_variation_seeds_own_image_and_batches_count_up(serv
     assert ["Variation seed: 42," in infotexts[0], "Variation seed: 43," in infotexts[1]] == [True, True]
 
 
+@pytest.mark.slow
 def test_a_random_variation_seed_is_written_and_reproduces_the_image(service):
     [first], [infotext] = generate(service, subseed=-1, subseed_strength=0.4)
     fields = fields_from_infotext(infotext, service.extensions)
@@ -115,6 +117,7 @@ def test_a_random_variation_seed_is_written_and_reproduces_the_image(service):
     assert np.array_equal(first, again_image)
 
 
+@pytest.mark.slow
 def test_seed_resize_from_its_own_size_is_the_plain_image_and_is_written(service):
     [plain], _ = generate(service)
     [resized], [infotext] = generate(service, seed_resize_from_w=64, seed_resize_from_h=64)
@@ -127,6 +130,7 @@ def test_seed_resize_from_its_own_size_is_the_plain_image_and_is_written(service
     assert (fields["seed_resize_from_w"], fields["seed_resize_from_h"]) == (64, 64)
 
 
+@pytest.mark.slow
 def test_hires_fixs_second_pass_keeps_the_variation(service):
     hires = dict(enable_hr=True, hr_scale=2, hr_upscaler="Latent", hr_second_pass_steps=2)
     [varied], [infotext] = generate(service, seed=11, subseed=42, subseed_strength=1.0, **hires)
