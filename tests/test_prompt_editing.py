@@ -265,3 +265,14 @@ def test_and_and_edits_work_with_controlnet_hires_fix_inpainting_and_cfg_1(app_s
         answer = requests.post(f"{app_server[0]}/sdapi/v1/{route}", json=body, timeout=120)
         assert answer.status_code == 200, (name, answer.text[:300])
         assert json.loads(answer.json()["info"])["infotexts"][0].startswith(prompt), name
+
+
+def test_the_token_counter_counts_the_longest_text_of_a_schedule_or_an_and_part(service):
+    prompts = service.extension("prompts")
+    long = "x " * 80
+    assert prompts.token_count(f"[a:{long}:0.5]") == "80/150", "the text after the switch counts"
+    assert prompts.token_count(f"a AND {long}") == "80/150"
+    assert prompts.token_count("[a|b c d]") == "3/75"
+    started = time.perf_counter()
+    prompts.token_count("[a|b]" * 3000)
+    assert time.perf_counter() - started < 2

@@ -21,10 +21,11 @@ from extensions.prompts.editing import EditedPrompts, composed
 from extensions.prompts.embeddings import EmbeddingLibrary
 from extensions.prompts.encoder import CHUNK, PromptEncoder, pad_chunks
 from extensions.prompts.fields import CLIP_SKIP
-from extensions.prompts.schedule import edits, unreached
+from extensions.prompts.schedule import edits, schedule, unreached
 from extensions.prompts.syntax import parse
 from models.fields import read_entries
 from models.limits import MAX_PROMPT_CHARS
+from models.request import STEPS
 from models.step_conditioning import SCHEDULE
 from models.validate import did_you_mean
 
@@ -145,7 +146,7 @@ class Prompts(Extension):
             return ""
         if not isinstance(text, str) or len(text) > MAX_PROMPT_CHARS:
             return f"over {MAX_PROMPT_CHARS:,} characters"
-        count = self.encoder.tokenize(encoder_text(text)).count
+        count = max(self.encoder.tokenize(shown).count for shown in _counted_texts(encoder_text(text)))
         return f"{count}/{max(1, -(-count // CHUNK)) * CHUNK}"
 
     # -- infotext and REST ------------------------------------------------------------------------------------
@@ -188,3 +189,15 @@ def _unreached_edits(fields: Mapping) -> list[str]:
         return []
     return [f"{name}: {note}" for name in ("prompt", "negative_prompt")
             for note in unreached(fields.get(name) or "", steps, hires)]
+
+
+def _counted_texts(text: str, most: int = 8) -> list[str]:
+    """What A1111's counter counts, the longest counting: each AND part's text at every step of a long schedule
+    (the counter knows no steps), the longest few of them (it runs at every keystroke)."""
+    try:
+        parts = composed(text)[0]
+    except ValueError:  # too many parts: the request says so
+        parts = [text]
+    texts = {step_text for part in parts for _, step_text in schedule(part, STEPS.maximum)} if len(parts) > 1 or \
+        edits(text) else {text}
+    return sorted(texts, key=len, reverse=True)[:most]
