@@ -320,6 +320,19 @@ def test_path_like_controlnet_names_are_refused(app_server, model):
      "mask is a data URL without its data (no comma)"),
     ("png-info", {"image": "data:"}, "image is a data URL without its data (no comma)"),
     ("png-info", {"image": "é" * 8}, "image is not base64: it holds characters beyond ASCII"),
+    ("txt2img", {"script_name": "x" * 30_000}, "script_name: no script 'xxxx"),
+    ("txt2img", {"script_name": "X/Y/Z plot", "script_args": {"x": 1}}, "script_args must be a list of at most 32"),
+    ("txt2img", {"script_name": "X/Y/Z plot", "script_args": [[[[]]]] * 40}, "script_args must be a list of at most"),
+    ("txt2img", {"script_name": "X/Y/Z plot", "script_args": ["Steps", "1-100000000", [], 0, "", [], 0, "", []]},
+     "script_args[1] (Steps): more than 64 values"),
+    ("txt2img", {"script_name": "X/Y/Z plot", "script_args": ["Seed", "1-9 [100000000]", [], 0, "", [], 0, "", []]},
+     "script_args[1] (Seed): more than 64 values"),
+    ("txt2img", {"script_name": "X/Y/Z plot", "script_args": ["Prompt order", "a,b,c,d,e,f,g", [], 0, "", [], 0, "",
+                                                              []]}, "script_args[1] (Prompt order): at most 4 words"),
+    ("txt2img", {"prompt": "a|b|c|d|e|f|g|h", "script_name": "Prompt matrix"},
+     "prompt: 7 parts make 128 prompts; at most 64"),
+    ("txt2img", {"script_name": "prompts from file or textbox", "script_args": [False, False, "start", "x\n" * 65]},
+     "script_args[3]: 65 lines; at most 64"),
 ])
 def test_hostile_text_and_shapes_get_422_naming_the_field(app_server, route, change, detail):
     """Each once answered 500 (or was taken silently); the message stays short whatever was sent."""

@@ -48,7 +48,7 @@ class Scripts(Extension):
         scripts = self.available(mode)
         script = next((script for script in scripts if script.title.lower() == name.lower()), None)
         if script is None:
-            raise ValueError(f"script_name: no script {name!r} for {tab_of(mode)}; the scripts: "
+            raise ValueError(f"script_name: no script {brief(name)} for {tab_of(mode)}; the scripts: "
                              f"{', '.join(script.title for script in scripts)}")
         args = fields.get(SCRIPT_ARGS.name)
         args = [] if args is None else args
