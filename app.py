@@ -78,6 +78,8 @@ class AppConfig:
                                "A1111's prompt styles (name,prompt,negative_prompt); saving a style writes it", "path")
     queue_size: int = option("SD_QUEUE_SIZE", 16, "jobs that may wait; when full, new ones are refused at once",
                              "whole")
+    max_script_jobs: int = option("SD_MAX_SCRIPT_JOBS", 64, "the most jobs one script runs: an X/Y/Z plot's cells, "
+                                  "a prompt matrix's prompts, a file's lines, SD upscale's tiles", "whole")
     max_job_seconds: int | None = option("SD_MAX_JOB_SECONDS", "auto", "a job estimated to take longer is refused "
                                          "at once, saying what to lower; auto: 600 on a CPU, 1800 on a GPU; 0: no "
                                          "limit", "limit")
@@ -122,7 +124,8 @@ class AppConfig:
                         embeddings_dir=self.embeddings_dir, upscaler_dir=self.upscaler_dir, vae_dir=self.vae_dir,
                         output_dir=self.output_dir, styles_file=self.styles_file, lora_cap=self.lora_cap,
                         lora_fuse=self.lora_fuse, lora_rank=self.lora_rank if self.compile else None,
-                        controlnet_cap=self.controlnet_cap, controlnet_units=self.controlnet_units)
+                        controlnet_cap=self.controlnet_cap, controlnet_units=self.controlnet_units,
+                        max_script_jobs=self.max_script_jobs)
 
 
 OPTIONS = dataclasses.fields(AppConfig)

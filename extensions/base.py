@@ -59,6 +59,7 @@ class Settings:
     lora_rank: int | None = None  # with a compiled U-Net: the hot-swapped LoRA slot's rank (None: not compiled)
     controlnet_cap: int = 3  # ControlNets kept loaded
     controlnet_units: int = 3  # ControlNet units per request
+    max_script_jobs: int = 64  # the most jobs one script runs (an X/Y/Z plot's cells, SD upscale's tiles, ...)
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,9 @@ class Script:
     title: str = ""
     modes: tuple[str, ...] = ("txt2img", "img2img")
     arguments: tuple[Field, ...] = ()  # its positional arguments, for /sdapi/v1/script-info
+
+    def __init__(self, max_jobs: int = 64):
+        self.max_jobs = max_jobs  # the most jobs it may run (--max-script-jobs)
 
     def plan(self, mode: str, fields: Mapping[str, Any], args: list, warnings: list[str]) -> ScriptPlan:
         """Its plan for a request of `mode` with these fields (the script's own taken out); ValueError names the

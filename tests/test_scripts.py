@@ -231,3 +231,16 @@ def test_a_checkpoint_axis_switches_the_model_between_its_cells_and_back(txt2img
     service.switch_model(other)
     alone = pixels(service.run("txt2img", {**BASE, "seed": 6}).files[0])
     assert np.array_equal(pixels(generation.files[4]), alone), "the other model's cell, seed 6"
+
+
+def test_max_script_jobs_bounds_every_script(tmp_path):
+    service = StudioService(PipelineManager.load("demo", device="cpu"), tmp_path, [
+        Upscale(tmp_path / "upscale_models", max_script_jobs=4), Scripts(max_jobs=4)])
+    with pytest.raises(ValueError, match=r"the X/Y/Z plot would have 6 cells; at most 4 \(--max-script-jobs\)"):
+        service.build("txt2img", {**BASE, "script_name": "X/Y/Z plot", "script_args": [
+            "Seed", "1-3", [], "Steps", "1,2", [], "Nothing", "", [], *XYZ_TAIL]})
+    with pytest.raises(ValueError, match=r"prompt: 3 parts make 8 prompts; at most 4 \(--max-script-jobs\)"):
+        service.build("txt2img", {**BASE, "prompt": "a|b|c|d", "script_name": "Prompt matrix"})
+    with pytest.raises(ValueError, match=r"tiles is 9 tiles; at most 4 \(--max-script-jobs"):
+        service.build("img2img", {**BASE, "image": Image.new("RGB", (64, 64)), "script_name": "SD upscale",
+                                  "script_args": ["", 16, "Lanczos", 2]})

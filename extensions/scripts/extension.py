@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from extensions.base import SOLO, Extension, Script, ScriptPlan
-from extensions.scripts.fields import MAX_ARGS, SCRIPT_ARGS, SCRIPT_NAME
+from extensions.base import SOLO, Extension, Script, ScriptPlan, Settings
+from extensions.scripts.fields import MAX_ARGS, MAX_JOBS, SCRIPT_ARGS, SCRIPT_NAME
 from extensions.scripts.prompt_matrix import PromptMatrix
 from extensions.scripts.prompts_from_file import PromptsFromFile
 from extensions.scripts.xyz import XyzPlot
@@ -30,8 +30,12 @@ class Scripts(Extension):
     fields = (SCRIPT_NAME, SCRIPT_ARGS)
     modes = ("txt2img", "img2img", "inpaint")
 
-    def __init__(self):
-        self.own = (XyzPlot(), PromptMatrix(), PromptsFromFile())
+    def __init__(self, max_jobs: int = MAX_JOBS):
+        self.own = (XyzPlot(max_jobs), PromptMatrix(max_jobs), PromptsFromFile(max_jobs))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Scripts:
+        return cls(settings.max_script_jobs)
 
     def scripts(self) -> tuple[Script, ...]:
         return self.own

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from extensions.base import Cell, Script, ScriptPlan
-from extensions.scripts.fields import MAX_JOBS
 from extensions.scripts.grid import image_grid, with_legend
 from extensions.scripts.values import fixed_seed, with_entries
 from models.fields import Field
@@ -44,8 +43,9 @@ class PromptMatrix(Script):
         options = [part.strip().strip(",") for part in parts[1:]]
         if not options:
             raise ValueError(f"{key}: a prompt matrix needs parts after '|', got {brief(fields.get(key) or '')}")
-        if 2 ** len(options) > MAX_JOBS:
-            raise ValueError(f"{key}: {len(options)} parts make {2 ** len(options)} prompts; at most {MAX_JOBS}")
+        if 2 ** len(options) > self.max_jobs:
+            raise ValueError(f"{key}: {len(options)} parts make {2 ** len(options)} prompts; at most {self.max_jobs} "
+                             "(--max-script-jobs)")
         joiner = ", " if delimiter == "comma" else " "
         seed = fixed_seed(fields.get("seed"))
         jobs = []

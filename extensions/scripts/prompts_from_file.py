@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from extensions.base import Script, ScriptPlan
-from extensions.scripts.fields import MAX_JOBS
 from extensions.scripts.values import fixed_seed
 from models.fields import Field
 from models.validate import brief
@@ -57,8 +56,8 @@ class PromptsFromFile(Script):
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         if not lines:
             raise ValueError("script_args[3]: give at least one line")
-        if len(lines) > MAX_JOBS:
-            raise ValueError(f"script_args[3]: {len(lines)} lines; at most {MAX_JOBS}")
+        if len(lines) > self.max_jobs:
+            raise ValueError(f"script_args[3]: {len(lines)} lines; at most {self.max_jobs} (--max-script-jobs)")
         seed = fixed_seed(fields.get("seed")) if iterate or same_seed else fields.get("seed", -1)
         jobs = []
         for number, line in enumerate(lines):

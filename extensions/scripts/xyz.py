@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from extensions.base import Cell, Script, ScriptPlan
-from extensions.scripts.fields import MAX_JOBS
 from extensions.scripts.grid import image_grid, with_legend
-from extensions.scripts.values import fixed_seed, joined_values, numbers, split_values, with_entries
+from extensions.scripts.values import MAX_VALUES, fixed_seed, joined_values, numbers, split_values, with_entries
 from models.fields import Field
 from models.request import tab_of
 from models.sampler_names import join_name, split_name
@@ -142,8 +141,9 @@ class XyzPlot(Script):
         values = [self._values(axis, args[3 * number + 1], args[3 * number + 2], 3 * number + 1, fields)
                   for number, axis in enumerate(axes)]
         cells = len(values[0]) * len(values[1]) * len(values[2])
-        if cells > MAX_JOBS:
-            raise ValueError(f"script_args: the X/Y/Z plot would have {cells} cells; at most {MAX_JOBS}")
+        if cells > self.max_jobs:
+            raise ValueError(f"script_args: the X/Y/Z plot would have {cells} cells; at most {self.max_jobs} "
+                             "(--max-script-jobs)")
         base = dict(fields)
         if not no_fixed_seeds:
             base["seed"] = fixed_seed(base.get("seed"))
@@ -204,8 +204,8 @@ class XyzPlot(Script):
         if axis.kind in (int, float):
             return numbers(name, text, axis.kind)
         found = split_values(text)
-        if len(found) > MAX_JOBS:
-            raise ValueError(f"{name}: more than {MAX_JOBS} values")
+        if len(found) > MAX_VALUES:
+            raise ValueError(f"{name}: more than {MAX_VALUES} values")
         if axis.kind == "order":
             if len(found) > 4:
                 raise ValueError(f"{name}: at most 4 words to order ({len(found)}! orders otherwise)")

@@ -56,21 +56,23 @@ class Upscale(Extension):
     placement = "size"  # the Hires. fix accordion, under the width and height
     tab_name = "extras"
 
-    def __init__(self, folder: str | Path):
+    def __init__(self, folder: str | Path, max_script_jobs: int = 64):
         self.library = UpscalerLibrary(folder)
         self.manager = None
+        self.max_script_jobs = max_script_jobs  # SD upscale's most tiles
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Upscale:
         settings.upscaler_dir.mkdir(parents=True, exist_ok=True)  # so users see where to drop models
-        return cls(settings.upscaler_dir)
+        return cls(settings.upscaler_dir, settings.max_script_jobs)
 
     def install(self, manager) -> None:
         self.manager = manager
         manager.pipeline_hooks.append(self._hook)
 
     def scripts(self) -> tuple:
-        return (SdUpscale(self.upscaler_names, lambda picture, name, size: self.upscale(picture, name, size=size)),)
+        return (SdUpscale(self.upscaler_names, lambda picture, name, size: self.upscale(picture, name, size=size),
+                          self.max_script_jobs),)
 
     def upscaler_names(self) -> list[str]:
         return [*PIXEL_UPSCALERS, *self.library.names()]

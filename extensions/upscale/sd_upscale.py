@@ -23,7 +23,6 @@ from models.request import MAX_SEED
 from models.validate import brief
 
 TITLE = "SD upscale"
-MAX_TILES = 64
 ARGUMENTS = (
     Field("info", "text", ""),  # A1111's note in its UI: no value
     Field("overlap", "int", 64, minimum=0, maximum=256, step=16, label="Tile overlap"),
@@ -42,9 +41,10 @@ class SdUpscale(Script):
     modes = ("img2img",)
     arguments = ARGUMENTS
 
-    def __init__(self, names: Callable[[], list[str]], upscale: Callable[..., Image.Image]):
-        """`names`: the upscalers, in /sdapi/v1/upscalers' order; `upscale(picture, name, scale)`: through the
-        queue."""
+    def __init__(self, names: Callable[[], list[str]], upscale: Callable[..., Image.Image], max_jobs: int = 64):
+        """`names`: the upscalers, in /sdapi/v1/upscalers' order; `upscale(picture, name, size)`: through the
+        queue; `max_jobs`: the most tiles."""
+        super().__init__(max_jobs)
         self.names, self.upscale = names, upscale
 
     def choices(self, argument: str, mode: str) -> list[str] | None:
@@ -68,11 +68,12 @@ class SdUpscale(Script):
             raise ValueError(f"script_args[3]: the upscaled picture ({size[0]}x{size[1]}) is smaller than a tile "
                              f"({tile[0]}x{tile[1]}, the width and height)")
         tiles = tiles_for(size, tile, overlap)
-        if len(tiles) > MAX_TILES:
+        if len(tiles) > self.max_jobs:
             raise ValueError(f"script_args[3]: {size[0]}x{size[1]} in {tile[0]}x{tile[1]} tiles is {len(tiles)} "
-                             f"tiles; at most {MAX_TILES} (a larger width and height make fewer)")
+                             f"tiles; at most {self.max_jobs} (--max-script-jobs; a larger width and height make "
+                             "fewer)")
         seed = fields.get("seed", -1)
-        seed = seed if isinstance(seed, int) and seed >= 0 else random.randint(0, MAX_SEED - MAX_TILES)
+        seed = seed if isinstance(seed, int) and seed >= 0 else random.randint(0, MAX_SEED - len(tiles))
 
         def jobs() -> list:
             upscaled = self.upscale(picture, upscaler, size).convert("RGB")
