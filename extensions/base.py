@@ -155,6 +155,7 @@ class ScriptPlan:
     jobs: Callable[[], list[PlannedJob]]
     compose: Callable[[list[Cell]], list[tuple[Image.Image, str]]]  # the jobs' cells -> (image, infotext), ...
     keep_cells: bool = True  # the jobs' own images follow the script's
+    size: int = 1  # the jobs it will run, for what it costs
 
 
 class Script:

@@ -227,6 +227,12 @@ class StudioService:
         return self.manager.estimate(request, [each for extension in self.extensions
                                                for each in extension.passes(request)])
 
+    def total_estimate(self, request: GenerationRequest) -> float | None:
+        """`estimate`, times the jobs of the script the request asks for (the budget bounds each job, not a
+        script; the status line shows the whole)."""
+        seconds, plan = self.estimate(request), self.script_plan(request)
+        return seconds * plan.size if seconds is not None and plan is not None else seconds
+
     def _over_budget(self, request: GenerationRequest, seconds: float) -> str:
         native = self.default_size
         smaller = self.manager.estimate(request.replace(width=native, height=native))  # without added passes

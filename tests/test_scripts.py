@@ -244,3 +244,11 @@ def test_max_script_jobs_bounds_every_script(tmp_path):
     with pytest.raises(ValueError, match=r"tiles is 9 tiles; at most 4 \(--max-script-jobs"):
         service.build("img2img", {**BASE, "image": Image.new("RGB", (64, 64)), "script_name": "SD upscale",
                                   "script_args": ["", 16, "Lanczos", 2]})
+
+
+def test_a_scripts_estimate_is_its_jobs(service):
+    request, _ = service.build("txt2img", {**BASE, "script_name": "X/Y/Z plot", "script_args": [
+        "Seed", "1-3", [], "Nothing", "", [], "Nothing", "", [], *XYZ_TAIL]})
+    single, _ = service.build("txt2img", BASE)
+    assert service.total_estimate(request) == pytest.approx(3 * service.estimate(single))
+    assert service.total_estimate(single) == service.estimate(single)

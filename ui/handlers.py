@@ -75,7 +75,7 @@ class Handlers:
             request, warnings = await run_in_threadpool(self.service.build, mode, fields)
             job = self.service.submit(request, warnings)
             report, reported, shown = _progress_reporter(progress), 0, None
-            status = JobStatus(self.service.estimate(request))
+            status = JobStatus(self.service.total_estimate(request))
             async with contextlib.aclosing(polled(job, self.service.queue)) as polls:
                 async for _ in polls:
                     line = ""
@@ -140,7 +140,7 @@ class Handlers:
                 return estimate_line(None, str(error))
             except ValueError:
                 return ""  # a value being typed: Generate names it
-            return estimate_line(self.service.estimate(request))
+            return estimate_line(self.service.total_estimate(request))
 
         return event
 

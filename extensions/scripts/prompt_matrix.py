@@ -64,7 +64,7 @@ class PromptMatrix(Script):
             grid = with_legend(grid, first.images[0].size, columns, rows if len(options) > 1 else [], margin)
             return [(grid, with_entries(first.infotexts[0], {"Script": TITLE}))]
 
-        return ScriptPlan(TITLE, lambda: jobs, compose)
+        return ScriptPlan(TITLE, lambda: jobs, compose, size=len(jobs))
 
 
 def _label(options: list[str], number: int) -> str:

@@ -72,7 +72,7 @@ class PromptsFromFile(Script):
             jobs.append((mode, job, model))
             if iterate:
                 seed += int(job.get("batch_size") or 1)
-        return ScriptPlan(TITLE, lambda: jobs, lambda cells: [])
+        return ScriptPlan(TITLE, lambda: jobs, lambda cells: [], size=len(jobs))
 
 
 def _options(line: str, number: int) -> dict:

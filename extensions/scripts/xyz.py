@@ -165,7 +165,7 @@ class XyzPlot(Script):
         def compose(cells: list[Cell]) -> list:
             return _grids(cells, (len(xs), len(ys), len(zs)), labels, draw_legend, sub_grids, margin, entries)
 
-        return ScriptPlan(TITLE, lambda: jobs, compose, keep_cells=lone)
+        return ScriptPlan(TITLE, lambda: jobs, compose, keep_cells=lone, size=len(jobs))
 
     def choices(self, argument: str, mode: str) -> list[str] | None:
         if not argument.endswith("_type"):

@@ -89,7 +89,7 @@ class SdUpscale(Script):
                                "SD upscale upscaler": upscaler})
             return [(joined(pictures, tiles, size, overlap), format_infotext(prompt, negative, parameters))]
 
-        return ScriptPlan(TITLE, jobs, compose, keep_cells=False)
+        return ScriptPlan(TITLE, jobs, compose, keep_cells=False, size=len(tiles))
 
     def _upscaler(self, value) -> str:
         names = self.names()
