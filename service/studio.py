@@ -252,7 +252,10 @@ class StudioService:
         """`build`, then the job through the queue, waited for here (what the UI and gradio_client do); `on_step`
         is called from this thread as the job's steps advance. Raises QueueFull when the queue has no room."""
         request, warnings = self.build(mode, fields)
-        if self.direct and self.script_plan(request) is None:
+        if self.direct:
+            if self.script_plan(request) is not None:  # its jobs would run outside the borrowed GPU
+                raise ValueError("script_name: scripts run their jobs through the job queue, which this deployment "
+                                 "(ZeroGPU) does not use")
             return self.generate(request, warnings, on_step)
         return wait_for(self.submit(request, warnings), on_step)
 

@@ -252,3 +252,11 @@ def test_a_scripts_estimate_is_its_jobs(service):
     single, _ = service.build("txt2img", BASE)
     assert service.total_estimate(request) == pytest.approx(3 * service.estimate(single))
     assert service.total_estimate(single) == service.estimate(single)
+
+
+def test_on_zerogpu_a_script_is_refused_with_the_reason(tmp_path):
+    service = StudioService(PipelineManager.load("demo", device="cpu"), tmp_path, [Scripts()], direct=True)
+    with pytest.raises(ValueError, match=r"script_name: scripts run their jobs through the job queue, which this "
+                                         r"deployment \(ZeroGPU\) does not use"):
+        service.run("txt2img", {**BASE, "script_name": "X/Y/Z plot", "script_args": [
+            "Seed", "1,2", [], "Nothing", "", [], "Nothing", "", [], *XYZ_TAIL]})
