@@ -103,6 +103,7 @@ def test_second_pass_steps_and_schedule_as_a1111():
 # -- on the models -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_every_upscaler_kind_gives_the_size_and_the_infotext(demo):
     results = {}
     for upscaler in (*LATENT_UPSCALERS, "None", "Lanczos", "Nearest", "tiny-x2"):
@@ -118,6 +119,7 @@ def test_every_upscaler_kind_gives_the_size_and_the_infotext(demo):
             assert not np.array_equal(pixels(results[name]), pixels(results[other])), (name, other)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["demo", "four"])
 def test_a_pixel_upscaler_equals_txt2img_then_the_upscale_then_img2img(model, request):
     """The second pass is plain img2img at the larger size, with the seeds' noise and A1111's schedule: hires fix
@@ -163,6 +165,7 @@ def test_hires_prompt_and_sampler_of_their_own(demo):
     assert parameters["Hires sampler"] == "DPM++ 2M" and parameters["Sampler"] == "Euler a"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model, upscaler", [("demo", "Latent"), ("demo", "Lanczos"), ("four", "Latent")])
 def test_lora_and_controlnet_act_in_both_passes(model, upscaler, request, monkeypatch):
     service, scale = request.getfixturevalue(model), SCALE[model]

@@ -86,6 +86,7 @@ def test_two_loras_equal_plain_diffusers_with_the_same_adapters(manager, folder)
     assert difference(ours, np.asarray(image).astype(int)) <= 1
 
 
+@pytest.mark.slow
 def test_concurrent_clients_with_different_sets_each_get_what_they_get_alone(manager):
     sets = [(), (("kohya_a", 1.0),), (("peft_b", 0.5),), (("kohya_a", 0.3), ("peft_b", 0.9))]
     alone = [generate(manager, loras, seed=index) for index, loras in enumerate(sets)]
@@ -107,6 +108,7 @@ def adapters_in(manager) -> set[str]:
     return {name for names in manager.pipelines["inpaint"].get_list_adapters().values() for name in names}
 
 
+@pytest.mark.slow
 def test_the_cap_bounds_loaded_adapters_and_an_evicted_one_reloads(manager):
     first = generate(manager, (("m0", 1.0),))
     for index in range(1, 6):

@@ -89,6 +89,7 @@ def test_pickle_checkpoints_are_refused_before_reading(tmp_path, name):
         PipelineManager.load(str(path))
 
 
+@pytest.mark.slow
 def test_every_sampler_runs_with_a_fresh_scheduler(demo_manager):
     shared = demo_manager.pipelines["txt2img"]
     scheduler_before, config_before = shared.scheduler, dict(shared.scheduler.config)

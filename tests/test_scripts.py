@@ -233,6 +233,7 @@ def test_a_checkpoint_axis_switches_the_model_between_its_cells_and_back(txt2img
     assert np.array_equal(pixels(generation.files[4]), alone), "the other model's cell, seed 6"
 
 
+@pytest.mark.slow
 def test_max_script_jobs_bounds_every_script(tmp_path):
     service = StudioService(PipelineManager.load("demo", device="cpu"), tmp_path, [
         Upscale(tmp_path / "upscale_models", max_script_jobs=4), Scripts(max_jobs=4)])
@@ -254,6 +255,7 @@ def test_a_scripts_estimate_is_its_jobs(service):
     assert service.total_estimate(single) == service.estimate(single)
 
 
+@pytest.mark.slow
 def test_on_zerogpu_a_script_is_refused_with_the_reason(tmp_path):
     service = StudioService(PipelineManager.load("demo", device="cpu"), tmp_path, [Scripts()], direct=True)
     with pytest.raises(ValueError, match=r"script_name: scripts run their jobs through the job queue, which this "
