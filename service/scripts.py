@@ -45,9 +45,6 @@ class ScriptRun:
             raise self.error
         return self.result
 
-    def on_step(self, done: int, total: int) -> None:  # as a QueuedJob's (the service reports to it)
-        self.step, self.steps = done, total
-
     def stop(self) -> None:
         """Interrupt: the running jobs stop inside their step, the rest do not run; the script's images are made
         of what was done."""

@@ -11,7 +11,7 @@ import re
 
 import torch
 
-from extensions.prompts.encoder import PromptEncoder, Tokenized
+from extensions.prompts.encoder import PromptEncoder, Tokenized, padded_alike
 from extensions.prompts.schedule import schedule
 
 _AND = re.compile(r"\bAND\b")
@@ -60,10 +60,7 @@ class EditedPrompts:
         texts = tuple(next((text for end, text in entries if step <= end), entries[-1][1])
                       for entries in self.schedules)
         if texts not in self._steps:
-            tensors = [self.encoded[text][1] for text in texts]
-            longest, empty = max(tensor.shape[1] for tensor in tensors), self.encoded[""][1]
-            padded = [torch.cat([tensor, *[empty] * ((longest - tensor.shape[1]) // empty.shape[1])], dim=1)
-                      for tensor in tensors]
+            padded = padded_alike([self.encoded[text][1] for text in texts], self.encoded[""][1])
             cond, uncond = torch.cat(padded[:-1], dim=1), torch.cat([padded[-1]] * (len(padded) - 1), dim=1)
             self._steps[texts] = cond.expand(self.batch, -1, -1), uncond.expand(self.batch, -1, -1)
         return self._steps[texts]

@@ -190,9 +190,13 @@ class PromptEncoder:
 def pad_chunks(cond: torch.Tensor, uncond: torch.Tensor, empty: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The prompt and the negative prompt with as many chunks each, the shorter padded with empty-prompt chunks
     (A1111's "pad prompt/negative prompt to be same length"): diffusers batches them together."""
-    def padded(tensor: torch.Tensor, chunks: int) -> torch.Tensor:
-        missing = chunks - tensor.shape[1] // empty.shape[1]
-        return torch.cat([tensor, *[empty] * missing], dim=1) if missing else tensor
+    cond, uncond = padded_alike([cond, uncond], empty)
+    return cond, uncond
 
-    chunks = max(cond.shape[1], uncond.shape[1]) // empty.shape[1]
-    return padded(cond, chunks), padded(uncond, chunks)
+
+def padded_alike(tensors: list[torch.Tensor], empty: torch.Tensor) -> list[torch.Tensor]:
+    """Conditionings with as many chunks each as the longest, the others padded with `empty` (the empty prompt's
+    one chunk)."""
+    chunks = max(tensor.shape[1] for tensor in tensors) // empty.shape[1]
+    return [torch.cat([tensor, *[empty] * (chunks - tensor.shape[1] // empty.shape[1])], dim=1)
+            if tensor.shape[1] // empty.shape[1] < chunks else tensor for tensor in tensors]
