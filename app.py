@@ -91,8 +91,9 @@ class AppConfig:
                                "approx (latents to RGB without the VAE), taesd (a tiny VAE) or off", "choice",
                                PREVIEW_MODES)
     preview_every: int = option("SD_PREVIEW_EVERY", 5, "steps between live previews", "whole")
-    taesd: str = option("SD_TAESD", "madebyollin/taesd",
-                        "the tiny VAE for taesd previews: a diffusers folder or a Hub id")
+    taesd: str = option("SD_TAESD", "",
+                        "the tiny VAE for taesd previews: a diffusers folder or a Hub id (empty: the model family's, "
+                        "madebyollin/taesd or madebyollin/taesdxl)")
     backend: str = option("SD_BACKEND", "local",
                           "local (the model in this process) or ray (Ray Serve replicas, each with its own copy)",
                           "choice", BACKENDS)

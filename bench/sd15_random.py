@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from models.loading import SINGLE_FILE_CONFIGS
+from models.families import SD1
 
 CACHE = Path(__file__).resolve().parent / "results" / "models"
 
@@ -24,7 +24,7 @@ def build(folder: Path, inpainting: bool = True) -> Path:
 
     if (folder / "model_index.json").exists():
         return folder
-    configs = SINGLE_FILE_CONFIGS[9 if inpainting else 4]
+    configs = SD1.config_folder(9 if inpainting else 4)
     torch.manual_seed(0)
     components = {
         "unet": UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(configs / "unet")),

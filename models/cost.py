@@ -87,7 +87,8 @@ class CostModel:
         def step(scale: int):
             latents = torch.zeros(1, unet.config.in_channels, SMALL * scale, SMALL * scale, device=parameter.device,
                                   dtype=parameter.dtype)
-            unet(latents, torch.tensor(500, device=parameter.device), encoder_hidden_states=context)
+            unet(latents, torch.tensor(500, device=parameter.device), encoder_hidden_states=context,
+                 added_cond_kwargs=size_conditioning(unet, parameter))
 
         def decode(scale: int):
             latents = torch.zeros(1, vae.config.latent_channels, SMALL * scale, SMALL * scale,
@@ -120,3 +121,13 @@ class CostModel:
 
     def step_flops(self, width: int, height: int, images: int, guided: bool) -> float:
         return self.growth()[0].at(width * height) * images * (2 if guided else 1)
+
+
+def size_conditioning(unet, like: torch.Tensor) -> dict | None:
+    """An SDXL U-Net's extra inputs (zeros): the pooled text and the six numbers of the size conditioning."""
+    config = unet.config
+    if config.addition_embed_type != "text_time":
+        return None
+    pooled = config.projection_class_embeddings_input_dim - 6 * config.addition_time_embed_dim
+    return {"text_embeds": torch.zeros(1, pooled, device=like.device, dtype=like.dtype),
+            "time_ids": torch.zeros(1, 6, device=like.device, dtype=like.dtype)}

@@ -9,16 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import DiffusionPipeline, StableDiffusionInpaintPipeline, StableDiffusionPipeline
+from diffusers import DiffusionPipeline
 from safetensors import safe_open
 
+from models import families
 from models.demo.shipped import PIPELINE_DIR as DEMO_MODEL_DIR  # the trained shapes model
 from models.files import PICKLE_SUFFIXES, is_hub_id, sha256
 
-MODELS_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-inpainting"
-# Component configs of SD 1.5 (no weights), so a single-file checkpoint loads without reaching the Hub.
-SINGLE_FILE_CONFIGS = {4: MODELS_DIR / "configs" / "sd15", 9: MODELS_DIR / "configs" / "sd15-inpainting"}
 _UNET_KEY = "model.diffusion_model.input_blocks.0.0.weight"  # the U-Net's conv_in in A1111 checkpoints
 
 
@@ -68,24 +66,28 @@ def local_path(source: ModelSource) -> str:
 
 
 def load_pipeline(source: ModelSource, path: str, dtype: torch.dtype, config: str | None = None) -> DiffusionPipeline:
-    """Load the base pipeline from `path` on the CPU in `dtype`. `config` overrides a single file's configs."""
+    """Load the base pipeline from `path` on the CPU in `dtype`. `config` overrides a single file's configs (the
+    family's in models/configs/)."""
     common = {"dtype": dtype, "safety_checker": None, "requires_safety_checker": False}
     if source.kind == "single_file":
-        in_channels = single_file_unet_channels(path)
-        cls = StableDiffusionInpaintPipeline if in_channels == 9 else StableDiffusionPipeline
-        config = config or str(SINGLE_FILE_CONFIGS[in_channels])
-        return cls.from_single_file(path, config=config, local_files_only=True, **common)
+        family, in_channels = single_file_family(path)
+        cls = family.inpaint if in_channels == 9 else family.txt2img
+        config = config or str(family.config_folder(in_channels))
+        tokenizers = {} if family is families.SD1 else families.tokenizers(family)  # SD 1.x's configs hold theirs
+        return cls.from_single_file(path, config=config, local_files_only=True, **tokenizers, **common)
     return DiffusionPipeline.from_pretrained(path, use_safetensors=True, **common)
 
 
-def single_file_unet_channels(path: str) -> int:
+def single_file_family(path: str) -> tuple[families.Family, int]:
+    """The family of an A1111 checkpoint and its U-Net's input channels (9: an inpainting model), from its keys."""
     with safe_open(path, framework="pt") as checkpoint:
-        if _UNET_KEY not in checkpoint.keys():
-            raise ValueError(f"model file {path!r} has no Stable Diffusion 1.x U-Net ({_UNET_KEY} is missing)")
+        keys = list(checkpoint.keys())
+        if _UNET_KEY not in keys:
+            raise ValueError(f"model file {path!r} has no Stable Diffusion U-Net ({_UNET_KEY} is missing)")
         channels = checkpoint.get_slice(_UNET_KEY).get_shape()[1]
-    if channels not in SINGLE_FILE_CONFIGS:
-        raise ValueError(f"model file {path!r} has a {channels}-channel U-Net; SD 1.x has 4 or 9")
-    return channels
+    family = families.of_checkpoint(keys, path)
+    family.config_folder(channels)  # an unknown channel count is refused before anything loads
+    return family, channels
 
 
 def model_hash(source: ModelSource, path: str) -> str:

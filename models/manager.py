@@ -18,25 +18,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from diffusers import (
-    DiffusionPipeline,
-    StableDiffusionImg2ImgPipeline,
-    StableDiffusionInpaintPipeline,
-    StableDiffusionPipeline,
-)
+from diffusers import DiffusionPipeline
 from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.resnet import ResnetBlock2D
 from diffusers.utils import logging as diffusers_logging
 from PIL import Image
 from transformers.utils import logging as transformers_logging
 
-from models import loading
+from models import families, loading
 from models.cost import CostModel, Pass
 from models.device import Runtime, resolve_runtime
 from models.files import hub_unreachable, own_memory
 from models.limits import TooLarge
 from models.offload import Offload
-from models.previews import TAESD, LatentPreviewer, TinyVaePreviewer
+from models.previews import LatentPreviewer, TinyVaePreviewer
 from models.request import BATCH_RANGE, MAX_SEED, GenerationRequest
 from models.samplers import make_scheduler
 from models.step_conditioning import SCHEDULE, scheduled
@@ -65,6 +60,10 @@ class GenerationResult:
 
 class PipelineManager:
     def __init__(self, base: DiffusionPipeline, source: loading.ModelSource, runtime: Runtime, model_hash: str = ""):
+        self.family = families.of_pipeline(base)
+        if self.family is families.SDXL_REFINER:
+            raise ValueError(f"model {source.name!r} is an SDXL refiner: it refines an SDXL model's images and cannot "
+                             "be the base model")
         self.source = source
         self.runtime = runtime
         self.model_hash = model_hash
@@ -73,7 +72,7 @@ class PipelineManager:
         self.configurers: list[Configurer] = []  # in the order the extensions were installed
         self.pipeline_hooks: list[PipelineHook] = []
         self.unet_compiled = False
-        self.previewer = LatentPreviewer.for_model(None)  # the model's latent-to-RGB map (load() finds its own)
+        self.previewer = LatentPreviewer.for_model(None, self.family)  # latent-to-RGB (load() finds a fitted one)
         self.tiny_vae: TinyVaePreviewer | None = None  # taesd, when previews use it
         self.preview_every = 5  # steps between live previews; 0: none
         if runtime.offload == "none":  # else they stay in CPU memory and visit the device (models/offload.py)
@@ -85,7 +84,7 @@ class PipelineManager:
         if runtime.attention == "xformers":
             base.enable_xformers_memory_efficient_attention()
         base.set_progress_bar_config(disable=True)
-        self.pipelines = self._derive_pipelines(base)
+        self.pipelines = self._derive_pipelines(base, self.family)
         self.cost = CostModel(base.unet, base.vae, runtime.device.type, self.pipelines["txt2img"].vae_scale_factor)
         self._stoppable = False  # a call runs: an interrupt stops it inside a step, not only after it
         self._interrupt_hooks = [module.register_forward_pre_hook(self._stop_here) for module in base.unet.modules()
@@ -106,21 +105,19 @@ class PipelineManager:
         path = loading.local_path(source)
         base = loading.load_pipeline(source, path, runtime.dtype, single_file_config)
         manager = cls(base, source, runtime, loading.model_hash(source, path))
-        manager.previewer = LatentPreviewer.for_model(Path(path) if Path(path).is_dir() else None)
+        manager.previewer = LatentPreviewer.for_model(Path(path) if Path(path).is_dir() else None, manager.family)
         log.info("model %s (%s) on %s", source.name, source.kind, runtime.describe())
         return manager
 
     @staticmethod
-    def _derive_pipelines(base: DiffusionPipeline) -> dict[str, DiffusionPipeline]:
-        """A 9-channel (inpainting) U-Net runs every mode through the inpaint pipeline with a full mask."""
+    def _derive_pipelines(base: DiffusionPipeline, family: families.Family) -> dict[str, DiffusionPipeline]:
+        """The family's pipelines over `base`'s modules. A 9-channel (inpainting) U-Net runs every mode through the
+        inpaint pipeline with a full mask."""
         if base.unet.config.in_channels == 9:
-            inpaint = StableDiffusionInpaintPipeline.from_pipe(base)
+            inpaint = family.inpaint.from_pipe(base, **family.options)
             return {"txt2img": inpaint, "img2img": inpaint, "inpaint": inpaint}
-        return {
-            "txt2img": StableDiffusionPipeline.from_pipe(base),
-            "img2img": StableDiffusionImg2ImgPipeline.from_pipe(base),
-            "inpaint": StableDiffusionInpaintPipeline.from_pipe(base),
-        }
+        return {mode: getattr(family, mode).from_pipe(base, **family.options)
+                for mode in ("txt2img", "img2img", "inpaint")}
 
     # -- facts about the loaded model -------------------------------------------------------------------
 
@@ -136,8 +133,8 @@ class PipelineManager:
     def describe(self) -> str:
         kind = "inpainting (9-channel U-Net)" if self.is_inpainting_model else "4-channel U-Net"
         native = self.default_size
-        return (f"model: {self.source.name} [{self.model_hash}] · {kind} · native {native}x{native} · "
-                f"{self.runtime.describe()}")
+        return (f"model: {self.source.name} [{self.model_hash}] · {self.family.name} · {kind} · native "
+                f"{native}x{native} · {self.runtime.describe()}")
 
     def compile_unet(self, backend: str = "inductor", mode: str | None = None) -> None:
         """torch.compile the shared U-Net in place, so every derived pipeline runs the compiled one. Extensions
@@ -163,12 +160,14 @@ class PipelineManager:
             self.generate(request)
         log.info("warmed up at %dx%d in %.1f s", side, side, time.perf_counter() - started)
 
-    def set_previews(self, mode: str, every: int, taesd: str = TAESD) -> None:
-        """Live previews every `every` steps: `approx`, `taesd` (the tiny VAE from the folder or Hub id `taesd`;
+    def set_previews(self, mode: str, every: int, taesd: str = "") -> None:
+        """Live previews every `every` steps: `approx`, `taesd` (the tiny VAE from the folder or Hub id `taesd`, by
+        default the family's;
         approx when it cannot be loaded, with a warning in the log), or `off` (the model's map stays for when they
         come back)."""
         self.preview_every = every if mode in ("approx", "taesd") else 0
         self.tiny_vae = None
+        taesd = taesd or self.family.taesd
         if mode == "taesd":
             try:
                 self.tiny_vae = TinyVaePreviewer.load(taesd)
@@ -463,7 +462,7 @@ def free_device_memory(device: torch.device) -> None:
 
 def pipeline_view(pipeline_class, pipe: DiffusionPipeline, scheduler) -> DiffusionPipeline:
     """A throw-away `pipeline_class` over `pipe`'s modules (no copy) with a scheduler of its own, progress bar off."""
-    view = pipeline_class(**{**pipe.components, "scheduler": scheduler})
+    view = pipeline_class(**{**pipe.components, "scheduler": scheduler}, **families.options_of(pipeline_class))
     view.set_progress_bar_config(disable=True)
     return view
 
@@ -472,9 +471,11 @@ def _first_seed(request: GenerationRequest) -> int:
     return request.seed if request.seed != -1 else random.randint(0, MAX_SEED - request.batch_size + 1)
 
 
-TEXT_ARGUMENTS = ("prompt", "negative_prompt", "prompt_embeds", "negative_prompt_embeds", SCHEDULE)
+TEXT_ARGUMENTS = ("prompt", "negative_prompt", "prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
+                  "negative_pooled_prompt_embeds", SCHEDULE)
 # The call arguments that hold one entry per image (lists, or tensors along their first dimension).
-PER_IMAGE = frozenset({"prompt", "negative_prompt", "prompt_embeds", "negative_prompt_embeds", "generator", "image",
+PER_IMAGE = frozenset({"prompt", "negative_prompt", "prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
+                       "negative_pooled_prompt_embeds", "generator", "image",
                        "mask_image", "masked_image_latents"})
 
 Call = tuple[DiffusionPipeline, dict, dict]  # a request's pipeline, call arguments and infotext entries

@@ -1,10 +1,11 @@
 """Live previews: a running job's latents as a picture, every few steps, without the VAE.
 
 `approx` maps the 4 latent channels to RGB with a linear map per pixel, then enlarges it to the generation size
-(A1111's "Approx cheap"). The map is SD 1.5's published one, unless the model folder ships its own fitted map in
-`latent_rgb.json` (the demo model's VAE is its own: training/fit_latent_rgb.py fits it). `taesd`: diffusers'
-AutoencoderTiny (madebyollin/taesd, trained to decode SD 1.x latents) makes a picture at the generation size,
-close to the final image, from a local folder or the Hub (`--taesd`). `off`: none.
+(A1111's "Approx cheap"). The map is the model family's published one (SD 1.5's or SDXL's, models/families.py),
+unless the model folder ships its own fitted map in `latent_rgb.json` (the demo model's VAE is its own:
+training/fit_latent_rgb.py fits it). `taesd`: diffusers' AutoencoderTiny (madebyollin/taesd for SD 1.x and 2.x
+latents, madebyollin/taesdxl for SDXL's) makes a picture at the generation size, close to the final image, from a
+local folder or the Hub (`--taesd`). `off`: none.
 """
 
 from __future__ import annotations
@@ -17,15 +18,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from models.families import SD1, Family
 from models.files import hub_unreachable
 
 PREVIEW_MODES = ("approx", "taesd", "off")
-TAESD = "madebyollin/taesd"  # the tiny VAE for SD 1.x latents
 FITTED_FILE = "latent_rgb.json"
-# SD 1.5's latents (as the pipeline holds them, scaled) to RGB in [-1, 1]: the widely used linear fit
-# (huggingface.co forum, "Decoding latents to RGB without upscaling"), as A1111's Approx cheap uses it.
-SD15_LATENT_RGB = ([[0.298, 0.207, 0.208], [0.187, 0.286, 0.173], [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]],
-                   [0.0, 0.0, 0.0])
 
 
 class LatentPreviewer:
@@ -34,13 +31,13 @@ class LatentPreviewer:
         self.bias = torch.tensor(bias, dtype=torch.float32)
 
     @classmethod
-    def for_model(cls, folder: Path | None) -> LatentPreviewer:
-        """The model's own fitted map when its folder ships one, else SD 1.5's."""
+    def for_model(cls, folder: Path | None, family: Family = SD1) -> LatentPreviewer:
+        """The model's own fitted map when its folder ships one, else its family's."""
         fitted = folder / FITTED_FILE if folder is not None else None
         if fitted is not None and fitted.is_file():
             data = json.loads(fitted.read_text())
             return cls(data["weights"], data["bias"])
-        return cls(*SD15_LATENT_RGB)
+        return cls(*family.latent_rgb)
 
     def pictures(self, latents: torch.Tensor, size: tuple[int, int]) -> list[Image.Image]:
         """Each latent of the batch as an RGB picture of `size` (width, height), enlarged with crisp pixels."""

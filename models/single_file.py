@@ -1,4 +1,5 @@
-"""Export a diffusers Stable Diffusion 1.x pipeline folder as one LDM / AUTOMATIC1111 ``.safetensors`` file.
+"""Export a diffusers Stable Diffusion pipeline folder (SD 1.x, SD 2.x, SDXL) as one LDM / AUTOMATIC1111
+``.safetensors`` file.
 
 Used by the tests, which need the single-file form of a diffusers model (the demo model is stored only as
 a diffusers folder), and by the user-facing export of a model in the A1111 checkpoint format.
@@ -9,12 +10,16 @@ generalisation of diffusers' ``scripts/convert_diffusers_to_original_stable_diff
 blocks and ``layers_per_block`` come from each component's ``config.json`` instead of SD 1.5's 4 x 2.
 Keys of the written file:
 
-    model.diffusion_model.*            U-Net  (input_blocks / middle_block / output_blocks / time_embed / out)
+    model.diffusion_model.*            U-Net  (input_blocks / middle_block / output_blocks / time_embed / out;
+                                       SDXL's size conditioning in label_emb)
     first_stage_model.*                VAE    (encoder.down / decoder.up / mid.attn_1 as 1x1 convs)
-    cond_stage_model.transformer.*     CLIP text encoder (text_model.* as in transformers < 5.6)
+    cond_stage_model.transformer.*     SD 1.x: CLIP text encoder (text_model.* as in transformers < 5.6)
+    cond_stage_model.model.*           SD 2.x: OpenCLIP text encoder (transformer.resblocks.*, in_proj q/k/v joined)
+    conditioner.embedders.0.transformer.*, conditioner.embedders.1.model.*   SDXL: CLIP, then OpenCLIP
 
-Tensors are copied unchanged (same dtype and values; only the VAE mid-attention weights get a 1x1 shape),
-so loading the file back gives the original weights exactly. Load it back, offline, with the diffusers
+Tensors are copied unchanged (same dtype and values; only the VAE mid-attention weights get a 1x1 shape, OpenCLIP's
+attention projections are joined and its text projection transposed), so loading the file back gives the original
+weights exactly. Load it back, offline, with the diffusers
 folder (or a copy of its config files and tokenizer) as ``config``:
 
     StableDiffusionInpaintPipeline.from_single_file(str(path), config=str(folder), local_files_only=True)
@@ -36,6 +41,8 @@ from safetensors.torch import load_file, save_file
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 CLIP_PREFIX = "cond_stage_model.transformer."
+OPEN_CLIP_PREFIX = "cond_stage_model.model."
+XL_PREFIXES = ("conditioner.embedders.0.transformer.", "conditioner.embedders.1.model.")
 
 _UNET_FIXED = {
     "time_embedding.linear_1": "time_embed.0",
@@ -43,6 +50,8 @@ _UNET_FIXED = {
     "conv_in": "input_blocks.0.0",
     "conv_norm_out": "out.0",
     "conv_out": "out.2",
+    "add_embedding.linear_1": "label_emb.0.0",  # SDXL's size and pooled-text conditioning
+    "add_embedding.linear_2": "label_emb.0.2",
 }
 _UNET_RESNET = {
     "norm1": "in_layers.0",
@@ -60,12 +69,19 @@ def save_single_file(pipeline_folder: str | Path, out_path: str | Path) -> Path:
     folder, out_path = Path(pipeline_folder), Path(out_path)
     unet, unet_config = _load_component(folder / "unet")
     vae, vae_config = _load_component(folder / "vae")
-    text_encoder, _ = _load_component(folder / "text_encoder")
+    text_encoder, text_config = _load_component(folder / "text_encoder")
 
     checkpoint = {}
     checkpoint.update({UNET_PREFIX + k: v for k, v in unet_to_ldm(unet, unet_config).items()})
     checkpoint.update({VAE_PREFIX + k: v for k, v in vae_to_ldm(vae, vae_config).items()})
-    checkpoint.update({CLIP_PREFIX + k: v for k, v in clip_to_ldm(text_encoder).items()})
+    if (folder / "text_encoder_2").is_dir():  # SDXL
+        text_encoder_2, _ = _load_component(folder / "text_encoder_2")
+        checkpoint.update({XL_PREFIXES[0] + k: v for k, v in clip_to_ldm(text_encoder).items()})
+        checkpoint.update({XL_PREFIXES[1] + k: v for k, v in open_clip_to_ldm(text_encoder_2).items()})
+    elif text_config["hidden_act"] == "gelu":  # SD 2.x's OpenCLIP
+        checkpoint.update({OPEN_CLIP_PREFIX + k: v for k, v in open_clip_to_ldm(text_encoder).items()})
+    else:
+        checkpoint.update({CLIP_PREFIX + k: v for k, v in clip_to_ldm(text_encoder).items()})
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in checkpoint.items()}, str(out_path), metadata={"format": "pt"})
@@ -142,6 +158,39 @@ def clip_to_ldm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """CLIP text encoder keys as LDM's ``FrozenCLIPEmbedder.transformer`` has them: ``text_model.*``."""
     # transformers >= 5.6 flattened CLIPTextModel (no ``text_model.`` level); LDM checkpoints keep it.
     return {k if k.startswith("text_model.") else f"text_model.{k}": v for k, v in state_dict.items()}
+
+
+_OPEN_CLIP_PARTS = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
+                    "self_attn.out_proj": "attn.out_proj"}
+
+
+def open_clip_to_ldm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A transformers CLIP text encoder's keys as OpenCLIP's (SD 2.x, SDXL's second encoder): its layers as
+    ``transformer.resblocks.N`` with q, k and v joined in ``attn.in_proj_*``, the text projection transposed."""
+    state_dict = {k.removeprefix("text_model."): v for k, v in state_dict.items()}
+    out = {}
+    for key, tensor in state_dict.items():
+        if key == "embeddings.position_embedding.weight":
+            out["positional_embedding"] = tensor
+        elif key == "embeddings.token_embedding.weight":
+            out["token_embedding.weight"] = tensor
+        elif key.startswith("final_layer_norm."):
+            out[key.replace("final_layer_norm.", "ln_final.")] = tensor
+        elif key == "text_projection.weight":
+            out["text_projection"] = tensor.T.contiguous()
+        elif m := re.fullmatch(r"encoder\.layers\.(\d+)\.self_attn\.q_proj\.(weight|bias)", key):
+            layer, kind = m[1], m[2]
+            parts = [state_dict[f"encoder.layers.{layer}.self_attn.{name}_proj.{kind}"] for name in "qkv"]
+            out[f"transformer.resblocks.{layer}.attn.in_proj_{kind}"] = torch.cat(parts)
+        elif re.fullmatch(r"encoder\.layers\.\d+\.self_attn\.[kv]_proj\.\w+", key):
+            continue  # joined with q's
+        elif m := re.fullmatch(r"encoder\.layers\.(\d+)\.(.+)\.(weight|bias)", key):
+            if m[2] not in _OPEN_CLIP_PARTS:
+                raise ValueError(f"text encoder key without an OpenCLIP equivalent: {key}")
+            out[f"transformer.resblocks.{m[1]}.{_OPEN_CLIP_PARTS[m[2]]}.{m[3]}"] = tensor
+        else:
+            raise ValueError(f"text encoder key without an OpenCLIP equivalent: {key}")
+    return out
 
 
 def _resnet(rest: str) -> str:

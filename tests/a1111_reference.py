@@ -333,6 +333,43 @@ def conditioning(
     return torch.hstack(encoded)
 
 
+@torch.no_grad()
+def conditioning_xl(
+    tokenizer_l, text_encoder_l, tokenizer_g, text_encoder_g, text: str, clip_skip: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cond (1, 77 * chunks, width_l + width_g), pooled (1, projection)): A1111's SDXL conditioner
+    (``repositories/generative-models/sgm/modules/encoders/modules.py: GeneralConditioner``, its crossattn
+    outputs concatenated on the last dimension) over the hijacked embedders of ``modules/sd_hijack_clip.py``
+    (``FrozenCLIPEmbedderForSDXLWithCustomWords``: ViT-L, padding with the end token) and
+    ``modules/sd_hijack_open_clip.py`` (``FrozenOpenCLIPEmbedder2WithCustomWords``: bigG, ``id_pad = 0``, the
+    tokens after the first end token replaced by it in ``process_tokens``); the pooled vector is the first
+    chunk's, before emphasis. The layer is Forge's (``backend/text_processing/classic_engine.py``: hidden
+    state ``-max(clip_skip, 2)`` for SDXL, no final layer norm), which at clip skip 1 and 2 is A1111's
+    penultimate layer. No embeddings."""
+
+    def embedder(tokenizer, text_encoder, pad: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        built, _ = chunks(tokenizer, text)
+        end = tokenizer.eos_token_id
+        encoded, pooled = [], None
+        for index, (tokens, weights, _) in enumerate(built):
+            ids = list(tokens)
+            first_end = ids.index(end)
+            ids[first_end + 1:] = [pad] * (len(ids) - first_end - 1)
+            out = text_encoder(input_ids=torch.tensor([ids]), output_hidden_states=True)
+            z = out.hidden_states[-max(clip_skip, 2)]
+            if index == 0:
+                pooled = getattr(out, "text_embeds", None)
+            multipliers = torch.asarray([weights])
+            mean_before = z.mean()
+            z = z * multipliers[..., None].expand(z.shape)
+            encoded.append(z * (mean_before / z.mean()))
+        return torch.hstack(encoded), pooled
+
+    cond_l, _ = embedder(tokenizer_l, text_encoder_l, tokenizer_l.eos_token_id)
+    cond_g, pooled = embedder(tokenizer_g, text_encoder_g, 0)
+    return torch.cat([cond_l, cond_g], dim=-1), pooled
+
+
 def pad_to_same_chunks(
     cond: torch.Tensor, uncond: torch.Tensor, empty: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,6 +8,7 @@ import pytest
 from accelerate import init_empty_weights
 
 from models import loading
+from models.families import SD1
 from models.manager import PipelineManager, load_or_demo
 from models.request import GenerationRequest
 from tests.conftest import DEMO
@@ -60,7 +61,7 @@ def test_single_file_without_a_unet_is_refused(tmp_path):
 
     path = tmp_path / "lora.safetensors"
     save_file({"lora_unet_down.weight": torch.zeros(2, 2)}, str(path))
-    with pytest.raises(ValueError, match="no Stable Diffusion 1.x U-Net"):
+    with pytest.raises(ValueError, match="no Stable Diffusion U-Net"):
         PipelineManager.load(str(path), device="cpu")
 
 
@@ -113,7 +114,7 @@ def test_shipped_sd15_configs_describe_the_real_architecture(in_channels):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    folder = loading.SINGLE_FILE_CONFIGS[in_channels]
+    folder = SD1.config_folder(in_channels)
     with init_empty_weights():
         unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
         vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae"))

@@ -1,13 +1,14 @@
-"""Prompts encoded as AUTOMATIC1111 encodes them for SD 1.x (modules/sd_hijack_clip.py): any length, in chunks of
-75 tokens, each with its own start and end tokens; emphasis weights; textual-inversion vectors in place of their
-names; clip skip.
+"""Prompts encoded as AUTOMATIC1111 encodes them (modules/sd_hijack_clip.py): any length, in chunks of 75 tokens,
+each with its own start and end tokens; emphasis weights; textual-inversion vectors in place of their names; clip
+skip. SD 1.x and 2.x have one text encoder (PromptEncoder), SDXL two (XLPromptEncoder).
 
 Chunking follows A1111's rules: a chunk closes at 75 tokens, but when a comma came among its last 20 tokens, what
 follows the comma moves on to the next chunk; BREAK closes a chunk early; an embedding that does not fit moves to
-the next chunk whole; every chunk is padded with the end token. Each chunk goes through the text encoder on its
-own; with clip skip N > 1 the output is the N-th layer from the end through the final layer norm; each token's
-output is scaled by its weight and the chunk then rescaled to its original mean ("Original" emphasis); the chunks
-are concatenated.
+the next chunk whole; every chunk is padded after its end token with the tokenizer's padding (the end token again
+for OpenAI's CLIP, "!" for OpenCLIP's). Each chunk goes through the text encoder on its own; with clip skip N > 1 the
+output is the N-th layer from the end through the final layer norm (SDXL: the N-th, at least the penultimate,
+without the norm, as A1111 and Forge take it); each token's output is scaled by its weight and the chunk then
+rescaled to its original mean ("Original" emphasis); the chunks are concatenated.
 """
 
 from __future__ import annotations
@@ -44,9 +45,13 @@ class Tokenized:
 
 
 class PromptEncoder:
+    minimal_skip = 1  # the layer from the end a clip skip of 1 takes (a larger clip skip takes an earlier one)
+    final_norm = True  # whether the layer taken goes through the final layer norm
+
     def __init__(self, tokenizer, text_encoder, embeddings: Mapping[str, Embedding] | None = None):
         self.tokenizer, self.text_encoder = tokenizer, text_encoder
-        self.start, self.end = tokenizer.bos_token_id, tokenizer.eos_token_id  # SD 1.x pads with the end token
+        self.start, self.end = tokenizer.bos_token_id, tokenizer.eos_token_id
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end
         self.comma = tokenizer.get_vocab().get(",</w>")
         self.layers = text_encoder.config.num_hidden_layers
         # transformers 5's CLIPTextModel holds the layers itself; 4.x's wraps them in `text_model`
@@ -147,21 +152,34 @@ class PromptEncoder:
     def encode_all(self, prompts: list[Tokenized], clip_skip: int = 1) -> list[torch.Tensor]:
         """Each prompt's conditioning, every chunk of every prompt through the text encoder at once (each chunk is
         still encoded on its own: a batch row)."""
+        hidden, _ = self.encode_chunks(prompts, clip_skip)
+        rows = iter(hidden)
+        return [torch.cat([next(rows) for _ in tokenized.chunks]).unsqueeze(0) for tokenized in prompts]
+
+    def encode_chunks(self, prompts: list[Tokenized], clip_skip: int) -> tuple[torch.Tensor, object]:
+        """(every chunk's weighted conditioning, (chunks, 77, width); the text encoder's output)."""
         chunks = [chunk for tokenized in prompts for chunk in tokenized.chunks]
         device = self.text_encoder.device
-        ids = torch.tensor([chunk.tokens for chunk in chunks], device=device)
+        ids = torch.tensor([self._padded(chunk.tokens) for chunk in chunks], device=device)
+        layer = max(clip_skip, self.minimal_skip)
         with self._vectors_in_place([chunk.embeddings for chunk in chunks]):
-            output = self.text_encoder(input_ids=ids, output_hidden_states=clip_skip > 1)
-        if clip_skip > 1:
-            hidden = self._final_layer_norm(output.hidden_states[-clip_skip])
+            output = self.text_encoder(input_ids=ids, output_hidden_states=layer > 1)
+        if layer > 1:
+            hidden = output.hidden_states[-layer]
+            hidden = self._final_layer_norm(hidden) if self.final_norm else hidden
         else:
             hidden = output.last_hidden_state
         weights = torch.tensor([chunk.weights for chunk in chunks], device=device, dtype=torch.float32)
         original_mean = hidden.mean(dim=(1, 2), keepdim=True)  # each chunk's own
         hidden = hidden * weights.to(hidden.dtype).unsqueeze(-1)
-        hidden = hidden * (original_mean / hidden.mean(dim=(1, 2), keepdim=True))
-        rows = iter(hidden)
-        return [torch.cat([next(rows) for _ in tokenized.chunks]).unsqueeze(0) for tokenized in prompts]
+        return hidden * (original_mean / hidden.mean(dim=(1, 2), keepdim=True)), output
+
+    def _padded(self, tokens: list[int]) -> list[int]:
+        """A chunk's tokens with the padding token after its first end token (A1111's process_tokens)."""
+        if self.pad == self.end:
+            return tokens
+        end = tokens.index(self.end)
+        return [*tokens[:end + 1], *[self.pad] * (len(tokens) - end - 1)]
 
     @contextlib.contextmanager
     def _vectors_in_place(self, embeddings: list[list[tuple[int, Embedding]]]):
@@ -185,6 +203,40 @@ class PromptEncoder:
             yield
         finally:
             handle.remove()
+
+
+class XLPromptEncoder:
+    """SDXL's conditioning, as A1111 and Forge make it: each chunk through both text encoders (OpenAI's CLIP ViT-L and
+    OpenCLIP's ViT-bigG), their penultimate layers (or earlier ones with clip skip 3 and up) without the final norm,
+    weighted each on its own and concatenated; and the pooled vector, the second encoder's projected output of the
+    prompt's first chunk, unweighted. Both tokenizers share CLIP's vocabulary, so the chunks are the same."""
+
+    def __init__(self, tokenizer, text_encoder, tokenizer_2, text_encoder_2):
+        self.first = PromptEncoder(tokenizer, text_encoder)
+        self.second = PromptEncoder(tokenizer_2, text_encoder_2)
+        for encoder in (self.first, self.second):
+            encoder.minimal_skip, encoder.final_norm = 2, False
+        self.minimal_skip = 2
+        self.layers = min(self.first.layers, self.second.layers)
+        self.tokenize, self.surely_plain = self.first.tokenize, self.first.surely_plain
+
+    names: list[str] = []  # SDXL's embeddings (a clip_l and a clip_g tensor) are listed as skipped, not used yet
+
+    def use_embeddings(self, embeddings: Mapping[str, Embedding]) -> None:
+        if embeddings:
+            raise ValueError("embeddings cannot be used with SDXL models yet")
+
+    @torch.no_grad()
+    def encode_all(self, prompts: list[Tokenized], clip_skip: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each prompt's (conditioning (1, 77 x chunks, both widths), pooled (1, projection))."""
+        first, _ = self.first.encode_chunks(prompts, clip_skip)
+        second, output = self.second.encode_chunks(prompts, clip_skip)
+        rows, pooled, encoded, start = torch.cat([first, second], dim=-1), output.text_embeds, [], 0
+        for tokenized in prompts:
+            count = len(tokenized.chunks)
+            encoded.append((torch.cat(list(rows[start:start + count])).unsqueeze(0), pooled[start:start + 1]))
+            start += count
+        return encoded
 
 
 def pad_chunks(cond: torch.Tensor, uncond: torch.Tensor, empty: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

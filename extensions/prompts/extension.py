@@ -19,7 +19,7 @@ from extensions.base import Extension, Panel, PreparedRequest, Route, Settings, 
 from extensions.prompts.composable import ComposedUNet
 from extensions.prompts.editing import EditedPrompts, composed
 from extensions.prompts.embeddings import EmbeddingLibrary
-from extensions.prompts.encoder import CHUNK, PromptEncoder, pad_chunks
+from extensions.prompts.encoder import CHUNK, PromptEncoder, XLPromptEncoder, pad_chunks
 from extensions.prompts.fields import CLIP_SKIP
 from extensions.prompts.schedule import edits, schedule, unreached
 from extensions.prompts.syntax import parse
@@ -56,16 +56,28 @@ class Prompts(Extension):
 
     def install(self, manager) -> None:
         pipe = manager.pipelines["txt2img"]
-        self.encoder = PromptEncoder(pipe.tokenizer, pipe.text_encoder)
-        self.width = pipe.text_encoder.get_input_embeddings().weight.shape[1]
+        encoders = [pipe.text_encoder, getattr(pipe, "text_encoder_2", None)]
+        if encoders[1] is not None:
+            self.encoder = XLPromptEncoder(pipe.tokenizer, pipe.text_encoder, pipe.tokenizer_2, pipe.text_encoder_2)
+        else:
+            self.encoder = PromptEncoder(pipe.tokenizer, pipe.text_encoder)
+        # an embedding fits a model as wide as its text encoders together (SDXL's: clip_l's and clip_g's, A1111's sum)
+        self.width = sum(encoder.get_input_embeddings().weight.shape[1] for encoder in encoders if encoder is not None)
         manager.pipeline_hooks.append(self._hook)
+
+    @property
+    def _xl(self) -> bool:
+        return isinstance(self.encoder, XLPromptEncoder)
 
     # -- the request ------------------------------------------------------------------------------------------
 
     def parse(self, mode: str, fields: Mapping, warnings: list[str]) -> PromptsPart | None:
-        composed(fields.get("prompt") or "")  # too many AND parts: an error now, not mid-run
+        parts, _ = composed(fields.get("prompt") or "")  # too many AND parts: an error now, not mid-run
         for name in ("prompt", "negative_prompt"):
             parse(fields.get(name) or "")  # a weight that is not a number is an error now, not mid-run
+            if self._xl and (edits(fields.get(name) or "") or name == "prompt" and len(parts) > 1):
+                raise ValueError(f"{name}: prompt editing ([from:to:when], [a|b]) and AND are not available for "
+                                 "SDXL models yet")
             # every chunk is a text encoder pass and widens the U-Net's cross-attention at every step: bounded, as
             # the characters are (BREAK makes a chunk of each word; some characters are several tokens)
             chunks = len(self.encoder.tokenize(fields.get(name) or "").chunks) if self.encoder is not None else 0
@@ -115,19 +127,25 @@ class Prompts(Extension):
         if len(parts) > 1 or edits(texts[0]) or edits(texts[1]):  # the embeddings change over the steps or compose
             return pipe, self._edited(parts, texts[1], request.steps, clip_skip, arguments, parameters)
         # no syntax, one chunk, no embedding: the pipeline encodes the text itself, as without this extension
-        if clip_skip == 1 and all(self.encoder.surely_plain(text) for text in texts):
+        plain_skip = clip_skip <= self.encoder.minimal_skip
+        if plain_skip and all(self.encoder.surely_plain(text) for text in texts):
             return pipe, arguments
         prompt, negative = (self.encoder.tokenize(text) for text in texts)
-        if clip_skip == 1 and prompt.plain and negative.plain:
+        if plain_skip and prompt.plain and negative.plain:
             return pipe, arguments
         padding = [self.encoder.tokenize("")] if len(prompt.chunks) != len(negative.chunks) else []
         cond, uncond, *empty = self.encoder.encode_all([prompt, negative, *padding], clip_skip)
+        pooled = {}
+        if self._xl:  # SDXL: the pooled vectors too (the padding chunks' do not count)
+            (cond, pooled["pooled_prompt_embeds"]), (uncond, pooled["negative_pooled_prompt_embeds"]) = cond, uncond
+            empty = [tensor for tensor, _ in empty]
         cond, uncond = pad_chunks(cond, uncond, empty[0]) if empty else (cond, uncond)
         _write_hashes({**prompt.embeddings, **negative.embeddings}, parameters)
         batch = len(arguments["prompt"])
         arguments = {key: value for key, value in arguments.items() if key not in ("prompt", "negative_prompt")}
         return pipe, {**arguments, "prompt_embeds": cond.expand(batch, -1, -1),
-                      "negative_prompt_embeds": uncond.expand(batch, -1, -1)}
+                      "negative_prompt_embeds": uncond.expand(batch, -1, -1),
+                      **{key: tensor.expand(batch, -1) for key, tensor in pooled.items()}}
 
     def _edited(self, parts: list[str], negative: str, steps: int, clip_skip: int, arguments: dict,
                 parameters: dict) -> dict:

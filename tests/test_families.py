@@ -1,0 +1,281 @@
+"""Model families on tiny random models built here (testing/family_models.py): SDXL base, SDXL's 9-channel inpainting
+model and SD 2.x v-prediction through the shared manager equal plain diffusers; SDXL prompts are encoded as A1111
+does (tests/a1111_reference.py); the shipped configs describe the real models; families are told from folders and
+single files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from accelerate import init_empty_weights
+from diffusers import DiffusionPipeline
+from PIL import Image
+
+from extensions.inpaint import Inpaint, prepare_mask
+from extensions.prompts import Prompts
+from extensions.prompts.encoder import XLPromptEncoder
+from models import families, loading
+from models.manager import PipelineManager
+from models.request import GenerationRequest
+from models.samplers import make_scheduler
+from service.studio import StudioService
+from testing.family_models import build
+from tests import a1111_reference as a1111
+from tests.test_manager import SMALL, gradient_image, max_diff, square_mask
+from tests.test_prompts import LONG, PROMPTS
+
+
+@pytest.fixture(scope="session")
+def family_folder(tmp_path_factory):
+    built = {}
+
+    def folder(family: str):
+        if family not in built:
+            built[family] = build(family, tmp_path_factory.mktemp(family))
+        return built[family]
+
+    return folder
+
+
+@pytest.fixture(scope="module")
+def managers(family_folder):
+    loaded = {}
+
+    def manager(family: str) -> PipelineManager:
+        if family not in loaded:
+            loaded[family] = PipelineManager.load(str(family_folder(family)), device="cpu")
+        return loaded[family]
+
+    return manager
+
+
+@pytest.fixture(scope="module")
+def sdxl_service(managers, tmp_path_factory):
+    """The SDXL model with the prompts extension installed (once: its hook stays on the shared manager)."""
+    folder = tmp_path_factory.mktemp("sdxl-outputs")
+    return StudioService(managers("sdxl"), folder, [Prompts(folder / "embeddings")])
+
+
+# -- the shipped configs ------------------------------------------------------------------------------------------
+
+# The published models' parameter counts (the SD 2.x text encoder: the 23 layers it uses of OpenCLIP ViT-H's 24).
+PUBLISHED = {"sd2": (865_910_724, [340_387_840]), "sd2-v": (865_910_724, [340_387_840]),
+             "sdxl": (2_567_463_684, [123_060_480, 694_659_840]), "sdxl-refiner": (2_259_526_660, [694_659_840])}
+VAE_PARAMETERS = 83_653_863
+INPAINT_EXTRA = {"sd2-inpainting": ("sd2", 320), "sdxl-inpainting": ("sdxl", 320)}  # conv_in's 5 extra channels
+
+
+@pytest.mark.parametrize("name", [*PUBLISHED, *INPAINT_EXTRA])
+def test_shipped_configs_describe_the_real_architectures(name):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    folder = families.CONFIGS_DIR / name
+    base, width = INPAINT_EXTRA.get(name, (name, 0))
+    unet_parameters, encoder_parameters = PUBLISHED[base]
+    count = lambda model: sum(p.numel() for p in model.parameters())  # noqa: E731
+    with init_empty_weights():
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae"))
+        encoders = []
+        for part in ("text_encoder", "text_encoder_2"):
+            if (folder / part).is_dir():
+                config = json.loads((folder / part / "config.json").read_text())
+                model = CLIPTextModelWithProjection if part == "text_encoder_2" else CLIPTextModel
+                encoders.append(count(model(CLIPTextConfig(**config))))
+    assert count(unet) == unet_parameters + 5 * width * 3 * 3
+    assert count(vae) == VAE_PARAMETERS
+    assert encoders == encoder_parameters
+
+
+# -- telling families apart ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("family, expected", [("sdxl", families.SDXL), ("sdxl-inpainting", families.SDXL),
+                                              ("sdxl-refiner", families.SDXL_REFINER), ("sd2-v", families.SD2_V)])
+def test_a_folders_family_is_told_from_its_parts(family_folder, family, expected):
+    assert families.of_pipeline(DiffusionPipeline.from_pretrained(family_folder(family))) is expected
+
+
+def test_a_single_files_family_is_told_from_its_keys(tmp_path):
+    unet = "model.diffusion_model.input_blocks.0.0.weight"
+    path = str(tmp_path / "model.safetensors")
+    assert families.of_checkpoint([unet, "cond_stage_model.transformer.text_model.x"], path) is families.SD1
+    assert families.of_checkpoint([unet, "cond_stage_model.model.token_embedding.weight"], path) is families.SD2
+    assert families.of_checkpoint([unet, "conditioner.embedders.0.transformer.x",
+                                   "conditioner.embedders.1.model.ln_final.weight"], path) is families.SDXL
+    assert families.of_checkpoint([unet, "conditioner.embedders.0.model.ln_final.weight"], path) is \
+        families.SDXL_REFINER
+    (tmp_path / "model.yaml").write_text("model:\n  params:\n    parameterization: \"v\"  # 768-v\n")
+    assert families.of_checkpoint([unet, "cond_stage_model.model.token_embedding.weight"], path) is families.SD2_V
+    with pytest.raises(ValueError, match="no text encoder of a Stable Diffusion"):
+        families.of_checkpoint([unet], path)
+
+
+def test_the_model_line_names_the_family(managers):
+    assert " · SDXL · inpainting (9-channel U-Net) · " in managers("sdxl-inpainting").describe()
+    assert " · SD 2.x v-prediction · 4-channel U-Net · " in managers("sd2-v").describe()
+
+
+def test_a_refiner_is_refused_as_the_base_model(family_folder):
+    with pytest.raises(ValueError, match="is an SDXL refiner: it refines an SDXL model's images"):
+        PipelineManager.load(str(family_folder("sdxl-refiner")), device="cpu")
+
+
+# -- pixels against plain diffusers -------------------------------------------------------------------------------
+
+def _plain(folder, mode: str, inpainting: bool, seed: int, **kwargs) -> Image.Image:
+    pipe = DiffusionPipeline.from_pretrained(folder, dtype=torch.float32)
+    family = families.of_pipeline(pipe)
+    pipeline_class = family.inpaint if inpainting else getattr(family, mode)
+    pipe = pipeline_class.from_pipe(pipe)
+    pipe.scheduler = make_scheduler("Euler", pipe.scheduler.config, [seed])
+    pipe.set_progress_bar_config(disable=True)
+    generator = torch.Generator("cpu").manual_seed(seed)
+    return pipe(generator=generator, num_inference_steps=4, guidance_scale=7.0, **kwargs).images[0]
+
+
+@pytest.mark.parametrize("family", ["sdxl", "sdxl-inpainting", "sd2-v"])
+@pytest.mark.parametrize("negative", ["blurry", ""])
+def test_every_mode_equals_plain_diffusers(managers, family_folder, family, negative):
+    manager, full = managers(family), Image.new("L", (64, 64), 255)
+    base = dict(prompt="a red circle", negative_prompt=negative, sampler="Euler", seed=7, **SMALL)
+    cases = [(GenerationRequest("txt2img", **base), dict(width=64, height=64)),
+             (GenerationRequest("img2img", strength=0.6, image=gradient_image(), **base),
+              dict(image=gradient_image(), strength=0.6)),
+             (GenerationRequest("inpaint", strength=0.9, image=gradient_image(), mask=square_mask(), **base),
+              dict(image=gradient_image(), mask_image=square_mask(), strength=0.9, width=64, height=64))]
+    for request, inputs in cases:
+        if manager.is_inpainting_model:  # every mode through the inpaint pipeline: txt2img on a black picture
+            inputs = {"image": Image.new("RGB", (64, 64)), "mask_image": full, "strength": 1.0, "width": 64,
+                      "height": 64, **inputs}
+        ours = manager.generate(request).images[0]
+        plain = _plain(family_folder(family), request.mode, manager.is_inpainting_model, 7, prompt="a red circle",
+                       negative_prompt=negative, **inputs)
+        assert max_diff(ours, plain) <= 2, (family, request.mode, negative)
+
+
+def test_sdxl_inpainting_keeps_every_unmasked_pixel_exactly(managers, tmp_path):
+    service = StudioService(managers("sdxl-inpainting"), tmp_path, [Inpaint()])
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (96, 80, 3), dtype=np.uint8))
+    mask = square_mask((80, 96))
+    generation = service.run("inpaint", dict(image=image, mask=mask, prompt="a red circle", steps=3, seed=7,
+                                             width=64, height=64, strength=1.0, mask_blur=4))
+    result = np.asarray(Image.open(generation.files[0]).convert("RGB"))
+    outside = np.asarray(prepare_mask(mask, False, 4)[1]) == 0
+    assert result.shape == np.asarray(image).shape
+    assert np.array_equal(result[outside], np.asarray(image)[outside])
+
+
+# -- SDXL's prompts as A1111 encodes them -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("clip_skip", [1, 3])
+def test_sdxl_conditioning_equals_a1111s(managers, clip_skip):
+    pipe = managers("sdxl").pipelines["txt2img"]
+    encoder = XLPromptEncoder(pipe.tokenizer, pipe.text_encoder, pipe.tokenizer_2, pipe.text_encoder_2)
+    for prompt in PROMPTS:
+        [(ours, pooled)] = encoder.encode_all([encoder.tokenize(prompt)], clip_skip)
+        theirs, their_pooled = a1111.conditioning_xl(pipe.tokenizer, pipe.text_encoder, pipe.tokenizer_2,
+                                                     pipe.text_encoder_2, prompt, clip_skip)
+        assert ours.shape == theirs.shape, prompt
+        assert torch.allclose(ours, theirs, atol=1e-5, rtol=1e-4), (prompt, (ours - theirs).abs().max())
+        assert torch.allclose(pooled, their_pooled, atol=1e-6), prompt
+
+
+def test_sdxl_plain_prompt_as_text_equals_its_a1111_encoding(managers):
+    """The text path (diffusers' own encoding) and A1111's agree on a plain prompt: a weighted prompt whose weights
+    are all 1 takes the embedding path and must give the same pixels."""
+    manager = managers("sdxl")
+    request = GenerationRequest("txt2img", "a red circle", negative_prompt="blurry", sampler="Euler", seed=3, **SMALL)
+    plain = manager.generate(request).images[0]
+    pipe = manager.pipelines["txt2img"]
+    cond, pooled = a1111.conditioning_xl(pipe.tokenizer, pipe.text_encoder, pipe.tokenizer_2, pipe.text_encoder_2,
+                                         "a red circle")
+    uncond, negative_pooled = a1111.conditioning_xl(pipe.tokenizer, pipe.text_encoder, pipe.tokenizer_2,
+                                                    pipe.text_encoder_2, "blurry")
+    view = type(pipe)(**{**pipe.components, "scheduler": make_scheduler("Euler", pipe.scheduler.config, [3])})
+    view.set_progress_bar_config(disable=True)
+    embedded = view(prompt_embeds=cond, negative_prompt_embeds=uncond, pooled_prompt_embeds=pooled,
+                    negative_pooled_prompt_embeds=negative_pooled, num_inference_steps=4, guidance_scale=7.0,
+                    width=64, height=64, generator=torch.Generator("cpu").manual_seed(3)).images[0]
+    assert max_diff(plain, embedded) <= 1
+
+
+def test_sdxl_weighted_long_prompts_and_clip_skip_through_the_service(managers, sdxl_service):
+    service, manager = sdxl_service, managers("sdxl")
+    pipe = manager.pipelines["txt2img"]
+    for prompt, negative, clip_skip in [(LONG, "blurry", 1), ("a (red:1.4) circle BREAK square", "", 3)]:
+        generation = service.run("txt2img", dict(prompt=prompt, negative_prompt=negative, clip_skip=clip_skip,
+                                                 sampler="Euler", seed=3, **SMALL))
+        ours = Image.open(generation.files[0])
+        cond, pooled = a1111.conditioning_xl(pipe.tokenizer, pipe.text_encoder, pipe.tokenizer_2,
+                                             pipe.text_encoder_2, prompt, clip_skip)
+        uncond, negative_pooled = a1111.conditioning_xl(pipe.tokenizer, pipe.text_encoder, pipe.tokenizer_2,
+                                                        pipe.text_encoder_2, negative, clip_skip)
+        empty, _ = a1111.conditioning_xl(pipe.tokenizer, pipe.text_encoder, pipe.tokenizer_2, pipe.text_encoder_2,
+                                         "", clip_skip)
+        cond, uncond = a1111.pad_to_same_chunks(cond, uncond, empty)
+        view = type(pipe)(**{**pipe.components, "scheduler": make_scheduler("Euler", pipe.scheduler.config, [3])})
+        view.set_progress_bar_config(disable=True)
+        theirs = view(prompt_embeds=cond, negative_prompt_embeds=uncond, pooled_prompt_embeds=pooled,
+                      negative_pooled_prompt_embeds=negative_pooled, num_inference_steps=4, guidance_scale=7.0,
+                      width=64, height=64, generator=torch.Generator("cpu").manual_seed(3)).images[0]
+        assert max_diff(ours, theirs) <= 2, prompt[:40]
+
+
+def test_sdxl_refuses_prompt_editing_by_name(sdxl_service):
+    service = sdxl_service
+    with pytest.raises(ValueError, match=r"prompt: prompt editing .* not available for SDXL models yet"):
+        service.build("txt2img", {"prompt": "a [cat:dog:0.5]"})
+    with pytest.raises(ValueError, match="negative_prompt: prompt editing"):
+        service.build("txt2img", {"prompt": "x", "negative_prompt": "[a|b]"})
+
+
+# -- single files -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("family, expected", [("sdxl", families.SDXL), ("sdxl-inpainting", families.SDXL),
+                                              ("sd2-v", families.SD2_V)])
+def test_a_single_file_loads_offline_with_the_shipped_configs(family_folder, managers, tmp_path, family, expected):
+    """Exported in A1111's layout, the file is told apart by its keys (SD 2.x's v from the .yaml beside it, as A1111
+    reads it), loads with the tiny model's own layout given as `config` (the shipped configs hold the real sizes),
+    and gives the folder's weights and pixels exactly."""
+    from models.single_file import save_single_file
+
+    folder = family_folder(family)
+    path = save_single_file(folder, tmp_path / f"{family}.safetensors")
+    if family == "sd2-v":
+        path.with_suffix(".yaml").write_text("model:\n  params:\n    parameterization: 'v'\n")
+    found, channels = loading.single_file_family(str(path))
+    assert found is expected and channels == (9 if "inpainting" in family else 4)
+    manager = PipelineManager.load(str(path), device="cpu", single_file_config=str(folder))
+    original = managers(family)
+    assert manager.family is expected and manager.source.kind == "single_file"
+    for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        ours, theirs = getattr(manager.pipelines["txt2img"], part, None), getattr(original.pipelines["txt2img"],
+                                                                                   part, None)
+        if theirs is None:
+            continue
+        expected_state, state = theirs.state_dict(), ours.state_dict()
+        assert state.keys() == expected_state.keys(), part
+        assert all(torch.equal(state[key], expected_state[key]) for key in state), part
+    request = GenerationRequest("txt2img", "a red circle", sampler="Euler", seed=1, **SMALL)
+    assert max_diff(manager.generate(request).images[0], original.generate(request).images[0]) == 0
+
+
+def test_single_file_configs_and_tokenizers_of_each_family_load_offline(tmp_path):
+    """The shipped configs build each family's pipeline class, with CLIP's vocabulary in each tokenizer and
+    OpenCLIP's padding where the family uses it."""
+    for family in (families.SD2, families.SD2_V, families.SDXL, families.SDXL_REFINER):
+        tokenizers = families.tokenizers(family)
+        pads = {name: tokenizer.pad_token for name, tokenizer in tokenizers.items()}
+        expected = {"sdxl": {"tokenizer": "<|endoftext|>", "tokenizer_2": "!"},
+                    "sdxl-refiner": {"tokenizer_2": "!"}}.get(family.key, {"tokenizer": "!"})
+        assert pads == expected, family.name
+        assert all(tokenizer("a photo").input_ids == [49406, 320, 1125, 49407] for tokenizer in tokenizers.values())
+        for channels in family.configs:
+            index = json.loads((family.config_folder(channels) / "model_index.json").read_text())
+            pipeline_class = family.inpaint if channels == 9 else family.img2img if family is families.SDXL_REFINER \
+                else family.txt2img
+            assert index["_class_name"] == pipeline_class.__name__
