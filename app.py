@@ -212,7 +212,7 @@ def build_app(config: AppConfig):
     from PIL import Image
 
     from extensions import create
-    from models.checkpoints import checkpoint_names, resolve_checkpoint
+    from models.checkpoints import checkpoint_families, checkpoint_names, resolve_checkpoint
     from models.limits import MAX_IMAGE_PIXELS
     from models.loading import identify
     from models.manager import PipelineManager, load_or_demo
@@ -249,6 +249,7 @@ def build_app(config: AppConfig):
 
     service.model_loader = switch
     service.checkpoints = lambda: checkpoint_names(config.ckpt_dir)
+    service.checkpoint_families = lambda: checkpoint_families(config.ckpt_dir)
     service.startup_model = config.model
     service.model_name = "demo" if notice else config.model
     log.info(service.system_line())

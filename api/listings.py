@@ -20,12 +20,14 @@ from service.studio import StudioService
 def add_routes(router: APIRouter, service: StudioService, options: Options, flags: dict) -> None:
     @router.get("/sdapi/v1/sd-models")
     def sd_models() -> list[dict]:
-        """The model in use, then the checkpoints one may switch to (names, never server paths)."""
-        manager = service.manager
+        """The model in use, then the checkpoints one may switch to (names, never server paths); beside A1111's
+        keys, each model's family ("SDXL", "SD 1.x", "SD 2.x v-prediction") where it can be told."""
+        manager, families = service.manager, service.checkpoint_families()
         listed = [{"title": model_title(service), "model_name": manager.source.name, "hash": manager.model_hash,
-                   "sha256": None, "filename": manager.source.name, "config": None}]
+                   "sha256": None, "filename": manager.source.name, "config": None, "family": manager.family.name}]
         return listed + [{"title": name, "model_name": name, "hash": None, "sha256": None, "filename": name,
-                          "config": None} for name in service.checkpoints() if name != manager.source.name]
+                          "config": None, "family": families.get(name)}
+                         for name in service.checkpoints() if name != manager.source.name]
 
     @router.get("/sdapi/v1/samplers")
     def samplers() -> list[dict]:

@@ -24,6 +24,20 @@ def checkpoint_names(folder: Path) -> list[str]:
     return sorted(name for name in names if name in folders or not any(name.startswith(f + "/") for f in folders))
 
 
+def checkpoint_families(folder: Path) -> dict[str, str]:
+    """Each checkpoint's family name ("SDXL", "SD 1.x", ...), told from its header or configs without loading it;
+    a checkpoint whose family cannot be told is left out."""
+    from models.families import of_location
+
+    found = {}
+    for name in checkpoint_names(folder):
+        path = Path(folder) / name
+        family = of_location(path if path.is_dir() else path.with_suffix(".safetensors"))
+        if family is not None:
+            found[name] = family.name
+    return found
+
+
 def resolve_checkpoint(name: str, folder: Path, startup: str) -> tuple[str, bool]:
     """(what to load, whether it may be a local path) for the name a client gave."""
     if not isinstance(name, str) or not name.strip():

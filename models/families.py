@@ -131,3 +131,26 @@ def tokenizers(family: Family) -> dict:
     if family is SDXL_REFINER:
         return {"tokenizer_2": clip("!")}
     return {"tokenizer": clip("!") if family in (SD2, SD2_V) else clip()}
+
+
+def of_location(path: Path) -> Family | None:
+    """The family of a checkpoint on disk, from a single file's header or a folder's config files, without loading
+    any weight; None where it cannot be told (an unreadable file, another kind of model)."""
+    import json
+
+    from safetensors import safe_open
+
+    try:
+        if path.is_file():
+            with safe_open(str(path), framework="pt") as checkpoint:
+                return of_checkpoint(checkpoint.keys(), str(path))
+        index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
+        if "XL" in index.get("_class_name", ""):
+            return SDXL_REFINER if index.get("text_encoder", [None])[0] is None else SDXL
+        encoder = json.loads((path / "text_encoder" / "config.json").read_text(encoding="utf-8"))
+        if encoder.get("hidden_act") != "gelu":
+            return SD1
+        scheduler = json.loads((path / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
+        return SD2_V if scheduler.get("prediction_type") == "v_prediction" else SD2
+    except (OSError, ValueError, KeyError, AttributeError):  # safetensors' errors are ValueError or OSError kinds
+        return None

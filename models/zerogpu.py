@@ -46,6 +46,9 @@ SECONDS_PER_STEP = 0.25  # at 512x512, one image; scaled linearly by pixels and 
 CONTROLNET_STEP_FACTOR = 0.4  # each ControlNet unit adds about 40% to a step (a ControlNet is ~40% of a U-Net)
 CONTROLNET_UNIT_SECONDS = 3.0  # per unit, once: the preprocessor on the control image and loading its weights
 REFERENCE_PIXELS = 512 * 512
+# Per family: (seconds more to start, a step's cost per pixel against SD 1.5's). SDXL's 6.9 GB of weights take longer
+# to reach the GPU, and its step at 1024x1024 takes about 5.6x SD 1.5's at 512x512 (4x the pixels) on an A10G.
+FAMILY_COST = {"sdxl": (6.0, 1.4)}
 
 
 def on_zerogpu() -> bool:
@@ -80,17 +83,19 @@ def _spaces_config():
 
 
 def estimate_seconds(steps: int, width: int, height: int, batch_size: int, controlnet_units: int = 0,
-                     mode: str = "txt2img") -> int:
+                     mode: str = "txt2img", family: str = "sd1") -> int:
     """Seconds to book for one generation: the base plus steps x per-step cost x (pixels / 512^2) x batch x
-    (1 + 0.4 per ControlNet unit), rounded up and kept within DURATION_RANGE."""
+    (1 + 0.4 per ControlNet unit), each as the model `family` (its key) costs, rounded up and kept within
+    DURATION_RANGE."""
     for name, value, low in (("steps", steps, 1), ("width", width, 1), ("height", height, 1),
                              ("batch_size", batch_size, 1), ("controlnet_units", controlnet_units, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be a whole number of at least {low}, got {value!r}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    step = SECONDS_PER_STEP * (width * height / REFERENCE_PIXELS) * batch_size
-    seconds = (BASE_SECONDS[mode] + CONTROLNET_UNIT_SECONDS * controlnet_units
+    start, per_pixel = FAMILY_COST.get(family, (0.0, 1.0))
+    step = SECONDS_PER_STEP * per_pixel * (width * height / REFERENCE_PIXELS) * batch_size
+    seconds = (BASE_SECONDS[mode] + start + CONTROLNET_UNIT_SECONDS * controlnet_units
                + steps * step * (1 + CONTROLNET_STEP_FACTOR * controlnet_units))
     low, high = DURATION_RANGE
     return max(low, min(high, math.ceil(seconds)))
@@ -110,10 +115,11 @@ def gpu(fn: F, duration_of: Callable[..., int]) -> F:
     return wrapped
 
 
-def duration_from_call(fn: Callable, mode: str) -> Callable[..., int]:
+def duration_from_call(fn: Callable, mode: str, family: Callable[[], str] = lambda: "sd1") -> Callable[..., int]:
     """A `duration_of` for `gpu(fn, ...)` that reads steps, width, height, batch_size and controlnet_units from
-    the call by their parameter names in `fn`'s signature. A value it cannot read books the longest duration:
-    the service validates it a moment later, and a job that ends early costs nothing extra."""
+    the call by their parameter names in `fn`'s signature, for the model in use (`family()`: its family's key). A
+    value it cannot read books the longest duration: the service validates it a moment later, and a job that ends
+    early costs nothing extra."""
     signature = inspect.signature(fn)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -124,7 +130,7 @@ def duration_from_call(fn: Callable, mode: str) -> Callable[..., int]:
             return estimate_seconds(
                 *(integer(name, values.get(name, default)) for name, default in
                   (("steps", 20), ("width", 512), ("height", 512), ("batch_size", 1))),
-                _unit_count(values.get("controlnet_units")), mode,
+                _unit_count(values.get("controlnet_units")), mode, family(),
             )
         except (TypeError, ValueError):
             return DURATION_RANGE[1]

@@ -132,6 +132,7 @@ class StudioService:
         self.outputs = saving.OutputFolder(self.output_dir)
         self.model_loader: Callable[[str], PipelineManager] | None = None  # set by the app to allow switching
         self.checkpoints: Callable[[], list[str]] = lambda: []  # the checkpoint names a client may switch to
+        self.checkpoint_families: Callable[[], dict[str, str]] = lambda: {}  # their families, where told
         self.model_name = "demo"  # the model in use, by the name it was chosen with (the app sets the first)
         self.startup_model = "demo"  # the model the app was started with (--model)
         self._scripts: set[ScriptRun] = set()  # the scripts running now
@@ -190,9 +191,12 @@ class StudioService:
                 self.manager = self._installed(manager)
             self.model_name = spec
 
-    def model_choices(self) -> list[str]:
-        """What the UI's model dropdown offers: the model in use, demo, the startup model, the checkpoint folder's."""
-        return list(dict.fromkeys([self.model_name, "demo", self.startup_model, *self.checkpoints()]))
+    def model_choices(self) -> list[tuple[str, str]]:
+        """What the UI's model dropdown offers, as (label, name): the model in use, demo, the startup model, the
+        checkpoint folder's; each label names the model's family where it is known ("name · SDXL")."""
+        families = {**self.checkpoint_families(), "demo": "SD 1.x", self.model_name: self.manager.family.name}
+        names = dict.fromkeys([self.model_name, "demo", self.startup_model, *self.checkpoints()])
+        return [(f"{name} · {families[name]}" if name in families else name, name) for name in names]
 
     def _installed(self, manager: PipelineManager) -> PipelineManager:
         for extension in self.extensions:

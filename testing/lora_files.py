@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from models.single_file import unet_to_ldm
+
 UNET_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
@@ -19,14 +21,21 @@ def make_lora(
     pipe, path: str | Path, seed: int, layout: str = "diffusers", rank: int = 4, scale: float = 0.3,
     text_encoder: bool = True, cross_attention_width: int | None = None,
 ) -> Path:
-    """Save a LoRA for `pipe`'s U-Net (and text encoder) attention layers. `cross_attention_width` makes it
-    for another base (SDXL's is 2048): the cross-attention key/value layers then take that width."""
+    """Save a LoRA for `pipe`'s U-Net (and text encoders') attention layers. `cross_attention_width` makes it
+    for another base (SDXL's is 2048): the cross-attention key/value layers then take that width. The kohya layout
+    names the layers as kohya-ss's scripts do: the text encoders' from `text_model`, an SDXL U-Net's by its LDM
+    blocks (`input_blocks_4_1_...`), with the text encoders `lora_te1_` and `lora_te2_`."""
     if layout not in ("diffusers", "kohya"):
         raise ValueError(f"layout must be diffusers or kohya, got {layout!r}")
     generator = torch.Generator().manual_seed(seed)
+    xl = getattr(pipe, "text_encoder_2", None) is not None
     parts = [("unet", pipe.unet, UNET_TARGETS)]
     if text_encoder:
         parts.append(("text_encoder", pipe.text_encoder, TEXT_TARGETS))
+        if xl:
+            parts.append(("text_encoder_2", pipe.text_encoder_2, TEXT_TARGETS))
+    kohya_prefixes = {"unet": "lora_unet_", "text_encoder": "lora_te1_" if xl else "lora_te_",
+                      "text_encoder_2": "lora_te2_"}
     tensors = {}
     for component, model, targets in parts:
         for name, module in model.named_modules():
@@ -39,7 +48,7 @@ def make_lora(
             down = torch.randn(rank, width_in, generator=generator) * scale
             up = torch.randn(module.out_features, rank, generator=generator) * scale
             if layout == "kohya":
-                key = ("lora_unet_" if component == "unet" else "lora_te_") + name.replace(".", "_")
+                key = kohya_prefixes[component] + _kohya_name(component, name, pipe.unet.config, xl)
                 tensors.update({f"{key}.lora_down.weight": down, f"{key}.lora_up.weight": up,
                                 f"{key}.alpha": torch.tensor(float(rank))})
             else:
@@ -48,3 +57,11 @@ def make_lora(
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path))
     return path
+
+
+def _kohya_name(component: str, name: str, unet_config, xl: bool) -> str:
+    if component != "unet":
+        name = name if name.startswith("text_model.") else f"text_model.{name}"  # transformers >= 5.6 flattened it
+    elif xl:  # kohya-ss names an SDXL U-Net's layers as the LDM checkpoint does
+        name = next(iter(unet_to_ldm({f"{name}.weight": None}, unet_config))).removesuffix(".weight")
+    return name.replace(".", "_")

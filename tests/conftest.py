@@ -91,6 +91,21 @@ def txt2img_folder(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def family_folder(tmp_path_factory):
+    """family_folder("sdxl"): the tiny model of that family (testing/family_models.py), built on first use."""
+    from testing.family_models import build
+
+    built = {}
+
+    def folder(family: str) -> Path:
+        if family not in built:
+            built[family] = build(family, tmp_path_factory.mktemp(family) / family)
+        return built[family]
+
+    return folder
+
+
+@pytest.fixture(scope="session")
 def demo_manager():
     from models.manager import PipelineManager
 

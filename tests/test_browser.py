@@ -313,23 +313,25 @@ def test_history_after_a_restart_lists_filters_sends_to_img2img_and_deletes(rest
     assert not yesterday.exists() and today.exists()
 
 
-def test_the_model_dropdown_switches_the_model_and_a_bad_name_keeps_it(page, app_server, txt2img_folder,
+def test_the_model_dropdown_switches_the_model_and_a_bad_name_keeps_it(page, app_server, family_folder,
                                                                          tmp_path_factory):
+    """From the demo (SD 1.x) to an SDXL checkpoint: each choice names its family."""
     from tests.conftest import checkpoint_dir
 
     service = app_server[1]
     copy = checkpoint_dir(tmp_path_factory) / "ui"  # taken away after: other tests list the folder
-    shutil.copytree(txt2img_folder, copy / "sd-txt2img", dirs_exist_ok=True)
+    shutil.copytree(family_folder("sdxl"), copy / "tiny-sdxl", dirs_exist_ok=True)
     choice = page.locator("#model-choice input")
-    expect(choice).to_have_value("demo")
+    expect(choice).to_have_value("demo · SD 1.x")
     page.locator("#model-refresh").click()  # the checkpoint just added
     try:
         choice.click()
-        page.get_by_role("option", name="ui/sd-txt2img").click()
-        expect(page.locator("#system-line")).to_contain_text("model: sd-txt2img [", timeout=30_000)
-        page.locator("#txt2img-prompt textarea").fill("a red circle")
+        page.get_by_role("option", name="ui/tiny-sdxl · SDXL").click()
+        expect(page.locator("#system-line")).to_contain_text("model: tiny-sdxl [", timeout=30_000)
+        expect(page.locator("#system-line")).to_contain_text(" · SDXL · 4-channel U-Net")
+        page.locator("#txt2img-prompt textarea").fill("a (red:1.2) circle")
         page.locator("#txt2img-generate").click()
-        expect(page.locator("#txt2img-infotext textarea")).to_have_value(re.compile("Model: sd-txt2img"),
+        expect(page.locator("#txt2img-infotext textarea")).to_have_value(re.compile("Model: tiny-sdxl"),
                                                                          timeout=30_000)
         choice.fill("nosuch")
         choice.press("Enter")
@@ -337,9 +339,9 @@ def test_the_model_dropdown_switches_the_model_and_a_bad_name_keeps_it(page, app
         expect(toast).to_be_visible()
         for control in ("#model-choice", "#txt2img-generate", "#txt2img-interrupt", "#txt2img-status"):
             assert not overlap(toast.bounding_box(), page.locator(control).bounding_box()), control  # off them
-        expect(choice).to_have_value("ui/sd-txt2img")
+        expect(choice).to_have_value("ui/tiny-sdxl · SDXL")
         page.reload()  # a page opened later shows the model in use
-        expect(page.locator("#model-choice input")).to_have_value("ui/sd-txt2img")
+        expect(page.locator("#model-choice input")).to_have_value("ui/tiny-sdxl · SDXL")
         screenshot(page, "model-switched")
     finally:
         service.switch_model("demo")

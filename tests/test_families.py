@@ -13,6 +13,7 @@ import torch
 from accelerate import init_empty_weights
 from diffusers import DiffusionPipeline
 from PIL import Image
+from safetensors import safe_open
 
 from extensions.inpaint import Inpaint, prepare_mask
 from extensions.prompts import Prompts
@@ -22,22 +23,9 @@ from models.manager import PipelineManager
 from models.request import GenerationRequest
 from models.samplers import make_scheduler
 from service.studio import StudioService
-from testing.family_models import build
 from tests import a1111_reference as a1111
 from tests.test_manager import SMALL, gradient_image, max_diff, square_mask
 from tests.test_prompts import LONG, PROMPTS
-
-
-@pytest.fixture(scope="session")
-def family_folder(tmp_path_factory):
-    built = {}
-
-    def folder(family: str):
-        if family not in built:
-            built[family] = build(family, tmp_path_factory.mktemp(family))
-        return built[family]
-
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -279,3 +267,102 @@ def test_single_file_configs_and_tokenizers_of_each_family_load_offline(tmp_path
             pipeline_class = family.inpaint if channels == 9 else family.img2img if family is families.SDXL_REFINER \
                 else family.txt2img
             assert index["_class_name"] == pipeline_class.__name__
+
+
+# -- LoRA across families -----------------------------------------------------------------------------------------
+
+def _lora_reference(folder, lora, weight: float, seed: int) -> Image.Image:
+    """diffusers' own: the pipeline loaded alone, the file through load_lora_weights at `weight`."""
+    pipe = DiffusionPipeline.from_pretrained(folder, dtype=torch.float32)
+    pipe.load_lora_weights(str(lora), adapter_name="reference")
+    pipe.set_adapters(["reference"], [weight])
+    pipe.scheduler = make_scheduler("Euler", pipe.scheduler.config, [seed])
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(prompt="a red circle", negative_prompt="", num_inference_steps=4, guidance_scale=7.0, width=64,
+                height=64, generator=torch.Generator("cpu").manual_seed(seed)).images[0]
+
+
+@pytest.mark.slow
+def test_sdxl_loras_equal_diffusers_and_switching_back_restores_the_base(family_folder, tmp_path):
+    from extensions.lora import Lora
+    from testing.lora_files import make_lora
+
+    folder = family_folder("sdxl")
+    manager = PipelineManager.load(str(folder), device="cpu")  # its own: the LoRA layers stay on it
+    pipe, loras = manager.pipelines["txt2img"], tmp_path / "Lora"
+    files = {"xl-kohya": make_lora(pipe, loras / "xl-kohya.safetensors", seed=1, layout="kohya"),
+             "xl-diffusers": make_lora(pipe, loras / "xl-diffusers.safetensors", seed=2)}
+    with safe_open(str(files["xl-kohya"]), "pt") as kohya:  # kohya-ss's own naming, as Civitai's files have it
+        keys = list(kohya.keys())
+    assert any(key.startswith("lora_unet_input_blocks_") for key in keys)
+    assert any(key.startswith("lora_te2_text_model_encoder_layers_") for key in keys)
+    service = StudioService(manager, tmp_path / "outputs", [Lora(loras)])
+
+    def run(prompt: str) -> Image.Image:
+        generation = service.run("txt2img", dict(prompt=prompt, sampler="Euler", seed=4, **SMALL))
+        return Image.open(generation.files[0])
+
+    base = run("a red circle")
+    for name, path in files.items():
+        ours = run(f"a red circle <lora:{name}:0.8>")
+        assert max_diff(ours, base) > 8, name
+        assert max_diff(ours, _lora_reference(folder, path, 0.8, 4)) <= 2, name
+    assert max_diff(run("a red circle"), base) == 0
+
+
+def test_a_lora_of_another_family_is_refused_naming_both(managers, demo_manager, tmp_path):
+    from extensions.lora import Lora
+    from testing.lora_files import make_lora
+
+    loras = tmp_path / "Lora"
+    make_lora(demo_manager.pipelines["txt2img"], loras / "sd1-style.safetensors", seed=1, layout="kohya")
+    make_lora(managers("sdxl").pipelines["txt2img"], loras / "xl-style.safetensors", seed=1, layout="kohya")
+    xl = StudioService(PipelineManager.load(str(managers("sdxl").source.location), device="cpu"), tmp_path / "a",
+                       [Lora(loras)])
+    with pytest.raises(ValueError, match=r"sd1-style.safetensors: made for SD 1.x or 2.x \(one text encoder\); "
+                                         r"this model is SDXL"):
+        xl.run("txt2img", dict(prompt="x <lora:sd1-style:1>", **SMALL))
+    sd1 = StudioService(PipelineManager.load("demo", device="cpu"), tmp_path / "b", [Lora(loras)])
+    with pytest.raises(ValueError, match=r"xl-style.safetensors: made for SDXL .*; this model is SD 1.x"):
+        sd1.run("txt2img", dict(prompt="x <lora:xl-style:1>", **SMALL))
+    assert xl.run("txt2img", dict(prompt="x", **SMALL)).files  # both keep serving
+
+
+# -- ControlNet on SDXL --------------------------------------------------------------------------------------------
+
+def test_an_sdxl_controlnet_unit_equals_diffusers_and_one_of_another_family_is_refused(managers, tmp_path):
+    from diffusers import ControlNetModel, StableDiffusionXLControlNetPipeline
+
+    from extensions.controlnet.extension import ControlNet
+    from testing.controlnet_files import save_original, tiny_controlnet
+
+    manager = managers("sdxl")
+    pipe = manager.pipelines["txt2img"]
+    torch.manual_seed(5)
+    controlnet = ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=(16, 32))
+    with torch.no_grad():  # from_unet zeroes the output convolutions: give them weights, so the unit shows
+        for module in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
+            module.weight.normal_(0, 0.05)
+    folder = tmp_path / "ControlNet"
+    controlnet.save_pretrained(folder / "xl-edges", safe_serialization=True)
+    save_original(tiny_controlnet(), folder / "sd1-edges.safetensors")
+    service = StudioService(manager, tmp_path / "outputs", [ControlNet(folder)])
+    control = Image.new("RGB", (64, 64))
+    control.paste((255, 255, 255), (20, 20, 44, 44))
+    unit = {"enabled": True, "module": "none", "model": "xl-edges", "image": control, "weight": 0.9}
+    generation = service.run("txt2img", dict(prompt="a red circle", sampler="Euler", seed=2, controlnet_units=[unit],
+                                             **SMALL))
+    ours = Image.open(generation.files[0])
+    plain = StableDiffusionXLControlNetPipeline(**{**pipe.components, "controlnet": controlnet},
+                                                add_watermarker=False)
+    plain.scheduler = make_scheduler("Euler", pipe.scheduler.config, [2])
+    plain.set_progress_bar_config(disable=True)
+    theirs = plain(prompt="a red circle", negative_prompt="", image=control, controlnet_conditioning_scale=0.9,
+                   num_inference_steps=4, guidance_scale=7.0, width=64, height=64,
+                   generator=torch.Generator("cpu").manual_seed(2)).images[0]
+    without = Image.open(service.run("txt2img", dict(prompt="a red circle", sampler="Euler", seed=2,
+                                                     **SMALL)).files[0])
+    assert max_diff(ours, theirs) <= 2 and max_diff(ours, without) > 8
+    with pytest.raises(ValueError, match=r"sd1-edges.safetensors: made for another base model: .* 32 .*, the base "
+                                         r"model's is 72 \(SDXL\)"):
+        service.run("txt2img", dict(prompt="x", controlnet_units=[{**unit, "model": "sd1-edges"}], **SMALL))

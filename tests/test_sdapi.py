@@ -141,6 +141,29 @@ def test_switching_the_base_model_through_options(api, app_server, txt2img_folde
         "(tiny/sd-txt2img)")
 
 
+def test_switching_family_through_options_and_sd_models_naming_each(api, app_server, family_folder,
+                                                                     tmp_path_factory):
+    service = app_server[1]
+    copy = checkpoint_dir(tmp_path_factory) / "families"
+    shutil.copytree(family_folder("sdxl-inpainting"), copy / "tiny-sdxl-inpainting")
+    shutil.copytree(family_folder("sd2-v"), copy / "tiny-sd2-v")
+    try:
+        listed = {model["model_name"]: model["family"] for model in api.get_sd_models()}
+        assert listed["sd-shapes-inpainting"] == "SD 1.x"
+        assert listed["families/tiny-sdxl-inpainting"] == "SDXL"
+        assert listed["families/tiny-sd2-v"] == "SD 2.x v-prediction"
+        for name, family in (("families/tiny-sdxl-inpainting", "SDXL"), ("families/tiny-sd2-v", "SD 2.x")):
+            api.set_options({"sd_model_checkpoint": name})
+            assert api.get_sd_models()[0]["family"].startswith(family)
+            result = api.txt2img(prompt="a (red:1.2) circle BREAK blue", negative_prompt="", seed=3, steps=2,
+                                 width=64, height=64)
+            assert result.image.size == (64, 64) and f"Model: {name.rsplit('/')[-1]}" in result.info["infotexts"][0]
+    finally:
+        api.set_options({"sd_model_checkpoint": "demo"})
+        shutil.rmtree(copy)
+    assert service.manager.family.name == "SD 1.x"
+
+
 def test_progress_during_a_run_and_interrupt(api):
     result = {}
     worker = threading.Thread(target=lambda: result.update(r=api.txt2img(prompt="slow", seed=1, steps=150,

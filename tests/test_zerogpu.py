@@ -82,6 +82,9 @@ def test_estimate_grows_with_the_work_and_stays_in_bounds():
     assert estimate_seconds(50, 512, 512, 1, mode="img2img") >= base
     assert estimate_seconds(1, 64, 64, 1) == DURATION_RANGE[0]
     assert estimate_seconds(150, 2048, 2048, 8, controlnet_units=3) == DURATION_RANGE[1]
+    # SDXL: longer to start and more per pixel; SD 2.x as SD 1.x
+    assert estimate_seconds(30, 1024, 1024, 1, family="sdxl") > estimate_seconds(30, 1024, 1024, 1) + 6
+    assert estimate_seconds(30, 768, 768, 1, family="sd2-v") == estimate_seconds(30, 768, 768, 1)
     assert isinstance(base, int)
 
 

@@ -48,7 +48,8 @@ class Handlers:
                 function = _with_parameters(lambda progress=None, mode=mode, **values: self.run(mode, values, progress),
                                             fields, mode)
                 on_gpu = mode in ZEROGPU_MODES
-                self.api[mode] = gpu(function, duration_from_call(function, mode)) if on_gpu else function
+                duration = duration_from_call(function, mode, lambda: service.manager.family.key)
+                self.api[mode] = gpu(function, duration) if on_gpu else function
             else:
                 self.api[mode] = _with_parameters(self._queued(mode), fields, mode)
 

@@ -34,20 +34,21 @@ class ControlNetCache:
     def cap(self) -> int:
         return self._models.cap
 
-    def get(self, name: str, cross_attention_dim: int | None = None) -> ControlNetModel:
+    def get(self, name: str, cross_attention_dim: int | None = None, family: str = "") -> ControlNetModel:
         """The ControlNetModel for `name`, loaded on first use. `cross_attention_dim` is the base model's text
-        width: a ControlNet made for another base is refused, naming the file and both widths."""
+        width: a ControlNet made for another base is refused, naming the file, both widths and the base model's
+        `family`."""
         with self._models.lock:  # held while loading: one load at a time, and no second load of the same file
             entry = self.library.resolve(name)
             key = _cache_key(entry)
             model = self._models.peek(key)
             if model is not None:
-                _check_width(entry, model.config.cross_attention_dim, cross_attention_dim)
+                _check_width(entry, model.config.cross_attention_dim, cross_attention_dim, family)
                 return self._models.get(key)  # now the most recently used
             if cross_attention_dim is not None:
-                _check_width(entry, self.library.cross_attention_dim(entry), cross_attention_dim)
+                _check_width(entry, self.library.cross_attention_dim(entry), cross_attention_dim, family)
             model = self._load(entry)
-            _check_width(entry, model.config.cross_attention_dim, cross_attention_dim)
+            _check_width(entry, model.config.cross_attention_dim, cross_attention_dim, family)
             for stale in [k for k in self._models.keys() if k[0] == key[0]]:  # the same file, changed since
                 self._models.pop(stale)
             self._models.put(key, model)  # evicts the least recently used beyond the cap, freeing each
@@ -120,13 +121,13 @@ class ControlNetCache:
             torch.cuda.empty_cache()
 
 
-def _check_width(entry: ControlNetEntry, width: int | None, expected: int | None) -> None:
+def _check_width(entry: ControlNetEntry, width: int | None, expected: int | None, family: str = "") -> None:
     if expected is None or width is None or width == expected:
         return
     raise ValueError(
         f"ControlNet file {_file_name(entry)}: made for another base model: its cross-attention width is {width} "
         f"({BASE_NAMES.get(width, 'unknown base')}), the base model's is {expected} "
-        f"({BASE_NAMES.get(expected, 'unknown base')})"
+        f"({family or BASE_NAMES.get(expected, 'unknown base')})"
     )
 
 

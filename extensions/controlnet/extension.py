@@ -78,7 +78,7 @@ class ControlNet(Extension):
     def install(self, manager) -> None:
         """ControlNets then load on first use on the manager's device and dtype."""
         cache = ControlNetCache(self.library, cap=self.cap, device=manager.runtime.device, dtype=manager.runtime.dtype)
-        self.nets = ControlNets(self.library, cache, self.max_units)
+        self.nets = ControlNets(self.library, cache, self.max_units, manager.family.name)
         manager.pipeline_hooks.append(self.nets.hook)
 
     # -- the request -----------------------------------------------------------------------------------------

@@ -19,6 +19,12 @@ from diffusers import (
     StableDiffusionImg2ImgPipeline,
     StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
+    StableDiffusionXLControlNetImg2ImgPipeline,
+    StableDiffusionXLControlNetInpaintPipeline,
+    StableDiffusionXLControlNetPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLInpaintPipeline,
+    StableDiffusionXLPipeline,
 )
 from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 
@@ -31,7 +37,12 @@ CONTROL_PIPELINES = {  # the pipeline a request runs on -> its ControlNet counte
     StableDiffusionPipeline: StableDiffusionControlNetPipeline,
     StableDiffusionImg2ImgPipeline: StableDiffusionControlNetImg2ImgPipeline,
     StableDiffusionInpaintPipeline: StableDiffusionControlNetInpaintPipeline,
+    StableDiffusionXLPipeline: StableDiffusionXLControlNetPipeline,
+    StableDiffusionXLImg2ImgPipeline: StableDiffusionXLControlNetImg2ImgPipeline,
+    StableDiffusionXLInpaintPipeline: StableDiffusionXLControlNetInpaintPipeline,
 }
+# The txt2img ControlNet pipelines take the control images as `image`; the others as `control_image`.
+TAKES_IMAGE = (StableDiffusionControlNetPipeline, StableDiffusionXLControlNetPipeline)
 
 
 class UnitControlNets(MultiControlNetModel):
@@ -60,10 +71,12 @@ class UnitControlNets(MultiControlNetModel):
 class ControlNets:
     """The ControlNet library and the cache of loaded models, and the manager hook that applies a request's units."""
 
-    def __init__(self, library: ControlNetLibrary, cache: ControlNetCache, max_units: int = 3):
+    def __init__(self, library: ControlNetLibrary, cache: ControlNetCache, max_units: int = 3,
+                 family: str = "SD 1.x"):
         self.library = library
         self.cache = cache
         self.max_units = max_units
+        self.family = family  # the base model's, named when a ControlNet of another is refused
 
     def hook(self, pipe: DiffusionPipeline, request: GenerationRequest, arguments: dict, parameters: dict) -> tuple:
         maps = request.part("controlnet").maps if request.part("controlnet") is not None else ()
@@ -82,13 +95,12 @@ class ControlNets:
         if "masked_image_latents" in arguments:
             raise ValueError("ControlNet cannot be combined with masked content 'latent noise' or 'latent nothing' yet")
         width = pipe.unet.config.cross_attention_dim
-        nets = [self.cache.get(unit.model, cross_attention_dim=width) for unit in units]
+        nets = [self.cache.get(unit.model, cross_attention_dim=width, family=self.family) for unit in units]
         controlnet = UnitControlNets(nets, [unit.control_mode == PROMPT_FIRST for unit in units])
         control_class = CONTROL_PIPELINES[type(pipe)]
         control_pipe = control_class.from_pipe(pipe, controlnet=controlnet)
         images = [unit.image.convert("RGB") for unit in units]
-        # The txt2img ControlNet pipeline takes the control images as `image`; the others as `control_image`.
-        control_key = "image" if control_class is StableDiffusionControlNetPipeline else "control_image"
+        control_key = "image" if control_class in TAKES_IMAGE else "control_image"
         arguments = {
             **arguments,
             control_key: images,

@@ -1,4 +1,4 @@
-"""LoRA adapters kept loaded over the shared U-Net and text encoder, switched per request.
+"""LoRA adapters kept loaded over the shared U-Net and text encoder(s), switched per request.
 
 Each file is loaded once as a named peft adapter (keyed by its path, modification time and size, so a changed
 file is reloaded) and kept until the cap evicts the least recently used one. Every request sets the whole LoRA
@@ -41,8 +41,9 @@ class LoadedLora:
 
 class LoraAdapters:
     def __init__(self, library: LoraLibrary, cap: int = DEFAULT_CAP, fuse: bool = False, slot: UnetSlot | None = None,
-                 paused: Callable[[], AbstractContextManager] = nullcontext):
-        """`paused`: the manager's offload hooks off while a LoRA's layers are added (models/offload.py)."""
+                 paused: Callable[[], AbstractContextManager] = nullcontext, family: str = "SD 1.x"):
+        """`paused`: the manager's offload hooks off while a LoRA's layers are added (models/offload.py); `family`:
+        the model's, named when a file of another is refused."""
         if cap < 1:
             raise ValueError(f"lora cap must be at least 1, got {cap}")
         if fuse and slot is not None:
@@ -51,6 +52,7 @@ class LoraAdapters:
         self.fuse = fuse  # fuse the active set into the weights when the same set comes again
         self.slot = slot  # with a compiled U-Net, its LoRA parts go through this one fixed slot
         self.paused = paused
+        self.family = family
         self._loaded: LRU[str, LoadedLora] = LRU(cap)  # by LoRA name, least recently used first
         self._numbers = itertools.count()
         self._last_set: tuple | None = None
@@ -102,7 +104,7 @@ class LoraAdapters:
         if current is not None:
             log.info("LoRA %s changed on disk; reloading", name)
             self._unload(pipe, name)
-        tensors = read_lora(path, {"unet": pipe.unet, "text_encoder": pipe.text_encoder})
+        tensors = read_lora(path, _targets(pipe), self.family)
         adapter = f"lora_{next(self._numbers)}"
         factors: Factors = {}
         try:
@@ -111,12 +113,13 @@ class LoraAdapters:
                 if self.slot is None:
                     pipe.load_lora_weights(tensors, adapter_name=adapter)
                 else:  # the U-Net part waits for the slot; the text encoder part is an ordinary adapter
-                    state_dict, alphas = pipe.lora_state_dict(tensors)
+                    state_dict, alphas = pipe.lora_state_dict(tensors, unet_config=pipe.unet.config)
                     factors = self.slot.factors(name, state_dict, alphas)
-                    pipe.load_lora_into_text_encoder(
-                        state_dict, network_alphas=alphas, text_encoder=pipe.text_encoder, adapter_name=adapter,
-                        _pipeline=pipe,
-                    )
+                    for part in _text_encoders(pipe):
+                        pipe.load_lora_into_text_encoder(
+                            state_dict, network_alphas=alphas, text_encoder=getattr(pipe, part), prefix=part,
+                            adapter_name=adapter, _pipeline=pipe,
+                        )
         except ValueError:
             self._delete_adapter(pipe, adapter)
             raise
@@ -144,7 +147,8 @@ class LoraAdapters:
 
     def _lora_layers(self, pipe: DiffusionPipeline) -> list:
         """The layers whose active adapters we set per request (the slot's U-Net layers are always on)."""
-        return lora_layers(pipe.text_encoder) if self.slot is not None else lora_layers(pipe.unet, pipe.text_encoder)
+        text_encoders = [getattr(pipe, part) for part in _text_encoders(pipe)]
+        return lora_layers(*text_encoders) if self.slot is not None else lora_layers(pipe.unet, *text_encoders)
 
     @staticmethod
     def _delete_adapter(pipe: DiffusionPipeline, adapter: str) -> None:
@@ -155,9 +159,18 @@ class LoraAdapters:
                 pipe.delete_adapters(adapter)
 
     def _fuse(self, pipe: DiffusionPipeline, adapters: list[str], wanted: tuple) -> None:
-        pipe.fuse_lora(components=["unet", "text_encoder"], lora_scale=1.0, adapter_names=adapters)
+        pipe.fuse_lora(components=list(_targets(pipe)), lora_scale=1.0, adapter_names=adapters)
         self._fused_set = wanted
 
     def _unfuse(self, pipe: DiffusionPipeline) -> None:
-        pipe.unfuse_lora(components=["unet", "text_encoder"])
+        pipe.unfuse_lora(components=list(_targets(pipe)))
         self._fused_set = None
+
+
+def _text_encoders(pipe: DiffusionPipeline) -> list[str]:
+    return [part for part in ("text_encoder", "text_encoder_2") if getattr(pipe, part, None) is not None]
+
+
+def _targets(pipe: DiffusionPipeline) -> dict:
+    """The parts a LoRA may adapt: the U-Net and the text encoder(s)."""
+    return {"unet": pipe.unet, **{part: getattr(pipe, part) for part in _text_encoders(pipe)}}

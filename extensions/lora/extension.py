@@ -39,7 +39,8 @@ class Lora(Extension):
             if manager.unet_compiled:
                 raise ValueError("install LoRA before compiling the U-Net: the slot must exist when it compiles")
             slot = UnetSlot(manager.pipelines["txt2img"], self.compiled_rank)
-        self.adapters = LoraAdapters(self.library, self.cap, self.fuse, slot, manager.offload.paused)
+        self.adapters = LoraAdapters(self.library, self.cap, self.fuse, slot, manager.offload.paused,
+                                     manager.family.name)
         manager.configurers.append(self._configure)
         manager.pipeline_hooks.append(_prompts_without_tags)
 

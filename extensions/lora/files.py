@@ -2,25 +2,32 @@
 
 Accepted layouts, U-Net and text-encoder parts alike:
 - kohya-ss / A1111: `lora_unet_<module_path_with_underscores>.lora_down.weight`, `.lora_up.weight`, `.alpha`
-  and `lora_te_<...>` for the text encoder;
+  and `lora_te_<text_model_...>` for the text encoder; for SDXL `lora_te1_` and `lora_te2_` for its two text
+  encoders, and the U-Net's layers named by the LDM checkpoint's blocks (`lora_unet_input_blocks_4_1_...`);
 - diffusers / PEFT: `unet.<module.path>.lora_A.weight` / `.lora_B.weight` (or the older `.lora.down.weight` /
-  `.lora.up.weight`) and `text_encoder.<module.path>...`.
-Every key must name a layer the model has, with matching input and output widths; otherwise the file was made
-for another base (SDXL, SD 2.x) or is not a plain LoRA, and it is refused naming the file and the reason.
+  `.lora.up.weight`), `text_encoder.<module.path>...` and `text_encoder_2.<...>`.
+A file for SDXL (a second text encoder, or LDM block names) on an SD 1.x / 2.x model, or one for those on SDXL, is
+refused naming both families. Every key must then name a layer the model has, with matching input and output
+widths; otherwise the file was made for another base or is not a plain LoRA, and it is refused naming the file and
+the reason.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
 from pathlib import Path
 
 import torch
+from diffusers.loaders.lora_conversion_utils import _maybe_map_sgm_blocks_to_diffusers
 from safetensors.torch import load_file
 
-SDXL_MARKERS = ("lora_te1_", "lora_te2_", "text_encoder_2.")
-KOHYA_PREFIXES = {"lora_unet_": "unet", "lora_te_": "text_encoder"}
-DIFFUSERS_PREFIXES = {"unet.": "unet", "text_encoder.": "text_encoder"}
+SDXL_MARKERS = ("lora_te1_", "lora_te2_", "text_encoder_2.", "lora_unet_input_blocks_", "lora_unet_middle_block_",
+                "lora_unet_output_blocks_")
+KOHYA_PREFIXES = {"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_encoder",
+                  "lora_te2_": "text_encoder_2"}
+DIFFUSERS_PREFIXES = {"unet.": "unet", "text_encoder.": "text_encoder", "text_encoder_2.": "text_encoder_2"}
 # suffix -> which matrix it is
 KOHYA_SUFFIXES = {".lora_down.weight": "down", ".lora_up.weight": "up", ".alpha": "alpha"}
 DIFFUSERS_SUFFIXES = {
@@ -29,8 +36,9 @@ DIFFUSERS_SUFFIXES = {
 }
 
 
-def read_lora(path: Path, models: dict[str, torch.nn.Module]) -> dict[str, torch.Tensor]:
-    """The file's tensors, after checking every key against `models` ({"unet": ..., "text_encoder": ...})."""
+def read_lora(path: Path, models: dict[str, torch.nn.Module], family: str = "SD 1.x") -> dict[str, torch.Tensor]:
+    """The file's tensors, after checking every key against `models` ({"unet": ..., "text_encoder": ...,
+    SDXL's "text_encoder_2": ...}) of a model of `family` (its name, for the messages)."""
     try:
         tensors = load_file(str(path))
     except Exception as error:  # safetensors raises several kinds for a damaged file
@@ -38,14 +46,20 @@ def read_lora(path: Path, models: dict[str, torch.nn.Module]) -> dict[str, torch
                          f"({error})") from None
     if not tensors:
         raise ValueError(f"LoRA file {path.name}: holds no tensors")
-    check_fits(path.name, tensors, models)
+    check_fits(path.name, tensors, models, family)
     return tensors
 
 
-def check_fits(file_name: str, tensors: dict[str, torch.Tensor], models: dict[str, torch.nn.Module]) -> None:
-    if any(key.startswith(SDXL_MARKERS) for key in tensors):
-        raise ValueError(f"LoRA file {file_name}: made for SDXL (it has a second text encoder); this model is SD 1.x")
-    layers = {component: _layer_table(model) for component, model in models.items()}
+def check_fits(file_name: str, tensors: dict[str, torch.Tensor], models: dict[str, torch.nn.Module],
+               family: str = "SD 1.x") -> None:
+    xl = "text_encoder_2" in models
+    if any(key.startswith(SDXL_MARKERS) for key in tensors) != xl:
+        made_for = "SD 1.x or 2.x (one text encoder)" if xl else "SDXL (a second text encoder or SDXL's U-Net blocks)"
+        raise ValueError(f"LoRA file {file_name}: made for {made_for}; this model is {family}")
+    if xl:  # kohya-ss's LDM block names as diffusers' (the ones the layer table has)
+        tensors = {_SGM_RENAMED.sub(lambda m: _DIFFUSERS_BLOCKS[m[1]], key): tensor for key, tensor in
+                   _maybe_map_sgm_blocks_to_diffusers(dict(tensors), models["unet"].config).items()}
+    layers = {component: _layer_table(model, component) for component, model in models.items()}
     for key, tensor in tensors.items():
         component, layer_path, role = _split_key(key)
         if component is None:
@@ -60,9 +74,14 @@ def check_fits(file_name: str, tensors: dict[str, torch.Tensor], models: dict[st
             expected = width_in if role == "down" else width_out
             got = tensor.shape[1] if role == "down" else tensor.shape[0]
             raise ValueError(
-                f"LoRA file {file_name}: made for another base model (SDXL or SD 2.x?): {key!r} has width {got}, "
-                f"this model's layer has {expected}"
+                f"LoRA file {file_name}: made for another base model than this {family} one: {key!r} has width "
+                f"{got}, this model's layer has {expected}"
             )
+
+
+# diffusers renumbers kohya-ss's SDXL blocks, keeping their LDM names (its later conversion renames them)
+_DIFFUSERS_BLOCKS = {"input_blocks": "down_blocks", "middle_block": "mid_block", "output_blocks": "up_blocks"}
+_SGM_RENAMED = re.compile(r"(?<=^lora_unet_)(input_blocks|middle_block|output_blocks)")
 
 
 def _split_key(key: str) -> tuple[str | None, str, str]:
@@ -79,13 +98,17 @@ def _split_key(key: str) -> tuple[str | None, str, str]:
     return None, "", ""
 
 
-def _layer_table(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+def _layer_table(model: torch.nn.Module, component: str) -> dict[str, torch.nn.Module]:
     """Linear and conv layers by kohya-style name (dots as underscores). A layer that already carries adapters
-    is peft's wrapper around `<name>.base_layer`; the adapters' own layers are not targets."""
+    is peft's wrapper around `<name>.base_layer`; the adapters' own layers are not targets. A text encoder's layers
+    are named from `text_model`, as in every LoRA file, also where transformers (>= 5.6) flattened it away."""
     table = {}
     for name, module in model.named_modules():
         if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and ".lora_" not in name:
-            table[name.removesuffix(".base_layer").replace(".", "_")] = module
+            name = name.removesuffix(".base_layer")
+            if component != "unet" and not name.startswith("text_model."):
+                table[f"text_model_{name.replace('.', '_')}"] = module
+            table[name.replace(".", "_")] = module
     return table
 
 

@@ -28,6 +28,12 @@ from diffusers import (
     StableDiffusionImg2ImgPipeline,
     StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
+    StableDiffusionXLControlNetImg2ImgPipeline,
+    StableDiffusionXLControlNetInpaintPipeline,
+    StableDiffusionXLControlNetPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLInpaintPipeline,
+    StableDiffusionXLPipeline,
 )
 from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
 from PIL import Image
@@ -63,7 +69,14 @@ SECOND_PASS = {  # the first pass's pipeline -> the second's
     StableDiffusionControlNetPipeline: StableDiffusionControlNetImg2ImgPipeline,
     StableDiffusionInpaintPipeline: StableDiffusionInpaintPipeline,
     StableDiffusionControlNetInpaintPipeline: StableDiffusionControlNetInpaintPipeline,
+    StableDiffusionXLPipeline: StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLControlNetPipeline: StableDiffusionXLControlNetImg2ImgPipeline,
+    StableDiffusionXLInpaintPipeline: StableDiffusionXLInpaintPipeline,
+    StableDiffusionXLControlNetInpaintPipeline: StableDiffusionXLControlNetInpaintPipeline,
 }
+IMG2IMG = (StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline)  # they take their size from the image
+CONTROLNET_TXT2IMG = (StableDiffusionControlNetPipeline, StableDiffusionXLControlNetPipeline)  # control: "image"
+CONTROLNET_INPAINT = (StableDiffusionControlNetInpaintPipeline, StableDiffusionXLControlNetInpaintPipeline)
 # The first pass's arguments the second pass sets anew (its picture, size, schedule and noise).
 PER_PASS = frozenset({"image", "control_image", "mask_image", "masked_image_latents", "width", "height", "strength",
                       "num_inference_steps", "generator"})
@@ -196,7 +209,7 @@ class HiresFix:
         second_class = SECOND_PASS[type(first)]
         if plan.upscaler in LATENT_UPSCALERS:
             init = upscale_latents(latents, upscaled, size, plan.upscaler, factor)
-            if second_class is StableDiffusionControlNetInpaintPipeline:  # it takes no latents for its image
+            if second_class in CONTROLNET_INPAINT:  # it takes no latents for its image
                 init = self.decode(init)
         else:
             init = [_crop(self.upscale_pixels(picture, plan.upscaler, upscaled), size)
@@ -217,11 +230,10 @@ class HiresFix:
         if first_schedule is not None:  # prompt editing: the second pass's steps have texts of their own
             later = pass_arguments[SCHEDULE] = first_schedule.for_second_pass(steps)
             pass_arguments["prompt_embeds"], pass_arguments["negative_prompt_embeds"] = later.at(0)
-        controls = arguments.get("control_image", arguments["image"] if type(first) is StableDiffusionControlNetPipeline
-                                 else None)
+        controls = arguments.get("control_image", arguments["image"] if type(first) in CONTROLNET_TXT2IMG else None)
         if controls is not None:  # resized to the new size by the pipeline, as sd-webui-controlnet does
             pass_arguments["control_image"] = controls
-        if second_class is not StableDiffusionImg2ImgPipeline:  # which takes its size from the image
+        if second_class not in IMG2IMG:
             pass_arguments.update(width=size[0], height=size[1])
         if "mask_image" in arguments:
             pass_arguments["mask_image"] = [Image.new("L", size, 255)] * batch
