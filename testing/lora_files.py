@@ -59,6 +59,41 @@ def make_lora(
     return path
 
 
+def make_lycoris(pipe, path: str | Path, seed: int, kind: str = "loha", rank: int = 4, scale: float = 0.3,
+                 alpha: float = 2.0) -> Path:
+    """Save a LyCORIS file (LoHa or LoKr, kohya-ss's layout) for `pipe`'s attention layers, U-Net and text
+    encoder(s). LoKr: w1 whole (a 4 x 4 factor of each side), w2 as the product of two rank-`rank` matrices."""
+    generator = torch.Generator().manual_seed(seed)
+    xl = getattr(pipe, "text_encoder_2", None) is not None
+    parts = [("unet", pipe.unet, UNET_TARGETS), ("text_encoder", pipe.text_encoder, TEXT_TARGETS)]
+    if xl:
+        parts.append(("text_encoder_2", pipe.text_encoder_2, TEXT_TARGETS))
+    prefixes = {"unet": "lora_unet_", "text_encoder": "lora_te1_" if xl else "lora_te_", "text_encoder_2": "lora_te2_"}
+
+    def random(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator) * scale
+
+    tensors = {}
+    for component, model, targets in parts:
+        for name, module in model.named_modules():
+            if not isinstance(module, torch.nn.Linear) or not name.endswith(targets):
+                continue
+            key = prefixes[component] + _kohya_name(component, name, pipe.unet.config, xl)
+            out, width = module.out_features, module.in_features
+            if kind == "loha":
+                layer = {"hada_w1_a": random(out, rank), "hada_w1_b": random(rank, width),
+                         "hada_w2_a": random(out, rank), "hada_w2_b": random(rank, width)}
+            else:
+                layer = {"lokr_w1": random(4, 4), "lokr_w2_a": random(out // 4, rank),
+                         "lokr_w2_b": random(rank, width // 4)}
+            tensors.update({f"{key}.{role}": tensor for role, tensor in layer.items()})
+            tensors[f"{key}.alpha"] = torch.tensor(alpha)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path))
+    return path
+
+
 def _kohya_name(component: str, name: str, unet_config, xl: bool) -> str:
     if component != "unet":
         name = name if name.startswith("text_model.") else f"text_model.{name}"  # transformers >= 5.6 flattened it

@@ -18,9 +18,10 @@ from pathlib import Path
 
 from diffusers import DiffusionPipeline
 
-from extensions.lora.files import addnet_hash, read_lora
+from extensions.lora.files import addnet_hash, diffusers_block_names, kohya_layers, read_lora
 from extensions.lora.hotswap import Factors, UnetSlot
 from extensions.lora.library import LoraLibrary
+from extensions.lora.lycoris import delete_lycoris, is_lycoris, load_lycoris
 from extensions.lora.switch import activate, lora_layers
 from extensions.lora.tags import LoraTag
 from models.lru import LRU
@@ -37,6 +38,7 @@ class LoadedLora:
     stamp: tuple[int, int]  # (mtime_ns, size): a changed file is reloaded
     hash: str  # A1111's short hash, for the infotext's "Lora hashes"
     unet_factors: Factors = field(default_factory=dict)  # with a compiled U-Net: its part, for the slot
+    lycoris: bool = False  # a LoHa or LoKr file: its adapter is lycoris.py's, not diffusers'
 
 
 class LoraAdapters:
@@ -107,10 +109,18 @@ class LoraAdapters:
         tensors = read_lora(path, _targets(pipe), self.family)
         adapter = f"lora_{next(self._numbers)}"
         factors: Factors = {}
+        lycoris = is_lycoris(tensors)
+        if lycoris and self.slot is not None:
+            raise ValueError(f"LoRA file {path.name}: a LyCORIS file (LoHa or LoKr) cannot go through the compiled "
+                             "U-Net's LoRA slot; run without --compile to use it")
         try:
             with warnings.catch_warnings(), self.paused():  # peft warns that a model holds several adapters
                 warnings.simplefilter("ignore")
-                if self.slot is None:
+                if lycoris:
+                    targets = _targets(pipe)
+                    load_lycoris(path.name, diffusers_block_names(tensors, pipe.unet), kohya_layers(targets),
+                                 targets, adapter)
+                elif self.slot is None:
                     pipe.load_lora_weights(tensors, adapter_name=adapter)
                 else:  # the U-Net part waits for the slot; the text encoder part is an ordinary adapter
                     state_dict, alphas = pipe.lora_state_dict(tensors, unet_config=pipe.unet.config)
@@ -121,12 +131,12 @@ class LoraAdapters:
                             adapter_name=adapter, _pipeline=pipe,
                         )
         except ValueError:
-            self._delete_adapter(pipe, adapter)
+            self._delete_any(pipe, adapter)
             raise
         except Exception as error:
-            self._delete_adapter(pipe, adapter)  # leave the loaded state as it was
+            self._delete_any(pipe, adapter)  # leave the loaded state as it was
             raise ValueError(f"LoRA file {path.name}: could not be loaded ({type(error).__name__}: {error})") from None
-        item = LoadedLora(adapter, path, stamp, addnet_hash(path), factors)
+        item = LoadedLora(adapter, path, stamp, addnet_hash(path), factors, lycoris)
         self._loaded.put(name, item, evict=False)  # the cap is applied once the whole request is loaded
         self._layers = self._lora_layers(pipe)
         log.info("LoRA %s loaded from %s (%d adapters loaded)", name, path, len(self._loaded))
@@ -141,7 +151,10 @@ class LoraAdapters:
 
     def _drop(self, pipe: DiffusionPipeline, name: str, item: LoadedLora) -> None:
         """Delete the adapter of `item`, already taken out of the loaded set."""
-        self._delete_adapter(pipe, item.adapter)
+        if item.lycoris:
+            delete_lycoris(_targets(pipe).values(), item.adapter)
+        else:
+            self._delete_adapter(pipe, item.adapter)
         self._layers = self._lora_layers(pipe)
         log.info("LoRA %s unloaded", name)
 
@@ -149,6 +162,11 @@ class LoraAdapters:
         """The layers whose active adapters we set per request (the slot's U-Net layers are always on)."""
         text_encoders = [getattr(pipe, part) for part in _text_encoders(pipe)]
         return lora_layers(*text_encoders) if self.slot is not None else lora_layers(pipe.unet, *text_encoders)
+
+    def _delete_any(self, pipe: DiffusionPipeline, adapter: str) -> None:
+        """A half-made adapter of either kind taken away."""
+        delete_lycoris(_targets(pipe).values(), adapter)
+        self._delete_adapter(pipe, adapter)
 
     @staticmethod
     def _delete_adapter(pipe: DiffusionPipeline, adapter: str) -> None:
