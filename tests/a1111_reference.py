@@ -335,7 +335,8 @@ def conditioning(
 
 @torch.no_grad()
 def conditioning_xl(
-    tokenizer_l, text_encoder_l, tokenizer_g, text_encoder_g, text: str, clip_skip: int = 1
+    tokenizer_l, text_encoder_l, tokenizer_g, text_encoder_g, text: str, clip_skip: int = 1,
+    embeddings: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(cond (1, 77 * chunks, width_l + width_g), pooled (1, projection)): A1111's SDXL conditioner
     (``repositories/generative-models/sgm/modules/encoders/modules.py: GeneralConditioner``, its crossattn
@@ -345,17 +346,32 @@ def conditioning_xl(
     tokens after the first end token replaced by it in ``process_tokens``); the pooled vector is the first
     chunk's, before emphasis. The layer is Forge's (``backend/text_processing/classic_engine.py``: hidden
     state ``-max(clip_skip, 2)`` for SDXL, no final layer norm), which at clip skip 1 and 2 is A1111's
-    penultimate layer. No embeddings."""
+    penultimate layer. ``embeddings``: name -> (clip_l's vectors, clip_g's), each embedder placing its own
+    (``modules/sd_hijack.py: EmbeddingsWithFixes`` on each of SDXL's embedders, as for SD 1.x)."""
 
-    def embedder(tokenizer, text_encoder, pad: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        built, _ = chunks(tokenizer, text)
+    def embedder(tokenizer, text_encoder, pad: int, vectors: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        built, _ = chunks(tokenizer, text, vectors)
         end = tokenizer.eos_token_id
+        token_embedding = text_encoder.get_input_embeddings()
         encoded, pooled = [], None
-        for index, (tokens, weights, _) in enumerate(built):
+        for index, (tokens, weights, fixes) in enumerate(built):
             ids = list(tokens)
             first_end = ids.index(end)
             ids[first_end + 1:] = [pad] * (len(ids) - first_end - 1)
-            out = text_encoder(input_ids=torch.tensor([ids]), output_hidden_states=True)
+
+            def place_vectors(_module, _inputs, output, fixes=fixes):
+                output = output.clone()
+                for offset, name in fixes:
+                    vec = _as_matrix(vectors[name])
+                    n = min(output.shape[1] - offset - 1, vec.shape[0])
+                    output[0, offset + 1: offset + 1 + n] = vec[:n]
+                return output
+
+            hook = token_embedding.register_forward_hook(place_vectors)
+            try:
+                out = text_encoder(input_ids=torch.tensor([ids]), output_hidden_states=True)
+            finally:
+                hook.remove()
             z = out.hidden_states[-max(clip_skip, 2)]
             if index == 0:
                 pooled = getattr(out, "text_embeds", None)
@@ -365,8 +381,10 @@ def conditioning_xl(
             encoded.append(z * (mean_before / z.mean()))
         return torch.hstack(encoded), pooled
 
-    cond_l, _ = embedder(tokenizer_l, text_encoder_l, tokenizer_l.eos_token_id)
-    cond_g, pooled = embedder(tokenizer_g, text_encoder_g, 0)
+    embeddings = embeddings or {}
+    cond_l, _ = embedder(tokenizer_l, text_encoder_l, tokenizer_l.eos_token_id,
+                         {name: pair[0] for name, pair in embeddings.items()})
+    cond_g, pooled = embedder(tokenizer_g, text_encoder_g, 0, {name: pair[1] for name, pair in embeddings.items()})
     return torch.cat([cond_l, cond_g], dim=-1), pooled
 
 

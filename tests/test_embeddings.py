@@ -77,7 +77,7 @@ def test_skipped_files_say_why_by_their_path_inside_the_folder(folder):
     skipped = EmbeddingLibrary(folder).skipped(768)
     assert set(skipped) == {"sd2", "xl", "model", "long", "evil", "diffusers", "broken"}
     assert skipped["sd2"] == "sd2.safetensors: made for a 1024-wide text encoder (SD 2.x); this model's is 768"
-    assert skipped["xl"].startswith("xl.safetensors: made for SDXL (a clip_g/clip_l pair)")
+    assert skipped["xl"].startswith("xl.safetensors: made for a 2048-wide text encoder (SDXL); this model's is 768")
     assert skipped["model"] == "model.safetensors: not a textual-inversion embedding: keys 'a.weight', 'b.weight'"
     assert skipped["long"] == (f"long.safetensors: has {MAX_VECTORS + 1} vectors; at most {MAX_VECTORS} fit a "
                                "prompt chunk")

@@ -172,6 +172,31 @@ def test_sdxl_conditioning_equals_a1111s(managers, clip_skip):
         assert torch.allclose(pooled, their_pooled, atol=1e-6), prompt
 
 
+def test_sdxl_embeddings_clip_l_and_clip_g_equal_a1111s(managers, tmp_path):
+    """An SDXL embedding (a clip_l and a clip_g tensor) in the prompt: each encoder takes its own vectors."""
+    from safetensors.torch import save_file
+
+    from extensions.prompts.embeddings import EmbeddingLibrary
+
+    pipe = managers("sdxl").pipelines["txt2img"]
+    generator = torch.Generator().manual_seed(3)
+    pairs = {"shiny": (torch.randn(2, 32, generator=generator), torch.randn(2, 40, generator=generator)),
+             "dots": (torch.randn(1, 32, generator=generator), torch.randn(1, 40, generator=generator))}
+    for name, (clip_l, clip_g) in pairs.items():
+        save_file({"clip_l": clip_l, "clip_g": clip_g}, str(tmp_path / f"{name}.safetensors"))
+    library = EmbeddingLibrary(tmp_path)
+    assert set(library.loaded(72)) == {"shiny", "dots"} and library.listing(72)["loaded"]["shiny"]["shape"] == 72
+    encoder = XLPromptEncoder(pipe.tokenizer, pipe.text_encoder, pipe.tokenizer_2, pipe.text_encoder_2)
+    encoder.use_embeddings(library.loaded(72))
+    for prompt in ["shiny dots", "a (shiny:1.3) circle, dots", "word, " * 36 + "shiny edge", "x " * 74 + "shiny"]:
+        [(ours, pooled)] = encoder.encode_all([encoder.tokenize(prompt)])
+        theirs, their_pooled = a1111.conditioning_xl(pipe.tokenizer, pipe.text_encoder, pipe.tokenizer_2,
+                                                     pipe.text_encoder_2, prompt, embeddings=pairs)
+        assert ours.shape == theirs.shape, prompt
+        assert torch.allclose(ours, theirs, atol=1e-5, rtol=1e-4), (prompt, (ours - theirs).abs().max())
+        assert torch.allclose(pooled, their_pooled, atol=1e-6), prompt
+
+
 def test_sdxl_plain_prompt_as_text_equals_its_a1111_encoding(managers):
     """The text path (diffusers' own encoding) and A1111's agree on a plain prompt: a weighted prompt whose weights
     are all 1 takes the embedding path and must give the same pixels."""

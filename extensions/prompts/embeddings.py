@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 MAX_FILE_BYTES = 50 * 1024 * 1024  # an embedding is a few KB to a few hundred KB; anything bigger is not one
 MAX_VECTORS = 75  # one prompt chunk holds 75 tokens: more vectors cannot fit it
 FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
-KNOWN_WIDTHS = {768: "SD 1.x", 1024: "SD 2.x", 1280: "SDXL's second text encoder"}
+KNOWN_WIDTHS = {768: "SD 1.x", 1024: "SD 2.x", 1280: "SDXL's second text encoder", 2048: "SDXL"}
 _SUFFIXES = {".safetensors", *PICKLE_SUFFIXES}
 
 
@@ -163,7 +163,9 @@ def _read(path: Path, stamp: tuple[int, int]) -> _Read:
             key, problem, width, vectors = _layout(keys, file)
             if problem is not None:
                 return _Read(stamp, problem=problem, width=width, vectors=vectors)
-            tensor = file.get_tensor(key)
+            # SDXL's pair: one (vectors, clip_l's width + clip_g's) tensor, each text encoder taking its columns
+            tensor = torch.cat([file.get_tensor("clip_l"), file.get_tensor("clip_g")], dim=-1) if key == PAIR \
+                else file.get_tensor(key)
     except Exception as error:  # noqa: BLE001 - not safetensors, truncated, unreadable: one bad file, not a failed scan
         log.debug("embedding %s not read: %s", path, error)
         return _Read(stamp, problem="not a readable .safetensors file")
@@ -180,9 +182,11 @@ def _layout(keys: list[str], file) -> tuple[str | None, str | None, int | None, 
     if "clip_g" in keys and "clip_l" in keys:  # A1111 reports the two widths summed, and clip_g's vector count
         g, g_problem = _shape(file, "clip_g")
         l_, l_problem = _shape(file, "clip_l")
-        width = g[1] + l_[1] if g_problem is None and l_problem is None else None
-        vectors = g[0] if g_problem is None else None
-        return None, "made for SDXL (a clip_g/clip_l pair); SD 1.x models cannot use it", width, vectors
+        if g_problem or l_problem:
+            return None, g_problem or l_problem, None, None
+        if g[0] != l_[0]:
+            return None, f"its clip_l has {l_[0]} vectors and its clip_g {g[0]}; an SDXL pair has as many", None, None
+        return PAIR, None, g[1] + l_[1], g[0]
     if "emb_params" in keys:
         key = "emb_params"
     elif params := [k for k in keys if k.startswith("string_to_param.")]:
@@ -198,6 +202,9 @@ def _layout(keys: list[str], file) -> tuple[str | None, str | None, int | None, 
         return None, f"not a textual-inversion embedding: keys {shown}", None, None
     (vectors, width), problem = _shape(file, key)
     return key, problem, width, vectors
+
+
+PAIR = "clip_l+clip_g"  # _layout's key for SDXL's pair of tensors
 
 
 def _shape(file, key: str) -> tuple[tuple[int | None, int | None], str | None]:

@@ -47,6 +47,7 @@ class Tokenized:
 class PromptEncoder:
     minimal_skip = 1  # the layer from the end a clip skip of 1 takes (a larger clip skip takes an earlier one)
     final_norm = True  # whether the layer taken goes through the final layer norm
+    columns = slice(None)  # an embedding's columns this text encoder takes (SDXL's pairs hold both encoders')
 
     def __init__(self, tokenizer, text_encoder, embeddings: Mapping[str, Embedding] | None = None):
         self.tokenizer, self.text_encoder = tokenizer, text_encoder
@@ -193,7 +194,7 @@ class PromptEncoder:
             rows = list(output)
             for row, found in enumerate(embeddings):
                 for offset, embedding in found:
-                    vectors = embedding.vectors.to(output.device, output.dtype)
+                    vectors = embedding.vectors[:, self.columns].to(output.device, output.dtype)
                     length = min(output.shape[1] - offset - 1, vectors.shape[0])
                     rows[row] = torch.cat([rows[row][: offset + 1], vectors[:length], rows[row][offset + 1 + length:]])
             return torch.stack(rows)
@@ -216,15 +217,19 @@ class XLPromptEncoder:
         self.second = PromptEncoder(tokenizer_2, text_encoder_2)
         for encoder in (self.first, self.second):
             encoder.minimal_skip, encoder.final_norm = 2, False
+        width = text_encoder.get_input_embeddings().weight.shape[1]
+        self.first.columns, self.second.columns = slice(0, width), slice(width, None)  # clip_l's, then clip_g's
         self.minimal_skip = 2
         self.layers = min(self.first.layers, self.second.layers)
         self.tokenize, self.surely_plain = self.first.tokenize, self.first.surely_plain
 
-    names: list[str] = []  # SDXL's embeddings (a clip_l and a clip_g tensor) are listed as skipped, not used yet
+    @property
+    def names(self) -> list[str]:
+        return self.first.names
 
     def use_embeddings(self, embeddings: Mapping[str, Embedding]) -> None:
-        if embeddings:
-            raise ValueError("embeddings cannot be used with SDXL models yet")
+        """SDXL's embeddings (clip_l's and clip_g's vectors side by side); the chunks place them once, for both."""
+        self.first.use_embeddings(embeddings)
 
     @torch.no_grad()
     def encode_all(self, prompts: list[Tokenized], clip_skip: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
