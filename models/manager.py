@@ -29,6 +29,7 @@ from models import families, loading
 from models.cost import CostModel, Pass
 from models.device import Runtime, resolve_runtime
 from models.files import hub_unreachable, own_memory
+from models.latents import decode
 from models.limits import TooLarge
 from models.offload import Offload
 from models.previews import LatentPreviewer, TinyVaePreviewer
@@ -367,10 +368,7 @@ class PipelineManager:
         the job's own picture (img2img, inpaint) or a grey one."""
         latents = finished.get("latents")
         if latents is not None:
-            vae = pipe.vae
-            with torch.no_grad():
-                decoded = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
-            return pipe.image_processor.postprocess(decoded, output_type="pil")
+            return pipe.image_processor.postprocess(decode(pipe.vae, latents), output_type="pil")
         pictures = []
         for request in requests:
             size = (request.width, request.height)
@@ -392,9 +390,7 @@ class PipelineManager:
             vae, was_tiled = pipe.vae, pipe.vae.use_tiling
             try:
                 vae.enable_tiling()
-                with torch.no_grad():
-                    decoded = vae.decode(denoised / vae.config.scaling_factor, return_dict=False)[0]
-                return pipe.image_processor.postprocess(decoded, output_type="pil")
+                return pipe.image_processor.postprocess(decode(vae, denoised), output_type="pil")
             except torch.OutOfMemoryError:
                 free_device_memory(self.runtime.device)
             finally:

@@ -391,3 +391,21 @@ def test_an_sdxl_controlnet_unit_equals_diffusers_and_one_of_another_family_is_r
     with pytest.raises(ValueError, match=r"sd1-edges.safetensors: made for another base model: .* 32 .*, the base "
                                          r"model's is 72 \(SDXL\)"):
         service.run("txt2img", dict(prompt="x", controlnet_units=[{**unit, "model": "sd1-edges"}], **SMALL))
+
+
+def test_an_sdxl_vae_in_float16_decodes_in_float32_as_diffusers_calls_do(family_folder):
+    """SDXL's VAE overflows in float16 (its config says force_upcast): outside a pipeline call too it decodes in
+    float32 and is left in float16; a VAE that says no upcast (the fp16-fix) decodes in its own dtype."""
+    from diffusers import AutoencoderKL
+
+    from models.latents import decode
+
+    vae = AutoencoderKL.from_pretrained(family_folder("sdxl") / "vae")
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    reference = decode(vae, latents)
+    vae.to(torch.float16)
+    upcast = decode(vae, latents.half())
+    assert upcast.dtype == torch.float32 and vae.dtype == torch.float16
+    assert torch.allclose(upcast, reference, atol=2e-2)
+    vae.register_to_config(force_upcast=False)
+    assert decode(vae, latents.half()).dtype == torch.float16

@@ -48,6 +48,7 @@ from extensions.upscale.fields import (
     HR_SECOND_PASS_STEPS,
     HR_UPSCALER,
 )
+from models.latents import decode
 from models.manager import TEXT_ARGUMENTS, pipeline_view
 from models.noise import again
 from models.samplers import make_scheduler
@@ -185,10 +186,7 @@ class HiresFix:
         return second(**second_arguments, callback_on_step_end=second_callback)
 
     def decode(self, latents: torch.Tensor) -> list[Image.Image]:
-        vae = self.first.vae
-        with torch.no_grad():
-            pixels = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
-        return self.first.image_processor.postprocess(pixels, output_type="pil")
+        return self.first.image_processor.postprocess(decode(self.first.vae, latents), output_type="pil")
 
     def upscaled(self, latents: torch.Tensor) -> list[Image.Image]:
         """The first pass's pictures at the hires size, by the plan's upscaler."""
