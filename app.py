@@ -126,7 +126,7 @@ class AppConfig:
                         output_dir=self.output_dir, styles_file=self.styles_file, lora_cap=self.lora_cap,
                         lora_fuse=self.lora_fuse, lora_rank=self.lora_rank if self.compile else None,
                         controlnet_cap=self.controlnet_cap, controlnet_units=self.controlnet_units,
-                        max_script_jobs=self.max_script_jobs)
+                        max_script_jobs=self.max_script_jobs, checkpoint_dir=self.ckpt_dir)
 
 
 OPTIONS = dataclasses.fields(AppConfig)

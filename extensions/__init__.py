@@ -18,6 +18,7 @@ REGISTERED = (
     "extensions.controlnet.extension:ControlNet",
     "extensions.tiling:Tiling",  # after the VAE's and ControlNet's hooks: it pads the modules they add too
     "extensions.seeds:Seeds",  # after ControlNet, whose pipeline draws the noise; before hires fix, which draws again
+    "extensions.refiner:Refiner",  # after every hook that shapes the model's pipeline, which it takes over from
     "extensions.upscale:Upscale",
     "extensions.train:Train",
     "extensions.scripts:Scripts",  # its Script dropdown goes under every other panel, as A1111's does

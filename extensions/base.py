@@ -60,6 +60,7 @@ class Settings:
     controlnet_cap: int = 3  # ControlNets kept loaded
     controlnet_units: int = 3  # ControlNet units per request
     max_script_jobs: int = 64  # the most jobs one script runs (an X/Y/Z plot's cells, SD upscale's tiles, ...)
+    checkpoint_dir: Path | None = None  # the checkpoints a client may name (--ckpt-dir): the refiner's choices
 
 
 @dataclass(frozen=True)

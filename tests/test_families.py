@@ -6,6 +6,7 @@ single files."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -409,3 +410,65 @@ def test_an_sdxl_vae_in_float16_decodes_in_float32_as_diffusers_calls_do(family_
     assert torch.allclose(upcast, reference, atol=2e-2)
     vae.register_to_config(force_upcast=False)
     assert decode(vae, latents.half()).dtype == torch.float16
+
+
+# -- the refiner --------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def refiner_service(family_folder, tmp_path_factory):
+    """A fresh SDXL model with a refiner and an SD 2.x model in its checkpoint folder, and every extension."""
+    import shutil
+
+    from extensions import create
+    from extensions.base import Settings
+
+    root = tmp_path_factory.mktemp("refiner")
+    checkpoints = root / "Stable-diffusion"
+    shutil.copytree(family_folder("sdxl-refiner"), checkpoints / "tiny-refiner")
+    shutil.copytree(family_folder("sd2-v"), checkpoints / "tiny-sd2")
+    settings = Settings(*(root / name for name in ("Lora", "ControlNet", "annotators", "embeddings", "upscalers",
+                                                   "VAE", "outputs")), styles_file=root / "styles.csv",
+                        checkpoint_dir=checkpoints)
+    manager = PipelineManager.load(str(family_folder("sdxl")), device="cpu")
+    return StudioService(manager, root / "outputs", create(settings))
+
+
+def test_the_refiner_takes_over_at_the_switch_as_diffusers_ensemble_of_experts(refiner_service, family_folder):
+    from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+
+    from service.pnginfo import fields_from_infotext
+
+    generation = refiner_service.run("txt2img", dict(prompt="a red circle", negative_prompt="blurry", sampler="Euler",
+                                                     seed=5, refiner_checkpoint="tiny-refiner",
+                                                     refiner_switch_at=0.5, **SMALL))
+    ours = Image.open(generation.files[0])
+    base = StableDiffusionXLPipeline.from_pretrained(family_folder("sdxl"), add_watermarker=False)
+    refiner = StableDiffusionXLImg2ImgPipeline.from_pretrained(family_folder("sdxl-refiner"), vae=base.vae,
+                                                               add_watermarker=False)
+    for pipe in (base, refiner):
+        pipe.scheduler = make_scheduler("Euler", pipe.scheduler.config, [5])
+        pipe.set_progress_bar_config(disable=True)
+    texts = dict(prompt="a red circle", negative_prompt="blurry", num_inference_steps=4, guidance_scale=7.0)
+    latents = base(**texts, width=64, height=64, denoising_end=0.5, output_type="latent",
+                   generator=torch.Generator("cpu").manual_seed(5)).images
+    theirs = refiner(**texts, image=latents, denoising_start=0.5,
+                     generator=torch.Generator("cpu").manual_seed(5)).images[0]
+    without = refiner_service.run("txt2img", dict(prompt="a red circle", negative_prompt="blurry", sampler="Euler",
+                                                  seed=5, **SMALL))
+    assert max_diff(ours, theirs) <= 2 and max_diff(ours, Image.open(without.files[0])) > 8
+    fields = fields_from_infotext(generation.infotexts[0], refiner_service.extensions)
+    assert generation.infotexts[0].count("Refiner: tiny-refiner [") == 1 and "Refiner switch at: 0.5" in \
+        generation.infotexts[0]
+    assert fields["refiner_checkpoint"] == "tiny-refiner" and fields["refiner_switch_at"] == 0.5
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"refiner_checkpoint": "nosuch"}, "refiner_checkpoint: no model named 'nosuch'"),
+    ({"refiner_checkpoint": "tiny-sd2"}, "refiner_checkpoint: 'tiny-sd2' is SD 2.x v-prediction; a refiner must be"),
+    ({"refiner_checkpoint": "demo"}, "refiner_checkpoint: the demo model is SD 1.x"),
+    ({"refiner_checkpoint": "tiny-refiner", "refiner_switch_at": 0}, "refiner_switch_at must be"),
+    ({"refiner_checkpoint": "tiny-refiner", "enable_hr": True}, "the refiner and hires fix do not combine yet"),
+])
+def test_a_bad_refiner_is_refused_by_name(refiner_service, options, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        refiner_service.build("txt2img", dict(prompt="x", **options))

@@ -147,6 +147,7 @@ def test_switching_family_through_options_and_sd_models_naming_each(api, app_ser
     copy = checkpoint_dir(tmp_path_factory) / "families"
     shutil.copytree(family_folder("sdxl-inpainting"), copy / "tiny-sdxl-inpainting")
     shutil.copytree(family_folder("sd2-v"), copy / "tiny-sd2-v")
+    shutil.copytree(family_folder("sdxl-refiner"), copy / "tiny-refiner")
     try:
         listed = {model["model_name"]: model["family"] for model in api.get_sd_models()}
         assert listed["sd-shapes-inpainting"] == "SD 1.x"
@@ -158,6 +159,14 @@ def test_switching_family_through_options_and_sd_models_naming_each(api, app_ser
             result = api.txt2img(prompt="a (red:1.2) circle BREAK blue", negative_prompt="", seed=3, steps=2,
                                  width=64, height=64)
             assert result.image.size == (64, 64) and f"Model: {name.rsplit('/')[-1]}" in result.info["infotexts"][0]
+            if family == "SDXL":  # A1111's refiner fields, in the body as A1111 takes them
+                response = requests.post(f"{app_server[0]}/sdapi/v1/txt2img", timeout=60, json={
+                    "prompt": "a red circle", "steps": 4, "width": 64, "height": 64, "seed": 3,
+                    "refiner_checkpoint": "families/tiny-refiner", "refiner_switch_at": 0.5})
+                assert response.status_code == 200, response.text
+                info = json.loads(response.json()["info"])
+                assert "Refiner: tiny-refiner [" in info["infotexts"][0] and "Refiner switch at: 0.5" in \
+                    info["infotexts"][0]
     finally:
         api.set_options({"sd_model_checkpoint": "demo"})
         shutil.rmtree(copy)

@@ -210,38 +210,42 @@ class XLPromptEncoder:
     """SDXL's conditioning, as A1111 and Forge make it: each chunk through both text encoders (OpenAI's CLIP ViT-L and
     OpenCLIP's ViT-bigG), their penultimate layers (or earlier ones with clip skip 3 and up) without the final norm,
     weighted each on its own and concatenated; and the pooled vector, the second encoder's projected output of the
-    prompt's first chunk, unweighted. Both tokenizers share CLIP's vocabulary, so the chunks are the same."""
+    prompt's first chunk, unweighted. Both tokenizers share CLIP's vocabulary, so the chunks are the same. The SDXL
+    refiner has the second encoder only (`text_encoder` None)."""
+
+    minimal_skip = 2
 
     def __init__(self, tokenizer, text_encoder, tokenizer_2, text_encoder_2):
-        self.first = PromptEncoder(tokenizer, text_encoder)
+        self.first = PromptEncoder(tokenizer, text_encoder) if text_encoder is not None else None
         self.second = PromptEncoder(tokenizer_2, text_encoder_2)
-        for encoder in (self.first, self.second):
+        self.encoders = [encoder for encoder in (self.first, self.second) if encoder is not None]
+        for encoder in self.encoders:
             encoder.minimal_skip, encoder.final_norm = 2, False
-        width = text_encoder.get_input_embeddings().weight.shape[1]
-        self.first.columns, self.second.columns = slice(0, width), slice(width, None)  # clip_l's, then clip_g's
-        self.minimal_skip = 2
-        self.layers = min(self.first.layers, self.second.layers)
-        self.tokenize, self.surely_plain = self.first.tokenize, self.first.surely_plain
+        if self.first is not None:  # an embedding's columns: clip_l's, then clip_g's
+            width = text_encoder.get_input_embeddings().weight.shape[1]
+            self.first.columns, self.second.columns = slice(0, width), slice(width, None)
+        self.layers = min(encoder.layers for encoder in self.encoders)
+        self.tokenize, self.surely_plain = self.encoders[0].tokenize, self.encoders[0].surely_plain
 
     @property
     def names(self) -> list[str]:
-        return self.first.names
+        return self.encoders[0].names
 
     def use_embeddings(self, embeddings: Mapping[str, Embedding]) -> None:
         """SDXL's embeddings (clip_l's and clip_g's vectors side by side); the chunks place them once, for both."""
-        self.first.use_embeddings(embeddings)
+        self.encoders[0].use_embeddings(embeddings)
 
     @torch.no_grad()
     def encode_all(self, prompts: list[Tokenized], clip_skip: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Each prompt's (conditioning (1, 77 x chunks, both widths), pooled (1, projection))."""
-        first, _ = self.first.encode_chunks(prompts, clip_skip)
-        second, output = self.second.encode_chunks(prompts, clip_skip)
-        rows, pooled, encoded, start = torch.cat([first, second], dim=-1), output.text_embeds, [], 0
+        """Each prompt's (conditioning (1, 77 x chunks, the encoders' widths), pooled (1, projection))."""
+        encoded = [encoder.encode_chunks(prompts, clip_skip) for encoder in self.encoders]
+        rows, pooled = torch.cat([hidden for hidden, _ in encoded], dim=-1), encoded[-1][1].text_embeds
+        conditionings, start = [], 0
         for tokenized in prompts:
             count = len(tokenized.chunks)
-            encoded.append((torch.cat(list(rows[start:start + count])).unsqueeze(0), pooled[start:start + 1]))
+            conditionings.append((torch.cat(list(rows[start:start + count])).unsqueeze(0), pooled[start:start + 1]))
             start += count
-        return encoded
+        return conditionings
 
 
 def pad_chunks(cond: torch.Tensor, uncond: torch.Tensor, empty: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

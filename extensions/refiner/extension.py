@@ -1,0 +1,241 @@
+"""A1111's refiner (`refiner_checkpoint`, `refiner_switch_at`; infotext `Refiner: name [hash]`, `Refiner switch at:
+0.8`): an SDXL refiner, or another SDXL model, takes over the denoising after that fraction of the steps.
+
+As diffusers' "ensemble of expert denoisers": the request's own pipeline denoises until the switch (`denoising_end`),
+its latents go to an SDXL img2img pipeline built over the refiner's U-Net and text encoder(s), the same VAE (the
+shared one, or the request's chosen one) and a fresh scheduler of the request's sampler, which denoises the rest
+(`denoising_start`) with noise from the same seeds. The refiner conditions on the prompt as A1111 does for it: its
+own text encoder(s), emphasis and chunks included, the LoRA tags taken out; the refiner's aesthetic score is
+diffusers' and A1111's default (6 and 2.5). One refiner stays loaded (its VAE is dropped), next to the model.
+
+A refiner needs an SDXL model (its pipelines take `denoising_end`); hires fix and ControlNet units do not combine
+with it yet and are refused by name.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import (
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLInpaintPipeline,
+    StableDiffusionXLPipeline,
+)
+
+from extensions.base import Extension, Settings
+from extensions.prompts.encoder import XLPromptEncoder, pad_chunks
+from extensions.refiner.fields import REFINER_CHECKPOINT, REFINER_SWITCH_AT
+from models import families, loading
+from models.checkpoints import checkpoint_names, resolve_checkpoint
+from models.fields import read_entries
+from models.files import own_memory
+from models.latents import decode
+from models.noise import again
+from models.samplers import make_scheduler
+
+log = logging.getLogger(__name__)
+
+BASES = (StableDiffusionXLPipeline, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLInpaintPipeline)
+EXTRA_NETWORKS = re.compile(r"<[^<>:]+:[^<>]*>")  # <lora:name:weight> and the like: not for a text encoder
+
+
+@dataclass(frozen=True)
+class RefinerPart:
+    name: str  # as the request named it
+    location: str  # what to load: a checkpoint in the folder, or a Hub id
+    local: bool
+    switch_at: float
+
+
+@dataclass
+class RefinerModel:
+    """A loaded refiner: its U-Net, text encoder(s) and their encoder, the scheduler's config, its name and hash."""
+
+    location: str
+    name: str
+    hash: str
+    parts: dict  # unet, text_encoder, text_encoder_2, tokenizer, tokenizer_2
+    scheduler_config: dict
+    is_refiner: bool  # an SDXL refiner (its aesthetic-score conditioning), not an SDXL base model
+    encoder: XLPromptEncoder
+
+
+class Refiner(Extension):
+    name = "refiner"
+    fields = (REFINER_CHECKPOINT, REFINER_SWITCH_AT)
+    modes = ("txt2img", "img2img", "inpaint", "outpaint")
+
+    def __init__(self, checkpoint_dir: str | Path | None = None):
+        self.folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.family = families.SD1  # the installed manager's
+        self.runtime = None
+        self._loaded: RefinerModel | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Refiner:
+        return cls(settings.checkpoint_dir)
+
+    def install(self, manager) -> None:
+        self.family, self.runtime = manager.family, manager.runtime
+        manager.pipeline_hooks.append(self._hook)
+
+    # -- the request ------------------------------------------------------------------------------------------
+
+    def parse(self, mode: str, fields: Mapping, warnings: list[str]) -> RefinerPart | None:
+        name = REFINER_CHECKPOINT.check(fields.get(REFINER_CHECKPOINT.name) or "").strip()
+        switch_at = float(REFINER_SWITCH_AT.check(fields.get(REFINER_SWITCH_AT.name, REFINER_SWITCH_AT.default)))
+        if not name or name.lower() == "none":
+            return None
+        if not self.family.is_xl:
+            raise ValueError(f"refiner_checkpoint: a refiner takes over from an SDXL model; this model is "
+                             f"{self.family.name}")
+        if fields.get("enable_hr") is True:
+            raise ValueError("refiner_checkpoint: the refiner and hires fix do not combine yet; use one of them")
+        if any(unit.get("enabled", True) for unit in fields.get("controlnet_units") or () if isinstance(unit, dict)):
+            raise ValueError("refiner_checkpoint: the refiner and ControlNet units do not combine yet")
+        if self.folder is None:
+            raise ValueError("refiner_checkpoint: this app has no checkpoint folder to take a refiner from")
+        try:
+            location, local = resolve_checkpoint(name, self.folder, startup="")
+        except ValueError as error:
+            raise ValueError(str(error).replace("sd_model_checkpoint", "refiner_checkpoint", 1)) from None
+        if location == "demo":
+            raise ValueError("refiner_checkpoint: the demo model is SD 1.x; a refiner must be an SDXL model")
+        if local:
+            found = families.of_location(Path(location))
+            if found is not None and not found.is_xl:
+                raise ValueError(f"refiner_checkpoint: {name!r} is {found.name}; a refiner must be an SDXL model")
+        return RefinerPart(name, location, local, switch_at)
+
+    def from_infotext(self, entries: dict[str, str], warnings: list[str]) -> dict:
+        fields = read_entries(self.fields, entries, warnings)
+        if REFINER_CHECKPOINT.name in fields:  # "name [hash]", as A1111 writes it
+            fields[REFINER_CHECKPOINT.name] = re.sub(r"\s*\[[0-9a-f]*\]$", "", fields[REFINER_CHECKPOINT.name])
+        return fields
+
+    def panel(self, tab):
+        from extensions.refiner.panel import refiner_panel
+
+        return refiner_panel(tab, checkpoint_names(self.folder) if self.folder is not None else [])
+
+    # -- the run ----------------------------------------------------------------------------------------------
+
+    def _hook(self, pipe, request, arguments: dict, parameters: dict):
+        part = request.part(self.name)
+        if part is None or part.switch_at >= 1:  # the model runs every step: nothing for a refiner to do
+            return pipe, arguments
+        if type(pipe) not in BASES:
+            raise ValueError(f"refiner_checkpoint: cannot take over from {type(pipe).__name__} (hires fix and "
+                             "ControlNet do not combine with the refiner yet)")
+        model = self._load(part)
+        parameters[REFINER_CHECKPOINT.infotext] = f"{model.name} [{model.hash}]" if model.hash else model.name
+        parameters[REFINER_SWITCH_AT.infotext] = f"{part.switch_at:g}"
+        return RefinedPipeline(pipe, model, part.switch_at, request), arguments
+
+    def _load(self, part: RefinerPart) -> RefinerModel:
+        with self._lock:
+            if self._loaded is not None and self._loaded.location == part.location:
+                return self._loaded
+            self._loaded = None  # the previous one goes before the next comes
+            try:
+                source = loading.identify(part.location, part.local)
+                path = loading.local_path(source)
+                pipe = loading.load_pipeline(source, path, self.runtime.dtype)
+            except ValueError as error:
+                raise ValueError(f"refiner_checkpoint: {error}") from None
+            except Exception as error:  # a truncated file, the Hub unreachable, ...: the request's fault
+                raise ValueError(f"refiner_checkpoint: could not load {part.name!r} ({type(error).__name__}: "
+                                 f"{str(error).splitlines()[0] if str(error) else ''})") from None
+            family = families.of_pipeline(pipe)
+            if not family.is_xl:
+                raise ValueError(f"refiner_checkpoint: {part.name!r} is {family.name}; a refiner must be an SDXL "
+                                 "model")
+            names = ("unet", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
+            parts = {name: getattr(pipe, name, None) for name in names}
+            modules = [module for module in parts.values() if isinstance(module, torch.nn.Module)]
+            for module in modules:
+                module.to(self.runtime.device).eval().requires_grad_(False)
+            if self.runtime.device.type == "cpu":
+                own_memory(*modules)
+            encoder = XLPromptEncoder(parts["tokenizer"], parts["text_encoder"], parts["tokenizer_2"],
+                                      parts["text_encoder_2"])
+            self._loaded = RefinerModel(part.location, source.name, loading.model_hash(source, path), parts,
+                                        dict(pipe.scheduler.config), family is families.SDXL_REFINER, encoder)
+            log.info("refiner %s (%s) loaded", source.name, family.name)
+            return self._loaded
+
+
+class RefinedPipeline:
+    """The request's pipeline until the switch, then the refiner's, as one pipeline to the manager (which may use
+    its VAE and image processor, and set its scheduler). Each pass tells the step callback where it stands
+    (`progress`: the steps before it and after it)."""
+
+    def __init__(self, first, model: RefinerModel, switch_at: float, request):
+        self.first, self.model, self.switch_at, self.request = first, model, switch_at, request
+
+    @property
+    def vae(self):
+        return self.first.vae
+
+    @property
+    def image_processor(self):
+        return self.first.image_processor
+
+    @property
+    def scheduler(self):
+        return self.first.scheduler
+
+    @scheduler.setter
+    def scheduler(self, scheduler) -> None:
+        self.first.scheduler = scheduler
+
+    def set_progress_bar_config(self, **config) -> None:
+        self.first.set_progress_bar_config(**config)
+
+    def __call__(self, callback_on_step_end=None, **arguments):
+        first, steps = self.first, arguments["num_inference_steps"]
+        first.progress = (0, steps - round(steps * self.switch_at))
+        latents = first(**arguments, denoising_end=self.switch_at, output_type="latent",
+                        callback_on_step_end=callback_on_step_end).images
+        if first.interrupt:  # stopped before the switch: its picture
+            from diffusers.pipelines.stable_diffusion_xl import StableDiffusionXLPipelineOutput
+
+            return StableDiffusionXLPipelineOutput(first.image_processor.postprocess(decode(first.vae, latents),
+                                                                                     output_type="pil"))
+        second = self._refiner(arguments)
+        second.progress = (first.num_timesteps, 0)
+        return second(image=latents, num_inference_steps=steps, denoising_start=self.switch_at,
+                      guidance_scale=arguments["guidance_scale"],
+                      generator=[again(generator) for generator in arguments["generator"]],
+                      callback_on_step_end=callback_on_step_end, **self._conditioning(len(arguments["generator"])))
+
+    def _refiner(self, arguments: dict):
+        model, request = self.model, self.request
+        seeds = [generator.initial_seed() for generator in arguments["generator"]]
+        scheduler = make_scheduler(request.sampler, model.scheduler_config, seeds)
+        pipe = StableDiffusionXLImg2ImgPipeline(
+            vae=self.first.vae, scheduler=scheduler, requires_aesthetics_score=model.is_refiner,
+            force_zeros_for_empty_prompt=False, add_watermarker=False, **model.parts)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def _conditioning(self, batch: int) -> dict:
+        """The prompts as the refiner's text encoder(s) take them, A1111's way, for the call's batch."""
+        encoder, request = self.model.encoder, self.request
+        texts = [EXTRA_NETWORKS.sub("", text) for text in (request.prompt, request.negative_prompt)]
+        prompt, negative = (encoder.tokenize(text) for text in texts)
+        padding = [encoder.tokenize("")] if len(prompt.chunks) != len(negative.chunks) else []
+        (cond, pooled), (uncond, negative_pooled), *empty = encoder.encode_all([prompt, negative, *padding],
+                                                                               request.part("prompts").clip_skip
+                                                                               if request.part("prompts") else 1)
+        cond, uncond = pad_chunks(cond, uncond, empty[0][0]) if empty else (cond, uncond)
+        return {"prompt_embeds": cond.expand(batch, -1, -1), "negative_prompt_embeds": uncond.expand(batch, -1, -1),
+                "pooled_prompt_embeds": pooled.expand(batch, -1),
+                "negative_pooled_prompt_embeds": negative_pooled.expand(batch, -1)}
