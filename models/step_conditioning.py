@@ -2,7 +2,8 @@
 puts a `StepConditioning` into a call's arguments under SCHEDULE; whoever calls the pipeline (the manager; hires
 fix, for each of its passes) takes it out with `scheduled` and gets the step callback that hands the pipeline the
 next step's embeddings where they change. diffusers' Stable Diffusion pipelines take `prompt_embeds` back from the
-step callback (their guidance batch: the negative's, then the prompt's)."""
+step callback (their guidance batch: the negative's, then the prompt's), and SDXL's its pooled vectors as
+`add_text_embeds` (batched alike)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ StepEndCallback = Callable[..., dict]  # diffusers' callback_on_step_end(pipe, s
 
 
 class StepConditioning(Protocol):
-    def at(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The (prompt, negative prompt) embeddings of step `step` of the pass (from 0), for the call's batch; the
-        same tensors while they do not change."""
+    def at(self, step: int) -> dict[str, torch.Tensor]:
+        """The call's text arguments at step `step` of the pass (from 0), for the call's batch: `prompt_embeds` and
+        `negative_prompt_embeds`, and SDXL's `pooled_prompt_embeds` and `negative_pooled_prompt_embeds`; the same
+        dict while they do not change."""
 
     def for_second_pass(self, steps: int) -> StepConditioning:
         """The schedule of hires fix's second pass of `steps` steps, which comes after this one."""
@@ -40,9 +42,11 @@ def applying(schedule: StepConditioning, callback: StepEndCallback | None) -> St
             tensors = callback(pipe, step, timestep, tensors)
         following = schedule.at(step + 1)
         if following is not schedule.at(step):
-            cond, uncond = following
-            tensors = {**tensors, "prompt_embeds": torch.cat([uncond, cond])
-                       if pipe.do_classifier_free_guidance else cond}
+            guided = pipe.do_classifier_free_guidance
+            for key, callback_key in (("prompt_embeds", "prompt_embeds"), ("pooled_prompt_embeds", "add_text_embeds")):
+                if key in following:
+                    this, negative = following[key], following[f"negative_{key}"]
+                    tensors = {**tensors, callback_key: torch.cat([negative, this]) if guided else this}
         return tensors
 
     return step_end

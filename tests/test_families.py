@@ -239,12 +239,38 @@ def test_sdxl_weighted_long_prompts_and_clip_skip_through_the_service(managers, 
         assert max_diff(ours, theirs) <= 2, prompt[:40]
 
 
-def test_sdxl_refuses_prompt_editing_by_name(sdxl_service):
-    service = sdxl_service
-    with pytest.raises(ValueError, match=r"prompt: prompt editing .* not available for SDXL models yet"):
-        service.build("txt2img", {"prompt": "a [cat:dog:0.5]"})
-    with pytest.raises(ValueError, match="negative_prompt: prompt editing"):
-        service.build("txt2img", {"prompt": "x", "negative_prompt": "[a|b]"})
+def test_sdxl_prompt_editing_switches_both_encoders_and_the_pooled_vector(managers, sdxl_service):
+    """`[a red circle:dogs in the snow:1]` over 8 steps: A1111's conditioning of the first text while the step,
+    counted from 0, is at most 1 (A1111's reconstruct_cond_batch), of the second after; both encoders' and the pooled
+    vector (what diffusers' SDXL loop takes back as `add_text_embeds`)."""
+    pipe = managers("sdxl").pipelines["txt2img"]
+    settings = dict(negative_prompt="blurry", sampler="Euler", seed=3, width=64, height=64, steps=8,
+                    guidance_scale=15.0)  # the tiny model's text matters most with a strong guidance
+    generation = sdxl_service.run("txt2img", dict(prompt="[a red circle:dogs in the snow:1]", **settings))
+    encode = lambda text: a1111.conditioning_xl(pipe.tokenizer, pipe.text_encoder, pipe.tokenizer_2,  # noqa: E731
+                                                pipe.text_encoder_2, text)
+    (red, red_pooled), (blue, blue_pooled), (negative, negative_pooled) = map(encode, ("a red circle",
+                                                                                     "dogs in the snow", "blurry"))
+
+    def switch(pipeline, step, timestep, tensors):
+        if step == 1:  # after steps 0 and 1: the others see the second text
+            tensors["prompt_embeds"] = torch.cat([negative, blue])
+            tensors["add_text_embeds"] = torch.cat([negative_pooled, blue_pooled])
+        return tensors
+
+    view = type(pipe)(**{**pipe.components, "scheduler": make_scheduler("Euler", pipe.scheduler.config, [3])})
+    view.set_progress_bar_config(disable=True)
+    theirs = view(prompt_embeds=red, negative_prompt_embeds=negative, pooled_prompt_embeds=red_pooled,
+                  negative_pooled_prompt_embeds=negative_pooled, num_inference_steps=8, guidance_scale=15.0, width=64,
+                  height=64, generator=torch.Generator("cpu").manual_seed(3), callback_on_step_end=switch).images[0]
+    unswitched = sdxl_service.run("txt2img", dict(prompt="a red circle", **settings))
+    ours = Image.open(generation.files[0])
+    assert max_diff(ours, theirs) <= 2 and max_diff(ours, Image.open(unswitched.files[0])) > 4
+
+
+def test_sdxl_refuses_and_by_name(sdxl_service):
+    with pytest.raises(ValueError, match=r"prompt: AND \(composable prompts\) is not available for SDXL models yet"):
+        sdxl_service.build("txt2img", {"prompt": "a cat AND a dog"})
 
 
 # -- single files -------------------------------------------------------------------------------------------------

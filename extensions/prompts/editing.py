@@ -11,7 +11,7 @@ import re
 
 import torch
 
-from extensions.prompts.encoder import PromptEncoder, Tokenized, padded_alike
+from extensions.prompts.encoder import PromptEncoder, Tokenized, XLPromptEncoder, padded_alike
 from extensions.prompts.schedule import schedule
 
 _AND = re.compile(r"\bAND\b")
@@ -36,33 +36,42 @@ def composed(prompt: str) -> tuple[list[str], list[float]]:
 class EditedPrompts:
     """A StepConditioning: the sub-prompts' and the negative prompt's schedules over one pass."""
 
-    def __init__(self, encoder: PromptEncoder, prompts: list[str], negative: str, steps: int, clip_skip: int,
-                 batch: int, hires_steps: int | None = None, encoded: dict | None = None):
+    def __init__(self, encoder: PromptEncoder | XLPromptEncoder, prompts: list[str], negative: str, steps: int,
+                 clip_skip: int, batch: int, hires_steps: int | None = None, encoded: dict | None = None):
         """`prompts`: the sub-prompts (one without AND), LoRA tags taken out; `steps`: the first pass's;
         `hires_steps`: this pass is hires fix's second, of that many steps; `encoded`: the texts encoded so far."""
         self.encoder, self.prompts, self.negative = encoder, prompts, negative
         self.steps, self.clip_skip, self.batch = steps, clip_skip, batch
         self.schedules = [schedule(text, steps, hires_steps) for text in (*prompts, negative)]
-        self.encoded: dict[str, tuple[Tokenized, torch.Tensor]] = {} if encoded is None else encoded
+        # text -> (its tokens, its conditioning, SDXL's pooled vector or None)
+        self.encoded: dict[str, tuple[Tokenized, torch.Tensor, torch.Tensor | None]] = {} if encoded is None else \
+            encoded
         self._encode(({text for entries in self.schedules for _, text in entries} | {""}) - self.encoded.keys())
-        self._steps: dict[tuple[str, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._steps: dict[tuple[str, ...], dict[str, torch.Tensor]] = {}
 
     def _encode(self, texts: set[str]) -> None:
         if not texts:  # hires fix's pass: often every text is encoded already
             return
         texts = sorted(texts)
         tokenized = [self.encoder.tokenize(text) for text in texts]
-        for text, tokens, tensor in zip(texts, tokenized, self.encoder.encode_all(tokenized, self.clip_skip)):
-            self.encoded[text] = tokens, tensor
+        for text, tokens, encoded in zip(texts, tokenized, self.encoder.encode_all(tokenized, self.clip_skip)):
+            tensor, pooled = encoded if isinstance(encoded, tuple) else (encoded, None)  # SDXL's: with its pooled
+            self.encoded[text] = tokens, tensor, pooled
 
-    def at(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def at(self, step: int) -> dict[str, torch.Tensor]:
         """As A1111's reconstruct_cond_batch: each schedule's first text whose last step is `step` or later."""
         texts = tuple(next((text for end, text in entries if step <= end), entries[-1][1])
                       for entries in self.schedules)
         if texts not in self._steps:
             padded = padded_alike([self.encoded[text][1] for text in texts], self.encoded[""][1])
             cond, uncond = torch.cat(padded[:-1], dim=1), torch.cat([padded[-1]] * (len(padded) - 1), dim=1)
-            self._steps[texts] = cond.expand(self.batch, -1, -1), uncond.expand(self.batch, -1, -1)
+            arguments = {"prompt_embeds": cond.expand(self.batch, -1, -1),
+                         "negative_prompt_embeds": uncond.expand(self.batch, -1, -1)}
+            pooled, negative_pooled = self.encoded[texts[0]][2], self.encoded[texts[-1]][2]
+            if pooled is not None:  # SDXL (one sub-prompt: AND is not composed on it)
+                arguments.update(pooled_prompt_embeds=pooled.expand(self.batch, -1),
+                                 negative_pooled_prompt_embeds=negative_pooled.expand(self.batch, -1))
+            self._steps[texts] = arguments
         return self._steps[texts]
 
     def for_second_pass(self, steps: int) -> EditedPrompts:
@@ -71,4 +80,5 @@ class EditedPrompts:
 
     def embeddings(self) -> dict:
         """The textual-inversion embeddings its texts use, by name."""
-        return {name: embedding for tokens, _ in self.encoded.values() for name, embedding in tokens.embeddings.items()}
+        return {name: embedding for tokens, *_ in self.encoded.values()
+                for name, embedding in tokens.embeddings.items()}

@@ -75,9 +75,8 @@ class Prompts(Extension):
         parts, _ = composed(fields.get("prompt") or "")  # too many AND parts: an error now, not mid-run
         for name in ("prompt", "negative_prompt"):
             parse(fields.get(name) or "")  # a weight that is not a number is an error now, not mid-run
-            if self._xl and (edits(fields.get(name) or "") or name == "prompt" and len(parts) > 1):
-                raise ValueError(f"{name}: prompt editing ([from:to:when], [a|b]) and AND are not available for "
-                                 "SDXL models yet")
+            if self._xl and name == "prompt" and len(parts) > 1:
+                raise ValueError("prompt: AND (composable prompts) is not available for SDXL models yet")
             # every chunk is a text encoder pass and widens the U-Net's cross-attention at every step: bounded, as
             # the characters are (BREAK makes a chunk of each word; some characters are several tokens)
             chunks = len(self.encoder.tokenize(fields.get(name) or "").chunks) if self.encoder is not None else 0
@@ -153,9 +152,8 @@ class Prompts(Extension):
         for every request, which therefore never shares a call with another's)."""
         edited = EditedPrompts(self.encoder, parts, negative, steps, clip_skip, len(arguments["prompt"]))
         _write_hashes(edited.embeddings(), parameters)
-        cond, uncond = edited.at(0)
         arguments = {key: value for key, value in arguments.items() if key not in ("prompt", "negative_prompt")}
-        return {**arguments, "prompt_embeds": cond, "negative_prompt_embeds": uncond, SCHEDULE: edited}
+        return {**arguments, **edited.at(0), SCHEDULE: edited}
 
     def token_count(self, text: str, encoder_text=lambda text: text) -> str:
         """A1111's counter: "N/75", "N/150", ... (the tokens of what reaches the text encoder, and the chunks' room).

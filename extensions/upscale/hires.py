@@ -227,7 +227,7 @@ class HiresFix:
         first_schedule = self.schedule if self.texts is None else self.texts.get(SCHEDULE)
         if first_schedule is not None:  # prompt editing: the second pass's steps have texts of their own
             later = pass_arguments[SCHEDULE] = first_schedule.for_second_pass(steps)
-            pass_arguments["prompt_embeds"], pass_arguments["negative_prompt_embeds"] = later.at(0)
+            pass_arguments.update(later.at(0))
         controls = arguments.get("control_image", arguments["image"] if type(first) in CONTROLNET_TXT2IMG else None)
         if controls is not None:  # resized to the new size by the pipeline, as sd-webui-controlnet does
             pass_arguments["control_image"] = controls
