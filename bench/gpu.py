@@ -16,6 +16,8 @@ Sections, each recorded as it ends (a failing one records its error and the run 
 low the rest are skipped and say so):
 - device: GPU, torch, xformers' probe;
 - eager: the manager's denoising it/s at batch 1, 4 and 8 against plain diffusers on the same weights, peak memory;
+- sdxl: SDXL's architecture (random weights from models/configs/sdxl, built on the card) at 1024x1024, batch 1:
+  the manager's it/s against plain diffusers' SDXL pipeline on the same modules, and peak memory;
 - compiled: `--compile` (torch.compile's default mode): the start's compile and warm-up, it/s at batch 1, 4 and 8,
   and LoRA switches through the hot-swapped slot: recompiles (must be 0) and a switch's cost; then, last, CUDA
   graphs' reduce-overhead mode at batch 1, to choose the mode;
@@ -159,6 +161,71 @@ def eager(run: Run, manager) -> dict:
         result[f"batch_{batch}"] = {**manager_rate(manager, run.request(batch)), "peak_gib": run.peak_gib()}
     result["manager_over_plain"] = round(result["batch_1"]["it_s"] / result["plain_batch_1"]["it_s"], 3)
     return result
+
+
+def sdxl(run: Run) -> dict:
+    """SDXL at its native 1024 px (the smoke run: the tiny SDXL of testing/ at 64 px), through the manager and
+    through plain diffusers over the same modules."""
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    from models import loading
+    from models.device import resolve_runtime
+    from models.manager import PipelineManager
+
+    base = _sdxl_pipeline(run)
+    manager = PipelineManager(base, loading.ModelSource("folder", "sdxl-random", "sdxl-random"),
+                              resolve_runtime(run.device))
+    size = 64 if run.smoke else 1024
+    request = GenerationRequest("txt2img", "a photo of a cat", width=size, height=size, steps=run.steps, seed=1,
+                                sampler="Euler a")
+    run.reset_peak()
+    ours = {**manager_rate(manager, request, rounds=2), "peak_gib": run.peak_gib()}
+    shared = manager.pipelines["txt2img"]
+    pipe = type(shared)(**shared.components, add_watermarker=False)
+    pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+
+    def generate(on_step):
+        pipe(prompt="a photo of a cat", negative_prompt="", width=size, height=size, num_inference_steps=run.steps,
+             generator=torch.Generator("cpu").manual_seed(1), callback_on_step_end=lambda p, i, t, d: on_step() or d)
+
+    plain = loop_rate(generate, rounds=2)
+    manager = base = pipe = shared = None  # the card's memory back for the next sections
+    if run.cuda:
+        torch.cuda.empty_cache()
+    return {"size": size, "manager": ours, "plain": plain, "manager_over_plain": round(ours["it_s"] / plain["it_s"], 3)}
+
+
+def _sdxl_pipeline(run: Run):
+    """SDXL's base model with random weights: its real layout from the shipped configs, made on the device (a
+    minute of a CPU's time saved), in float16 there."""
+    import json
+
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from models import families
+
+    if run.smoke:
+        from testing.family_models import build
+
+        return StableDiffusionXLPipeline.from_pretrained(build("sdxl", Path(tempfile.mkdtemp()) / "sdxl"))
+    configs = families.CONFIGS_DIR / "sdxl"
+
+    def encoder(part: str, model):
+        config = json.loads((configs / part / "config.json").read_text())
+        return model(CLIPTextConfig(**{k: v for k, v in config.items() if k not in ("architectures", "model_type")}))
+
+    with torch.device(run.device):
+        parts = {"unet": UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(configs / "unet")),
+                 "vae": AutoencoderKL.from_config(AutoencoderKL.load_config(configs / "vae")),
+                 "text_encoder": encoder("text_encoder", CLIPTextModel),
+                 "text_encoder_2": encoder("text_encoder_2", CLIPTextModelWithProjection)}
+    for module in parts.values():
+        module.to(torch.float16)
+    scheduler = EulerDiscreteScheduler.from_config(EulerDiscreteScheduler.load_config(configs / "scheduler"))
+    return StableDiffusionXLPipeline(**parts, scheduler=scheduler, **families.tokenizers(families.SDXL),
+                                     add_watermarker=False)
 
 
 def compiled(run: Run, model: str, lora_folder: Path, mode: str | None, whole_warm_up: bool) -> dict:
@@ -323,7 +390,7 @@ def table(results: dict) -> str:
     def add(label: str, value) -> None:
         lines.append(f"| {label} | {value} |")
 
-    for name in ("eager", "compiled_default", "compiled_reduce_overhead", "controlnet", "offload", "training",
+    for name in ("eager", "sdxl", "compiled_default", "compiled_reduce_overhead", "controlnet", "offload", "training",
                  "out_of_memory"):
         part = results.get(name)
         if part is None:
@@ -340,6 +407,13 @@ def table(results: dict) -> str:
                                               + (f", peak {figures['peak_gib']} GiB" if figures["peak_gib"] else ""))
         if name == "eager":
             add("manager / plain diffusers (batch 1)", f"{part['manager_over_plain']}x")
+        if name == "sdxl":
+            ours = part["manager"]
+            add(f"SDXL {part['size']}x{part['size']}, batch 1", f"{ours['it_s']} it/s, {ours['image_s']} s a call"
+                                                              + (f", peak {ours['peak_gib']} GiB" if ours["peak_gib"]
+                                                                 else ""))
+            add("SDXL: manager / plain diffusers", f"{part['manager_over_plain']}x ({part['plain']['it_s']} it/s "
+                                                   "plain)")
         if name.startswith("compiled"):
             if "warm_up_s" in part:
                 add(f"{name}: the start's compile and warm-up (every batch size)", f"{part['warm_up_s']} s")
@@ -395,6 +469,7 @@ def main(out: Path, budget: float, smoke: bool) -> dict:
             make_lora(manager.pipelines["txt2img"], folder / "Lora" / f"{name}.safetensors", seed=seed, rank=16)
         run.section("device", 0, lambda: device_facts(run, manager))
         run.section("eager", 30, lambda: eager(run, manager))
+        run.section("sdxl", 90, lambda: sdxl(run))
         run.section("compiled_default", 150, lambda: compiled(run, model, folder / "Lora", None, True))
         run.section("controlnet", 30, lambda: controlnet(run, manager, folder / "ControlNet"))
         run.section("offload", 60, lambda: offload(run, model))

@@ -1,5 +1,5 @@
 """Model families (as Forge keeps one engine per family): SD 1.x, SD 2.x (epsilon or v-prediction) and SDXL, each
-with its pipeline classes, native size, latent-to-RGB preview map and tiny preview VAE, and the component configs a
+with its pipeline classes, latent-to-RGB preview map and tiny preview VAE, and the component configs a
 single `.safetensors` checkpoint of it loads with offline (`models/configs/`).
 
 A family is told from a loaded pipeline's parts (a second text encoder: SDXL; an OpenCLIP text encoder, whose
@@ -36,14 +36,13 @@ SDXL_LATENT_RGB = ([[0.3651, 0.4232, 0.4341], [-0.2533, -0.0042, 0.1068], [0.107
                     [-0.3165, -0.2492, -0.2188]], [0.1084, -0.0175, -0.0011])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # each family is one object: compared and hashed by identity
 class Family:
     name: str  # as the model line, /sdapi/v1/sd-models and errors say it
     key: str  # short, for files and code: "sd1", "sd2", "sd2-v", "sdxl", "sdxl-refiner"
     txt2img: type[DiffusionPipeline]
     img2img: type[DiffusionPipeline]
     inpaint: type[DiffusionPipeline]
-    native: int  # the side of the images the real models were trained at
     configs: dict[int, str]  # U-Net input channels -> the folder in models/configs a single file of it loads with
     latent_rgb: tuple = SD15_LATENT_RGB
     taesd: str = "madebyollin/taesd"
@@ -66,12 +65,12 @@ class Family:
 
 _SD = (StableDiffusionPipeline, StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline)
 _XL = (StableDiffusionXLPipeline, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLInpaintPipeline)
-SD1 = Family("SD 1.x", "sd1", *_SD, native=512, configs={4: "sd15", 9: "sd15-inpainting"})
-SD2 = Family("SD 2.x", "sd2", *_SD, native=512, configs={4: "sd2", 9: "sd2-inpainting"})
-SD2_V = Family("SD 2.x v-prediction", "sd2-v", *_SD, native=768, configs={4: "sd2-v"})
-SDXL = Family("SDXL", "sdxl", *_XL, native=1024, configs={4: "sdxl", 9: "sdxl-inpainting"},
+SD1 = Family("SD 1.x", "sd1", *_SD, configs={4: "sd15", 9: "sd15-inpainting"})
+SD2 = Family("SD 2.x", "sd2", *_SD, configs={4: "sd2", 9: "sd2-inpainting"})
+SD2_V = Family("SD 2.x v-prediction", "sd2-v", *_SD, configs={4: "sd2-v"})
+SDXL = Family("SDXL", "sdxl", *_XL, configs={4: "sdxl", 9: "sdxl-inpainting"},
               latent_rgb=SDXL_LATENT_RGB, taesd="madebyollin/taesdxl")
-SDXL_REFINER = Family("SDXL refiner", "sdxl-refiner", *_XL, native=1024, configs={4: "sdxl-refiner"},
+SDXL_REFINER = Family("SDXL refiner", "sdxl-refiner", *_XL, configs={4: "sdxl-refiner"},
                       latent_rgb=SDXL_LATENT_RGB, taesd="madebyollin/taesdxl")
 FAMILIES = (SD1, SD2, SD2_V, SDXL, SDXL_REFINER)
 
