@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from extensions.controlnet.cache import ControlNetCache
-from extensions.controlnet.library import SD15_CONFIG, ControlNetLibrary
+from extensions.controlnet.library import SD15_CONFIG, SDXL_CONFIG, ControlNetLibrary
 from testing.controlnet_files import save_original, tiny_controlnet
 
 TINY_WIDTH = 32  # the tiny models' cross-attention width, standing in for SD 1.x's 768
@@ -193,7 +193,7 @@ def test_a_truncated_file_is_refused_naming_it_and_the_next_call_works(library):
 def test_a_single_file_not_shaped_like_sd15_is_refused_with_the_default_config(library, made):
     shutil.copy(made / "tiny-768.safetensors", library.folder / "tiny-768.safetensors")
     default = ControlNetLibrary(library.folder)
-    assert default.single_file_config == SD15_CONFIG
+    assert default.config_for(default.resolve("canny-tiny")) == SD15_CONFIG  # no shipped config of its width
     cache = ControlNetCache(default)
     with pytest.raises(ValueError, match=r"canny-tiny\.safetensors: its cross-attention width is 32 .* of width 768"):
         cache.get("canny-tiny")
@@ -213,6 +213,32 @@ def test_the_shipped_config_is_sd15_controlnet():
     with init_empty_weights():
         model = ControlNetModel.from_config(ControlNetModel.load_config(SD15_CONFIG))
     assert sum(p.numel() for p in model.parameters()) == 361_279_120  # control_v11p_sd15_*: 1.45 GB in fp32
+
+
+def test_a_single_file_loads_with_the_shipped_config_of_its_width(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    library = ControlNetLibrary(tmp_path)
+    for name, width in (("xl", 2048), ("sd15", 768), ("other", 1024)):
+        save_file({"down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight":
+                   torch.zeros(8, width, dtype=torch.float16)}, str(tmp_path / f"{name}.safetensors"))
+    chosen = {name: library.config_for(library.resolve(name)) for name in ("xl", "sd15", "other")}
+    assert chosen == {"xl": SDXL_CONFIG, "sd15": SD15_CONFIG, "other": SD15_CONFIG}
+
+
+def test_the_shipped_sdxl_config_is_sdxl_unets_encoder_half():
+    """SDXL's full-size ControlNet (diffusers/controlnet-*-sdxl-1.0, sd_control_collection's *_full) copies the SDXL
+    U-Net's down and middle blocks: the shipped config must describe the same blocks as models/configs/sdxl."""
+    from models.families import CONFIGS_DIR
+
+    config = json.loads((SDXL_CONFIG / "config.json").read_text())
+    unet = json.loads((CONFIGS_DIR / "sdxl" / "unet" / "config.json").read_text())
+    for key in ("block_out_channels", "down_block_types", "attention_head_dim", "transformer_layers_per_block",
+                "cross_attention_dim", "addition_embed_type", "addition_time_embed_dim",
+                "projection_class_embeddings_input_dim", "use_linear_projection", "layers_per_block"):
+        assert config[key] == unet[key], key
+    assert config["conditioning_embedding_out_channels"] == [16, 32, 96, 256]
 
 
 def test_short_hash_is_the_start_of_the_weights_sha256(library, monkeypatch, tmp_path):

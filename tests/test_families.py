@@ -384,6 +384,7 @@ def test_a_lora_of_another_family_is_refused_naming_both(managers, demo_manager,
 
 def test_an_sdxl_controlnet_unit_equals_diffusers_and_one_of_another_family_is_refused(managers, tmp_path):
     from diffusers import ControlNetModel, StableDiffusionXLControlNetPipeline
+    from safetensors.torch import save_file
 
     from extensions.controlnet.extension import ControlNet
     from testing.controlnet_files import save_original, tiny_controlnet
@@ -397,8 +398,11 @@ def test_an_sdxl_controlnet_unit_equals_diffusers_and_one_of_another_family_is_r
             module.weight.normal_(0, 0.05)
     folder = tmp_path / "ControlNet"
     controlnet.save_pretrained(folder / "xl-edges", safe_serialization=True)
+    save_file(controlnet.state_dict(), str(folder / "xl-edges-file.safetensors"))  # diffusers' keys in one file
     save_original(tiny_controlnet(), folder / "sd1-edges.safetensors")
-    service = StudioService(manager, tmp_path / "outputs", [ControlNet(folder)])
+    extension = ControlNet(folder)
+    extension.library.single_file_config = folder / "xl-edges"  # the tiny one's (a real one's width picks SDXL's)
+    service = StudioService(manager, tmp_path / "outputs", [extension])
     control = Image.new("RGB", (64, 64))
     control.paste((255, 255, 255), (20, 20, 44, 44))
     unit = {"enabled": True, "module": "none", "model": "xl-edges", "image": control, "weight": 0.9}
@@ -415,6 +419,10 @@ def test_an_sdxl_controlnet_unit_equals_diffusers_and_one_of_another_family_is_r
     without = Image.open(service.run("txt2img", dict(prompt="a red circle", sampler="Euler", seed=2,
                                                      **SMALL)).files[0])
     assert max_diff(ours, theirs) <= 2 and max_diff(ours, without) > 8
+    from_file = service.run("txt2img", dict(prompt="a red circle", sampler="Euler", seed=2, **SMALL,
+                                            controlnet_units=[{**unit, "model": "xl-edges-file"}]))
+    assert max_diff(Image.open(from_file.files[0]), ours) == 0
+    extension.library.single_file_config = None  # SD 1.5's config for the SD 1.x file
     with pytest.raises(ValueError, match=r"sd1-edges.safetensors: made for another base model: .* 32 .*, the base "
                                          r"model's is 72 \(SDXL\)"):
         service.run("txt2img", dict(prompt="x", controlnet_units=[{**unit, "model": "sd1-edges"}], **SMALL))

@@ -2,7 +2,7 @@
 
 The cache checks a ControlNet fits the base model (cross-attention width: SD 1.x 768, SD 2.x 1024, SDXL 2048)
 before it keeps it; a failed load leaves the cache as it was. Single files load with the library's config folder
-(the shipped SD 1.5 ControlNet config by default), so loading works offline.
+(the shipped SD 1.5 or SDXL ControlNet config, by the file's width), so loading works offline.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class ControlNetCache:
         try:
             if entry.kind == "single_file":
                 model = ControlNetModel.from_single_file(
-                    entry.location, config=str(self.library.single_file_config), local_files_only=True, dtype=dtype
+                    entry.location, config=str(self.library.config_for(entry)), local_files_only=True, dtype=dtype
                 )
             elif entry.kind == "folder":
                 model = ControlNetModel.from_pretrained(entry.location, use_safetensors=True, dtype=dtype)
@@ -103,7 +103,7 @@ class ControlNetCache:
 
     def _check_single_file_config(self, entry: ControlNetEntry) -> None:
         """A single file loads with one config; a ControlNet of another width would fail with a shape error."""
-        config_folder = self.library.single_file_config
+        config_folder = self.library.config_for(entry)
         config_width = json.loads((config_folder / "config.json").read_text()).get("cross_attention_dim")
         width = self.library.cross_attention_dim(entry)
         if width is not None and config_width is not None and width != config_width:

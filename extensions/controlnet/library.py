@@ -1,10 +1,11 @@
 """The ControlNet library: a folder of ControlNet models, and Hub ids, by name (cache.py keeps the loaded ones).
 
 A ControlNet in the folder is either a diffusers folder (`config.json` + `diffusion_pytorch_model.safetensors`)
-or one `.safetensors` file in lllyasviel's original layout (`control_v11p_sd15_canny.safetensors`). A single file
-carries no config, and diffusers would fetch one from the Hub; the SD 1.5 ControlNet config shipped in
-`configs/sd15-controlnet/` is passed instead, so loading works offline. Pickled weights are refused (they can run
-code), and so is anything whose real path lies outside the folder.
+or one `.safetensors` file: in lllyasviel's original layout (`control_v11p_sd15_canny.safetensors`), or diffusers'
+keys in one file (SDXL's, as `diffusers_xl_canny_full.safetensors`). A single file carries no config, and diffusers
+would fetch one from the Hub; the config shipped for its width is passed instead (`configs/sd15-controlnet/` for
+SD 1.x's 768, `configs/sdxl-controlnet/`, SDXL's full-size ControlNet, for 2048), so loading works offline.
+Pickled weights are refused (they can run code), and so is anything whose real path lies outside the folder.
 
 Names are paths inside the folder without the suffix ("sub/canny"), and the bare stem where it is unique.
 A name that is not in the folder but is a Hub id ("lllyasviel/control_v11p_sd15_canny") names that repository.
@@ -26,6 +27,8 @@ from models.validate import did_you_mean
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 SD15_CONFIG = Path(__file__).resolve().parent / "configs" / "sd15-controlnet"
+SDXL_CONFIG = Path(__file__).resolve().parent / "configs" / "sdxl-controlnet"
+SINGLE_FILE_CONFIGS = {768: SD15_CONFIG, 2048: SDXL_CONFIG}  # by cross-attention width
 BASE_NAMES = {768: "SD 1.x", 1024: "SD 2.x", 1280: "SDXL refiner", 2048: "SDXL"}
 HASH_LENGTH = 8  # sd-webui-controlnet writes "Model: control_v11p_sd15_canny [d14c016b]"
 
@@ -45,10 +48,11 @@ class ControlNetEntry:
 
 
 class ControlNetLibrary:
-    def __init__(self, folder: str | Path, single_file_config: str | Path = SD15_CONFIG):
-        """`single_file_config`: a folder with the `config.json` that single files are loaded with."""
+    def __init__(self, folder: str | Path, single_file_config: str | Path | None = None):
+        """`single_file_config`: a folder with the `config.json` that every single file is loaded with (None: the
+        shipped one of the file's width)."""
         self.folder = Path(folder)
-        self.single_file_config = Path(single_file_config)
+        self.single_file_config = Path(single_file_config) if single_file_config is not None else None
         self._lock = threading.Lock()
         self._entries: dict[str, ControlNetEntry] = {}
         self._refused: dict[str, str] = {}
@@ -140,6 +144,13 @@ class ControlNetLibrary:
         """What the infotext writes for the model: "control_v11p_sd15_canny [d14c016b]"."""
         entry, digest = self.resolve(name), self.short_hash(name)
         return f"{entry.name} [{digest}]" if digest else entry.name
+
+    def config_for(self, entry: ControlNetEntry) -> Path:
+        """The config folder a single file loads with: the one given, else the shipped one of its width, else
+        SD 1.5's."""
+        if self.single_file_config is not None:
+            return self.single_file_config
+        return SINGLE_FILE_CONFIGS.get(self.cross_attention_dim(entry), SD15_CONFIG)
 
     def cross_attention_dim(self, entry: ControlNetEntry) -> int | None:
         """The width a local ControlNet's cross-attention takes, read without loading it (None if unknown)."""
