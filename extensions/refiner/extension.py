@@ -37,6 +37,7 @@ from models.fields import read_entries
 from models.files import own_memory
 from models.latents import decode
 from models.noise import again
+from models.passes import Passes
 from models.samplers import make_scheduler
 
 log = logging.getLogger(__name__)
@@ -172,32 +173,13 @@ class Refiner(Extension):
             return self._loaded
 
 
-class RefinedPipeline:
-    """The request's pipeline until the switch, then the refiner's, as one pipeline to the manager (which may use
-    its VAE and image processor, and set its scheduler). Each pass tells the step callback where it stands
-    (`progress`: the steps before it and after it)."""
+class RefinedPipeline(Passes):
+    """The request's pipeline until the switch, then the refiner's, as one pipeline to the manager. Each pass tells
+    the step callback where it stands (`progress`: the steps before it and after it)."""
 
     def __init__(self, first, model: RefinerModel, switch_at: float, request):
-        self.first, self.model, self.switch_at, self.request = first, model, switch_at, request
-
-    @property
-    def vae(self):
-        return self.first.vae
-
-    @property
-    def image_processor(self):
-        return self.first.image_processor
-
-    @property
-    def scheduler(self):
-        return self.first.scheduler
-
-    @scheduler.setter
-    def scheduler(self, scheduler) -> None:
-        self.first.scheduler = scheduler
-
-    def set_progress_bar_config(self, **config) -> None:
-        self.first.set_progress_bar_config(**config)
+        super().__init__(first)
+        self.model, self.switch_at, self.request = model, switch_at, request
 
     def __call__(self, callback_on_step_end=None, **arguments):
         first, steps = self.first, arguments["num_inference_steps"]

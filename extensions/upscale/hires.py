@@ -51,6 +51,7 @@ from extensions.upscale.fields import (
 from models.latents import decode
 from models.manager import TEXT_ARGUMENTS, pipeline_view
 from models.noise import again
+from models.passes import Passes
 from models.samplers import make_scheduler
 from models.step_conditioning import SCHEDULE, StepConditioning, applying, scheduled
 from models.vae_tiling import tile_for
@@ -136,10 +137,9 @@ def _eights(size: tuple[int, int]) -> tuple[int, int]:
     return size[0] // 8 * 8, size[1] // 8 * 8
 
 
-class HiresFix:
+class HiresFix(Passes):
     """Two passes as one pipeline to the manager, which calls it with the first pass's arguments and its step
-    callback, and may use its VAE and image processor (a decode after running out of memory) and set its scheduler.
-    Each pass tells the callback where it stands (`progress`: the steps before it and after it)."""
+    callback. Each pass tells the callback where it stands (`progress`: the steps before it and after it)."""
 
     def __init__(self, first, plan: HiresPlan, sampler: str, scheduler_config: dict,
                  upscale_pixels: Callable[[Image.Image, str, tuple[int, int]], Image.Image],
@@ -147,28 +147,10 @@ class HiresFix:
         """`first`: the pipeline the other hooks chose; `sampler`: the first pass's; `upscale_pixels(picture, name,
         size)`; `texts`: the second pass's text arguments when it has its own prompts; `schedule`: the first pass's
         prompt editing (the call's SCHEDULE argument, which each pass applies over its own steps)."""
-        self.first, self.plan, self.sampler = first, plan, sampler
+        super().__init__(first)
+        self.plan, self.sampler = plan, sampler
         self.scheduler_config, self.upscale_pixels, self.texts = scheduler_config, upscale_pixels, texts
         self.schedule = schedule
-
-    @property
-    def vae(self):
-        return self.first.vae
-
-    @property
-    def image_processor(self):
-        return self.first.image_processor
-
-    @property
-    def scheduler(self):
-        return self.first.scheduler
-
-    @scheduler.setter
-    def scheduler(self, scheduler) -> None:
-        self.first.scheduler = scheduler
-
-    def set_progress_bar_config(self, **config) -> None:
-        self.first.set_progress_bar_config(**config)
 
     def __call__(self, callback_on_step_end=None, **arguments) -> StableDiffusionPipelineOutput:
         first = self.first

@@ -1,0 +1,29 @@
+"""A pipeline of several passes (hires fix's two, the refiner's switch) standing in for the request's pipeline: the
+manager calls it, and may use its VAE and image processor (a decode after an interrupt or out of memory) and set its
+scheduler, all of them its first pass's."""
+
+from __future__ import annotations
+
+
+class Passes:
+    def __init__(self, first):
+        self.first = first  # the pipeline the other hooks chose, which runs the first pass
+
+    @property
+    def vae(self):
+        return self.first.vae
+
+    @property
+    def image_processor(self):
+        return self.first.image_processor
+
+    @property
+    def scheduler(self):
+        return self.first.scheduler
+
+    @scheduler.setter
+    def scheduler(self, scheduler) -> None:
+        self.first.scheduler = scheduler
+
+    def set_progress_bar_config(self, **config) -> None:
+        self.first.set_progress_bar_config(**config)
