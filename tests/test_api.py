@@ -34,7 +34,8 @@ def test_endpoints_are_named_with_keyword_parameters(client):
                                 "width", "height", "sampler", "batch_size", "strength", "styles", "mask_blur",
                                 "invert_mask", "inpaint_area", "padding", "masked_content", "clip_skip", "vae",
                                 "controlnet_units", "tiling", "subseed", "subseed_strength", "seed_resize_from_w",
-                                "seed_resize_from_h", "script_name", "script_args"]
+                                "seed_resize_from_h", "refiner_checkpoint", "refiner_switch_at", "script_name",
+                                "script_args"]
     assert {"/upscale"} <= set(endpoints)
     outpaint = [p["parameter_name"] for p in endpoints["/outpaint"]["parameters"]]
     assert outpaint[:8] == ["prompt", "image", "left", "right", "up", "down", "overlap", "fill"]
