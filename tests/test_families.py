@@ -82,6 +82,7 @@ def test_shipped_configs_describe_the_real_architectures(name):
 
 # -- telling families apart ---------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family, expected", [("sdxl", families.SDXL), ("sdxl-inpainting", families.SDXL),
                                               ("sdxl-refiner", families.SDXL_REFINER), ("sd2-v", families.SD2_V)])
 def test_a_folders_family_is_told_from_its_parts(family_folder, family, expected):
@@ -108,6 +109,7 @@ def test_the_model_line_names_the_family(managers):
     assert " · SD 2.x v-prediction · 4-channel U-Net · " in managers("sd2-v").describe()
 
 
+@pytest.mark.slow
 def test_a_refiner_is_refused_as_the_base_model(family_folder):
     with pytest.raises(ValueError, match="is an SDXL refiner: it refines an SDXL model's images"):
         PipelineManager.load(str(family_folder("sdxl-refiner")), device="cpu")
@@ -126,8 +128,14 @@ def _plain(folder, mode: str, inpainting: bool, seed: int, **kwargs) -> Image.Im
     return pipe(generator=generator, num_inference_steps=4, guidance_scale=7.0, **kwargs).images[0]
 
 
-@pytest.mark.parametrize("family", ["sdxl", "sdxl-inpainting", "sd2-v"])
-@pytest.mark.parametrize("negative", ["blurry", ""])
+SLOW = pytest.mark.slow  # make test runs every case; make test-fast one of each kind of model
+
+
+@pytest.mark.parametrize("family, negative", [pytest.param("sdxl", "blurry", marks=SLOW),
+                                              pytest.param("sdxl", "", marks=SLOW),
+                                              pytest.param("sdxl-inpainting", "blurry", marks=SLOW),
+                                              ("sdxl-inpainting", ""), ("sd2-v", "blurry"),
+                                              pytest.param("sd2-v", "", marks=SLOW)])
 def test_every_mode_equals_plain_diffusers(managers, family_folder, family, negative):
     manager, full = managers(family), Image.new("L", (64, 64), 255)
     base = dict(prompt="a red circle", negative_prompt=negative, sampler="Euler", seed=7, **SMALL)
@@ -146,6 +154,7 @@ def test_every_mode_equals_plain_diffusers(managers, family_folder, family, nega
         assert max_diff(ours, plain) <= 2, (family, request.mode, negative)
 
 
+@pytest.mark.slow
 def test_sdxl_inpainting_keeps_every_unmasked_pixel_exactly(managers, tmp_path):
     service = StudioService(managers("sdxl-inpainting"), tmp_path, [Inpaint()])
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (96, 80, 3), dtype=np.uint8))
@@ -198,6 +207,7 @@ def test_sdxl_embeddings_clip_l_and_clip_g_equal_a1111s(managers, tmp_path):
         assert torch.allclose(pooled, their_pooled, atol=1e-6), prompt
 
 
+@pytest.mark.slow
 def test_sdxl_plain_prompt_as_text_equals_its_a1111_encoding(managers):
     """The text path (diffusers' own encoding) and A1111's agree on a plain prompt: a weighted prompt whose weights
     are all 1 takes the embedding path and must give the same pixels."""
@@ -217,6 +227,7 @@ def test_sdxl_plain_prompt_as_text_equals_its_a1111_encoding(managers):
     assert max_diff(plain, embedded) <= 1
 
 
+@pytest.mark.slow
 def test_sdxl_weighted_long_prompts_and_clip_skip_through_the_service(managers, sdxl_service):
     service, manager = sdxl_service, managers("sdxl")
     pipe = manager.pipelines["txt2img"]
@@ -275,6 +286,7 @@ def test_sdxl_refuses_and_by_name(sdxl_service):
 
 # -- single files -------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family, expected", [("sdxl", families.SDXL), ("sdxl-inpainting", families.SDXL),
                                               ("sd2-v", families.SD2_V)])
 def test_a_single_file_loads_offline_with_the_shipped_configs(family_folder, managers, tmp_path, family, expected):
@@ -362,6 +374,7 @@ def test_sdxl_loras_equal_diffusers_and_switching_back_restores_the_base(family_
     assert max_diff(run("a red circle"), base) == 0
 
 
+@pytest.mark.slow
 def test_a_lora_of_another_family_is_refused_naming_both(managers, demo_manager, tmp_path):
     from extensions.lora import Lora
     from testing.lora_files import make_lora
@@ -382,6 +395,7 @@ def test_a_lora_of_another_family_is_refused_naming_both(managers, demo_manager,
 
 # -- ControlNet on SDXL --------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_an_sdxl_controlnet_unit_equals_diffusers_and_one_of_another_family_is_refused(managers, tmp_path):
     from diffusers import ControlNetModel, StableDiffusionXLControlNetPipeline
     from safetensors.torch import save_file
@@ -467,6 +481,7 @@ def refiner_service(family_folder, tmp_path_factory):
     return StudioService(manager, root / "outputs", create(settings))
 
 
+@pytest.mark.slow
 def test_the_refiner_takes_over_at_the_switch_as_diffusers_ensemble_of_experts(refiner_service, family_folder):
     from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
 
@@ -496,6 +511,7 @@ def test_the_refiner_takes_over_at_the_switch_as_diffusers_ensemble_of_experts(r
     assert fields["refiner_checkpoint"] == "tiny-refiner" and fields["refiner_switch_at"] == 0.5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options, message", [
     ({"refiner_checkpoint": "nosuch"}, "refiner_checkpoint: no model named 'nosuch'"),
     ({"refiner_checkpoint": "tiny-sd2"}, "refiner_checkpoint: 'tiny-sd2' is SD 2.x v-prediction; a refiner must be"),

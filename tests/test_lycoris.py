@@ -63,7 +63,8 @@ def merged_reference(folder, files: list[tuple[str, float]], seed: int) -> Image
                 height=64, generator=torch.Generator("cpu").manual_seed(seed), **extra).images[0]
 
 
-@pytest.mark.parametrize("family", ["sd1", pytest.param("sdxl", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
 def test_loha_and_lokr_equal_a1111s_arithmetic_alone_and_beside_a_lora(family, family_folder, tmp_path):
     folder = family_folder("sdxl") if family == "sdxl" else tmp_path / "unused"
     manager = PipelineManager.load(str(folder) if family == "sdxl" else "demo", device="cpu")
@@ -88,6 +89,7 @@ def test_loha_and_lokr_equal_a1111s_arithmetic_alone_and_beside_a_lora(family, f
     assert max_diff(run(""), base) == 0
 
 
+@pytest.mark.slow
 def test_a_lycoris_file_for_another_base_is_refused_and_the_state_kept(demo_manager, family_folder, tmp_path):
     xl = DiffusionPipeline.from_pretrained(family_folder("sdxl"))
     loras = tmp_path / "Lora"
