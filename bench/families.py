@@ -150,7 +150,7 @@ def memory() -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args(argv)
     return {"overhead": [overhead(family, args.rounds) for family in ("sdxl", "sdxl-inpainting", "sd2-v")],
             "memory": memory()}

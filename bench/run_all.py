@@ -8,6 +8,7 @@ from bench import (
     batching,
     cold_start,
     controlnet,
+    families,
     hires,
     history,
     inpaint,
@@ -46,3 +47,4 @@ if __name__ == "__main__":
     train_lora.main()
     shapes_model.main([])
     parity.main()
+    families.main([])
