@@ -54,6 +54,12 @@ def four(txt2img_folder, tmp_path_factory):
     return studio(PipelineManager.load(str(txt2img_folder), device="cpu"), tmp_path_factory.mktemp("hires-4"))
 
 
+@pytest.fixture(scope="module")
+def xl(family_folder, tmp_path_factory):
+    """The same over an SDXL model (its txt2img and img2img pipelines)."""
+    return studio(PipelineManager.load(str(family_folder("sdxl")), device="cpu"), tmp_path_factory.mktemp("hires-xl"))
+
+
 def generate(service, on_step=None, **fields):
     return service.generate(*service.build("txt2img", {**FIELDS, **fields}), on_step=on_step)
 
@@ -73,7 +79,7 @@ def ring() -> Image.Image:
 
 
 UNIT = {"enabled": True, "module": "none", "model": "edges", "image": ring()}
-SCALE = {"demo": 2, "four": 1.25}  # the 4-channel model's VAE halves the size only: 2x would make it slow
+SCALE = {"demo": 2, "four": 1.25, "xl": 1.5}  # the 4-channel and SDXL models' VAEs halve the size only: 2x is slow
 
 
 # -- the plan, as A1111 computes it --------------------------------------------------------------------------
@@ -120,7 +126,7 @@ def test_every_upscaler_kind_gives_the_size_and_the_infotext(demo):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["demo", "four"])
+@pytest.mark.parametrize("model", ["demo", "four", "xl"])
 def test_a_pixel_upscaler_equals_txt2img_then_the_upscale_then_img2img(model, request):
     """The second pass is plain img2img at the larger size, with the seeds' noise and A1111's schedule: hires fix
     with Lanczos gives, pixel for pixel, what txt2img, a Lanczos resize and img2img of 3 steps / 0.3 give."""
