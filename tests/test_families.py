@@ -522,3 +522,15 @@ def test_the_refiner_takes_over_at_the_switch_as_diffusers_ensemble_of_experts(r
 def test_a_bad_refiner_is_refused_by_name(refiner_service, options, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         refiner_service.build("txt2img", dict(prompt="x", **options))
+
+
+@pytest.mark.slow
+def test_a_refined_request_runs_alone(refiner_service):
+    """The refiner's pass encodes its request's own prompts: such a request never shares a call with another."""
+    refined, _ = refiner_service.build("txt2img", dict(prompt="x", refiner_checkpoint="tiny-refiner", **SMALL))
+    plain, _ = refiner_service.build("txt2img", dict(prompt="x", **SMALL))
+    from extensions.base import SOLO
+    from extensions.refiner import Refiner
+
+    refiner = next(extension for extension in refiner_service.extensions if isinstance(extension, Refiner))
+    assert refiner.batch_key(refined) is SOLO and refiner.batch_key(plain) is None

@@ -28,7 +28,7 @@ from diffusers import (
     StableDiffusionXLPipeline,
 )
 
-from extensions.base import Extension, Settings
+from extensions.base import SOLO, Extension, Settings
 from extensions.prompts.encoder import XLPromptEncoder, pad_chunks
 from extensions.refiner.fields import REFINER_CHECKPOINT, REFINER_SWITCH_AT
 from models import families, loading
@@ -114,6 +114,10 @@ class Refiner(Extension):
             if found is not None and not found.is_xl:
                 raise ValueError(f"refiner_checkpoint: {name!r} is {found.name}; a refiner must be an SDXL model")
         return RefinerPart(name, location, local, switch_at)
+
+    def batch_key(self, request):
+        """A refined request runs alone: the refiner's pass encodes the request's own prompts."""
+        return SOLO if request.part(self.name) is not None else None
 
     def from_infotext(self, entries: dict[str, str], warnings: list[str]) -> dict:
         fields = read_entries(self.fields, entries, warnings)
