@@ -534,3 +534,18 @@ def test_a_refined_request_runs_alone(refiner_service):
 
     refiner = next(extension for extension in refiner_service.extensions if isinstance(extension, Refiner))
     assert refiner.batch_key(refined) is SOLO and refiner.batch_key(plain) is None
+
+
+@pytest.mark.slow
+def test_an_xyz_plot_over_the_refiners_switch(refiner_service):
+    """A1111's "Refiner switch at" axis: each cell equals its job alone; at 1 the refiner has no step left."""
+    fields = dict(prompt="a red circle", sampler="Euler", seed=4, refiner_checkpoint="tiny-refiner", **SMALL)
+    plot = refiner_service.run("txt2img", {**fields, "script_name": "X/Y/Z plot", "script_args": [
+        "Refiner switch at", "0.5, 1", [], "Nothing", "", [], "Nothing", "", [], True, True, False, False, 0]})
+    alone = [Image.open(refiner_service.run("txt2img", {**fields, "refiner_switch_at": at}).files[0])
+             for at in (0.5, 1.0)]
+    without = Image.open(refiner_service.run("txt2img", {**fields, "refiner_checkpoint": ""}).files[0])
+    cells = [Image.open(path) for path in plot.files[1:]]
+    assert [max_diff(cell, solo) for cell, solo in zip(cells, alone)] == [0, 0]
+    assert max_diff(cells[1], without) == 0 and max_diff(cells[0], without) > 8
+    assert "Refiner switch at: 0.5" in plot.infotexts[1]

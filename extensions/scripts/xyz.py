@@ -90,6 +90,8 @@ SUPPORTED = {axis.label: axis for axis in (
     Axis("Hires upscaler", str, _field("hr_upscaler")),
     Axis("VAE", str, _field("vae")),
     Axis("Styles", str, _styles),
+    Axis("Refiner checkpoint", str, _field("refiner_checkpoint"), show=str),
+    Axis("Refiner switch at", float, _field("refiner_switch_at")),
 )}
 # A1111 1.10's axis lists, for types given by index (its txt2img and img2img tabs list different ones)
 _BOTH = ["Checkpoint name", "Negative Guidance minimum sigma", "Sigma Churn", "Sigma min", "Sigma max", "Sigma noise",
