@@ -549,3 +549,16 @@ def test_an_xyz_plot_over_the_refiners_switch(refiner_service):
     assert [max_diff(cell, solo) for cell, solo in zip(cells, alone)] == [0, 0]
     assert max_diff(cells[1], without) == 0 and max_diff(cells[0], without) > 8
     assert "Refiner switch at: 0.5" in plot.infotexts[1]
+
+
+@pytest.mark.slow
+def test_lora_training_on_sdxl_is_refused_with_the_reason(family_folder, tmp_path):
+    from extensions.train import Train
+
+    service = StudioService(PipelineManager.load(str(family_folder("sdxl")), device="cpu"), tmp_path / "outputs",
+                            [Train(tmp_path / "Lora", tmp_path / "work")])
+    picture = tmp_path / "circle.png"
+    Image.new("RGB", (64, 64), "red").save(picture)
+    train = next(extension for extension in service.extensions if isinstance(extension, Train))
+    with pytest.raises(ValueError, match="LoRA training takes SD 1.x and SD 2.x models; this model is SDXL"):
+        train.train([str(picture)], "a photo of sks", "xl-style", steps=2)

@@ -126,6 +126,9 @@ class Train(Extension):
         status = status if status is not None else Status()
         if not self.services.models_here:
             raise ValueError("training runs on the app's own model, and the models are on Ray Serve replicas here")
+        family = self.services.model().family
+        if family.is_xl:  # one text encoder and no size conditioning in the trainer's objective
+            raise ValueError(f"LoRA training takes SD 1.x and SD 2.x models; this model is {family.name}")
         return self.services.run_task(settings.steps, lambda manager, stop, step: self._run(
             manager, settings, examples, checkpoint, stop, step, status), on_step)
 
