@@ -5,6 +5,7 @@ single files."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 
@@ -117,8 +118,14 @@ def test_a_refiner_is_refused_as_the_base_model(family_folder):
 
 # -- pixels against plain diffusers -------------------------------------------------------------------------------
 
+@functools.cache
+def _loaded(folder) -> DiffusionPipeline:
+    """A plain pipeline loaded on its own (once per folder: the references never change its weights)."""
+    return DiffusionPipeline.from_pretrained(folder, dtype=torch.float32)
+
+
 def _plain(folder, mode: str, inpainting: bool, seed: int, **kwargs) -> Image.Image:
-    pipe = DiffusionPipeline.from_pretrained(folder, dtype=torch.float32)
+    pipe = _loaded(folder)
     family = families.of_pipeline(pipe)
     pipeline_class = family.inpaint if inpainting else getattr(family, mode)
     pipe = pipeline_class.from_pipe(pipe)

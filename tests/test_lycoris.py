@@ -4,6 +4,8 @@ beside a LoRA; the base comes back exactly; files of another base are refused by
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from diffusers import DiffusionPipeline
@@ -34,9 +36,19 @@ def lora_change(layer: dict[str, torch.Tensor]) -> torch.Tensor:
     return up @ down * (float(layer["alpha"]) / up.shape[1])
 
 
+@functools.cache
+def _plain(folder: str) -> tuple[DiffusionPipeline, dict]:
+    """A plain pipeline loaded on its own, and its weights as loaded (each reference starts from them)."""
+    pipe = DiffusionPipeline.from_pretrained(folder, dtype=torch.float32)
+    return pipe, {name: {key: value.clone() for key, value in getattr(pipe, name).state_dict().items()}
+                  for name in ("unet", "text_encoder", "text_encoder_2") if getattr(pipe, name, None) is not None}
+
+
 def merged_reference(folder, files: list[tuple[str, float]], seed: int) -> Image.Image:
     """A plain pipeline with each file's change (times its weight) added to the weights, then run."""
-    pipe = DiffusionPipeline.from_pretrained(folder, dtype=torch.float32)
+    pipe, weights = _plain(str(folder))
+    for name, state in weights.items():
+        getattr(pipe, name).load_state_dict(state)
     xl = getattr(pipe, "text_encoder_2", None) is not None
     prefixes = {"unet": "lora_unet_", "text_encoder": "lora_te1_" if xl else "lora_te_", "text_encoder_2": "lora_te2_"}
     for path, weight in files:
