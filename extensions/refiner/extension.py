@@ -106,7 +106,8 @@ class Refiner(Extension):
         try:
             location, local = resolve_checkpoint(name, self.folder, startup="")
         except ValueError as error:
-            raise ValueError(str(error).replace("sd_model_checkpoint", "refiner_checkpoint", 1)) from None
+            message = str(error).replace("sd_model_checkpoint", "refiner_checkpoint", 1).replace(" 'demo',", "")
+            raise ValueError(message) from None
         if location == "demo":
             raise ValueError("refiner_checkpoint: the demo model is SD 1.x; a refiner must be an SDXL model")
         if local:
