@@ -72,7 +72,6 @@ SDXL = Family("SDXL", "sdxl", *_XL, configs={4: "sdxl", 9: "sdxl-inpainting"},
               latent_rgb=SDXL_LATENT_RGB, taesd="madebyollin/taesdxl")
 SDXL_REFINER = Family("SDXL refiner", "sdxl-refiner", *_XL, configs={4: "sdxl-refiner"},
                       latent_rgb=SDXL_LATENT_RGB, taesd="madebyollin/taesdxl")
-FAMILIES = (SD1, SD2, SD2_V, SDXL, SDXL_REFINER)
 
 
 def options_of(pipeline_class: type[DiffusionPipeline]) -> dict:
