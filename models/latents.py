@@ -8,6 +8,11 @@ from __future__ import annotations
 import torch
 
 
+def pictures(pipe, latents: torch.Tensor) -> list:
+    """Scaled latents as the pipeline's pictures (PIL), through its VAE and image processor."""
+    return pipe.image_processor.postprocess(decode(pipe.vae, latents), output_type="pil")
+
+
 def decode(vae, latents: torch.Tensor) -> torch.Tensor:
     """Scaled latents to pixels in [-1, 1] (the VAE's output, in its dtype or float32)."""
     upcast = vae.dtype == torch.float16 and vae.config.get("force_upcast", False)

@@ -29,7 +29,7 @@ from models import families, loading
 from models.cost import CostModel, Pass
 from models.device import Runtime, resolve_runtime
 from models.files import hub_unreachable, own_memory
-from models.latents import decode
+from models.latents import pictures
 from models.limits import TooLarge
 from models.offload import Offload
 from models.previews import LatentPreviewer, TinyVaePreviewer
@@ -356,8 +356,8 @@ class PipelineManager:
         previewer = self.tiny_vae or self.previewer
 
         def preview(latents) -> None:
-            pictures = previewer.pictures(latents[list(firsts.values())], size)
-            for index, picture in zip(firsts, pictures):
+            shown = previewer.pictures(latents[list(firsts.values())], size)
+            for index, picture in zip(firsts, shown):
                 on_preview(index, picture)
 
         return preview
@@ -368,14 +368,14 @@ class PipelineManager:
         the job's own picture (img2img, inpaint) or a grey one."""
         latents = finished.get("latents")
         if latents is not None:
-            return pipe.image_processor.postprocess(decode(pipe.vae, latents), output_type="pil")
-        pictures = []
+            return pictures(pipe, latents)
+        own = []
         for request in requests:
             size = (request.width, request.height)
             picture = request.image.convert("RGB").resize(size) if request.image is not None else \
                 Image.new("RGB", size, (128, 128, 128))
-            pictures += [picture] * request.batch_size
-        return pictures
+            own += [picture] * request.batch_size
+        return own
 
     def _after_out_of_memory(self, pipe: DiffusionPipeline, finished: dict, request: GenerationRequest,
                              images: int) -> list[Image.Image]:
@@ -390,7 +390,7 @@ class PipelineManager:
             vae, was_tiled = pipe.vae, pipe.vae.use_tiling
             try:
                 vae.enable_tiling()
-                return pipe.image_processor.postprocess(decode(vae, denoised), output_type="pil")
+                return pictures(pipe, denoised)
             except torch.OutOfMemoryError:
                 free_device_memory(self.runtime.device)
             finally:

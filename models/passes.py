@@ -1,8 +1,10 @@
 """A pipeline of several passes (hires fix's two, the refiner's switch) standing in for the request's pipeline: the
 manager calls it, and may use its VAE and image processor (a decode after an interrupt or out of memory) and set its
-scheduler, all of them its first pass's."""
+scheduler, all of them its first pass's; its passes decode latents through that VAE."""
 
 from __future__ import annotations
+
+from models.latents import pictures
 
 
 class Passes:
@@ -27,3 +29,7 @@ class Passes:
 
     def set_progress_bar_config(self, **config) -> None:
         self.first.set_progress_bar_config(**config)
+
+    def decode(self, latents) -> list:
+        """Latents of a pass as pictures, through the first pass's VAE."""
+        return pictures(self.first, latents)

@@ -35,7 +35,6 @@ from models import families, loading
 from models.checkpoints import checkpoint_names, resolve_checkpoint
 from models.fields import read_entries
 from models.files import own_memory
-from models.latents import decode
 from models.noise import again
 from models.passes import Passes
 from models.samplers import make_scheduler
@@ -194,8 +193,7 @@ class RefinedPipeline(Passes):
         if first.interrupt:  # stopped before the switch: its picture
             from diffusers.pipelines.stable_diffusion_xl import StableDiffusionXLPipelineOutput
 
-            return StableDiffusionXLPipelineOutput(first.image_processor.postprocess(decode(first.vae, latents),
-                                                                                     output_type="pil"))
+            return StableDiffusionXLPipelineOutput(self.decode(latents))
         second = self._refiner(arguments)
         second.progress = (first.num_timesteps, 0)
         return second(image=latents, num_inference_steps=steps, denoising_start=self.switch_at,

@@ -48,7 +48,6 @@ from extensions.upscale.fields import (
     HR_SECOND_PASS_STEPS,
     HR_UPSCALER,
 )
-from models.latents import decode
 from models.manager import TEXT_ARGUMENTS, pipeline_view
 from models.noise import again
 from models.passes import Passes
@@ -166,9 +165,6 @@ class HiresFix(Passes):
         second.progress = (first.num_timesteps, 0)
         second_arguments, second_callback = scheduled(second_arguments, callback_on_step_end)
         return second(**second_arguments, callback_on_step_end=second_callback)
-
-    def decode(self, latents: torch.Tensor) -> list[Image.Image]:
-        return self.first.image_processor.postprocess(decode(self.first.vae, latents), output_type="pil")
 
     def upscaled(self, latents: torch.Tensor) -> list[Image.Image]:
         """The first pass's pictures at the hires size, by the plan's upscaler."""
