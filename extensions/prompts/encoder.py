@@ -248,6 +248,21 @@ class XLPromptEncoder:
         return conditionings
 
 
+def text_arguments(encoder: PromptEncoder | XLPromptEncoder, prompt: Tokenized, negative: Tokenized,
+                   clip_skip: int, batch: int) -> dict[str, torch.Tensor]:
+    """A pipeline call's text arguments for a prompt and its negative prompt, encoded A1111's way, padded to as many
+    chunks and repeated for the call's batch; SDXL's pooled vectors too (the padding chunks' do not count)."""
+    padding = [encoder.tokenize("")] if len(prompt.chunks) != len(negative.chunks) else []
+    cond, uncond, *empty = encoder.encode_all([prompt, negative, *padding], clip_skip)
+    pooled = {}
+    if isinstance(encoder, XLPromptEncoder):
+        (cond, pooled["pooled_prompt_embeds"]), (uncond, pooled["negative_pooled_prompt_embeds"]) = cond, uncond
+        empty = [tensor for tensor, _ in empty]
+    cond, uncond = pad_chunks(cond, uncond, empty[0]) if empty else (cond, uncond)
+    return {"prompt_embeds": cond.expand(batch, -1, -1), "negative_prompt_embeds": uncond.expand(batch, -1, -1),
+            **{key: tensor.expand(batch, -1) for key, tensor in pooled.items()}}
+
+
 def pad_chunks(cond: torch.Tensor, uncond: torch.Tensor, empty: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The prompt and the negative prompt with as many chunks each, the shorter padded with empty-prompt chunks
     (A1111's "pad prompt/negative prompt to be same length"): diffusers batches them together."""

@@ -19,7 +19,7 @@ from extensions.base import Extension, Panel, PreparedRequest, Route, Settings, 
 from extensions.prompts.composable import ComposedUNet
 from extensions.prompts.editing import EditedPrompts, composed
 from extensions.prompts.embeddings import EmbeddingLibrary
-from extensions.prompts.encoder import CHUNK, PromptEncoder, XLPromptEncoder, pad_chunks
+from extensions.prompts.encoder import CHUNK, PromptEncoder, XLPromptEncoder, text_arguments
 from extensions.prompts.fields import CLIP_SKIP
 from extensions.prompts.schedule import edits, schedule, unreached
 from extensions.prompts.syntax import parse
@@ -132,19 +132,10 @@ class Prompts(Extension):
         prompt, negative = (self.encoder.tokenize(text) for text in texts)
         if plain_skip and prompt.plain and negative.plain:
             return pipe, arguments
-        padding = [self.encoder.tokenize("")] if len(prompt.chunks) != len(negative.chunks) else []
-        cond, uncond, *empty = self.encoder.encode_all([prompt, negative, *padding], clip_skip)
-        pooled = {}
-        if self._xl:  # SDXL: the pooled vectors too (the padding chunks' do not count)
-            (cond, pooled["pooled_prompt_embeds"]), (uncond, pooled["negative_pooled_prompt_embeds"]) = cond, uncond
-            empty = [tensor for tensor, _ in empty]
-        cond, uncond = pad_chunks(cond, uncond, empty[0]) if empty else (cond, uncond)
         _write_hashes({**prompt.embeddings, **negative.embeddings}, parameters)
-        batch = len(arguments["prompt"])
+        texts = text_arguments(self.encoder, prompt, negative, clip_skip, len(arguments["prompt"]))
         arguments = {key: value for key, value in arguments.items() if key not in ("prompt", "negative_prompt")}
-        return pipe, {**arguments, "prompt_embeds": cond.expand(batch, -1, -1),
-                      "negative_prompt_embeds": uncond.expand(batch, -1, -1),
-                      **{key: tensor.expand(batch, -1) for key, tensor in pooled.items()}}
+        return pipe, {**arguments, **texts}
 
     def _edited(self, parts: list[str], negative: str, steps: int, clip_skip: int, arguments: dict,
                 parameters: dict) -> dict:

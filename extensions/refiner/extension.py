@@ -29,7 +29,7 @@ from diffusers import (
 )
 
 from extensions.base import SOLO, Extension, Settings
-from extensions.prompts.encoder import XLPromptEncoder, pad_chunks
+from extensions.prompts.encoder import XLPromptEncoder, text_arguments
 from extensions.refiner.fields import REFINER_CHECKPOINT, REFINER_SWITCH_AT
 from models import families, loading
 from models.checkpoints import checkpoint_names, resolve_checkpoint
@@ -216,11 +216,5 @@ class RefinedPipeline(Passes):
         encoder, request = self.model.encoder, self.request
         texts = [EXTRA_NETWORKS.sub("", text) for text in (request.prompt, request.negative_prompt)]
         prompt, negative = (encoder.tokenize(text) for text in texts)
-        padding = [encoder.tokenize("")] if len(prompt.chunks) != len(negative.chunks) else []
-        (cond, pooled), (uncond, negative_pooled), *empty = encoder.encode_all([prompt, negative, *padding],
-                                                                               request.part("prompts").clip_skip
-                                                                               if request.part("prompts") else 1)
-        cond, uncond = pad_chunks(cond, uncond, empty[0][0]) if empty else (cond, uncond)
-        return {"prompt_embeds": cond.expand(batch, -1, -1), "negative_prompt_embeds": uncond.expand(batch, -1, -1),
-                "pooled_prompt_embeds": pooled.expand(batch, -1),
-                "negative_pooled_prompt_embeds": negative_pooled.expand(batch, -1)}
+        clip_skip = request.part("prompts").clip_skip if request.part("prompts") else 1
+        return text_arguments(encoder, prompt, negative, clip_skip, batch)
