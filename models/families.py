@@ -10,6 +10,7 @@ anything is loaded, from a single file's keys (A1111's checkpoint layout: `condi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,11 +134,28 @@ def tokenizers(family: Family) -> dict:
 
 def of_location(path: Path) -> Family | None:
     """The family of a checkpoint on disk, from a single file's header or a folder's config files, without loading
-    any weight; None where it cannot be told (an unreadable file, another kind of model)."""
+    any weight; None where it cannot be told (an unreadable file, another kind of model). Remembered while the files
+    it reads stay as they are: the dropdown and /sdapi/v1/sd-models ask for every checkpoint at each listing."""
+    read = [path, path.with_suffix(".yaml")] if path.is_file() else [path / "model_index.json"]
+    stamps = tuple((stat.st_mtime_ns, stat.st_size) if (stat := _stat(file)) else None for file in read)
+    return _of_location(str(path), stamps) if stamps[0] is not None else None
+
+
+def _stat(path: Path):
+    try:
+        return path.stat()
+    except OSError:
+        return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _of_location(location: str, stamps: tuple) -> Family | None:
+    """`stamps`: the read files' (mtime, size), in the cache's key only: a changed file is read again."""
     import json
 
     from safetensors import safe_open
 
+    path = Path(location)
     try:
         if path.is_file():
             with safe_open(str(path), framework="pt") as checkpoint:
