@@ -114,17 +114,17 @@ def add_routes(router: APIRouter, service: StudioService, options: Options, flag
     @router.get("/sdapi/v1/script-info")
     def script_info() -> list[dict]:
         """The scripts /sdapi/v1/scripts names, with their arguments as their fields declare them."""
-        always_on = [{"name": extension.script, "is_alwayson": True, "is_img2img": img2img,
+        always_on = [{"name": extension.script, "is_alwayson": True, "is_img2img": tab == "img2img",
                       "args": [_argument(field) for field in extension.script_arguments()]}
-                     for extension in service.extensions if extension.script for img2img in (False, True)]
+                     for tab in ("txt2img", "img2img") for extension in _always_on(service, tab)]
         return always_on + [{"name": script.title.lower(), "is_alwayson": False, "is_img2img": tab == "img2img",
                              "args": [_argument(field) for field in script.arguments]}
                             for tab, some in _scripts(service).items() for script in some]
 
     @router.get("/sdapi/v1/scripts")
     def scripts() -> dict:  # webuiapi looks here for ControlNet; A1111 lists its scripts' titles in lower case
-        always_on = [extension.script for extension in service.extensions if extension.script]
-        return {tab: [*(script.title.lower() for script in some), *always_on]
+        return {tab: [*(script.title.lower() for script in some),
+                      *(extension.script for extension in _always_on(service, tab))]
                 for tab, some in _scripts(service).items()}
 
     @router.post("/sdapi/v1/png-info")
@@ -163,6 +163,12 @@ def memory_facts() -> dict:
     else:
         facts["cuda"] = {"error": "no CUDA device"}
     return facts
+
+
+def _always_on(service: StudioService, tab: str) -> list:
+    """The extensions that are A1111 always-on scripts of a tab (img2img's take inpaint jobs too)."""
+    return [extension for extension in service.extensions if extension.script and
+            (tab in extension.modes or tab == "img2img" and "inpaint" in extension.modes)]
 
 
 def _scripts(service: StudioService) -> dict[str, list]:

@@ -18,6 +18,7 @@ REGISTERED = (
     "extensions.controlnet.extension:ControlNet",
     "extensions.tiling:Tiling",  # after the VAE's and ControlNet's hooks: it pads the modules they add too
     "extensions.seeds:Seeds",  # after ControlNet, whose pipeline draws the noise; before hires fix, which draws again
+    "extensions.soft_inpainting:SoftInpaint",  # around whichever inpaint pipeline the hooks before it chose
     "extensions.refiner:Refiner",  # after every hook that shapes the model's pipeline, which it takes over from
     "extensions.upscale:Upscale",
     "extensions.train:Train",

@@ -155,9 +155,11 @@ def test_inpaint_error_then_painted_mask_generates(page, tmp_path):
     screenshot(page, "inpaint")
 
     page.get_by_label("Only masked", exact=True).check()
+    page.get_by_label("Soft inpainting", exact=True).check()
     page.locator("#inpaint-generate").click()
     expect(page.locator("#inpaint-infotext textarea")).to_have_value(
-        re.compile("Mask blur: 4, Inpaint area: Only masked, Masked area padding: 32"), timeout=30_000
+        re.compile("Mask blur: 4, Inpaint area: Only masked, Masked area padding: 32, Soft inpainting enabled: True"),
+        timeout=30_000
     )
     page.locator("#outpaint").get_by_text("Outpaint").first.click()  # open the accordion
     set_number(page, "Right", 64)

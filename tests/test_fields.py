@@ -14,6 +14,7 @@ from PIL import Image
 from api.payloads import body_fields
 from extensions.controlnet.extension import UNITS
 from extensions.inpaint.options import FIELDS as INPAINT_FIELDS
+from extensions.soft_inpainting.fields import FIELDS as SOFT_FIELDS
 from models.fields import KINDS, Field
 from models.infotext import parse_infotext
 from models.request import CORE_FIELDS
@@ -173,7 +174,10 @@ def test_infotext_entries_are_declared_and_read_back_as_sent(app_server, tmp_pat
     mask = Image.new("L", (64, 64), 0)
     mask.paste(255, (16, 16, 48, 48))
     inpaint = dict(prompt="a square", image=picture, mask=mask, seed=4, steps=4, strength=0.6, mask_blur=8,
-                   inpaint_area="Only masked", padding=16, masked_content="fill", invert_mask=True)
+                   inpaint_area="Only masked", padding=16, masked_content="fill", invert_mask=True,
+                   soft_inpainting=True, soft_schedule_bias=2.0, soft_preservation_strength=1.5,
+                   soft_transition_contrast_boost=6.0, soft_mask_influence=0.5, soft_difference_threshold=1.25,
+                   soft_difference_contrast=3.0)
     declared = {field.infotext for field in every_field(service) if field.infotext}
     for endpoint, sent in (("txt2img", txt2img), ("inpaint", inpaint)):
         infotext = service.run(endpoint, sent).infotexts[0]
@@ -185,5 +189,5 @@ def test_infotext_entries_are_declared_and_read_back_as_sent(app_server, tmp_pat
             if name in ("image", "mask"):
                 continue
             assert read[name] == value, (name, read.get(name), value)
-    fields = {field.name for field in INPAINT_FIELDS}
+    fields = {field.name for field in (*INPAINT_FIELDS, *SOFT_FIELDS)}
     assert fields <= set(inpaint), "every inpaint field was set"

@@ -35,6 +35,7 @@ INPAINT_FULL_RES = Field("inpaint_full_res", "switch", False, rest="inpaint_full
                          help="true (or 1): inpaint area Only masked")
 INPAINTING_MASK_INVERT = Field("inpainting_mask_invert", "whole", 0, minimum=0, maximum=1,
                                rest="inpainting_mask_invert", help="1 (or true): Inpaint not masked")
+SOFT_INPAINTING = "soft_inpainting"  # the part (and switch) of soft inpainting, under which grey values are strength
 IN_REST_WORDS = {"padding": "inpaint_full_res_padding", "invert_mask": "inpainting_mask_invert",
                  "masked_content": "inpainting_fill", "inpaint_area": "inpaint_full_res"}
 
@@ -54,7 +55,7 @@ class Inpaint(Extension):
     def rewrite(self, mode: str, fields: dict) -> str:
         # "Inpaint not masked": the model sees the inverted mask (refused when nothing is left to repaint)
         if mode == "inpaint" and fields.get("invert_mask") is True and fields.get("mask") is not None:
-            fields["mask"], _ = prepare_mask(fields["mask"], invert=True, blur=0)
+            _, fields["mask"] = prepare_mask(fields["mask"], invert=True, blur=0, grey=_grey(fields))
         return mode
 
     def parse(self, mode: str, fields: Mapping, warnings: list[str]) -> InpaintOptions | None:
@@ -69,7 +70,7 @@ class Inpaint(Extension):
         request = job.request
         # the mask was inverted by `rewrite` already
         plan = InpaintPlan.make(request.image, request.mask, dataclasses.replace(options, invert_mask=False),
-                                request.width, request.height)
+                                request.width, request.height, grey=request.part(SOFT_INPAINTING) is not None)
         job.request = request.replace(image=plan.image, mask=plan.mask, width=plan.size[0], height=plan.size[1])
         job.crop = (request.image.size, plan.box)
         job.finish.append(plan.paste_all)  # every pixel outside the blurred mask untouched
@@ -121,6 +122,11 @@ class Inpaint(Extension):
         from extensions.inpaint.panel import inpaint_panel
 
         return inpaint_panel()
+
+
+def _grey(fields: Mapping) -> bool:
+    """Soft inpainting is on (its own check refuses a value that is not true or false)."""
+    return fields.get(SOFT_INPAINTING) is True
 
 
 def _flag(payload: dict, name: str) -> bool:

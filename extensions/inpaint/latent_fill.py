@@ -8,15 +8,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from models.latents import encode
+
 LATENT_FILLS = ("latent noise", "latent nothing")
 
 
 def filled_latents(pipe, image: Image.Image, mask: Image.Image, fill: str, seeds: list[int]) -> torch.Tensor:
     """The image's latents with the (rounded) masked area replaced by seeded noise or zeros, one per image of the
     batch."""
-    pixels = pipe.image_processor.preprocess(image).to(pipe.device, pipe.vae.dtype)
-    with torch.no_grad():
-        latents = pipe.vae.encode(pixels).latent_dist.mode() * pipe.vae.config.scaling_factor
+    latents = encode(pipe, [image], *image.size)
     height, width = latents.shape[-2:]
     area = np.round(np.asarray(mask.resize((width, height), Image.BILINEAR), dtype=np.float32) / 255)
     area = torch.from_numpy(area).to(latents)

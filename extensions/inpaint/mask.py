@@ -11,16 +11,22 @@ from extensions.inpaint.options import MASK_BLUR
 FILL_PASSES = ((256, 1), (64, 1), (16, 2), (4, 4), (2, 2), (0, 1))
 
 
-def prepare_mask(mask: Image.Image, invert: bool, blur: int) -> tuple[Image.Image, Image.Image]:
+def prepare_mask(mask: Image.Image, invert: bool, blur: int,
+                 grey: bool = False) -> tuple[Image.Image, Image.Image]:
     """(hard, soft): hard is L, 255 where the model repaints (>= 128 after optional inversion), 0 elsewhere; soft is
-    hard blurred with a Gaussian of radius `blur` (the same image when blur is 0), used to blend the result back."""
+    hard blurred with a Gaussian of radius `blur` (the same image when blur is 0), used to blend the result back.
+    `grey` (soft inpainting): grey values are partial strength, so soft is the (inverted) mask itself blurred, and
+    hard is 255 wherever it is not 0."""
     if not isinstance(mask, Image.Image):
         raise ValueError(f"mask must be an image, got {type(mask).__name__}")
     if not isinstance(invert, bool):
         raise ValueError(f"invert_mask must be true or false, got {invert!r}")
     blur = MASK_BLUR.check(blur)
-    # Threshold and inversion in one lookup table: v >= 128 is "painted"; inverted, v <= 127 is.
-    hard = mask.convert("L").point([255 if (v >= 128) != invert else 0 for v in range(256)])
+    if grey:
+        levels = mask.convert("L").point([255 - v if invert else v for v in range(256)])
+        hard = levels.point([255 if v else 0 for v in range(256)])
+    else:  # threshold and inversion in one lookup table: v >= 128 is "painted"; inverted, v <= 127 is
+        levels = hard = mask.convert("L").point([255 if (v >= 128) != invert else 0 for v in range(256)])
     if hard.getbbox() is None:
         if invert:
             raise ValueError(
@@ -28,7 +34,7 @@ def prepare_mask(mask: Image.Image, invert: bool, blur: int) -> tuple[Image.Imag
                 "to repaint; untick invert mask or leave part of the image unpainted"
             )
         raise ValueError("mask is empty: paint the area to repaint (white in an uploaded mask)")
-    soft = hard.filter(ImageFilter.GaussianBlur(blur)) if blur else hard
+    soft = levels.filter(ImageFilter.GaussianBlur(blur)) if blur else levels
     return hard, soft
 
 

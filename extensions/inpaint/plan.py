@@ -29,7 +29,7 @@ def round8(x: float) -> int:
 @dataclass(frozen=True)
 class InpaintPlan:
     original: Image.Image  # RGB, input size: what paste blends onto
-    soft_mask: Image.Image  # L, input size: the blend weight; 0 means "keep the original pixel"
+    soft_mask: Image.Image  # L, input size: the paste-back's weight; 0 means "keep the original pixel"
     box: Box  # the region of the original that is generated
     image: Image.Image  # RGB, generation size: the model's init image
     mask: Image.Image  # L, generation size: the model's mask
@@ -41,8 +41,11 @@ class InpaintPlan:
 
     @classmethod
     def make(
-        cls, image: Image.Image, mask: Image.Image, options: InpaintOptions, width: int, height: int
+        cls, image: Image.Image, mask: Image.Image, options: InpaintOptions, width: int, height: int,
+        grey: bool = False,
     ) -> InpaintPlan:
+        """`grey` (soft inpainting): the mask's grey values reach the model as they are, and the paste-back keeps
+        the original only where the mask is 0 (soft inpainting's own composite has blended the rest)."""
         if not isinstance(image, Image.Image):
             raise ValueError(f"image must be an image, got {type(image).__name__}")
         if not isinstance(mask, Image.Image):
@@ -53,7 +56,7 @@ class InpaintPlan:
             raise ValueError(f"options must be InpaintOptions, got {type(options).__name__}")
         width, height = multiple_of_8("width", width), multiple_of_8("height", height)
         original = image.convert("RGB")  # RGBA/P inputs: the model and the result are RGB
-        hard, soft = prepare_mask(mask, options.invert_mask, options.mask_blur)
+        hard, soft = prepare_mask(mask, options.invert_mask, options.mask_blur, grey)
         if options.only_masked:
             box = expand_crop_region(crop_region(soft, options.padding), width, height, *original.size)
             size = (width, height)
@@ -66,7 +69,7 @@ class InpaintPlan:
         source = fill(original, hard) if options.masked_content == "fill" else original
         return cls(
             original=original,
-            soft_mask=soft,
+            soft_mask=soft.point([255 if v else 0 for v in range(256)]) if grey else soft,
             box=box,
             image=source.crop(box).resize(size, Image.Resampling.LANCZOS),
             mask=soft.crop(box).resize(size, Image.Resampling.BILINEAR),
