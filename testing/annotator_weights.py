@@ -94,8 +94,11 @@ def save_openpose(folder: Path, seed: int = 0) -> Path:
 
 
 def save_annotators(folder: Path, full: bool = False) -> Path:
-    """Depth Anything V2, UperNet ADE20K and OpenPose (body, hand, face) under `folder`; returns `folder`."""
+    """Depth Anything V2, UperNet ADE20K, OpenPose (body, hand, face) and LaMa under `folder`; returns `folder`."""
+    from testing.lama_files import make_lama
+
     save_depth_anything(folder, full)
     save_upernet(folder, full)
     save_openpose(folder)
+    make_lama(Path(folder) / "lama" / "big-lama.safetensors")
     return Path(folder)

@@ -6,9 +6,11 @@ panel; the REST fields of an img2img body with a mask."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
+from pathlib import Path
 
-from extensions.base import Extension, Panel, PreparedRequest, TabContext, rename_words
+from extensions.base import Extension, Panel, PreparedRequest, Settings, TabContext, rename_words
 from extensions.inpaint import latent_fill
 from extensions.inpaint.mask import prepare_mask
 from extensions.inpaint.options import (
@@ -23,13 +25,15 @@ from extensions.inpaint.options import (
     InpaintOptions,
 )
 from extensions.inpaint.plan import InpaintPlan
+from models import lama
 from models.fields import Field, read_entries
 from models.images import decode_image
 from models.validate import brief
 
 # A1111's inpaint fields in forms of their own (an index, 0 or 1), read by `from_rest`
 REST_MASK = Field("mask", "image", rest="mask", help="base64: with it, img2img is inpaint (white = repaint)")
-INPAINTING_FILL = Field("inpainting_fill", "whole", 1, minimum=0, maximum=3, rest="inpainting_fill",
+INPAINTING_FILL = Field("inpainting_fill", "whole", 1, minimum=0, maximum=len(MASKED_CONTENT) - 1,
+                        rest="inpainting_fill",
                         help="masked content: " + ", ".join(f"{i} {name}" for i, name in enumerate(MASKED_CONTENT)))
 INPAINT_FULL_RES = Field("inpaint_full_res", "switch", False, rest="inpaint_full_res",
                          help="true (or 1): inpaint area Only masked")
@@ -46,6 +50,13 @@ class Inpaint(Extension):
     modes = ("inpaint",)
     rest_body = (REST_MASK, INPAINTING_FILL, INPAINT_FULL_RES, INPAINTING_MASK_INVERT)
 
+    def __init__(self, annotator_dir: Path | None = None):
+        self.annotator_dir = annotator_dir  # where LaMa's weights are, for masked content "lama"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Inpaint:
+        return cls(settings.annotator_dir)
+
     def in_rest_words(self, message: str) -> str:
         return rename_words(message, IN_REST_WORDS)
 
@@ -61,7 +72,13 @@ class Inpaint(Extension):
     def parse(self, mode: str, fields: Mapping, warnings: list[str]) -> InpaintOptions | None:
         if mode != "inpaint":
             return None
-        return InpaintOptions(**{field.name: fields[field.name] for field in self.fields if field.name in fields})
+        options = InpaintOptions(**{field.name: fields[field.name] for field in self.fields if field.name in fields})
+        if options.masked_content == "lama":
+            try:
+                lama.find(self.annotator_dir)
+            except ValueError as error:
+                raise ValueError(f"masked_content 'lama': {error}") from None
+        return options
 
     def prepare(self, job: PreparedRequest) -> None:
         options = job.request.part(self.name)
@@ -70,7 +87,8 @@ class Inpaint(Extension):
         request = job.request
         # the mask was inverted by `rewrite` already
         plan = InpaintPlan.make(request.image, request.mask, dataclasses.replace(options, invert_mask=False),
-                                request.width, request.height, grey=request.part(SOFT_INPAINTING) is not None)
+                                request.width, request.height, grey=request.part(SOFT_INPAINTING) is not None,
+                                lama=functools.partial(lama.fill, annotator_dir=self.annotator_dir))
         job.request = request.replace(image=plan.image, mask=plan.mask, width=plan.size[0], height=plan.size[1])
         job.crop = (request.image.size, plan.box)
         job.finish.append(plan.paste_all)  # every pixel outside the blurred mask untouched

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from models.fields import Field
 
 INPAINT_AREAS = ("Whole picture", "Only masked")
-MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing")  # A1111's order (its index is the API value)
+# A1111's order (its index is the API value), then LaMa's fill (4, as the lama-cleaner masked content extension adds)
+MASKED_CONTENT = ("fill", "original", "latent noise", "latent nothing", "lama")
 MASK_MODES = ("Inpaint masked", "Inpaint not masked")  # A1111's words for invert_mask off / on
 
 MASK_BLUR = Field("mask_blur", "whole", 4, minimum=0, maximum=64, step=1, label="Mask blur", rest="mask_blur",
@@ -23,7 +24,7 @@ PADDING = Field("padding", "whole", 32, minimum=0, maximum=256, step=4, label="O
 MASKED_CONTENT_FIELD = Field("masked_content", "choice", "original", choices=MASKED_CONTENT, label="Masked content",
                              infotext="Masked content",
                              help="what the masked area starts from: fill / latent noise / latent nothing matter "
-                                  "for 4-channel models")
+                                  "for 4-channel models; lama: LaMa's fill (its weights in the annotator folder)")
 FIELDS = (MASK_BLUR, INVERT_MASK, INPAINT_AREA, PADDING, MASKED_CONTENT_FIELD)
 
 

@@ -9,6 +9,7 @@ the blurred mask, so every pixel outside it is the original, bit for bit.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from PIL import Image
@@ -42,10 +43,11 @@ class InpaintPlan:
     @classmethod
     def make(
         cls, image: Image.Image, mask: Image.Image, options: InpaintOptions, width: int, height: int,
-        grey: bool = False,
+        grey: bool = False, lama: Callable[[Image.Image, Image.Image], Image.Image] | None = None,
     ) -> InpaintPlan:
         """`grey` (soft inpainting): the mask's grey values reach the model as they are, and the paste-back keeps
-        the original only where the mask is 0 (soft inpainting's own composite has blended the rest)."""
+        the original only where the mask is 0 (soft inpainting's own composite has blended the rest). `lama(picture,
+        mask)`: LaMa's fill, for masked content "lama"."""
         if not isinstance(image, Image.Image):
             raise ValueError(f"image must be an image, got {type(image).__name__}")
         if not isinstance(mask, Image.Image):
@@ -65,8 +67,14 @@ class InpaintPlan:
             scale = min(width / original.width, height / original.height)
             # Never under the model's smallest size: a very wide or tall picture is stretched a little there.
             size = (max(MIN_SIDE, round8(original.width * scale)), max(MIN_SIDE, round8(original.height * scale)))
-        # "fill" works on the whole picture so the crop's fill colours come from all around the mask.
-        source = fill(original, hard) if options.masked_content == "fill" else original
+        # "fill" and "lama" work on the whole picture so the crop's fill comes from all around the mask.
+        source = original
+        if options.masked_content == "fill":
+            source = fill(original, hard)
+        elif options.masked_content == "lama":
+            if lama is None:
+                raise ValueError("masked content 'lama' needs LaMa")
+            source = lama(original, hard)
         return cls(
             original=original,
             soft_mask=soft.point([255 if v else 0 for v in range(256)]) if grey else soft,

@@ -14,6 +14,8 @@ blurred mask still stays 0 beyond the band.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from PIL import Image, ImageFilter
 
@@ -22,7 +24,7 @@ from models.request import MAX_SEED
 from models.validate import whole_number
 
 OUTPAINT_MAX = 1024  # pixels per side, as A1111's outpainting scripts allow
-FILLS = ("edge", "noise")
+FILLS = ("edge", "noise", "lama")
 EDGE_BLUR = 16  # softens the streaks that stretching single edge pixels leaves
 SIDES = tuple(Field(side, "whole", 0, minimum=0, maximum=OUTPAINT_MAX, step=8, label=side.capitalize(),
                     help=f"pixels added {where}")
@@ -31,7 +33,8 @@ SIDES = tuple(Field(side, "whole", 0, minimum=0, maximum=OUTPAINT_MAX, step=8, l
 OVERLAP = Field("overlap", "whole", 16, minimum=0, maximum=256, step=1, label="Seam overlap, pixels",
                 help="how far into the picture the seam is repainted")
 FILL = Field("fill", "choice", "edge", choices=FILLS, label="Pre-fill new area",
-             help="edge: the nearest edge pixels stretched outward; noise: seeded random colours")
+             help="edge: the nearest edge pixels stretched outward; noise: seeded random colours; lama: LaMa's fill "
+                  "(its weights in the annotator folder)")
 FIELDS = (*SIDES, OVERLAP, FILL)
 
 
@@ -44,9 +47,11 @@ def extend_canvas(
     overlap: int = 16,
     fill: str = "edge",
     seed: int = 0,
+    lama: Callable[[Image.Image, Image.Image], Image.Image] | None = None,
 ) -> tuple[Image.Image, Image.Image]:
     """(canvas, mask): `image` (as RGB) at (left, up) on a canvas of (w + left + right, h + up + down) whose new area
-    is pre-filled ("edge": the nearest edge pixels stretched outward and blurred; "noise": seeded random colours),
+    is pre-filled ("edge": the nearest edge pixels stretched outward and blurred; "noise": seeded random colours;
+    "lama": `lama(canvas, new_area)` over the edge fill),
     and an L mask that is 255 over the new area, ramps linearly from 255 at the picture's border to 0 `overlap`
     pixels inside it on the extended sides only, and is 0 elsewhere."""
     if not isinstance(image, Image.Image):
@@ -66,13 +71,19 @@ def extend_canvas(
         raise ValueError(f"overlap must not exceed the image height {h} when extending up or down, got {overlap}")
 
     pixels = np.asarray(picture)
-    if fill == "edge":
+    if fill == "lama" and lama is None:
+        raise ValueError("fill 'lama' needs LaMa's weights in the annotator folder")
+    if fill in ("edge", "lama"):
         stretched = np.pad(pixels, ((up, down), (left, right), (0, 0)), mode="edge")
         canvas = Image.fromarray(stretched).filter(ImageFilter.GaussianBlur(EDGE_BLUR))
     else:
         noise = np.random.default_rng(seed).integers(0, 256, (h + up + down, w + left + right, 3), dtype=np.uint8)
         canvas = Image.fromarray(noise)
     canvas.paste(picture, (left, up))  # the picture itself stays exact; only the new area is invented
+    if fill == "lama":
+        new_area = Image.new("L", canvas.size, 255)
+        new_area.paste(0, (left, up, left + w, up + h))
+        canvas = lama(canvas, new_area)
     return canvas, _mask(w, h, left, right, up, down, overlap)
 
 

@@ -4,10 +4,13 @@ picture; the picture beyond the seam is kept exactly."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from pathlib import Path
 
-from extensions.base import Extension, Panel, PreparedRequest, TabContext
+from extensions.base import Extension, Panel, PreparedRequest, Settings, TabContext
 from extensions.outpaint.canvas import FIELDS, OVERLAP, extend_canvas
+from models.lama import fill as lama_fill
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,13 @@ class Outpaint(Extension):
     modes = ("outpaint",)
     endpoints = {"outpaint": {"strength": 1.0}}  # the new area has nothing worth keeping
 
+    def __init__(self, annotator_dir: Path | None = None):
+        self.annotator_dir = annotator_dir  # where LaMa's weights are, for the "lama" pre-fill
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Outpaint:
+        return cls(settings.annotator_dir)
+
     def rewrite(self, endpoint: str, fields: dict) -> str:
         if endpoint != "outpaint":
             return endpoint
@@ -33,7 +43,7 @@ class Outpaint(Extension):
             raise ValueError("image is required for outpaint")
         seed = fields.get("seed", -1)
         canvas, mask = extend_canvas(fields["image"], seed=seed if isinstance(seed, int) and seed >= 0 else 0,
-                                     **settings)
+                                     lama=functools.partial(lama_fill, annotator_dir=self.annotator_dir), **settings)
         overlap = settings.get("overlap", OVERLAP.default)
         # A blur up to overlap / 8 softens the seam while the picture beyond the band stays 0 in the blurred mask.
         fields.update(image=canvas, mask=mask, mask_blur=min(4, int(overlap) // 8))
