@@ -3,7 +3,8 @@ code from it: torch's `weights_only` loader refuses a pickle that holds anything
 A Lightning checkpoint's `state_dict` is taken out; `--keep` keeps only the keys under a prefix (big-lama's
 `generator.`, which is all of LaMa that fills).
 
-    .venv/bin/python -m training.to_safetensors big-lama.ckpt models/annotators/lama/big-lama.safetensors --keep generator.
+    .venv/bin/python -m training.to_safetensors big-lama.ckpt models/annotators/lama/big-lama.safetensors \
+        --keep generator.
 """
 
 from __future__ import annotations
