@@ -128,6 +128,7 @@ class TabContext:
     image_file: Callable[..., str]  # image_file(image, name): an image as a file of that name Gradio may serve
     editor_image: Callable[[Any], Image.Image | None]  # the picture of an editor value
     encoder_text: Callable[[str], str]  # what of a prompt reaches the text encoder (LoRA tags taken out)
+    editor_mask: Callable[[Any], Image.Image | None] = lambda editor: None  # the mask painted in an editor value
 
 
 SOLO = object()  # a batch key: the request runs alone

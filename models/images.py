@@ -47,16 +47,17 @@ def decode_image(value, field: str = "image") -> Image.Image:
 
 
 def fit(image: Image.Image, size: tuple[int, int], resize_mode: str,
-        resample: Image.Resampling = Image.Resampling.BILINEAR) -> Image.Image:
+        resample: Image.Resampling = Image.Resampling.BILINEAR, keep_alpha: bool = False) -> Image.Image:
     """The image at `size`: stretched (Just Resize), scaled to cover and centre-cropped (Crop and Resize), or scaled
     to fit and padded with black, which reads as "no control" in edge and line maps (Resize and Fill). Also the
-    REST API's img2img resize_mode."""
-    image = image.convert("RGB")
+    REST API's img2img resize_mode. `keep_alpha`: an RGBA image stays RGBA, padded with transparency (an inpaint
+    map's hole, which the model then fills)."""
+    image = image if keep_alpha and image.mode == "RGBA" else image.convert("RGB")
     if resize_mode == "Just Resize" or image.size == size:
         return image.resize(size, resample)
     if resize_mode == "Crop and Resize":
         return ImageOps.fit(image, size, resample)
-    return ImageOps.pad(image, size, resample, color="black")
+    return ImageOps.pad(image, size, resample, color=(0, 0, 0, 0) if image.mode == "RGBA" else "black")
 
 
 def png_base64(image: Image.Image) -> str:

@@ -119,7 +119,8 @@ def _tab(handlers: Handlers, mode: str, event: dict) -> dict:
             strength = control(STRENGTH, visible=mode != "txt2img")
             context = TabContext(mode, prompt, negative, images[0] if images else None, [width, height], image_file,
                                  lambda editor: editor_image_and_mask(editor)[0],
-                                 handlers.service.requests.encoder_text)
+                                 handlers.service.requests.encoder_text,
+                                 lambda editor: editor_image_and_mask(editor)[1])
             panels = _panels(handlers, context, {"prompt": prompt_row, "size": size_row})
         with gr.Column(scale=2, elem_classes=["studio-results"]):
             with gr.Row():

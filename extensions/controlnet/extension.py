@@ -7,6 +7,7 @@ routes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping
@@ -15,7 +16,7 @@ from pathlib import Path
 from PIL import Image
 
 from extensions.base import SOLO, Extension, Panel, PreparedRequest, Route, Settings, TabContext
-from extensions.controlnet import detectors, preprocessors
+from extensions.controlnet import detectors, inpaint_maps, preprocessors
 from extensions.controlnet.cache import ControlNetCache
 from extensions.controlnet.library import ControlNetLibrary
 from extensions.controlnet.pipeline import ControlNets
@@ -47,6 +48,8 @@ CONTROL_TYPES = {"Canny": ("canny",), "Depth": ("depth",), "NormalMap": ("normal
 DETECT_BODY = (
     Field("controlnet_module", "choice", "none", rest="controlnet_module", help=MODULE.help),
     Field("controlnet_input_images", "images", rest="controlnet_input_images", help="base64-encoded images"),
+    Field("controlnet_masks", "images", rest="controlnet_masks",
+          help="base64 masks (white = repaint), one per image: the hole of an inpaint preprocessor"),
     Field("controlnet_processor_res", "whole", 512, minimum=PROCESSOR_RES.minimum, maximum=PROCESSOR_RES.maximum,
           rest="controlnet_processor_res", help=PROCESSOR_RES.help),
     Field("controlnet_threshold_a", "number", None, rest="controlnet_threshold_a", help=THRESHOLD_A.help),
@@ -83,6 +86,34 @@ class ControlNet(Extension):
 
     # -- the request -----------------------------------------------------------------------------------------
 
+    def rewrite(self, endpoint: str, fields: dict) -> str:
+        """A txt2img or img2img job with an `inpaint_only` unit keeps what is outside the unit's hole: it runs as an
+        inpaint job of the unit's picture (img2img: else the tab's) and mask, from nothing in txt2img."""
+        raw_units = fields.get(UNITS.name)
+        if endpoint not in ("txt2img", "img2img") or not isinstance(raw_units, (list, tuple)):
+            return endpoint
+        for index, raw in enumerate(raw_units):
+            module = raw.get("module") if isinstance(raw, dict) and raw.get("enabled", True) else None
+            if preprocessors.ALIASES.get(module, module) not in inpaint_maps.KEEPS_THE_REST:
+                continue
+            picture = decode_image(raw["image"]) if raw.get("image") else fields.get("image")
+            if picture is None:
+                raise ValueError(f"controlnet unit {index}: {module} needs an image (txt2img has none of its own)")
+            mask_value = raw.get("mask") or raw.get("mask_image")
+            if mask_value:
+                mask = decode_image(mask_value, "mask").convert("L")
+            elif picture.mode == "RGBA" and inpaint_maps.has_hole(picture):
+                mask = inpaint_maps.hole(picture)
+            else:
+                raise ValueError(f"controlnet unit {index}: {module} needs a mask (white = repaint), or a picture "
+                                 "whose hole is transparent")
+            inpaint_maps.with_hole(picture, mask, f"controlnet unit {index}: mask")  # the sizes agree
+            fields.update(image=picture.convert("RGB"), mask=mask)
+            if endpoint == "txt2img":
+                fields["strength"] = 1.0
+            return "inpaint"
+        return endpoint
+
     def parse(self, mode: str, fields: Mapping, warnings: list[str]) -> ControlNetPart | None:
         raw_units = fields.get(UNITS.name)
         if not raw_units:
@@ -112,26 +143,37 @@ class ControlNet(Extension):
         part = job.request.part(self.name)
         if part is None:
             return
-        picture = job.source.image
+        picture, mask = job.source.image, job.source.mask if job.source.mode == "inpaint" else None
         target = (job.request.width, job.request.height)
-        maps = tuple(unit.control_input(picture, target, index, job.crop) for index, unit in part.units)
+        maps = tuple(unit.control_input(picture, target, index, job.crop, mask) for index, unit in part.units)
         job.request = job.request.with_part(self.name, ControlNetPart(part.units, maps))
+        for (_, unit), control in zip(part.units, maps):
+            if unit.module == inpaint_maps.ONLY_LAMA and job.request.image is not None:
+                # the denoising starts from LaMa's fill too, not only the map
+                filled = control.image.convert("RGB").resize(job.request.image.size, Image.BILINEAR)
+                job.request = job.request.replace(image=Image.composite(
+                    filled, job.request.image.convert("RGB"),
+                    inpaint_maps.hole(control.image).resize(job.request.image.size, Image.NEAREST)))
         for index, unit in part.units:
             source = unit.image if unit.image is not None else picture
             job.infotext[f"{INFOTEXT} {index}"] = unit.infotext(
                 self.library.infotext_name(unit.model), source.size if source is not None else None, target)
 
     def control_map(self, image, module: str, processor_res=512, threshold_a=None, threshold_b=None,
-                    pixel_perfect=True, resize_mode="Crop and Resize", size=None) -> Image.Image:
+                    pixel_perfect=True, resize_mode="Crop and Resize", size=None, mask=None) -> Image.Image:
         """The map a unit with these settings gives a generation of `size` (width, height): detected and fitted
         exactly as a generation does, so Preview shows what the ControlNet will see. Without `size`, the image's
-        own size: /controlnet/detect's map (with pixel perfect, detected at the image's resolution)."""
+        own size: /controlnet/detect's map (with pixel perfect, detected at the image's resolution). `mask`: an
+        inpaint preprocessor's hole (white)."""
         picture = load_image(image, "image")
         if picture is None:
             raise ValueError("image is required to detect a map")
         unit = ControlUnit.for_map(module, processor_res, threshold_a, threshold_b, pixel_perfect, resize_mode)
+        if mask is not None:
+            unit = dataclasses.replace(unit, mask=load_image(mask, "mask").convert("L"))
         width, height = size if size is not None else picture.size
-        return unit.control_map(picture, (whole_number("width", width, 1), whole_number("height", height, 1)))
+        return unit.control_map(unit.source(picture),
+                                (whole_number("width", width, 1), whole_number("height", height, 1)))
 
     # -- infotext and REST ----------------------------------------------------------------------------------
 
@@ -200,11 +242,16 @@ class ControlNet(Extension):
         # controlnet_processor_res says (A1111 clients send 512 by default, which blanks small images' edges).
         pixel_perfect = boolean("controlnet_pixel_perfect", payload.get("controlnet_pixel_perfect", True))
         images = payload.get("controlnet_input_images") or payload.get("controlnet_images") or []
+        masks = payload.get("controlnet_masks") or []
+        if not isinstance(masks, list) or len(masks) > len(images):
+            raise ValueError(f"controlnet_masks must be a list of at most one mask per image, got {brief(masks)}")
+        masks = [*masks, *[None] * (len(images) - len(masks))]
         maps = [self.control_map(decode_image(image, f"controlnet_input_images[{index}]"),
                                  payload.get("controlnet_module", "none"), payload.get("controlnet_processor_res", 512),
                                  _threshold(payload.get("controlnet_threshold_a")),
-                                 _threshold(payload.get("controlnet_threshold_b")), pixel_perfect=pixel_perfect)
-                for index, image in enumerate(images)]
+                                 _threshold(payload.get("controlnet_threshold_b")), pixel_perfect=pixel_perfect,
+                                 mask=decode_image(mask, f"controlnet_masks[{index}]") if mask else None)
+                for index, (image, mask) in enumerate(zip(images, masks))]
         info = "Success"
         if pixel_perfect and "controlnet_processor_res" in payload:
             info += ("; pixel perfect: each map was detected at its image's own resolution, not at "

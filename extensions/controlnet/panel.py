@@ -105,22 +105,25 @@ def _unit(extension, tab: TabContext, index: int, modules: list[str], names: lis
     refresh.click(lambda: gr.Dropdown(choices=extension.library.list_names()), None, model, queue=False,
                   api_visibility="private")
     tab_image = [tab.image] if tab.image is not None else []
-    show.click(make_preview(extension, tab.image_file, tab.editor_image),
+    show.click(make_preview(extension, tab.image_file, tab.editor_image, tab.editor_mask),
                [image, module, resolution, threshold_a, threshold_b, pixel_perfect, resize_mode, *tab.size, *tab_image],
                detected, api_visibility="private")
     return [enabled, image, module, model, weight, start, end, control_mode, resize_mode, resolution, threshold_a,
             threshold_b, pixel_perfect]
 
 
-def make_preview(extension, image_file, editor_image):
-    """The Preview button's function; `image_file` hands a map to Gradio, `editor_image` gives an editor's picture."""
+def make_preview(extension, image_file, editor_image, editor_mask=lambda editor: None):
+    """The Preview button's function; `image_file` hands a map to Gradio, `editor_image` and `editor_mask` give an
+    editor's picture and its painted mask."""
     def preview(image, module, processor_res, threshold_a, threshold_b, pixel_perfect, resize_mode, width, height,
                 tab_image=None):
         """A unit's Preview button: the map the generation will use, from the unit's image, else the tab's (an
-        editor gives its background). It is fitted to the generation size, Width x Height; in inpaint, where the
-        map is fitted to the picture and then cropped like it, to the picture's size."""
-        picture = None
+        editor gives its background, and its painted mask to an inpaint preprocessor). It is fitted to the
+        generation size, Width x Height; in inpaint, where the map is fitted to the picture and then cropped like
+        it, to the picture's size."""
+        picture = mask = None
         if isinstance(tab_image, dict):
+            mask = editor_mask(tab_image) if image is None else None
             tab_image = picture = editor_image(tab_image)
         if image is None and tab_image is None:
             raise gr.Error("Preview: upload a control image first")
@@ -128,7 +131,7 @@ def make_preview(extension, image_file, editor_image):
         with gradio_errors("preview"):
             return image_file(extension.control_map(image if image is not None else tab_image, module,
                                                     processor_res, threshold_a, threshold_b, pixel_perfect,
-                                                    resize_mode, size), "map.png")
+                                                    resize_mode, size, mask), "map.png")
 
     return preview
 

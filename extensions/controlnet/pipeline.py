@@ -29,6 +29,7 @@ from diffusers import (
 from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 
 from extensions.controlnet.cache import ControlNetCache
+from extensions.controlnet.inpaint_maps import control_tensor
 from extensions.controlnet.library import ControlNetLibrary
 from models.request import GenerationRequest
 
@@ -99,7 +100,9 @@ class ControlNets:
         controlnet = UnitControlNets(nets, [unit.control_mode == PROMPT_FIRST for unit in units])
         control_class = CONTROL_PIPELINES[type(pipe)]
         control_pipe = control_class.from_pipe(pipe, controlnet=controlnet)
-        images = [unit.image.convert("RGB") for unit in units]
+        # an inpaint map (its hole transparent) goes in as a tensor: -1 in the hole, as the ControlNet was trained
+        images = [control_tensor(unit.image) if unit.image.mode == "RGBA" else unit.image.convert("RGB")
+                  for unit in units]
         control_key = "image" if control_class in TAKES_IMAGE else "control_image"
         arguments = {
             **arguments,

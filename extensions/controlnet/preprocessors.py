@@ -16,13 +16,14 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from extensions.controlnet import detectors, simple_maps
+from extensions.controlnet import detectors, inpaint_maps, simple_maps
 from extensions.controlnet.detectors import Loaded, Weights, annotators, aux, aux_detector, openpose
 from extensions.controlnet.simple_maps import DetectFn
 from models.lru import LRU
@@ -52,6 +53,8 @@ class Preprocessor:
     weights: tuple[Weights, ...] = ()  # the Hub files it loads
     packages: tuple[str, ...] = ()  # Python packages it needs beyond requirements.txt
     class_map: bool = False  # a map of class colours (segmentation): resized by nearest neighbour, no blending
+    masked: bool = False  # an inpaint map: takes and gives a picture whose hole is transparent (inpaint_maps)
+    requirement: Callable[[], str | None] | None = None  # why it cannot run here, or None (LaMa's file)
 
     def settings(self, resolution=DEFAULT_RESOLUTION, threshold_a=None, threshold_b=None):
         """(resolution, threshold_a, threshold_b) validated, None replaced by the default; a setting this
@@ -63,8 +66,13 @@ class Preprocessor:
         )
 
     def run(self, image: Image.Image, resolution=DEFAULT_RESOLUTION, threshold_a=None, threshold_b=None) -> Image.Image:
-        """The detected map: an RGB image of `image`'s size."""
+        """The detected map: an RGB image of `image`'s size (RGBA for an inpaint map)."""
         resolution, threshold_a, threshold_b = self.settings(resolution, threshold_a, threshold_b)
+        if self.masked:
+            if not inpaint_maps.has_hole(image):
+                raise ValueError(f"{self.name} needs a mask: give the unit one (white = repaint), or use it in the "
+                                 "inpaint tab, whose mask it takes")
+            return Image.fromarray(self.detect_fn(np.asarray(image.convert("RGBA")), None, None), "RGBA")
         rgb = to_rgb_array(image)
         height, width = rgb.shape[:2]
         if resolution is not None:
@@ -201,6 +209,10 @@ PREPROCESSORS: dict[str, Preprocessor] = {
         _weighted("mlsd", aux(_MLSD, thr_v=lambda a, b: a, thr_d=lambda a, b: b), (_MLSD,),
                   Slider("MLSD Value Threshold", 0.01, 2.0, 0.1, 0.01),
                   Slider("MLSD Distance Threshold", 0.01, 20.0, 0.1, 0.01)),
+        Preprocessor(inpaint_maps.HARMONIOUS, inpaint_maps.marked, uses_resolution=False, masked=True),
+        Preprocessor(inpaint_maps.ONLY, inpaint_maps.marked, uses_resolution=False, masked=True),
+        Preprocessor(inpaint_maps.ONLY_LAMA, inpaint_maps.lama_filled, uses_resolution=False, masked=True,
+                     requirement=inpaint_maps.lama_missing),
         Preprocessor("mediapipe_face", aux(_MEDIAPIPE, max_faces=lambda a, b: int(a), min_confidence=lambda a, b: b),
                      Slider("Max Faces", 1, 10, 1), Slider("Min Face Confidence", 0.01, 1.0, 0.5, 0.01),
                      packages=("mediapipe",)),
@@ -220,6 +232,7 @@ ALIASES = {
     "color": "t2ia_color_grid",
     "invert (from white bg & black line)": "invert",
     "lineart_standard (from white bg & black line)": "lineart_standard",
+    "inpaint": inpaint_maps.HARMONIOUS,
 }
 
 
@@ -233,6 +246,8 @@ def missing(preprocessor: Preprocessor) -> str | None:
     for package in preprocessor.packages:
         if importlib.util.find_spec(package) is None:
             return f"needs the {package} package"
+    if preprocessor.requirement is not None and (reason := preprocessor.requirement()):
+        return reason
     return detectors.missing(preprocessor.weights)
 
 
@@ -263,7 +278,8 @@ class MapCache:
                threshold_b=None) -> Image.Image:
         preprocessor = get(module)
         settings = preprocessor.settings(resolution, threshold_a, threshold_b)
-        source = str(detectors.annotator_dir()) if preprocessor.weights else None  # another folder, other weights
+        # another folder, other weights
+        source = str(detectors.annotator_dir()) if preprocessor.weights or preprocessor.requirement else None
         key = (image_digest(image), preprocessor.name, settings, source)
         with self._maps.lock:  # the look-up and its count together
             cached = self._maps.get(key)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from extensions.controlnet import preprocessors
+from extensions.controlnet import inpaint_maps, preprocessors
 from models.fields import Field
 from models.images import decode_image, fit
 from models.limits import TooLarge
@@ -24,6 +24,9 @@ _RESIZE_ALIASES = {"Inner Fit (Scale to Fit)": "Crop and Resize", "Outer Fit (Sh
 # A unit's fields, by sd-webui-controlnet's names (its API's, ours) and infotext keys ("ControlNet 0: Module: ...")
 ENABLED = Field("enabled", "switch", True, label="Enable", help="a unit that is not enabled is left out")
 IMAGE = Field("image", "image", label="Control image", help="base64; none: the tab's own image (img2img, inpaint)")
+MASK = Field("mask", "image", label="Mask",
+             help="base64, white = repaint, the image's size: the hole of an inpaint preprocessor (none: the inpaint "
+                  "tab's mask, or the image's transparent pixels)")
 MODULE = Field("module", "choice", "none", label="Preprocessor", infotext="Module",
                help="the map's preprocessor (GET /controlnet/module_list); none: the image is the map")
 MODEL = Field("model", "text", "", label="Model", infotext="Model",
@@ -48,7 +51,7 @@ THRESHOLD_B = Field("threshold_b", "number", None, label="Threshold B", infotext
                     help="the preprocessor's second setting (-1 or none: its default)")
 PIXEL_PERFECT = Field("pixel_perfect", "switch", True, label="Pixel Perfect", infotext="Pixel Perfect",
                       help="the map at the generation's resolution")
-UNIT_FIELDS = (ENABLED, MODULE, MODEL, IMAGE, WEIGHT, GUIDANCE_START, GUIDANCE_END, CONTROL_MODE, RESIZE_MODE,
+UNIT_FIELDS = (ENABLED, MODULE, MODEL, IMAGE, MASK, WEIGHT, GUIDANCE_START, GUIDANCE_END, CONTROL_MODE, RESIZE_MODE,
                PROCESSOR_RES, THRESHOLD_A, THRESHOLD_B, PIXEL_PERFECT)
 FIELDS = tuple(field.name for field in UNIT_FIELDS)
 
@@ -97,6 +100,7 @@ class ControlUnit:
     module: str = "none"
     model: str = ""
     image: Image.Image | None = None  # None: the tab's own input image
+    mask: Image.Image | None = None  # an inpaint preprocessor's hole (white); None: the tab's mask, or the alpha
     weight: float = 1.0
     guidance_start: float = 0.0
     guidance_end: float = 1.0
@@ -113,7 +117,7 @@ class ControlUnit:
         the unit and the field."""
         if not isinstance(raw, dict):
             raise ValueError(f"controlnet unit {index}: must be an object of settings, got {type(raw).__name__}")
-        ignored = sorted(set(raw) - set(FIELDS) - {"input_image", "mask", "low_vram", "guessmode", "lowvram",
+        ignored = sorted(set(raw) - set(FIELDS) - {"input_image", "mask_image", "low_vram", "guessmode", "lowvram",
                                                    "hr_option"})
         if not raw.get("enabled", True):
             return None, ignored
@@ -123,6 +127,10 @@ class ControlUnit:
                 values["image"] = raw["input_image"]
             if "image" in values:
                 values["image"] = decode_image(values["image"])
+            if "mask" not in values and raw.get("mask_image"):  # sd-webui-controlnet's newer name
+                values["mask"] = raw["mask_image"]
+            if "mask" in values:
+                values["mask"] = decode_image(values["mask"], "mask").convert("L")
             if "model" in values:
                 values["model"] = str(values["model"]).split(" [")[0].strip()  # "name [hash]" as the UI shows it
             if "control_mode" in values:
@@ -156,10 +164,12 @@ class ControlUnit:
                    pixel_perfect=pixel_perfect, resize_mode=mode)
 
     def control_input(self, fallback: Image.Image | None, target: tuple[int, int], index: int,
-                      crop: tuple[tuple[int, int], tuple[int, int, int, int]] | None = None) -> ControlInput:
+                      crop: tuple[tuple[int, int], tuple[int, int, int, int]] | None = None,
+                      fallback_mask: Image.Image | None = None) -> ControlInput:
         """The unit as the model runs it. `target`: the generation size. `crop`: (picture size, box) for inpaint,
-        whose map is first fitted to the picture and then cropped to the box exactly as the image is."""
-        source = self.image if self.image is not None else fallback
+        whose map is first fitted to the picture and then cropped to the box exactly as the image is.
+        `fallback_mask`: the inpaint tab's mask, the hole of an inpaint preprocessor whose unit has no image."""
+        source = self.source(fallback, fallback_mask)
         if source is None:
             raise ValueError(f"controlnet unit {index}: give it an image (txt2img has no input image to use)")
         size = crop[0] if crop is not None else target
@@ -169,9 +179,18 @@ class ControlUnit:
         return ControlInput(self.model, fitted, float(self.weight), float(self.guidance_start),
                             float(self.guidance_end), self.control_mode)
 
+    def source(self, fallback: Image.Image | None, fallback_mask: Image.Image | None = None) -> Image.Image | None:
+        """The picture its map is detected from: its image (else the tab's), with the hole of its mask (else the
+        tab's, where the picture is the tab's) for an inpaint preprocessor."""
+        picture = self.image if self.image is not None else fallback
+        mask = self.mask if self.mask is not None else fallback_mask if self.image is None else None
+        if picture is None or not preprocessors.get(self.module).masked or mask is None:
+            return picture
+        return inpaint_maps.with_hole(picture, mask)
+
     def control_map(self, source: Image.Image, size: tuple[int, int]) -> Image.Image:
         """The map the ControlNet sees at `size`: detected, then fitted by the resize mode (what Preview shows)."""
-        return fit(self.detected_map(source, size), size, self.resize_mode, self.resample)
+        return fit(self.detected_map(source, size), size, self.resize_mode, self.resample, keep_alpha=True)
 
     @property
     def resample(self) -> Image.Resampling:
