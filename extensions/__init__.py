@@ -21,6 +21,7 @@ REGISTERED = (
     "extensions.soft_inpainting:SoftInpaint",  # around whichever inpaint pipeline the hooks before it chose
     "extensions.refiner:Refiner",  # after every hook that shapes the model's pipeline, which it takes over from
     "extensions.upscale:Upscale",
+    "extensions.detailer:Detailer",  # after hires fix, whose pictures it details
     "extensions.train:Train",
     "extensions.scripts:Scripts",  # its Script dropdown goes under every other panel, as A1111's does
 )

@@ -316,6 +316,22 @@ class PipelineManager:
         pipe.set_progress_bar_config(disable=True)
         return pipe, arguments, parameters
 
+    def call_for(self, request: GenerationRequest) -> tuple[DiffusionPipeline, dict]:
+        """The pipeline (a view with its own scheduler, after the extensions' hooks) and the call arguments of
+        `request`, for a pass an extension runs inside the current call (the detailer's inpaint passes): the call's
+        configuration of the shared model (its LoRA set) stays as it is. Call under the lock."""
+        request = request.replace(seed=_first_seed(request))
+        seeds = [request.seed + index for index in range(request.batch_size)]
+        shared = self.pipelines[request.mode]
+        view = pipeline_view(type(shared), shared, make_scheduler(request.sampler, shared.scheduler.config, seeds))
+        pipe, arguments, _ = self._hooked(view, request, seeds, {})
+        return pipe, arguments
+
+    @property
+    def stopping(self) -> bool:
+        """Interrupt was asked for during the current call."""
+        return self._interrupt.is_set()
+
     def prompt_arguments(self, request: GenerationRequest) -> dict:
         """What the extensions' hooks make of `request`'s prompts (the text, or its embeddings) for a call of its
         batch: the arguments a second pass with prompts of its own needs (hires fix). Call under the lock."""

@@ -34,8 +34,10 @@ def test_endpoints_are_named_with_keyword_parameters(client):
                                 "width", "height", "sampler", "batch_size", "strength", "styles", "mask_blur",
                                 "invert_mask", "inpaint_area", "padding", "masked_content", "clip_skip", "vae",
                                 "controlnet_units", "tiling", "subseed", "subseed_strength", "seed_resize_from_w",
-                                "seed_resize_from_h", "refiner_checkpoint", "refiner_switch_at", "script_name",
-                                "script_args"]
+                                "seed_resize_from_h", "soft_inpainting", "soft_schedule_bias",
+                                "soft_preservation_strength", "soft_transition_contrast_boost", "soft_mask_influence",
+                                "soft_difference_threshold", "soft_difference_contrast", "refiner_checkpoint",
+                                "refiner_switch_at", "script_name", "script_args"]
     assert {"/upscale"} <= set(endpoints)
     outpaint = [p["parameter_name"] for p in endpoints["/outpaint"]["parameters"]]
     assert outpaint[:8] == ["prompt", "image", "left", "right", "up", "down", "overlap", "fill"]
@@ -44,6 +46,9 @@ def test_endpoints_are_named_with_keyword_parameters(client):
     assert parameters["width"]["parameter_default"] == 0  # the input image's own size
     txt2img = {p["parameter_name"]: p for p in endpoints["/txt2img"]["parameters"]}
     assert txt2img["width"]["parameter_default"] == 64  # the demo model's native size
+    assert "detailer_units" in txt2img
+    img2img = [p["parameter_name"] for p in endpoints["/img2img"]["parameters"]]
+    assert {"detailer_units", "ad_skip_img2img"} <= set(img2img)
 
 
 def check_result(result, prompt, asked: dict, mode_extra: dict | None = None):

@@ -169,7 +169,11 @@ def test_infotext_entries_are_declared_and_read_back_as_sent(app_server, tmp_pat
     txt2img = dict(prompt="a red circle", negative_prompt="blue", seed=3, steps=3, guidance_scale=5.5, width=64,
                    height=64, sampler="DPM++ 2M Karras", clip_skip=2, enable_hr=True, hr_scale=1.5,
                    hr_upscaler="Latent (bicubic)", hr_second_pass_steps=2, hr_denoising_strength=0.6,
-                   hr_prompt="a green circle", hr_negative_prompt="red", hr_sampler_name="Euler")
+                   hr_prompt="a green circle", hr_negative_prompt="red", hr_sampler_name="Euler",
+                   detailer_units=[{"ad_model": "face_haar", "ad_prompt": "a smiling face, detailed",
+                                    "ad_confidence": 0.5, "ad_dilate_erode": 8, "ad_mask_blur": 6,
+                                    "ad_denoising_strength": 0.5, "ad_inpaint_only_masked": False,
+                                    "ad_inpaint_only_masked_padding": 16, "ad_use_steps": True, "ad_steps": 12}])
     picture = Image.new("RGB", (64, 64), "white")
     mask = Image.new("L", (64, 64), 0)
     mask.paste(255, (16, 16, 48, 48))

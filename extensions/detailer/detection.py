@@ -1,0 +1,89 @@
+"""What the detailer finds and the masks it repaints, as ADetailer makes them: boxes from a detector, filtered by
+confidence, area ratio and the k largest, each a rectangle mask moved by the offsets and grown (or shrunk) by the
+dilation, then one mask each, or merged (and inverted).
+
+The detector that works offline is `face_haar`: OpenCV's frontal-face Haar cascade, shipped in opencv-python-headless
+4.12's wheel (`cv2.data`), no download. A Haar cascade gives no probability; its confidence here is its last
+stage's weight w squashed into (0, 1) as w / (1 + w), so ADetailer's default 0.3 keeps detections of weight 0.43 on.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from extensions.detailer.fields import DetailerUnit
+
+Box = tuple[int, int, int, int]  # left, top, right, bottom
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: Box
+    confidence: float
+
+
+_cascades: dict = {}
+_lock = threading.Lock()
+
+
+def face_haar(picture: Image.Image) -> list[Detection]:
+    import cv2
+
+    with _lock:
+        if "face" not in _cascades:
+            _cascades["face"] = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+        cascade = _cascades["face"]
+        gray = cv2.cvtColor(np.asarray(picture.convert("RGB")), cv2.COLOR_RGB2GRAY)
+        side = max(24, min(picture.size) // 20)  # a face smaller than this cannot be detailed anyway
+        boxes, _, weights = cascade.detectMultiScale3(gray, scaleFactor=1.1, minNeighbors=5, minSize=(side, side),
+                                                      outputRejectLevels=True)
+    return [Detection((int(x), int(y), int(x + w), int(y + h)), float(weight) / (1 + float(weight)))
+            for (x, y, w, h), weight in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(weights).reshape(-1))]
+
+
+DETECTORS = {"face_haar": face_haar}  # ad_model -> detector
+
+
+def available() -> list[str]:
+    """The detectors here, by ADetailer's ad_model names."""
+    return list(DETECTORS)
+
+
+def masks(picture: Image.Image, unit: DetailerUnit) -> list[Image.Image]:
+    """The masks (L, white = repaint) the unit's detector gives `picture`, in ADetailer's order: largest first."""
+    width, height = picture.size
+    found = [detection for detection in DETECTORS[unit.ad_model](picture) if detection.confidence >= unit.ad_confidence]
+    area = width * height
+    boxes = [detection.box for detection in found
+             if unit.ad_mask_min_ratio <= _area(detection.box) / area <= unit.ad_mask_max_ratio]
+    boxes.sort(key=_area, reverse=True)
+    if unit.ad_mask_k:
+        boxes = boxes[:unit.ad_mask_k]
+    shapes = [_mask(box, picture.size, unit) for box in boxes]
+    if not shapes or unit.ad_mask_merge_invert == "None":
+        return [shape for shape in shapes if shape.getbbox() is not None]
+    merged = Image.new("L", picture.size, 0)
+    for shape in shapes:
+        merged.paste(255, mask=shape)
+    if unit.ad_mask_merge_invert == "Merge and Invert":
+        merged = merged.point([255 - v for v in range(256)])
+    return [merged] if merged.getbbox() is not None else []
+
+
+def _area(box: Box) -> int:
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
+def _mask(box: Box, size: tuple[int, int], unit: DetailerUnit) -> Image.Image:
+    """The box as a mask, moved by the offsets (y up, as ADetailer's) and dilated (eroded below 0): a box dilated
+    by a square kernel is the box grown by as many pixels on each side."""
+    grow, dx, dy = unit.ad_dilate_erode, unit.ad_x_offset, -unit.ad_y_offset
+    left, top, right, bottom = box[0] - grow + dx, box[1] - grow + dy, box[2] + grow + dx, box[3] + grow + dy
+    mask = Image.new("L", size, 0)
+    if right > left and bottom > top:
+        ImageDraw.Draw(mask).rectangle([left, top, right - 1, bottom - 1], fill=255)
+    return mask

@@ -1,0 +1,90 @@
+"""The detailer's passes, inside the job's own call (the same queue slot, the model lock held): the request's
+pipeline (hires fix's two passes, ControlNet's, ...) makes its pictures; then, unit by unit, each detection of each
+picture is inpainted "only masked" at the job's size (the model's native one, unless the unit asks for another)
+through the manager's own inpaint pipeline with the extensions' hooks (the job's LoRAs, prompt syntax, VAE, tiling),
+and pasted back through its blurred mask, so every pixel outside the detections stays as it was. The step callback
+counts the passes' steps too."""
+
+from __future__ import annotations
+
+from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
+from PIL import Image
+
+from extensions.detailer.detection import masks
+from extensions.detailer.fields import DetailerPart, DetailerUnit
+from extensions.inpaint import InpaintOptions, InpaintPlan
+from models.passes import Passes
+from models.request import GenerationRequest
+from models.step_conditioning import scheduled
+
+# The parts a detail pass keeps: those that shape the model and the text encoding. The others shape the job itself
+# (its passes, maps, geometry, noise), which a detail pass does not repeat.
+KEPT_PARTS = ("lora", "prompts", "vae", "tiling")
+
+
+class Detailing(Passes):
+    def __init__(self, first, part: DetailerPart, request: GenerationRequest, manager):
+        super().__init__(first)
+        self.part, self.request, self.manager = part, request, manager
+
+    def __call__(self, callback_on_step_end=None, **arguments):
+        steps = {"done": 0}  # the steps of the job so far: where each pass's count starts
+
+        def counting(pipe, step: int, timestep, tensors: dict) -> dict:
+            before, _ = getattr(pipe, "progress", (0, 0))
+            steps["done"] = before + step + 1
+            return tensors if callback_on_step_end is None else callback_on_step_end(pipe, step, timestep, tensors)
+
+        if self.part.skip_pass:  # ADetailer's "skip img2img": the input picture itself, at the job's size
+            size = (self.request.width, self.request.height)
+            pictures = [self.request.image.convert("RGB").resize(size, Image.LANCZOS)] * len(arguments["generator"])
+        else:
+            pictures = list(self.first(**arguments, callback_on_step_end=counting).images)
+        seeds = [generator.initial_seed() for generator in arguments["generator"]]
+        for number, unit in enumerate(self.part.units):
+            for index, picture in enumerate(pictures):
+                if self.manager.stopping:
+                    return StableDiffusionPipelineOutput(pictures, None)
+                found = masks(picture, unit)
+                if not found:
+                    self.part.notes.append(f"ADetailer unit {number} ({unit.ad_model}) found nothing in image "
+                                           f"{index + 1}: it is as generated")
+                for detection, mask in enumerate(found):
+                    remaining = (len(found) - detection - 1) * self._pass_steps(unit)
+                    pictures[index] = self._detail(pictures[index], mask, unit, seeds[index] + detection, detection,
+                                                   steps, remaining, counting)
+        return StableDiffusionPipelineOutput(pictures, None)
+
+    def _pass_steps(self, unit: DetailerUnit) -> int:
+        steps = unit.ad_steps if unit.ad_use_steps else self.request.steps
+        return max(1, int(steps * unit.ad_denoising_strength))
+
+    def _detail(self, picture, mask, unit: DetailerUnit, seed: int, detection: int, steps: dict, remaining: int,
+                counting):
+        """`picture` with the area of `mask` inpainted by the unit's settings."""
+        request = self.request
+        width, height = (unit.ad_inpaint_width, unit.ad_inpaint_height) if unit.ad_use_inpaint_width_height else \
+            (request.width, request.height)
+        options = InpaintOptions(mask_blur=unit.ad_mask_blur, padding=unit.ad_inpaint_only_masked_padding,
+                                 inpaint_area="Only masked" if unit.ad_inpaint_only_masked else "Whole picture")
+        plan = InpaintPlan.make(picture, mask, options, width, height)
+        detail = GenerationRequest(
+            "inpaint", _prompt(unit.ad_prompt, request.prompt, detection),
+            _prompt(unit.ad_negative_prompt, request.negative_prompt, detection),
+            steps=unit.ad_steps if unit.ad_use_steps else request.steps,
+            guidance_scale=unit.ad_cfg_scale if unit.ad_use_cfg_scale else request.guidance_scale,
+            width=plan.size[0], height=plan.size[1], sampler=request.sampler, seed=seed,
+            strength=unit.ad_denoising_strength, image=plan.image, mask=plan.mask,
+            parts={name: part for name, part in request.parts.items() if name in KEPT_PARTS})
+        pipe, arguments = self.manager.call_for(detail)
+        pipe.progress = (steps["done"], remaining)
+        arguments, callback = scheduled(arguments, counting)
+        return plan.paste(pipe(**arguments, callback_on_step_end=callback).images[0])
+
+
+def _prompt(own: str, job: str, detection: int) -> str:
+    """ADetailer's prompt: the detection's part of `own` ([SEP] between them; the last one for the rest), with
+    [PROMPT] replaced by the job's prompt; the job's prompt where it is empty."""
+    parts = [part.strip() for part in own.split("[SEP]")]
+    chosen = parts[min(detection, len(parts) - 1)]
+    return chosen.replace("[PROMPT]", job) if chosen else job

@@ -1,0 +1,166 @@
+"""The ADetailer-compatible detailer on a real photo with a face (scikit-image's astronaut): OpenCV's Haar cascade
+finds it, only the face's area changes, the passes count in the progress, no face is a note, it runs after hires
+fix, and ADetailer's REST body, routes and infotext."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+from skimage import data
+
+from extensions.detailer import Detailer, detection
+from extensions.detailer.fields import DetailerUnit
+from extensions.upscale import Upscale
+from models.manager import PipelineManager
+from service.pnginfo import fields_from_infotext
+from service.studio import StudioService
+
+FACE = (88, 33, 136, 81)  # the astronaut's face at 256 x 256 (left, top, right, bottom), as the cascade finds it
+
+
+@pytest.fixture(scope="module")
+def photo() -> Image.Image:
+    return Image.fromarray(data.astronaut()).resize((256, 256), Image.LANCZOS)
+
+
+@pytest.fixture(scope="module")
+def manager():
+    """A model of its own: each service installs its extensions' hooks on its model."""
+    return PipelineManager.load("demo", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def service(manager, tmp_path_factory):
+    return StudioService(manager, tmp_path_factory.mktemp("outputs"), [Detailer()])
+
+
+def run(service, photo, units, **fields):
+    """An img2img job that skips its own pass (ADetailer's "skip img2img"): the photo itself is detailed."""
+    steps = []
+    settings = dict(prompt="a face", image=photo, strength=0.25, steps=4, seed=3, width=256, height=256,
+                    detailer_units=units, ad_skip_img2img=True)
+    # generate: each step reported as it ends (run polls the queued job's progress)
+    generation = service.generate(*service.build("img2img", {**settings, **fields}),
+                                  on_step=lambda done, total: steps.append((done, total)))
+    return np.asarray(Image.open(generation.files[0]).convert("RGB")).astype(int), generation, steps
+
+
+def test_the_haar_cascade_finds_the_astronauts_face_and_nothing_in_a_plain_picture(photo):
+    [found] = detection.face_haar(photo)
+    assert all(abs(a - b) <= 6 for a, b in zip(found.box, FACE)), found.box
+    assert 0.5 < found.confidence < 1
+    assert detection.face_haar(Image.new("RGB", (256, 256), "white")) == []
+
+
+def test_masks_follow_adetailers_settings(photo):
+    [plain] = detection.masks(photo, DetailerUnit(ad_dilate_erode=0))
+    box = plain.getbbox()
+    [grown] = detection.masks(photo, DetailerUnit(ad_dilate_erode=8, ad_x_offset=5, ad_y_offset=3))
+    assert grown.getbbox() == (box[0] - 8 + 5, box[1] - 8 - 3, box[2] + 8 + 5, box[3] + 8 - 3)
+    assert detection.masks(photo, DetailerUnit(ad_confidence=0.99)) == []
+    assert detection.masks(photo, DetailerUnit(ad_mask_min_ratio=0.5)) == []
+    [inverted] = detection.masks(photo, DetailerUnit(ad_mask_merge_invert="Merge and Invert"))
+    assert inverted.getpixel((2, 2)) == 255 and inverted.getpixel((112, 57)) == 0
+
+
+def test_only_the_faces_area_changes_and_the_passes_count_in_the_progress(service, photo):
+    plain = np.asarray(photo).astype(int)
+    unit = {"ad_model": "face_haar", "ad_denoising_strength": 0.75, "ad_mask_blur": 4, "ad_dilate_erode": 4}
+    detailed, generation, steps = run(service, photo, [unit])
+    changed = np.abs(detailed - plain).sum(axis=2) > 0
+    ys, xs = np.nonzero(changed)
+    reach = 4 + 4 * 3  # the dilation, and the blur's reach
+    assert FACE[0] - reach - 6 <= xs.min() and xs.max() < FACE[2] + reach + 6
+    assert FACE[1] - reach - 6 <= ys.min() and ys.max() < FACE[3] + reach + 6
+    assert changed[FACE[1] + 10:FACE[3] - 10, FACE[0] + 10:FACE[2] - 10].mean() > 0.9, "the face was repainted"
+    assert steps[-1] == (3, 3), "its 3 steps (4 x 0.75) are counted"
+    passed, _, _ = run(service, photo, [unit], ad_skip_img2img=False)
+    assert np.abs(passed - plain).mean() > np.abs(detailed - plain).mean(), "without the skip, img2img ran too"
+    infotext = generation.infotexts[0]
+    assert "ADetailer model: face_haar, ADetailer confidence: 0.3, ADetailer dilate erode: 4, ADetailer mask blur: 4, "\
+           "ADetailer denoising strength: 0.75, ADetailer inpaint only masked: True, ADetailer inpaint padding: 32" \
+           in infotext
+    read = fields_from_infotext(infotext, service.extensions)
+    assert read["detailer_units"] == [{**unit, "ad_confidence": 0.3, "ad_inpaint_only_masked": True,
+                                       "ad_inpaint_only_masked_padding": 32}]
+
+
+def test_no_face_found_is_a_note_and_the_picture_is_as_generated(service):
+    blank = Image.new("RGB", (256, 256), (120, 160, 200))
+    plain, _, _ = run(service, blank, [], ad_skip_img2img=False)
+    detailed, generation, _ = run(service, blank, [{"ad_model": "face_haar"}], ad_skip_img2img=False)
+    assert np.array_equal(plain, detailed)
+    assert any("found nothing in image 1" in warning for warning in generation.warnings), generation.warnings
+
+
+def test_it_details_the_hires_fix_picture_in_the_same_job(photo, tmp_path, monkeypatch):
+    seen = []
+
+    def spying(picture):  # the demo model draws no face: one where the astronaut's would be
+        seen.append(picture.size)
+        return [detection.Detection(tuple(side // 2 for side in FACE), 0.9)]
+
+    monkeypatch.setitem(detection.DETECTORS, "face_haar", spying)
+    service = StudioService(PipelineManager.load("demo", device="cpu"), tmp_path,
+                            [Upscale(tmp_path / "upscalers"), Detailer()])
+    steps = []
+    fields = dict(prompt="a face", steps=2, seed=1, width=64, height=64, enable_hr=True, hr_scale=2,
+                  hr_upscaler="Lanczos", hr_second_pass_steps=2, detailer_units=[{"ad_denoising_strength": 0.5}])
+    generation = service.generate(*service.build("txt2img", fields),
+                                  on_step=lambda done, total: steps.append((done, total)))
+    assert seen == [(128, 128)], "the detector sees hires fix's picture"
+    assert Image.open(generation.files[0]).size == (128, 128)
+    assert steps[-1] == (2 + 2 + 1, 2 + 2 + 1), "the first pass, hires fix's 2 steps, one detail pass (2 x 0.5)"
+
+
+@pytest.mark.parametrize(("units", "message"), [
+    ([{"ad_model": "face_yolov8n.pt"}], "ADetailer unit 0: ad_model 'face_yolov8n.pt' is not a detector here"),
+    ([{"ad_confidence": 2}], "ADetailer unit 0: ad_confidence must be"),
+    (["face"], "ADetailer unit 0 must be an object of ad_\\* settings"),
+    ([{}] * 5, "detailer_units must be a list of at most 4 units"),
+])
+def test_bad_units_are_named(service, photo, units, message):
+    with pytest.raises(ValueError, match=message):
+        run(service, photo, units)
+
+
+# -- REST, as ADetailer's clients send it --------------------------------------------------------------------------
+
+def encoded(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_rest_takes_adetailers_args_and_serves_its_routes(app_server, photo):
+    url, _ = app_server
+    assert requests.get(f"{url}/adetailer/v1/ad_model", timeout=30).json() == {"ad_model": ["None", "face_haar"]}
+    assert "version" in requests.get(f"{url}/adetailer/v1/version", timeout=30).json()
+    assert "ADetailer" in requests.get(f"{url}/sdapi/v1/scripts", timeout=30).json()["txt2img"]
+    body = {"prompt": "a face", "init_images": [encoded(photo)], "denoising_strength": 0.25, "steps": 4, "seed": 3,
+            "width": 256, "height": 256}
+    unit = {"ad_model": "face_haar", "ad_prompt": "", "ad_denoising_strength": 0.5, "ad_inpaint_only_masked": True,
+            "ad_use_sampler": False}
+    outside = np.ones((256, 256), bool)
+    outside[FACE[1] - 30:FACE[3] + 30, FACE[0] - 30:FACE[2] + 30] = False
+    for args in ([True, True, unit], [True, True, unit, {"ad_model": "None"}], [unit]):
+        answer = requests.post(f"{url}/sdapi/v1/img2img", json={**body, "alwayson_scripts": {"ADetailer": {
+            "args": args}}}, timeout=120)
+        assert answer.status_code == 200, answer.text
+        assert "ADetailer model: face_haar" in json.loads(answer.json()["info"])["infotexts"][0]
+        result = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer.json()["images"][0]))).convert("RGB"))
+        if args[0] is True:  # skip img2img: the photo itself, its face detailed
+            assert np.array_equal(result[outside], np.asarray(photo)[outside])
+            assert not np.array_equal(result[~outside], np.asarray(photo)[~outside])
+    for args, named in (([True, False, {"ad_model": "hand_yolov8n.pt"}], "ad_model 'hand_yolov8n.pt'"),
+                        ("face", "alwayson_scripts.ADetailer.args must be a list"),
+                        ([True, False, {"ad_denoising_strength": "high"}], "ad_denoising_strength")):
+        bad = requests.post(f"{url}/sdapi/v1/img2img", json={**body, "alwayson_scripts": {"ADetailer": {
+            "args": args}}}, timeout=60)
+        assert bad.status_code == 422 and named in bad.json()["detail"], (args, bad.text)
