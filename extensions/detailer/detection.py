@@ -3,7 +3,7 @@ confidence, area ratio and the k largest, each a rectangle mask moved by the off
 dilation, then one mask each, or merged (and inverted).
 
 The detector that works offline is `face_haar`: OpenCV's frontal-face Haar cascade, shipped in opencv-python-headless
-4.12's wheel (`cv2.data`), no download. A Haar cascade gives no probability; its confidence here is its last
+4.14's wheel (`cv2.data`), no download. A Haar cascade gives no probability; its confidence here is its last
 stage's weight w squashed into (0, 1) as w / (1 + w), so ADetailer's default 0.3 keeps detections of weight 0.43 on.
 """
 
