@@ -12,6 +12,7 @@ from bench import (
     hires,
     history,
     inpaint,
+    inpaint_plus,
     lora,
     memory,
     overhead,
@@ -48,3 +49,4 @@ if __name__ == "__main__":
     shapes_model.main([])
     parity.main()
     families.main([])
+    inpaint_plus.main([])

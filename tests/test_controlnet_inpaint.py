@@ -17,6 +17,7 @@ from extensions.controlnet import extension as controlnet
 from extensions.controlnet.inpaint_maps import control_tensor
 from extensions.inpaint import Inpaint
 from models import lama
+from models.images import png_base64
 from service.studio import StudioService
 from testing.controlnet_files import controlnet_for
 
@@ -127,28 +128,23 @@ def test_bad_inpaint_units_are_named(service, mode, settings, message):
         generate(service, mode, [{**unit("inpaint_only"), **settings}], **fields)
 
 
-def encoded(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
 
 def test_rest_detect_takes_masks_and_units_take_a_mask(app_server):
     url, _ = app_server
-    body = {"controlnet_module": "inpaint_only+lama", "controlnet_input_images": [encoded(picture())],
-            "controlnet_masks": [encoded(hole())]}
+    body = {"controlnet_module": "inpaint_only+lama", "controlnet_input_images": [png_base64(picture())],
+            "controlnet_masks": [png_base64(hole())]}
     answer = requests.post(f"{url}/controlnet/detect", json=body, timeout=60)
     assert answer.status_code == 200, answer.text
     detected = Image.open(io.BytesIO(base64.b64decode(answer.json()["images"][0])))
     assert detected.mode == "RGBA" and detected.getchannel("A").getpixel((30, 30)) == 0
     modules = requests.get(f"{url}/controlnet/module_list", timeout=30).json()["module_list"]
     assert {"inpaint_global_harmonious", "inpaint_only", "inpaint_only+lama"} <= set(modules)
-    bad = requests.post(f"{url}/controlnet/detect", json={**body, "controlnet_masks": [encoded(hole(size=(8, 8)))]},
+    bad = requests.post(f"{url}/controlnet/detect", json={**body, "controlnet_masks": [png_base64(hole(size=(8, 8)))]},
                         timeout=60)
     assert bad.status_code == 422 and "mask is 8x8 but its picture is 64x64" in bad.json()["detail"]
     txt2img = {"prompt": "a cat", "steps": 2, "seed": 1, "width": SIZE, "height": SIZE, "alwayson_scripts": {
-        "controlnet": {"args": [{"module": "inpaint_only", "model": "edges", "image": encoded(picture()),
-                                 "mask_image": encoded(hole())}]}}}
+        "controlnet": {"args": [{"module": "inpaint_only", "model": "edges", "image": png_base64(picture()),
+                                 "mask_image": png_base64(hole())}]}}}
     answer = requests.post(f"{url}/sdapi/v1/txt2img", json=txt2img, timeout=120)
     assert answer.status_code == 200, answer.text
     result = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer.json()["images"][0]))).convert("RGB"))

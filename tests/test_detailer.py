@@ -17,6 +17,7 @@ from skimage import data
 from extensions.detailer import Detailer, detection
 from extensions.detailer.fields import DetailerUnit
 from extensions.upscale import Upscale
+from models.images import png_base64
 from models.manager import PipelineManager
 from service.pnginfo import fields_from_infotext
 from service.studio import StudioService
@@ -69,6 +70,7 @@ def test_masks_follow_adetailers_settings(photo):
     assert inverted.getpixel((2, 2)) == 255 and inverted.getpixel((112, 57)) == 0
 
 
+@pytest.mark.slow
 def test_only_the_faces_area_changes_and_the_passes_count_in_the_progress(service, photo):
     plain = np.asarray(photo).astype(int)
     unit = {"ad_model": "face_haar", "ad_denoising_strength": 0.75, "ad_mask_blur": 4, "ad_dilate_erode": 4}
@@ -91,6 +93,7 @@ def test_only_the_faces_area_changes_and_the_passes_count_in_the_progress(servic
                                        "ad_inpaint_only_masked_padding": 32}]
 
 
+@pytest.mark.slow
 def test_no_face_found_is_a_note_and_the_picture_is_as_generated(service):
     blank = Image.new("RGB", (256, 256), (120, 160, 200))
     plain, _, _ = run(service, blank, [], ad_skip_img2img=False)
@@ -99,6 +102,7 @@ def test_no_face_found_is_a_note_and_the_picture_is_as_generated(service):
     assert any("found nothing in image 1" in warning for warning in generation.warnings), generation.warnings
 
 
+@pytest.mark.slow
 def test_it_details_the_hires_fix_picture_in_the_same_job(photo, tmp_path, monkeypatch):
     seen = []
 
@@ -132,18 +136,13 @@ def test_bad_units_are_named(service, photo, units, message):
 
 # -- REST, as ADetailer's clients send it --------------------------------------------------------------------------
 
-def encoded(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
 
 def test_rest_takes_adetailers_args_and_serves_its_routes(app_server, photo):
     url, _ = app_server
     assert requests.get(f"{url}/adetailer/v1/ad_model", timeout=30).json() == {"ad_model": ["None", "face_haar"]}
     assert "version" in requests.get(f"{url}/adetailer/v1/version", timeout=30).json()
     assert "ADetailer" in requests.get(f"{url}/sdapi/v1/scripts", timeout=30).json()["txt2img"]
-    body = {"prompt": "a face", "init_images": [encoded(photo)], "denoising_strength": 0.25, "steps": 4, "seed": 3,
+    body = {"prompt": "a face", "init_images": [png_base64(photo)], "denoising_strength": 0.25, "steps": 4, "seed": 3,
             "width": 256, "height": 256}
     unit = {"ad_model": "face_haar", "ad_prompt": "", "ad_denoising_strength": 0.5, "ad_inpaint_only_masked": True,
             "ad_use_sampler": False}
@@ -164,3 +163,18 @@ def test_rest_takes_adetailers_args_and_serves_its_routes(app_server, photo):
         bad = requests.post(f"{url}/sdapi/v1/img2img", json={**body, "alwayson_scripts": {"ADetailer": {
             "args": args}}}, timeout=60)
         assert bad.status_code == 422 and named in bad.json()["detail"], (args, bad.text)
+
+
+@pytest.mark.slow
+def test_interrupt_inside_a_detail_pass_returns_the_pictures_as_they_stand(service, manager, photo):
+    def interrupt_in_the_pass(done: int, total: int) -> None:
+        if done >= 1:
+            manager.interrupt()
+
+    generation = service.generate(*service.build("img2img", dict(
+        prompt="a face", image=photo, strength=0.5, steps=8, seed=3, width=256, height=256, ad_skip_img2img=True,
+        detailer_units=[{"ad_model": "face_haar", "ad_denoising_strength": 0.5}])), on_step=interrupt_in_the_pass)
+    assert generation.interrupted
+    result = Image.open(generation.files[0])
+    assert result.size == (256, 256), "the picture, not the pass's crop"
+    assert np.array_equal(np.asarray(result.convert("RGB")), np.asarray(photo)), "the pass did not finish"

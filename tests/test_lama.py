@@ -3,8 +3,6 @@ inpaint's masked content and outpaint's pre-fill, and what is refused (no file, 
 
 from __future__ import annotations
 
-import base64
-import io
 import time
 
 import numpy as np
@@ -17,6 +15,7 @@ from extensions.inpaint import Inpaint, InpaintOptions, InpaintPlan
 from extensions.outpaint import Outpaint
 from extensions.outpaint.canvas import extend_canvas
 from models import lama
+from models.images import png_base64
 from service.studio import StudioService
 from testing.lama_files import make_lama
 
@@ -48,6 +47,7 @@ def test_the_fill_changes_only_the_hole(annotators):
     assert np.array_equal(filled, again), "the same fill every time"
 
 
+@pytest.mark.slow
 def test_a_large_picture_is_filled_within_bounded_time(annotators):
     picture = Image.new("RGB", (4000, 3000), "navy")
     mask = ellipse(picture.size, (500, 400, 3500, 2600))
@@ -111,12 +111,7 @@ def test_rest_inpainting_fill_4_is_lama(app_server):
     url, _ = app_server
     picture, mask = noise(64, 64), ellipse((64, 64), (16, 16, 48, 48))
 
-    def encoded(image):
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        return base64.b64encode(buffer.getvalue()).decode()
-
-    body = {"prompt": "x", "init_images": [encoded(picture)], "mask": encoded(mask), "steps": 2, "seed": 1,
+    body = {"prompt": "x", "init_images": [png_base64(picture)], "mask": png_base64(mask), "steps": 2, "seed": 1,
             "width": 64, "height": 64, "inpainting_fill": 4}
     answer = requests.post(f"{url}/sdapi/v1/img2img", json=body, timeout=120)
     assert answer.status_code == 200, answer.text
@@ -125,6 +120,7 @@ def test_rest_inpainting_fill_4_is_lama(app_server):
     assert past.status_code == 422 and "inpainting_fill" in past.json()["detail"]
 
 
+@pytest.mark.slow
 def test_a_pickled_lama_checkpoint_converts_without_running_code(annotators, tmp_path):
     """A Lightning-style checkpoint (generator and discriminator) becomes a LaMa file the fill loads."""
     import torch

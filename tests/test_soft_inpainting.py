@@ -17,6 +17,7 @@ from extensions.inpaint import Inpaint
 from extensions.soft_inpainting import SoftInpaint
 from extensions.soft_inpainting.blend import blend, composite, composite_weights, step_mask
 from extensions.soft_inpainting.fields import SoftSettings
+from models.images import png_base64
 from models.request import GenerationRequest
 from models.sampler_names import BATCH_TOLERANCE
 from service.pnginfo import fields_from_infotext
@@ -112,6 +113,7 @@ def test_grey_mask_values_are_partial_strength(service, picture):
     assert 0 < change[64] < change[128] / 2 < change[255] / 2, change
 
 
+@pytest.mark.slow
 def test_on_a_four_channel_model_the_pipelines_own_hard_blend_is_left_to_it(txt2img_manager, picture, tmp_path,
                                                                              monkeypatch):
     """The 4-channel pipeline blends by the mask rounded at 0.5 itself, which would hold a band masked at 0.25 to
@@ -173,11 +175,6 @@ def test_bad_settings_are_named(service, picture, fields, message):
 
 # -- REST, as A1111's clients send it ------------------------------------------------------------------------------
 
-def encoded(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
 
 def test_rest_alwayson_scripts_soft_inpainting_with_lora_and_controlnet(app_server):
     """A1111's positional args, beside a LoRA in the prompt and a ControlNet unit on the same job."""
@@ -186,11 +183,11 @@ def test_rest_alwayson_scripts_soft_inpainting_with_lora_and_controlnet(app_serv
     ImageDraw.Draw(picture).rectangle([10, 10, 40, 40], fill="blue")
     mask = Image.new("L", picture.size, 0)
     ImageDraw.Draw(mask).rectangle([30, 16, 80, 48], fill=160)
-    body = {"prompt": "a red circle <lora:ink:0.8>", "init_images": [encoded(picture)], "mask": encoded(mask),
+    body = {"prompt": "a red circle <lora:ink:0.8>", "init_images": [png_base64(picture)], "mask": png_base64(mask),
             "seed": 3, "steps": 3, "width": 96, "height": 64, "denoising_strength": 0.9, "mask_blur": 4,
             "alwayson_scripts": {
                 "soft inpainting": {"args": [True, 1.2, 0.8, 4, 0.5, 0.6, 2]},
-                "controlnet": {"args": [{"image": encoded(picture), "module": "canny", "model": "edges"}]}}}
+                "controlnet": {"args": [{"image": png_base64(picture), "module": "canny", "model": "edges"}]}}}
     answer = requests.post(f"{url}/sdapi/v1/img2img", json=body, timeout=300)
     assert answer.status_code == 200, answer.text
     infotext = json.loads(answer.json()["info"])["infotexts"][0]
@@ -211,8 +208,8 @@ def test_rest_alwayson_scripts_soft_inpainting_with_lora_and_controlnet(app_serv
 ])
 def test_bad_rest_args_are_a_422_naming_them(app_server, args, named):
     url, _ = app_server
-    body = {"prompt": "x", "init_images": [encoded(Image.new("RGB", (64, 64)))],
-            "mask": encoded(Image.new("L", (64, 64), 255)), "steps": 2,
+    body = {"prompt": "x", "init_images": [png_base64(Image.new("RGB", (64, 64)))],
+            "mask": png_base64(Image.new("L", (64, 64), 255)), "steps": 2,
             "alwayson_scripts": {"Soft Inpainting": {"args": args}}}
     answer = requests.post(f"{url}/sdapi/v1/img2img", json=body, timeout=60)
     assert answer.status_code == 422, answer.text

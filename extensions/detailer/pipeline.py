@@ -13,6 +13,7 @@ from PIL import Image
 from extensions.detailer.detection import masks
 from extensions.detailer.fields import DetailerPart, DetailerUnit
 from extensions.inpaint import InpaintOptions, InpaintPlan
+from models.manager import Interrupted
 from models.passes import Passes
 from models.request import GenerationRequest
 from models.step_conditioning import scheduled
@@ -51,8 +52,11 @@ class Detailing(Passes):
                                            f"{index + 1}: it is as generated")
                 for detection, mask in enumerate(found):
                     remaining = (len(found) - detection - 1) * self._pass_steps(unit)
-                    pictures[index] = self._detail(pictures[index], mask, unit, seeds[index] + detection, detection,
-                                                   steps, remaining, counting)
+                    try:
+                        pictures[index] = self._detail(pictures[index], mask, unit, seeds[index] + detection,
+                                                       detection, steps, remaining, counting)
+                    except Interrupted:  # stopped inside a pass: the pictures as they stand, not the pass's crop
+                        return StableDiffusionPipelineOutput(pictures, None)
         return StableDiffusionPipelineOutput(pictures, None)
 
     def _pass_steps(self, unit: DetailerUnit) -> int:
@@ -79,7 +83,10 @@ class Detailing(Passes):
         pipe, arguments = self.manager.call_for(detail)
         pipe.progress = (steps["done"], remaining)
         arguments, callback = scheduled(arguments, counting)
-        return plan.paste(pipe(**arguments, callback_on_step_end=callback).images[0])
+        done = pipe(**arguments, callback_on_step_end=callback).images[0]
+        if self.manager.stopping:  # the pass ended early (a compiled U-Net stops between steps): not pasted
+            raise Interrupted
+        return plan.paste(done)
 
 
 def _prompt(own: str, job: str, detection: int) -> str:
