@@ -93,12 +93,28 @@ def save_openpose(folder: Path, seed: int = 0) -> Path:
     return target
 
 
+MEDIAPIPE = Path(__file__).resolve().parent / "mediapipe"  # the real models, as MediaPipe ships them
+
+
 def save_annotators(folder: Path, full: bool = False) -> Path:
-    """Depth Anything V2, UperNet ADE20K, OpenPose (body, hand, face) and LaMa under `folder`; returns `folder`."""
+    """Depth Anything V2, UperNet ADE20K, OpenPose (body, hand, face), LaMa and MediaPipe's face detectors under
+    `folder`; returns `folder`."""
     from testing.lama_files import make_lama
 
     save_depth_anything(folder, full)
     save_upernet(folder, full)
     save_openpose(folder)
     make_lama(Path(folder) / "lama" / "big-lama.safetensors")
+    save_mediapipe(Path(folder))
     return Path(folder)
+
+
+def save_mediapipe(folder: Path) -> Path:
+    """MediaPipe's two face detectors (testing/mediapipe/) in `folder`/mediapipe/, where the detailer finds them."""
+    import shutil
+
+    target = folder / "mediapipe"
+    target.mkdir(parents=True, exist_ok=True)
+    for model in MEDIAPIPE.glob("*.tflite"):
+        shutil.copy(model, target / model.name)
+    return folder

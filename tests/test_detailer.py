@@ -59,6 +59,34 @@ def test_the_haar_cascade_finds_the_astronauts_face_and_nothing_in_a_plain_pictu
     assert detection.face_haar(Image.new("RGB", (256, 256), "white")) == []
 
 
+@pytest.fixture(scope="module")
+def mediapipe_dir(tmp_path_factory):
+    from testing.annotator_weights import save_mediapipe
+
+    return save_mediapipe(tmp_path_factory.mktemp("annotators"))
+
+
+@pytest.mark.parametrize("name", ["mediapipe_face_short", "mediapipe_face_full"])
+def test_mediapipes_face_detectors_find_the_face_from_their_tflite_files(photo, mediapipe_dir, name):
+    detectors = detection.detectors(mediapipe_dir)
+    assert list(detectors) == ["face_haar", "mediapipe_face_short", "mediapipe_face_full"]
+    [found] = [found for found in detectors[name](photo) if found.confidence >= 0.3]
+    assert all(abs(a - b) <= 8 for a, b in zip(found.box, (88, 40, 136, 88))), found.box
+    assert found.confidence > 0.8
+    assert [found for found in detectors[name](Image.new("RGB", (256, 256), "white")) if found.confidence >= 0.3] \
+        == []
+    assert list(detection.detectors(mediapipe_dir / "elsewhere")) == ["face_haar"], "listed only with their files"
+
+
+def test_a_mediapipe_unit_details_the_face(photo, mediapipe_dir, tmp_path):
+    service = StudioService(PipelineManager.load("demo", device="cpu"), tmp_path, [Detailer(mediapipe_dir)])
+    detailed, generation, _ = run(service, photo, [{"ad_model": "mediapipe_face_short"}])
+    changed = np.abs(detailed - np.asarray(photo).astype(int)).sum(axis=2) > 0
+    ys, xs = np.nonzero(changed)
+    assert 88 - 24 <= xs.min() and xs.max() < 136 + 24 and 40 - 24 <= ys.min() and ys.max() < 88 + 24
+    assert "ADetailer model: mediapipe_face_short" in generation.infotexts[0]
+
+
 def test_masks_follow_adetailers_settings(photo):
     [plain] = detection.masks(photo, DetailerUnit(ad_dilate_erode=0))
     box = plain.getbbox()
@@ -139,7 +167,8 @@ def test_bad_units_are_named(service, photo, units, message):
 
 def test_rest_takes_adetailers_args_and_serves_its_routes(app_server, photo):
     url, _ = app_server
-    assert requests.get(f"{url}/adetailer/v1/ad_model", timeout=30).json() == {"ad_model": ["None", "face_haar"]}
+    assert requests.get(f"{url}/adetailer/v1/ad_model", timeout=30).json() == {
+        "ad_model": ["None", "face_haar", "mediapipe_face_short", "mediapipe_face_full"]}
     assert "version" in requests.get(f"{url}/adetailer/v1/version", timeout=30).json()
     assert "ADetailer" in requests.get(f"{url}/sdapi/v1/scripts", timeout=30).json()["txt2img"]
     body = {"prompt": "a face", "init_images": [png_base64(photo)], "denoising_strength": 0.25, "steps": 4, "seed": 3,

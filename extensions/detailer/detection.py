@@ -2,19 +2,24 @@
 confidence, area ratio and the k largest, each a rectangle mask moved by the offsets and grown (or shrunk) by the
 dilation, then one mask each, or merged (and inverted).
 
-The detector that works offline is `face_haar`: OpenCV's frontal-face Haar cascade, shipped in opencv-python-headless
-4.14's wheel (`cv2.data`), no download. A Haar cascade gives no probability; its confidence here is its last
-stage's weight w squashed into (0, 1) as w / (1 + w), so ADetailer's default 0.3 keeps detections of weight 0.43 on.
+`face_haar` always works offline: OpenCV's frontal-face Haar cascade, shipped in opencv-python-headless 4.14's wheel
+(`cv2.data`), no download. A Haar cascade gives no probability; its confidence here is its last stage's weight w
+squashed into (0, 1) as w / (1 + w), so ADetailer's default 0.3 keeps detections of weight 0.43 on. MediaPipe's face
+detectors work where their files are (`blazeface`).
 """
 
 from __future__ import annotations
 
+import functools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from extensions.detailer import blazeface
 from extensions.detailer.fields import DetailerUnit
 
 Box = tuple[int, int, int, int]  # left, top, right, bottom
@@ -45,18 +50,29 @@ def face_haar(picture: Image.Image) -> list[Detection]:
             for (x, y, w, h), weight in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(weights).reshape(-1))]
 
 
-DETECTORS = {"face_haar": face_haar}  # ad_model -> detector
+DETECTORS = {"face_haar": face_haar}  # ad_model -> the detectors that need no file
 
 
-def available() -> list[str]:
-    """The detectors here, by ADetailer's ad_model names."""
-    return list(DETECTORS)
+def detectors(annotator_dir: Path | None) -> dict[str, Callable[[Image.Image], list[Detection]]]:
+    """The detectors here by ADetailer's ad_model names: face_haar, and MediaPipe's whose files are in the annotator
+    folder."""
+    found = dict(DETECTORS)
+    for name in blazeface.MODELS:
+        path = blazeface.file_of(name, annotator_dir)
+        if path is not None:
+            found[name] = functools.partial(_mediapipe, name, path)
+    return found
 
 
-def masks(picture: Image.Image, unit: DetailerUnit) -> list[Image.Image]:
+def _mediapipe(name: str, path: Path, picture: Image.Image) -> list[Detection]:
+    return [Detection(box, score) for box, score in blazeface.detect(name, path, picture)]
+
+
+def masks(picture: Image.Image, unit: DetailerUnit, annotator_dir: Path | None = None) -> list[Image.Image]:
     """The masks (L, white = repaint) the unit's detector gives `picture`, in ADetailer's order: largest first."""
     width, height = picture.size
-    found = [detection for detection in DETECTORS[unit.ad_model](picture) if detection.confidence >= unit.ad_confidence]
+    found = [detection for detection in detectors(annotator_dir)[unit.ad_model](picture)
+             if detection.confidence >= unit.ad_confidence]
     area = width * height
     boxes = [detection.box for detection in found
              if unit.ad_mask_min_ratio <= _area(detection.box) / area <= unit.ad_mask_max_ratio]

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from pathlib import Path
 
-from extensions.base import SOLO, Extension, Panel, PreparedRequest, Route, TabContext
+from extensions.base import SOLO, Extension, Panel, PreparedRequest, Route, Settings, TabContext
 from extensions.detailer import detection
 from extensions.detailer.fields import (
     AD_MODEL,
@@ -38,6 +39,16 @@ class Detailer(Extension):
     modes = ("txt2img", "img2img")
     script = SCRIPT
 
+    def __init__(self, annotator_dir: Path | None = None):
+        self.annotator_dir = annotator_dir  # where MediaPipe's face detectors are
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Detailer:
+        return cls(settings.annotator_dir)
+
+    def detectors(self) -> list[str]:
+        return list(detection.detectors(self.annotator_dir))
+
     def install(self, manager) -> None:
         self.manager = manager
         manager.pipeline_hooks.append(self._hook)
@@ -50,9 +61,9 @@ class Detailer(Extension):
             raise ValueError(f"detailer_units must be a list of at most {MAX_UNITS} units, got {brief(raw)}")
         units = tuple(DetailerUnit.parse(index, unit, warnings) for index, unit in enumerate(raw))
         for index, unit in enumerate(units):
-            if unit.active and unit.ad_model not in detection.available():
+            if unit.active and unit.ad_model not in self.detectors():
                 raise ValueError(f"ADetailer unit {index}: ad_model {unit.ad_model!r} is not a detector here; "
-                                 f"choose one of None, {', '.join(detection.available())}")
+                                 f"choose one of None, {', '.join(self.detectors())}")
         active = tuple(unit for unit in units if unit.active)
         skip = mode == "img2img" and SKIP_IMG2IMG.check(fields.get(SKIP_IMG2IMG.name, False))
         return DetailerPart(active, skip) if active else None
@@ -76,7 +87,7 @@ class Detailer(Extension):
             return pipe, arguments
         from extensions.detailer.pipeline import Detailing  # diffusers: on the model's side
 
-        return Detailing(pipe, part, request, self.manager), arguments
+        return Detailing(pipe, part, request, self.manager, self.annotator_dir), arguments
 
     # -- infotext and REST -----------------------------------------------------------------------------------
 
@@ -121,7 +132,7 @@ class Detailer(Extension):
             SKIP_IMG2IMG.name, f"alwayson_scripts.{SCRIPT}.args[1]")
 
     def rest_routes(self) -> list[Route]:
-        return [Route("GET", "/adetailer/v1/ad_model", lambda: {"ad_model": ["None", *detection.available()]}),
+        return [Route("GET", "/adetailer/v1/ad_model", lambda: {"ad_model": ["None", *self.detectors()]}),
                 Route("GET", "/adetailer/v1/version", lambda: {"version": API_VERSION})]
 
     def script_arguments(self) -> tuple[Field, ...]:
@@ -132,5 +143,5 @@ class Detailer(Extension):
             return None
         from extensions.detailer.panel import detailer_panel
 
-        return detailer_panel(tab, ["None", *detection.available()])
+        return detailer_panel(tab, ["None", *self.detectors()])
 

@@ -24,9 +24,10 @@ KEPT_PARTS = ("lora", "prompts", "vae", "tiling")
 
 
 class Detailing(Passes):
-    def __init__(self, first, part: DetailerPart, request: GenerationRequest, manager):
+    def __init__(self, first, part: DetailerPart, request: GenerationRequest, manager, annotator_dir=None):
         super().__init__(first)
         self.part, self.request, self.manager = part, request, manager
+        self.annotator_dir = annotator_dir  # where the detectors' files are
 
     def __call__(self, callback_on_step_end=None, **arguments):
         steps = {"done": 0}  # the steps of the job so far: where each pass's count starts
@@ -46,7 +47,7 @@ class Detailing(Passes):
             for index, picture in enumerate(pictures):
                 if self.manager.stopping:
                     return StableDiffusionPipelineOutput(pictures, None)
-                found = masks(picture, unit)
+                found = masks(picture, unit, self.annotator_dir)
                 if not found:
                     self.part.notes.append(f"ADetailer unit {number} ({unit.ad_model}) found nothing in image "
                                            f"{index + 1}: it is as generated")
