@@ -14,6 +14,7 @@ from extensions.controlnet.units import (
     GUIDANCE_END,
     GUIDANCE_START,
     IMAGE,
+    MASK,
     MODEL,
     MODULE,
     PIXEL_PERFECT,
@@ -27,9 +28,9 @@ from extensions.panel import api_input, control, gradio_errors
 from models.files import shown_path
 
 # The order of each unit's components, as the event passes their values.
-UNIT_FIELDS = tuple(field.name for field in (ENABLED, IMAGE, MODULE, MODEL, WEIGHT, GUIDANCE_START, GUIDANCE_END,
-                                             CONTROL_MODE, RESIZE_MODE, PROCESSOR_RES, THRESHOLD_A, THRESHOLD_B,
-                                             PIXEL_PERFECT))
+UNIT_FIELDS = tuple(field.name for field in (ENABLED, IMAGE, MASK, MODULE, MODEL, WEIGHT, GUIDANCE_START,
+                                             GUIDANCE_END, CONTROL_MODE, RESIZE_MODE, PROCESSOR_RES, THRESHOLD_A,
+                                             THRESHOLD_B, PIXEL_PERFECT))
 SLIDER_WIDTH = 240  # px: a slider's label, number box and reset button on one line
 
 
@@ -62,11 +63,12 @@ def _collect(values: list) -> dict:
 
 
 def _send(fields: dict, unit_count: int) -> list:
-    """The image's units, the others switched off; control images stay."""
+    """The image's units, the others switched off; control images and masks stay."""
     units, updates = fields.get("controlnet_units", []), []
     for index in range(unit_count):
         unit = units[index] if index < len(units) else {"enabled": False}
-        updates += [gr.update() if name == "image" or name not in unit else unit[name] for name in UNIT_FIELDS]
+        updates += [gr.update() if name in ("image", "mask") or name not in unit else unit[name]
+                    for name in UNIT_FIELDS]
     return updates
 
 
@@ -75,6 +77,9 @@ def _unit(extension, tab: TabContext, index: int, modules: list[str], names: lis
     with gr.Row():
         image = gr.Image(type="pil", label=f"{IMAGE.label} (empty: the tab's image)" if mode != "txt2img"
                          else IMAGE.label, elem_id=f"{prefix}-image", height=220, elem_classes=["studio-input"])
+        # an inpaint preprocessor's hole (in the inpaint tab, the tab's mask serves)
+        mask = gr.Image(type="pil", image_mode="L", label=f"{MASK.label} (white = repaint)", elem_id=f"{prefix}-mask",
+                        height=220, visible=False, elem_classes=["studio-input"])
         detected = gr.Image(type="pil", label="Detected map", interactive=False, elem_id=f"{prefix}-map",
                             height=220, format="png", elem_classes=["studio-input"])
     with gr.Row():
@@ -102,28 +107,29 @@ def _unit(extension, tab: TabContext, index: int, modules: list[str], names: lis
     pixel_perfect.change(lambda on: gr.Slider(visible=not on), pixel_perfect, resolution, queue=False,
                          api_visibility="private")
     module.change(_threshold_sliders, module, [threshold_a, threshold_b], queue=False, api_visibility="private")
+    module.change(_mask_shown, module, mask, queue=False, api_visibility="private")
     refresh.click(lambda: gr.Dropdown(choices=extension.library.list_names()), None, model, queue=False,
                   api_visibility="private")
-    tab_image = [tab.image] if tab.image is not None else []
+    tab_image = tab.image if tab.image is not None else gr.State(None)
     show.click(make_preview(extension, tab.image_file, tab.editor_image, tab.editor_mask),
-               [image, module, resolution, threshold_a, threshold_b, pixel_perfect, resize_mode, *tab.size, *tab_image],
-               detected, api_visibility="private")
-    return [enabled, image, module, model, weight, start, end, control_mode, resize_mode, resolution, threshold_a,
-            threshold_b, pixel_perfect]
+               [image, module, resolution, threshold_a, threshold_b, pixel_perfect, resize_mode, *tab.size, tab_image,
+                mask], detected, api_visibility="private")
+    return [enabled, image, mask, module, model, weight, start, end, control_mode, resize_mode, resolution,
+            threshold_a, threshold_b, pixel_perfect]
 
 
 def make_preview(extension, image_file, editor_image, editor_mask=lambda editor: None):
     """The Preview button's function; `image_file` hands a map to Gradio, `editor_image` and `editor_mask` give an
     editor's picture and its painted mask."""
     def preview(image, module, processor_res, threshold_a, threshold_b, pixel_perfect, resize_mode, width, height,
-                tab_image=None):
+                tab_image=None, unit_mask=None):
         """A unit's Preview button: the map the generation will use, from the unit's image, else the tab's (an
         editor gives its background, and its painted mask to an inpaint preprocessor). It is fitted to the
         generation size, Width x Height; in inpaint, where the map is fitted to the picture and then cropped like
         it, to the picture's size."""
-        picture = mask = None
+        picture, mask = None, unit_mask
         if isinstance(tab_image, dict):
-            mask = editor_mask(tab_image) if image is None else None
+            mask = editor_mask(tab_image) if image is None and unit_mask is None else unit_mask
             tab_image = picture = editor_image(tab_image)
         if image is None and tab_image is None:
             raise gr.Error("Preview: upload a control image first")
@@ -134,6 +140,13 @@ def make_preview(extension, image_file, editor_image, editor_mask=lambda editor:
                                                     resize_mode, size, mask), "map.png")
 
     return preview
+
+
+def _mask_shown(module: str) -> gr.Image:
+    try:
+        return gr.Image(visible=preprocessors.get(module).masked)
+    except ValueError:
+        return gr.Image(visible=False)
 
 
 def _threshold_sliders(module: str):
