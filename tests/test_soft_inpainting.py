@@ -228,3 +228,20 @@ def test_listed_as_an_img2img_always_on_script_with_its_arguments(app_server):
         ("Soft inpainting", False), ("Schedule bias", 1.0), ("Preservation strength", 0.5),
         ("Transition contrast boost", 4.0), ("Mask influence", 0.0), ("Difference threshold", 0.5),
         ("Difference contrast", 2.0)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["sdxl", "sdxl-inpainting"])
+def test_on_sdxl_too(family_folder, family, tmp_path):
+    from models.manager import PipelineManager
+
+    service = StudioService(PipelineManager.load(str(family_folder(family)), device="cpu"), tmp_path,
+                            [Inpaint(), SoftInpaint()])
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8))
+    mask = bands((0, 128, 255), size=(80, 64))
+    generation = service.run("inpaint", dict(image=image, mask=mask, prompt="a red circle", steps=3, seed=7,
+                                             width=80, height=64, strength=1.0, mask_blur=2, soft_inpainting=True))
+    result = np.asarray(Image.open(generation.files[0]).convert("RGB"))
+    outside = np.asarray(mask.filter(ImageFilter.GaussianBlur(2))) == 0
+    assert np.array_equal(result[outside], np.asarray(image)[outside])
+    assert "Soft inpainting enabled: True" in generation.infotexts[0]
