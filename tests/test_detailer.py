@@ -207,3 +207,12 @@ def test_interrupt_inside_a_detail_pass_returns_the_pictures_as_they_stand(servi
     result = Image.open(generation.files[0])
     assert result.size == (256, 256), "the picture, not the pass's crop"
     assert np.array_equal(np.asarray(result.convert("RGB")), np.asarray(photo)), "the pass did not finish"
+
+
+def test_a_crowd_is_bounded_and_the_cost_counts_a_pass_per_unit(service, photo, monkeypatch):
+    crowd = [detection.Detection((x, y, x + 10, y + 10), 0.9) for x in range(0, 240, 12) for y in range(0, 240, 12)]
+    monkeypatch.setitem(detection.DETECTORS, "face_haar", lambda picture: crowd)
+    assert len(detection.masks(photo, DetailerUnit())) == detection.MAX_DETECTIONS
+    request, _ = service.build("txt2img", dict(prompt="x", steps=10, width=64, height=64, batch_size=2,
+                                               detailer_units=[{"ad_denoising_strength": 0.5}]))
+    assert [(p.width, p.height, p.steps) for p in service.extension("detailer").passes(request)] == [(64, 64, 5)] * 2

@@ -23,6 +23,7 @@ from extensions.detailer import blazeface
 from extensions.detailer.fields import DetailerUnit
 
 Box = tuple[int, int, int, int]  # left, top, right, bottom
+MAX_DETECTIONS = 16  # the largest ones a unit details in one picture: each is a pass, so a crowd is bounded
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,7 @@ def masks(picture: Image.Image, unit: DetailerUnit, annotator_dir: Path | None =
     boxes = [detection.box for detection in found
              if unit.ad_mask_min_ratio <= _area(detection.box) / area <= unit.ad_mask_max_ratio]
     boxes.sort(key=_area, reverse=True)
-    if unit.ad_mask_k:
-        boxes = boxes[:unit.ad_mask_k]
+    boxes = boxes[:unit.ad_mask_k or MAX_DETECTIONS]
     shapes = [_mask(box, picture.size, unit) for box in boxes]
     if not shapes or unit.ad_mask_merge_invert == "None":
         return [shape for shape in shapes if shape.getbbox() is not None]

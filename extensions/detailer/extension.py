@@ -23,6 +23,7 @@ from extensions.detailer.fields import (
 )
 from models.fields import KINDS, Field
 from models.infotext import read_value
+from models.request import Pass
 from models.validate import brief
 
 SCRIPT = "ADetailer"  # its name among alwayson_scripts (any case) and in /sdapi/v1/scripts
@@ -70,6 +71,16 @@ class Detailer(Extension):
 
     def batch_key(self, request):
         return SOLO if request.part(self.name) is not None else None  # its passes follow each picture's own finds
+
+    def passes(self, request) -> list[Pass]:
+        """For what the job costs: one detection per unit and picture (a face), as most pictures have."""
+        part = request.part(self.name)
+        if part is None:
+            return []
+        return [Pass(*((unit.ad_inpaint_width, unit.ad_inpaint_height) if unit.ad_use_inpaint_width_height
+                       else (request.width, request.height)),
+                     max(1, int((unit.ad_steps if unit.ad_use_steps else request.steps) * unit.ad_denoising_strength)))
+                for unit in part.units for _ in range(request.batch_size)]
 
     def prepare(self, job: PreparedRequest) -> None:
         part = job.request.part(self.name)
