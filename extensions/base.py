@@ -38,6 +38,7 @@ from PIL import Image
 
 from models.fields import Field
 from models.request import GenerationRequest, Pass
+from models.validate import brief
 
 StepCallback = Callable[[int, int], None]  # (steps done, steps in total)
 
@@ -305,6 +306,17 @@ def rename_words(message: str, names: Mapping[str, str]) -> str:
     if not names:
         return message
     return re.sub(r"\b(" + "|".join(map(re.escape, names)) + r")\b", lambda match: names[match.group(1)], message)
+
+
+def alwayson_args(payload: Mapping, script: str) -> list:
+    """The `args` of each entry of a REST body's `alwayson_scripts` named `script` in any case (usually one; None
+    where an entry has none), as A1111's always-on scripts take them; ValueError when alwayson_scripts is not an
+    object of scripts by name."""
+    scripts = payload.get("alwayson_scripts")
+    if scripts is not None and not isinstance(scripts, dict):
+        raise ValueError(f"alwayson_scripts must be an object of scripts by name, got {brief(scripts)}")
+    return [entry.get("args") if isinstance(entry, dict) else None
+            for name, entry in (scripts or {}).items() if name.lower() == script.lower()]
 
 
 def a1111_names(fields) -> dict[str, str]:

@@ -45,12 +45,13 @@ def find(annotator_dir: Path | None) -> Path:
     raise ValueError(f"LaMa needs its weights: put big-lama.safetensors in {where}")
 
 
-def available(annotator_dir: Path | None) -> bool:
+def missing(annotator_dir: Path | None) -> str | None:
+    """Why LaMa cannot run here (what to put where), or None."""
     try:
         find(annotator_dir)
-    except ValueError:
-        return False
-    return True
+    except ValueError as error:
+        return str(error)
+    return None
 
 
 def fill(picture: Image.Image, mask: Image.Image, annotator_dir: Path | None) -> Image.Image:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from extensions.base import SOLO, Extension, Panel, PreparedRequest, Route, Settings, TabContext
+from extensions.base import SOLO, Extension, Panel, PreparedRequest, Route, Settings, TabContext, alwayson_args
 from extensions.controlnet import detectors, inpaint_maps, preprocessors
 from extensions.controlnet.cache import ControlNetCache
 from extensions.controlnet.library import ControlNetLibrary
@@ -96,12 +96,15 @@ class ControlNet(Extension):
             module = raw.get("module") if isinstance(raw, dict) and raw.get("enabled", True) else None
             if preprocessors.ALIASES.get(module, module) not in inpaint_maps.KEEPS_THE_REST:
                 continue
-            picture = decode_image(raw["image"]) if raw.get("image") else fields.get("image")
+            unit = dict(raw)  # its pictures decoded once, here: `parse` takes them as they are
+            if raw.get("image"):
+                unit["image"] = decode_image(raw["image"])
+            picture = unit.get("image") or fields.get("image")
             if picture is None:
                 raise ValueError(f"controlnet unit {index}: {module} needs an image (txt2img has none of its own)")
             mask_value = raw.get("mask") or raw.get("mask_image")
             if mask_value:
-                mask = decode_image(mask_value, "mask").convert("L")
+                mask = unit["mask"] = decode_image(mask_value, "mask").convert("L")
             elif picture.mode == "RGBA" and inpaint_maps.has_hole(picture):
                 mask = inpaint_maps.hole(picture)
             else:
@@ -109,6 +112,7 @@ class ControlNet(Extension):
                                  "whose hole is transparent")
             inpaint_maps.with_hole(picture, mask, f"controlnet unit {index}: mask")  # the sizes agree
             fields.update(image=picture.convert("RGB"), mask=mask)
+            fields[UNITS.name] = [*raw_units[:index], unit, *raw_units[index + 1:]]
             if endpoint == "txt2img":
                 fields["strength"] = 1.0
             return "inpaint"
@@ -188,21 +192,16 @@ class ControlNet(Extension):
     def from_rest(self, payload: dict, endpoint: str, fields: dict) -> str:
         """sd-webui-controlnet's units from `alwayson_scripts` ({"controlnet": {"args": [unit, ...]}}, any case);
         `parse` checks them (and decodes their images within bounds) when the request is built."""
-        scripts = payload.get("alwayson_scripts")
-        if scripts is not None and not isinstance(scripts, dict):
-            raise ValueError(f"alwayson_scripts must be an object of scripts by name, got {brief(scripts)}")
-        for name, script in (scripts or {}).items():
-            if name.lower() == "controlnet":
-                args = script.get("args") if isinstance(script, dict) else None
-                if not isinstance(args, list):
-                    raise ValueError("alwayson_scripts.controlnet.args must be a list of units")
-                for index, unit in enumerate(args):
-                    if not isinstance(unit, dict):
-                        raise ValueError(f"alwayson_scripts.controlnet.args[{index}] must be a unit (an object), "
-                                         f"got {brief(unit)}")
-                units = [unit for unit in args if unit.get("enabled", True)]
-                if units:
-                    fields[UNITS.name] = units
+        for args in alwayson_args(payload, self.script):
+            if not isinstance(args, list):
+                raise ValueError("alwayson_scripts.controlnet.args must be a list of units")
+            for index, unit in enumerate(args):
+                if not isinstance(unit, dict):
+                    raise ValueError(f"alwayson_scripts.controlnet.args[{index}] must be a unit (an object), "
+                                     f"got {brief(unit)}")
+            units = [unit for unit in args if unit.get("enabled", True)]
+            if units:
+                fields[UNITS.name] = units
         return endpoint
 
     def in_rest_words(self, message: str) -> str:

@@ -57,11 +57,7 @@ def lama_filled(rgba: np.ndarray, a=None, b=None) -> np.ndarray:
 
 
 def lama_missing() -> str | None:
-    try:
-        lama.find(detectors.annotator_dir())
-    except ValueError as error:
-        return str(error)
-    return None
+    return lama.missing(detectors.annotator_dir())
 
 
 def control_tensor(picture: Image.Image):

@@ -10,7 +10,17 @@ import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
-from extensions.base import SOLO, Extension, Panel, PreparedRequest, Route, Settings, TabContext
+from extensions.base import (
+    SOLO,
+    Extension,
+    Panel,
+    PreparedRequest,
+    Route,
+    Settings,
+    TabContext,
+    alwayson_args,
+    rename_words,
+)
 from extensions.detailer import detection
 from extensions.detailer.fields import (
     AD_MODEL,
@@ -77,9 +87,7 @@ class Detailer(Extension):
         part = request.part(self.name)
         if part is None:
             return []
-        return [Pass(*((unit.ad_inpaint_width, unit.ad_inpaint_height) if unit.ad_use_inpaint_width_height
-                       else (request.width, request.height)),
-                     max(1, int((unit.ad_steps if unit.ad_use_steps else request.steps) * unit.ad_denoising_strength)))
+        return [Pass(*unit.size(request), unit.pass_steps(request))
                 for unit in part.units for _ in range(request.batch_size)]
 
     def prepare(self, job: PreparedRequest) -> None:
@@ -120,13 +128,7 @@ class Detailer(Extension):
     def from_rest(self, payload: dict, endpoint: str, fields: dict) -> str:
         """ADetailer's args: [enabled, skip_img2img, unit, ...], the two flags optional (older clients send the
         units alone)."""
-        scripts = payload.get("alwayson_scripts")
-        if not isinstance(scripts, dict):
-            return endpoint
-        for name, script in scripts.items():
-            if name.lower() != SCRIPT.lower():
-                continue
-            args = script.get("args") if isinstance(script, dict) else None
+        for args in alwayson_args(payload, SCRIPT):
             if not isinstance(args, list):
                 raise ValueError(f"alwayson_scripts.{SCRIPT}.args must be a list ([enabled, skip_img2img, unit, "
                                  f"...]), got {brief(args)}")
@@ -139,8 +141,8 @@ class Detailer(Extension):
         return endpoint
 
     def in_rest_words(self, message: str) -> str:
-        return message.replace(UNITS.name, f"alwayson_scripts.{SCRIPT}.args").replace(
-            SKIP_IMG2IMG.name, f"alwayson_scripts.{SCRIPT}.args[1]")
+        return rename_words(message, {UNITS.name: f"alwayson_scripts.{SCRIPT}.args",
+                                      SKIP_IMG2IMG.name: f"alwayson_scripts.{SCRIPT}.args[1]"})
 
     def rest_routes(self) -> list[Route]:
         return [Route("GET", "/adetailer/v1/ad_model", lambda: {"ad_model": ["None", *self.detectors()]}),

@@ -128,17 +128,31 @@ class DetailerUnit:
     def active(self) -> bool:
         return self.ad_model != "None"
 
+    def size(self, request) -> tuple[int, int]:
+        """A detail pass's generation size: the unit's own, else the job's (the model's native one)."""
+        return (self.ad_inpaint_width, self.ad_inpaint_height) if self.ad_use_inpaint_width_height else \
+            (request.width, request.height)
+
+    def steps(self, request) -> int:
+        return self.ad_steps if self.ad_use_steps else request.steps
+
+    def cfg_scale(self, request) -> float:
+        return self.ad_cfg_scale if self.ad_use_cfg_scale else request.guidance_scale
+
+    def pass_steps(self, request) -> int:
+        """The steps a detail pass runs: its steps times its denoising strength."""
+        return max(1, int(self.steps(request) * self.ad_denoising_strength))
+
     def infotext(self, index: int) -> dict:
         """ADetailer's entries for unit `index`: the ones it always writes, the others where they differ from
         their defaults (a switch's value only with the switch on)."""
         suffix = ORDINALS[index]
+        used = {AD_INPAINT_WIDTH: self.ad_use_inpaint_width_height, AD_INPAINT_HEIGHT: self.ad_use_inpaint_width_height,
+                AD_STEPS: self.ad_use_steps, AD_CFG_SCALE: self.ad_use_cfg_scale}  # a value its switch turns on
         entries = {}
         for unit_field in UNIT_FIELDS:
             value = getattr(self, unit_field.name)
-            separate = {AD_INPAINT_WIDTH: self.ad_use_inpaint_width_height, AD_INPAINT_HEIGHT:
-                        self.ad_use_inpaint_width_height, AD_STEPS: self.ad_use_steps,
-                        AD_CFG_SCALE: self.ad_use_cfg_scale}.get(unit_field, True)
-            if unit_field in WRITTEN_ALWAYS or (value != unit_field.default and separate):
+            if unit_field in WRITTEN_ALWAYS or (value != unit_field.default and used.get(unit_field, True)):
                 entries[unit_field.infotext + suffix] = value
         return entries
 

@@ -52,7 +52,7 @@ class Detailing(Passes):
                     self.part.notes.append(f"ADetailer unit {number} ({unit.ad_model}) found nothing in image "
                                            f"{index + 1}: it is as generated")
                 for detection, mask in enumerate(found):
-                    remaining = (len(found) - detection - 1) * self._pass_steps(unit)
+                    remaining = (len(found) - detection - 1) * unit.pass_steps(self.request)
                     try:
                         pictures[index] = self._detail(pictures[index], mask, unit, seeds[index] + detection,
                                                        detection, steps, remaining, counting)
@@ -60,24 +60,18 @@ class Detailing(Passes):
                         return StableDiffusionPipelineOutput(pictures, None)
         return StableDiffusionPipelineOutput(pictures, None)
 
-    def _pass_steps(self, unit: DetailerUnit) -> int:
-        steps = unit.ad_steps if unit.ad_use_steps else self.request.steps
-        return max(1, int(steps * unit.ad_denoising_strength))
-
     def _detail(self, picture, mask, unit: DetailerUnit, seed: int, detection: int, steps: dict, remaining: int,
                 counting):
         """`picture` with the area of `mask` inpainted by the unit's settings."""
         request = self.request
-        width, height = (unit.ad_inpaint_width, unit.ad_inpaint_height) if unit.ad_use_inpaint_width_height else \
-            (request.width, request.height)
+        width, height = unit.size(request)
         options = InpaintOptions(mask_blur=unit.ad_mask_blur, padding=unit.ad_inpaint_only_masked_padding,
                                  inpaint_area="Only masked" if unit.ad_inpaint_only_masked else "Whole picture")
         plan = InpaintPlan.make(picture, mask, options, width, height)
         detail = GenerationRequest(
             "inpaint", _prompt(unit.ad_prompt, request.prompt, detection),
             _prompt(unit.ad_negative_prompt, request.negative_prompt, detection),
-            steps=unit.ad_steps if unit.ad_use_steps else request.steps,
-            guidance_scale=unit.ad_cfg_scale if unit.ad_use_cfg_scale else request.guidance_scale,
+            steps=unit.steps(request), guidance_scale=unit.cfg_scale(request),
             width=plan.size[0], height=plan.size[1], sampler=request.sampler, seed=seed,
             strength=unit.ad_denoising_strength, image=plan.image, mask=plan.mask,
             parts={name: part for name, part in request.parts.items() if name in KEPT_PARTS})

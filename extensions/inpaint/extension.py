@@ -73,11 +73,8 @@ class Inpaint(Extension):
         if mode != "inpaint":
             return None
         options = InpaintOptions(**{field.name: fields[field.name] for field in self.fields if field.name in fields})
-        if options.masked_content == "lama":
-            try:
-                lama.find(self.annotator_dir)
-            except ValueError as error:
-                raise ValueError(f"masked_content 'lama': {error}") from None
+        if options.masked_content == "lama" and (reason := lama.missing(self.annotator_dir)):
+            raise ValueError(f"masked_content 'lama': {reason}")
         return options
 
     def prepare(self, job: PreparedRequest) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from extensions.base import Extension, rename_words
+from extensions.base import Extension, alwayson_args, rename_words
 from extensions.soft_inpainting.fields import ENABLED, FIELDS, SETTINGS, SoftSettings
 from models.fields import Field, read_entries
 from models.validate import brief
@@ -58,13 +58,7 @@ class SoftInpaint(Extension):
     def from_rest(self, payload: dict, endpoint: str, fields: dict) -> str:
         """A1111's positional args: [enabled, schedule bias, preservation strength, transition contrast boost,
         mask influence, difference threshold, difference contrast]; those left out keep their defaults."""
-        scripts = payload.get("alwayson_scripts")
-        if not isinstance(scripts, dict):
-            return endpoint  # ControlNet's reading names a malformed alwayson_scripts
-        for name, script in scripts.items():
-            if name.lower() != SCRIPT:
-                continue
-            args = script.get("args") if isinstance(script, dict) else None
+        for args in alwayson_args(payload, SCRIPT):
             if not isinstance(args, list) or len(args) > len(FIELDS):
                 raise ValueError(f'alwayson_scripts["{SCRIPT}"].args must be a list of at most {len(FIELDS)} '
                                  f"values ([enabled, {', '.join(field.name for field in SETTINGS)}]), "
