@@ -71,6 +71,8 @@ class PipelineManager:
         self.lock = threading.RLock()  # re-entered by the service, which tracks the job that holds it
         self._interrupt = threading.Event()
         self.configurers: list[Configurer] = []  # in the order the extensions were installed
+        # what configurers set on the shared model for one call only (IP-Adapter processors), undone after it
+        self.restorers: list[Callable[[], None]] = []
         self.pipeline_hooks: list[PipelineHook] = []
         self.unet_compiled = False
         self.previewer = LatentPreviewer.for_model(None, self.family)  # latent-to-RGB (load() finds a fitted one)
@@ -256,6 +258,8 @@ class PipelineManager:
             try:
                 return self._generate_together(requests, on_step, on_preview)
             finally:
+                for restore in self.restorers:
+                    restore()
                 self.offload.after_job()
 
     def _generate_together(self, requests: Sequence[GenerationRequest], on_step: StepCallback | None,
@@ -488,7 +492,10 @@ TEXT_ARGUMENTS = ("prompt", "negative_prompt", "prompt_embeds", "negative_prompt
 # The call arguments that hold one entry per image (lists, or tensors along their first dimension).
 PER_IMAGE = frozenset({"prompt", "negative_prompt", "prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
                        "negative_pooled_prompt_embeds", "generator", "image",
-                       "mask_image", "masked_image_latents"})
+                       "mask_image", "masked_image_latents", "ip_adapter_image_embeds"})
+# Per-image tensors given per adapter (a list of them), each in the guidance layout when it holds twice the call's
+# images: the negatives, then the prompts' (diffusers splits it in halves).
+PER_ADAPTER = frozenset({"ip_adapter_image_embeds"})
 
 Call = tuple[DiffusionPipeline, dict, dict]  # a request's pipeline, call arguments and infotext entries
 
@@ -514,6 +521,10 @@ def joined(calls: Sequence[Call]) -> tuple[DiffusionPipeline, dict]:
         values = [call[1][key] for call in calls]
         if key not in PER_IMAGE or len(calls) == 1:
             arguments[key] = value
+        elif key in PER_ADAPTER:
+            arguments[key] = [_join_halves([tensors[index] for tensors in values],
+                                           [len(call[1]["generator"]) for call in calls])
+                              for index in range(len(value))]
         elif isinstance(value, torch.Tensor):
             arguments[key] = torch.cat(values)
         else:
@@ -527,7 +538,10 @@ def _joinable(a: Call, b: Call) -> bool:
         return False
     for key, value in arguments_a.items():
         other = arguments_b[key]
-        if key in PER_IMAGE:
+        if key in PER_ADAPTER:
+            if len(value) != len(other) or any(a.shape[1:] != b.shape[1:] for a, b in zip(value, other)):
+                return False
+        elif key in PER_IMAGE:
             if isinstance(value, torch.Tensor) != isinstance(other, torch.Tensor) or \
                     isinstance(value, torch.Tensor) and value.shape[1:] != other.shape[1:] or \
                     not isinstance(value, (list, torch.Tensor)):
@@ -535,6 +549,15 @@ def _joinable(a: Call, b: Call) -> bool:
         elif not _same(value, other):
             return False
     return True
+
+
+def _join_halves(tensors: list[torch.Tensor], images: list[int]) -> torch.Tensor:
+    """One call's tensor from its parts: the negative halves of all, then the prompts' halves, where each part holds
+    twice its images (the guidance layout); else one after the other."""
+    if all(tensor.shape[0] == 2 * count for tensor, count in zip(tensors, images)):
+        halves = [tensor.chunk(2) for tensor in tensors]
+        return torch.cat([half[0] for half in halves] + [half[1] for half in halves])
+    return torch.cat(tensors)
 
 
 def _same(a, b) -> bool:

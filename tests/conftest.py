@@ -131,12 +131,13 @@ def annotator_weights(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def app_server(tmp_path_factory, annotator_weights):
     """The real app on the demo model, launched on a free local port, with one LoRA ("ink"), one ControlNet
-    ("edges"), one upscaler ("tiny-x2"), one VAE ("changed": the demo's, its decoder moved) and one embedding
+    ("edges") and one IP-Adapter ("ip-adapter_demo", its image encoder in the annotator folder), one upscaler ("tiny-x2"), one VAE ("changed": the demo's, its decoder moved) and one embedding
     ("shiny-style", and a pickled "evil") in its folders, two prompt styles ("inked": `{prompt}` placed, "moody": a
     negative prompt too) and the preprocessor weights of `annotator_weights`; yields (url, service)."""
     from diffusers import StableDiffusionInpaintPipeline
 
     import app
+    from testing.adapter_files import save_image_encoder, save_ip_adapter
     from testing.controlnet_files import controlnet_for
     from testing.embedding_files import make_embedding
     from testing.lora_files import make_lora
@@ -150,6 +151,8 @@ def app_server(tmp_path_factory, annotator_weights):
     make_embedding(embeddings_dir / "shiny-style.safetensors", demo.text_encoder.config.hidden_size, vectors=2)
     (embeddings_dir / "evil.pt").write_bytes(b"never unpickled")
     controlnet_for(demo.unet, seed=1, vae_scale_factor=demo.vae_scale_factor).save_pretrained(controlnet_dir / "edges")
+    save_ip_adapter(demo.unet, controlnet_dir / "ip-adapter_demo.safetensors")
+    save_image_encoder(annotator_weights)
     upscaler_dir = tmp_path_factory.mktemp("upscale_models")
     make_upscaler(upscaler_dir / "tiny-x2.safetensors", "compact", 2)
     vae_dir = tmp_path_factory.mktemp("VAE")

@@ -1,8 +1,10 @@
-"""The loaded ControlNets: a small LRU cache over the ControlNet library (library.py).
+"""The loaded ControlNets, T2I-Adapters and IP-Adapters: a small LRU cache over the ControlNet library (library.py).
 
-The cache checks a ControlNet fits the base model (cross-attention width: SD 1.x 768, SD 2.x 1024, SDXL 2048)
-before it keeps it; a failed load leaves the cache as it was. Single files load with the library's config folder
-(the shipped SD 1.5 or SDXL ControlNet config, by the file's width), so loading works offline.
+The cache checks a ControlNet or an IP-Adapter fits the base model (cross-attention width: SD 1.x 768, SD 2.x 1024,
+SDXL 2048) before it keeps it; a failed load leaves the cache as it was. An IP-Adapter is kept as h94's state dict
+(`{"image_proj": ..., "ip_adapter": ...}`), which diffusers turns into the U-Net's processors (image_prompts.py).
+Single ControlNet files load with the library's config folder (the shipped SD 1.5 or SDXL ControlNet config, by the
+file's width), so loading works offline.
 """
 
 from __future__ import annotations
@@ -11,7 +13,14 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from extensions.controlnet.library import BASE_NAMES, WEIGHTS_NAME, ControlNetEntry, ControlNetLibrary
+from extensions.controlnet.library import (
+    BASE_NAMES,
+    IP_ADAPTER,
+    T2I_ADAPTER,
+    WEIGHTS_NAME,
+    ControlNetEntry,
+    ControlNetLibrary,
+)
 from models.files import hub_unreachable, own_memory, shown_path
 from models.lru import LRU
 
@@ -43,12 +52,12 @@ class ControlNetCache:
             key = _cache_key(entry)
             model = self._models.peek(key)
             if model is not None:
-                _check_width(entry, model.config.cross_attention_dim, cross_attention_dim, family)
+                _check_width(entry, _width(model), cross_attention_dim, family)
                 return self._models.get(key)  # now the most recently used
             if cross_attention_dim is not None:
                 _check_width(entry, self.library.cross_attention_dim(entry), cross_attention_dim, family)
             model = self._load(entry)
-            _check_width(entry, model.config.cross_attention_dim, cross_attention_dim, family)
+            _check_width(entry, _width(model), cross_attention_dim, family)
             for stale in [k for k in self._models.keys() if k[0] == key[0]]:  # the same file, changed since
                 self._models.pop(stale)
             self._models.put(key, model)  # evicts the least recently used beyond the cap, freeing each
@@ -68,6 +77,11 @@ class ControlNetCache:
         from diffusers import ControlNetModel
 
         dtype = self.dtype or torch.float32
+        kind = self.library.model_kind(entry.name)
+        if kind == IP_ADAPTER:
+            return self._load_ip_adapter(entry, dtype)
+        if kind == T2I_ADAPTER:
+            return self._load_t2i_adapter(entry, dtype)
         if entry.kind == "single_file":
             self._check_single_file_config(entry)
         try:
@@ -101,6 +115,38 @@ class ControlNetCache:
             model.to(memory_format=torch.channels_last)
         return model
 
+    def _load_ip_adapter(self, entry: ControlNetEntry, dtype) -> dict:
+        """h94's layout: `image_proj.*` (the image embedding's projection into tokens) and `ip_adapter.N.to_k_ip` /
+        `to_v_ip` (the keys and values of those tokens in each cross-attention layer)."""
+        from safetensors.torch import load_file
+
+        try:
+            tensors = load_file(entry.location, device=str(self.device))
+        except Exception as error:  # SafetensorError, OSError: a damaged file
+            raise ValueError(f"IP-Adapter file {_file_name(entry)}: cannot be loaded ({type(error).__name__}: "
+                             f"{_first_line(error)})") from None
+        weights: dict = {"image_proj": {}, "ip_adapter": {}}
+        for key, tensor in tensors.items():
+            part, _, rest = key.partition(".")
+            if part in weights:
+                weights[part][rest] = tensor.to(dtype)
+        return weights
+
+    def _load_t2i_adapter(self, entry: ControlNetEntry, dtype):
+        from diffusers import T2IAdapter
+
+        if entry.kind == "single_file":
+            raise ValueError(f"T2I-Adapter file {_file_name(entry)}: a T2I-Adapter loads from a diffusers folder "
+                             f"(config.json + {WEIGHTS_NAME}), as TencentARC publishes them on the Hub; put that "
+                             "folder in the ControlNet folder instead")
+        try:
+            model = T2IAdapter.from_pretrained(entry.location, use_safetensors=True, dtype=dtype,
+                                               local_files_only=entry.kind != "hub" or hub_unreachable())
+        except Exception as error:  # OSError, ValueError, SafetensorError, ...
+            raise ValueError(f"T2I-Adapter {entry.name!r}: cannot be loaded ({type(error).__name__}: "
+                             f"{_first_line(error)})") from None
+        return model.to(self.device).eval().requires_grad_(False)
+
     def _check_single_file_config(self, entry: ControlNetEntry) -> None:
         """A single file loads with one config; a ControlNet of another width would fail with a shape error."""
         config_folder = self.library.config_for(entry)
@@ -119,6 +165,14 @@ class ControlNetCache:
             import torch
 
             torch.cuda.empty_cache()
+
+
+def _width(model) -> int | None:
+    """The cross-attention width a loaded model takes (None for a T2I-Adapter, which has no attention)."""
+    if isinstance(model, dict):  # an IP-Adapter's state dict: its image tokens' keys take the text's width
+        shapes = [tensor.shape for key, tensor in model["ip_adapter"].items() if key.endswith("to_k_ip.weight")]
+        return shapes[0][1] if shapes else None
+    return getattr(model.config, "cross_attention_dim", None)
 
 
 def _check_width(entry: ControlNetEntry, width: int | None, expected: int | None, family: str = "") -> None:

@@ -3,7 +3,8 @@
 map is detected and fitted to the generation size (for inpaint, to the picture and then cropped like it, so "only
 masked" sees the matching part of the map); a manager hook runs the request on a ControlNet pipeline derived from
 its own view; "ControlNet N" infotext entries are written and read back; a panel per tab; the /controlnet/* REST
-routes."""
+routes. As in sd-webui-controlnet, a unit's model may also be an IP-Adapter (with an `ip-adapter_*` module: the
+picture is the prompt, image_prompts.py) or a T2I-Adapter (its map goes through the adapter, t2i_adapters.py)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ from PIL import Image
 from extensions.base import SOLO, Extension, Panel, PreparedRequest, Route, Settings, TabContext, alwayson_args
 from extensions.controlnet import detectors, inpaint_maps, preprocessors
 from extensions.controlnet.cache import ControlNetCache
-from extensions.controlnet.library import ControlNetLibrary
+from extensions.controlnet.image_prompts import ImagePrompts
+from extensions.controlnet.library import IP_ADAPTER, ControlNetLibrary
 from extensions.controlnet.pipeline import ControlNets
+from extensions.controlnet.t2i_adapters import T2IAdapters
 from extensions.controlnet.units import (
     MODEL,
     MODULE,
@@ -42,7 +45,8 @@ API_VERSION = 2  # sd-webui-controlnet's API version whose routes and unit field
 # sd-webui-controlnet's control types -> the beginnings of their preprocessors' (and words in their models') names
 CONTROL_TYPES = {"Canny": ("canny",), "Depth": ("depth",), "NormalMap": ("normal",), "OpenPose": ("openpose",),
                  "MLSD": ("mlsd",), "Lineart": ("lineart",), "SoftEdge": ("softedge",), "Scribble": ("scribble",),
-                 "Segmentation": ("seg",), "Shuffle": ("shuffle",), "Tile": ("tile",), "Recolor": ("recolor",)}
+                 "Segmentation": ("seg",), "Shuffle": ("shuffle",), "Tile": ("tile",), "Recolor": ("recolor",),
+                 "IP-Adapter": ("ip-adapter", "ip_adapter"), "T2I-Adapter": ("t2ia", "t2i-adapter")}
 
 # /controlnet/detect's body (sd-webui-controlnet's names)
 DETECT_BODY = (
@@ -71,6 +75,7 @@ class ControlNet(Extension):
         self.library = ControlNetLibrary(folder)
         self.cap, self.max_units = cap, max_units
         self.nets: ControlNets | None = None  # the installed manager's loaded ControlNets and hook
+        self.image_prompts: ImagePrompts | None = None  # its IP-Adapter units' configurer, hook and restorer
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ControlNet:
@@ -82,7 +87,13 @@ class ControlNet(Extension):
         """ControlNets then load on first use on the manager's device and dtype."""
         cache = ControlNetCache(self.library, cap=self.cap, device=manager.runtime.device, dtype=manager.runtime.dtype)
         self.nets = ControlNets(self.library, cache, self.max_units, manager.family.name)
-        manager.pipeline_hooks.append(self.nets.hook)
+        kinds = self.library.model_kind
+        self.image_prompts = ImagePrompts(cache, kinds, self.name, manager.runtime.device, manager.runtime.dtype)
+        adapters = T2IAdapters(cache, kinds, self.name)
+        manager.configurers += [self.image_prompts.configure, adapters.configure]
+        # the ControlNet pipeline first: the adapters' hooks only add arguments to whichever pipeline it is
+        manager.pipeline_hooks += [self.nets.hook, self.image_prompts.hook, adapters.hook]
+        manager.restorers += [self.image_prompts.restore, adapters.restore]
 
     # -- the request -----------------------------------------------------------------------------------------
 
@@ -133,15 +144,39 @@ class ControlNet(Extension):
                 warnings.append(f"controlnet unit {index}: ignored unknown fields {', '.join(ignored)}")
             if unit is not None:
                 try:  # an unknown model is an error now, not mid-run
-                    self.library.resolve(unit.model)
+                    unit = self._matched(unit, warnings, index)
                 except ValueError as error:
                     raise ValueError(f"controlnet unit {index}: {error}") from None
                 units.append((index, unit))
         return ControlNetPart(tuple(units)) if units else None
 
+    def _matched(self, unit: ControlUnit, warnings: list[str], index: int) -> ControlUnit:
+        """The unit, its model found and its module fit for the model's kind: an IP-Adapter takes an `ip-adapter_*`
+        module (with "none", the one its width calls for), nothing else does."""
+        kind = self.library.model_kind(unit.model)
+        image_prompt = preprocessors.get(unit.module).image_prompt
+        if kind == IP_ADAPTER and not image_prompt:
+            if unit.module != "none":
+                raise ValueError(f"model {unit.model!r} is an IP-Adapter: its module must be an ip-adapter_* one "
+                                 f"(ip-adapter-auto chooses by the model), got {unit.module!r}")
+            warnings.append(f"controlnet unit {index}: IP-Adapter {unit.model!r} with module 'none' uses "
+                            "ip-adapter-auto")
+            return dataclasses.replace(unit, module="ip-adapter-auto")
+        if image_prompt and kind != IP_ADAPTER:
+            raise ValueError(f"module {unit.module!r} takes an IP-Adapter model; {unit.model!r} is a {kind}")
+        return unit
+
     def batch_key(self, request):
-        """A request with units runs alone: its hook builds a pipeline around its own control maps."""
-        return SOLO if request.part(self.name) is not None else None
+        """A request with ControlNet or T2I-Adapter units runs alone (its hook builds a pipeline around its own
+        maps); requests whose units are all IP-Adapters share a call when their adapters and settings agree (each
+        keeps its pictures)."""
+        part = request.part(self.name)
+        if part is None:
+            return None
+        if any(self.library.model_kind(unit.model) != IP_ADAPTER for _, unit in part.units):
+            return SOLO
+        return tuple((unit.model, unit.module, float(unit.weight), float(unit.guidance_start),
+                      float(unit.guidance_end), unit.control_mode) for _, unit in part.units)
 
     def prepare(self, job: PreparedRequest) -> None:
         part = job.request.part(self.name)

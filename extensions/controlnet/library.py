@@ -10,11 +10,14 @@ Pickled weights are refused (they can run code), and so is anything whose real p
 Names are paths inside the folder without the suffix ("sub/canny"), and the bare stem where it is unique.
 A name that is not in the folder but is a Hub id ("lllyasviel/control_v11p_sd15_canny") names that repository.
 The library also reads, without loading anything, the cross-attention width a local ControlNet was made for
-(SD 1.x 768, SD 2.x 1024, SDXL 2048) and the short hash the infotext writes.
+(SD 1.x 768, SD 2.x 1024, SDXL 2048), the short hash the infotext writes, and what kind of model a name is: the
+folder holds, as sd-webui-controlnet's does, IP-Adapters (h94's single files: `image_proj.*` and `ip_adapter.*` keys)
+and T2I-Adapters (diffusers folders whose config names `T2IAdapter`) beside ControlNets.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import struct
@@ -31,6 +34,7 @@ SDXL_CONFIG = Path(__file__).resolve().parent / "configs" / "sdxl-controlnet"
 SINGLE_FILE_CONFIGS = {768: SD15_CONFIG, 2048: SDXL_CONFIG}  # by cross-attention width
 BASE_NAMES = {768: "SD 1.x", 1024: "SD 2.x", 1280: "SDXL refiner", 2048: "SDXL"}
 HASH_LENGTH = 8  # sd-webui-controlnet writes "Model: control_v11p_sd15_canny [d14c016b]"
+CONTROLNET, IP_ADAPTER, T2I_ADAPTER = "ControlNet", "IP-Adapter", "T2I-Adapter"  # the kinds of model
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,20 @@ class ControlNetLibrary:
         entry, digest = self.resolve(name), self.short_hash(name)
         return f"{entry.name} [{digest}]" if digest else entry.name
 
+    def model_kind(self, name: str) -> str:
+        """CONTROLNET, IP_ADAPTER or T2I_ADAPTER, read from the config or the file's header without loading it (a
+        Hub id by its name: "t2i-adapter" or "t2iadapter" in it)."""
+        entry = self.resolve(name)
+        if entry.kind == "hub":
+            lowered = entry.location.lower()
+            return T2I_ADAPTER if "t2i-adapter" in lowered or "t2iadapter" in lowered else CONTROLNET
+        path = Path(entry.location) / "config.json" if entry.kind == "folder" else Path(entry.location)
+        try:
+            stat = path.stat()
+        except OSError:
+            return CONTROLNET  # loading it then says what is wrong
+        return _kind_of(entry.kind, str(path), stat.st_size, stat.st_mtime_ns)
+
     def config_for(self, entry: ControlNetEntry) -> Path:
         """The config folder a single file loads with: the one given, else the shipped one of its width, else
         SD 1.5's."""
@@ -162,9 +180,25 @@ class ControlNetLibrary:
         if entry.kind == "single_file":
             shapes = _safetensors_shapes(Path(entry.location))
             for key, shape in shapes.items():
-                if key.endswith("attn2.to_k.weight") and len(shape) == 2:
-                    return shape[1]
+                if (key.endswith("attn2.to_k.weight") or key.endswith(".to_k_ip.weight")) and len(shape) == 2:
+                    return shape[1]  # a ControlNet's cross-attention, or an IP-Adapter's image keys
         return None
+
+
+@functools.lru_cache(maxsize=256)
+def _kind_of(kind: str, path: str, size: int, mtime: int) -> str:
+    """A local model's kind, by its config (a folder) or its keys (a single file); cached by the file's stamp."""
+    if kind == "folder":
+        try:
+            config = json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            return CONTROLNET
+        return T2I_ADAPTER if isinstance(config, dict) and config.get("_class_name") == "T2IAdapter" else CONTROLNET
+    keys = _safetensors_shapes(Path(path)).keys()
+    if any(key.startswith("image_proj.") for key in keys) and any(key.startswith("ip_adapter.") for key in keys):
+        return IP_ADAPTER
+    # diffusers' `adapter.*` keys, or TencentARC's original `body.*` and `conv_in.*`
+    return T2I_ADAPTER if any(key.startswith(("adapter.", "body.")) for key in keys) else CONTROLNET
 
 
 def _pickle_reason(name: str, what: str) -> str:

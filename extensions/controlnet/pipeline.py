@@ -30,7 +30,7 @@ from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 
 from extensions.controlnet.cache import ControlNetCache
 from extensions.controlnet.inpaint_maps import control_tensor
-from extensions.controlnet.library import ControlNetLibrary
+from extensions.controlnet.library import CONTROLNET, ControlNetLibrary
 from models.request import GenerationRequest
 
 PROMPT_FIRST, CONTROL_FIRST = "My prompt is more important", "ControlNet is more important"
@@ -84,7 +84,9 @@ class ControlNets:
         if len(maps) > self.max_units:
             raise ValueError(f"controlnet units: at most {self.max_units} at once, got {len(maps)}")
         # A unit whose guidance window is empty acts on no step (diffusers refuses start == end): leave it out.
-        units = [unit for unit in maps if unit.guidance_end > unit.guidance_start]
+        # IP-Adapter and T2I-Adapter units act through their own hooks (image_prompts.py, t2i_adapters.py).
+        units = [unit for unit in maps if unit.guidance_end > unit.guidance_start
+                 and self.library.model_kind(unit.model) == CONTROLNET]
         if not units:
             return pipe, arguments
         modes = {unit.control_mode for unit in units}

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from extensions.controlnet import detectors, inpaint_maps, simple_maps
+from extensions.controlnet import detectors, image_encoders, inpaint_maps, simple_maps
 from extensions.controlnet.detectors import Loaded, Weights, annotators, aux, aux_detector, openpose
 from extensions.controlnet.simple_maps import DetectFn
 from models.lru import LRU
@@ -55,6 +55,7 @@ class Preprocessor:
     class_map: bool = False  # a map of class colours (segmentation): resized by nearest neighbour, no blending
     masked: bool = False  # an inpaint map: takes and gives a picture whose hole is transparent (inpaint_maps)
     requirement: Callable[[], str | None] | None = None  # why it cannot run here, or None (LaMa's file)
+    image_prompt: bool = False  # an IP-Adapter's: its picture goes to a CLIP image encoder, not made into a map
 
     def settings(self, resolution=DEFAULT_RESOLUTION, threshold_a=None, threshold_b=None):
         """(resolution, threshold_a, threshold_b) validated, None replaced by the default; a setting this
@@ -157,6 +158,11 @@ _MEDIAPIPE = aux_detector("MediapipeFaceDetector")
 _BODY, _HAND, _FACE = detectors.OPENPOSE_BODY, detectors.OPENPOSE_HAND, detectors.OPENPOSE_FACE
 
 
+def _encoder(encoder: str | None) -> Callable[[], str | None]:
+    """An IP-Adapter module's requirement: its CLIP image encoder's files (None: either encoder's)."""
+    return lambda: image_encoders.missing(encoder)
+
+
 def _weighted(name: str, fn: DetectFn, models: tuple[Loaded, ...], a: Slider | None = None,
               b: Slider | None = None, class_map: bool = False) -> Preprocessor:
     """A preprocessor running `models`: available where their weights are."""
@@ -213,6 +219,8 @@ PREPROCESSORS: dict[str, Preprocessor] = {
         Preprocessor(inpaint_maps.ONLY, inpaint_maps.marked, uses_resolution=False, masked=True),
         Preprocessor(inpaint_maps.ONLY_LAMA, inpaint_maps.lama_filled, uses_resolution=False, masked=True,
                      requirement=inpaint_maps.lama_missing),
+        *(Preprocessor(name, simple_maps.passthrough, uses_resolution=False, image_prompt=True,
+                       requirement=_encoder(encoder)) for name, encoder in image_encoders.MODULE_ENCODERS.items()),
         Preprocessor("mediapipe_face", aux(_MEDIAPIPE, max_faces=lambda a, b: int(a), min_confidence=lambda a, b: b),
                      Slider("Max Faces", 1, 10, 1), Slider("Min Face Confidence", 0.01, 1.0, 0.5, 0.01),
                      packages=("mediapipe",)),
@@ -233,6 +241,7 @@ ALIASES = {
     "invert (from white bg & black line)": "invert",
     "lineart_standard (from white bg & black line)": "lineart_standard",
     "inpaint": inpaint_maps.HARMONIOUS,
+    **image_encoders.ALIASES,
 }
 
 

@@ -59,7 +59,7 @@ FIELDS = tuple(field.name for field in UNIT_FIELDS)
 @dataclass(frozen=True)
 class ControlInput:
     """One ControlNet unit as the model runs it: the control map is already detected, resized and cropped to
-    the generation size. `model` is a name the library resolves."""
+    the generation size (an IP-Adapter unit's picture is as given). `model` is a name the library resolves."""
 
     model: str
     image: Image.Image
@@ -67,6 +67,7 @@ class ControlInput:
     guidance_start: float = 0.0  # the fraction of the steps where the unit starts and stops acting
     guidance_end: float = 1.0
     control_mode: str = "Balanced"
+    module: str = "none"  # the preprocessor that made the map (an IP-Adapter's: its image encoder)
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -172,12 +173,15 @@ class ControlUnit:
         source = self.source(fallback, fallback_mask)
         if source is None:
             raise ValueError(f"controlnet unit {index}: give it an image (txt2img has no input image to use)")
+        if preprocessors.get(self.module).image_prompt:  # the whole picture is the prompt, whatever the crop
+            return ControlInput(self.model, source.convert("RGB"), float(self.weight), float(self.guidance_start),
+                                float(self.guidance_end), self.control_mode, self.module)
         size = crop[0] if crop is not None else target
         fitted = self.control_map(source, size)
         if crop is not None:
             fitted = fitted.crop(crop[1]).resize(target, self.resample)
         return ControlInput(self.model, fitted, float(self.weight), float(self.guidance_start),
-                            float(self.guidance_end), self.control_mode)
+                            float(self.guidance_end), self.control_mode, self.module)
 
     def source(self, fallback: Image.Image | None, fallback_mask: Image.Image | None = None) -> Image.Image | None:
         """The picture its map is detected from: its image (else the tab's), with the hole of its mask (else the
