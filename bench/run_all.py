@@ -11,6 +11,7 @@ from bench import (
     families,
     hires,
     history,
+    image_prompts,
     inpaint,
     inpaint_plus,
     lora,
@@ -50,3 +51,4 @@ if __name__ == "__main__":
     parity.main()
     families.main([])
     inpaint_plus.main([])
+    image_prompts.main([])

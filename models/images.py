@@ -4,6 +4,7 @@ dimensions are checked before it is decoded)."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 from pathlib import Path
 
@@ -65,3 +66,14 @@ def png_base64(image: Image.Image) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode()
+
+
+def image_digest(image: Image.Image) -> str:
+    """A hash of the pixels, mode and size (two equal images give one digest, whatever object holds them)."""
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"image must be a PIL.Image, got {type(image).__name__}")
+    digest = hashlib.blake2b(f"{image.mode}|{image.width}x{image.height}|".encode(), digest_size=16)
+    digest.update(image.tobytes())
+    if image.mode == "P":
+        digest.update(bytes(image.getpalette() or []))
+    return digest.hexdigest()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from PIL import Image, ImageDraw
 
 from extensions.controlnet import extension as controlnet
 from extensions.inpaint import Inpaint
+from extensions.upscale import Upscale
 from models.infotext import parse_infotext
 from models.manager import PipelineManager
 from models.samplers import make_scheduler
@@ -40,7 +42,8 @@ def studio(manager: PipelineManager, tmp_path_factory, **options) -> StudioServi
     save_ip_adapter(unet, folder / "ip-adapter_other.safetensors", seed=5)
     save_t2i_adapter(unet, folder / "t2i_tiny", vae_scale_factor=scale)
     return StudioService(manager, tmp_path_factory.mktemp("outputs"),
-                         [Inpaint(), controlnet.ControlNet(folder, annotator_dir=annotators)], **options)
+                         [Inpaint(), controlnet.ControlNet(folder, annotator_dir=annotators),
+                          Upscale(tmp_path_factory.mktemp("upscale_models"))], **options)
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +124,21 @@ def test_windows_control_modes_and_two_units_each_change_the_result(service):
     assert np.abs(two - full).max() > 0
     mixed = run(service, units=[ip(), t2i()])[0]  # an IP-Adapter and a T2I-Adapter together
     assert np.abs(mixed - full).max() > 0
+    adapted = [run(service, units=[t2i(control_mode=mode)])[0] for mode in
+               ("Balanced", "My prompt is more important", "ControlNet is more important")]
+    assert all(np.abs(a - b).max() > 0 for a, b in itertools.combinations(adapted, 2))
+    assert np.array_equal(run(service, units=[t2i(weight=0.0)])[0], base)
+    assert np.abs(run(service, units=[t2i(guidance_start=0.5)])[0] - adapted[0]).max() > 0
     assert np.array_equal(run(service)[0], base)
+
+
+def test_hires_fix_runs_both_passes_with_the_adapters(service):
+    hires = {"enable_hr": True, "hr_scale": 1.5, "hr_upscaler": "Latent", "hr_denoising_strength": 0.5}
+    base = run(service, **hires)[0]
+    assert base.shape[:2] == (96, 96)
+    for units in ([ip()], [t2i()], [ip(guidance_end=0.5)]):
+        assert np.abs(run(service, units=units, **hires)[0] - base).max() > 10, units[0]["model"]
+    assert np.array_equal(run(service, **hires)[0], base)
 
 
 @pytest.mark.slow
@@ -234,3 +251,23 @@ def test_rest_lists_the_ip_adapter_and_its_modules_and_runs_a_unit(app_server):
     refused = requests.post(f"{url}/sdapi/v1/txt2img", json={
         **body, "alwayson_scripts": {"ControlNet": {"args": [{**unit, "module": "canny"}]}}}, timeout=120)
     assert refused.status_code == 422 and "alwayson_scripts.controlnet.args[0]" in refused.text
+
+
+@pytest.mark.slow
+def test_sdxls_inpainting_model_takes_ip_adapters_with_the_bigg_encoder(family_folder, tmp_path_factory):
+    for family in ("sdxl-inpainting",):  # the 9-channel SDXL; the 4-channel one runs the same code
+        manager = PipelineManager.load(str(family_folder(family)), device="cpu")
+        folder, annotators = tmp_path_factory.mktemp("ControlNetXL"), tmp_path_factory.mktemp("annotatorsXL")
+        save_image_encoder(annotators, "g", width=48)  # bigG's place, a width of its own
+        save_ip_adapter(manager.pipelines["txt2img"].unet, folder / "ip-adapter_xl.safetensors", embedding_width=48)
+        xl = StudioService(manager, tmp_path_factory.mktemp("outputsXL"),
+                           [Inpaint(), controlnet.ControlNet(folder, annotator_dir=annotators)])
+        for mode in ("txt2img", "inpaint"):
+            base = run(xl, mode)[0]
+            results = [run(xl, mode, [ip("ip-adapter_xl", module=module)])[0]
+                       for module in ("ip-adapter_clip_g", "ip-adapter-auto")]
+            assert np.abs(results[0] - base).max() > 10, (family, mode)
+            assert all(np.array_equal(result, results[0]) for result in results)
+            assert np.array_equal(run(xl, mode)[0], base)
+        with pytest.raises(ValueError, match="ip-adapter_clip_h"):  # ViT-H's files are not there
+            run(xl, units=[ip("ip-adapter_xl")])

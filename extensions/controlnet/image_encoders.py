@@ -24,6 +24,7 @@ from PIL import Image
 from extensions.controlnet import detectors
 from extensions.controlnet.detectors import Weights
 from models.files import shown_path
+from models.images import image_digest
 from models.lru import LRU
 
 REPOSITORY = "h94/IP-Adapter"
@@ -58,8 +59,6 @@ class ImageEncoders:
 
     def embedding(self, picture: Image.Image, encoder: str, hidden: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """(the picture's embedding, the negative's), each [1, 1, ...] on the device, as IP-Adapter takes them."""
-        from extensions.controlnet.preprocessors import image_digest  # which imports this module
-
         key = (image_digest(picture), encoder, hidden, self._stamp(encoder))
         found = self._embeddings.get(key)
         if found is not None:

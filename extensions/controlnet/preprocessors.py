@@ -13,7 +13,6 @@ input's size.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import numbers
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from PIL import Image
 from extensions.controlnet import detectors, image_encoders, inpaint_maps, simple_maps
 from extensions.controlnet.detectors import Loaded, Weights, annotators, aux, aux_detector, openpose
 from extensions.controlnet.simple_maps import DetectFn
+from models.images import image_digest
 from models.lru import LRU
 
 RESOLUTION_RANGE = (64, 2048)
@@ -305,17 +305,6 @@ class MapCache:
 
     def __len__(self) -> int:
         return len(self._maps)
-
-
-def image_digest(image: Image.Image) -> str:
-    """A hash of the pixels, mode and size (two equal images give one digest, whatever object holds them)."""
-    if not isinstance(image, Image.Image):
-        raise ValueError(f"image must be a PIL.Image, got {type(image).__name__}")
-    digest = hashlib.blake2b(f"{image.mode}|{image.width}x{image.height}|".encode(), digest_size=16)
-    digest.update(image.tobytes())
-    if image.mode == "P":
-        digest.update(bytes(image.getpalette() or []))
-    return digest.hexdigest()
 
 
 _maps = MapCache(32)

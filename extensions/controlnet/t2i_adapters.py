@@ -3,7 +3,11 @@ the same preprocessors as a ControlNet's, goes through the adapter once per size
 the U-Net's down blocks (`down_intrablock_additional_residuals`) at every step within the unit's window, for the
 negative and the positive half of the guidance batch alike, as diffusers' StableDiffusionAdapterPipeline does. So
 every pipeline (txt2img, img2img, inpaint over either U-Net, hires fix's second pass at its own size) takes them,
-through a forward pre-hook that the configurer puts on the shared U-Net for the call and the restorer takes off."""
+through a forward pre-hook that the configurer puts on the shared U-Net for the call and the restorer takes off.
+
+Control modes as for a ControlNet unit: "My prompt is more important" scales the features from 0.1 at the shallowest
+level to 1 at the deepest (the soft injection's scales); "ControlNet is more important" also gives the guidance
+batch's negative half none of them."""
 
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ from extensions.controlnet.units import ControlInput
 from models.request import GenerationRequest
 from models.step_conditioning import STEP_WINDOWS
 
+CONTROL_FIRST = "ControlNet is more important"
+
 
 def acting(units: tuple[ControlInput, ...], kinds) -> list[ControlInput]:
     return [unit for unit in units if kinds(unit.model) == T2I_ADAPTER and unit.weight > 0
@@ -25,8 +31,8 @@ class Residuals:
     """A call's adapters and maps: their summed, weighted features at each latent size the U-Net is called with,
     added while the step is within each unit's window."""
 
-    def __init__(self, units: list[ControlInput], adapters: list, scale_factor: int):
-        self.units, self.adapters, self.scale_factor = units, adapters, scale_factor
+    def __init__(self, units: list[ControlInput], adapters: list, scale_factor: int, guided: bool):
+        self.units, self.adapters, self.scale_factor, self.guided = units, adapters, scale_factor, guided
         self._features: dict[tuple, list[torch.Tensor]] = {}
         self.acting = [True] * len(units)
 
@@ -37,26 +43,37 @@ class Residuals:
         if not any(self.acting):
             return None
         sample = args[0] if args else kwargs["sample"]
-        features = self.features(sample.shape[-2:], sample.device, sample.dtype)
-        repeat = sample.shape[0] // features[0].shape[0]
-        kwargs = {**kwargs, "down_intrablock_additional_residuals": [level.repeat(repeat, 1, 1, 1)
-                                                                     for level in features]}
-        return args, kwargs
+        both, positive_only = self.features(sample.shape[-2:], sample.device, sample.dtype)
+        half = sample.shape[0] // 2 if self.guided else 0
+        residuals = [torch.cat([together.expand(half, -1, -1, -1),
+                                (together + alone).expand(sample.shape[0] - half, -1, -1, -1)])
+                     for together, alone in zip(both, positive_only)]
+        return args, {**kwargs, "down_intrablock_additional_residuals": residuals}
 
-    def features(self, latent_size, device, dtype) -> list[torch.Tensor]:
+    def features(self, latent_size, device, dtype) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The acting units' summed features at this latent size, [1, ...] per level: those for both halves of the
+        guidance batch, and those for its positive half only (CONTROL_FIRST's)."""
         key = (tuple(latent_size), tuple(self.acting))
         if key not in self._features:
             height, width = (side * self.scale_factor for side in latent_size)
-            total = None
+            both, alone = None, None
             for unit, adapter, acting in zip(self.units, self.adapters, self.acting):
                 if not acting:
                     continue
                 picture = unit.image.convert("L" if adapter.config.in_channels == 1 else "RGB")
                 pixels = _preprocess_adapter_image(picture, height, width).to(adapter.device, adapter.dtype)
                 with torch.no_grad():
-                    levels = [level * float(unit.weight) for level in adapter(pixels)]
-                total = levels if total is None else [a + b for a, b in zip(total, levels)]
-            self._features[key] = [level.to(device, dtype) for level in total]
+                    levels = adapter(pixels)
+                scales = torch.logspace(-1, 0, len(levels)).tolist() if unit.control_mode != "Balanced" else \
+                    [1.0] * len(levels)
+                levels = [level * float(unit.weight) * scale for level, scale in zip(levels, scales)]
+                if unit.control_mode == CONTROL_FIRST and self.guided:
+                    alone = levels if alone is None else [a + b for a, b in zip(alone, levels)]
+                else:
+                    both = levels if both is None else [a + b for a, b in zip(both, levels)]
+            zeros = [torch.zeros_like(level) for level in both or alone]
+            self._features[key] = ([level.to(device, dtype) for level in both or zeros],
+                                   [level.to(device, dtype) for level in alone or zeros])
         return self._features[key]
 
 
@@ -85,7 +102,8 @@ class T2IAdapters:
                 raise ValueError(f"T2I-Adapter {unit.model!r}: made for another base model: its channels are "
                                  f"{channels} at 1/{factor} of the picture's size, the U-Net's blocks {blocks} at "
                                  f"1/{shared.vae_scale_factor}")
-        self.residuals = Residuals(units, adapters, shared.vae_scale_factor)
+        guided = request.guidance_scale > 1 and unet.config.time_cond_proj_dim is None
+        self.residuals = Residuals(units, adapters, shared.vae_scale_factor, guided)
         self._handle = unet.register_forward_pre_hook(self.residuals.inject, with_kwargs=True)
         return {}
 
