@@ -74,3 +74,26 @@ def save_t2i_adapter(unet, folder: str | Path, seed: int = 0, vae_scale_factor: 
             parameter.mul_(3)
     adapter.save_pretrained(folder, safe_serialization=True)
     return Path(folder)
+
+
+def save_original_t2i_adapter(folder: str | Path, path: str | Path) -> Path:
+    """The diffusers T2I-Adapter in `folder` as one file in TencentARC's original layout (`conv_in.*`,
+    `body.{level * blocks + block}.block1.*`, `body.{level * blocks}.in_conv.*`), as sd-webui-controlnet's
+    `t2iadapter_*` files are."""
+    from diffusers import T2IAdapter
+
+    adapter = T2IAdapter.from_pretrained(folder)
+    blocks = adapter.config.num_res_blocks
+    tensors = {}
+    for key, value in adapter.state_dict().items():
+        key = key.removeprefix("adapter.")
+        if key.startswith("body."):
+            _, level, rest = key.split(".", 2)
+            if rest.startswith("resnets."):
+                _, block, rest = rest.split(".", 2)
+                key = f"body.{int(level) * blocks + int(block)}.{rest}"
+            else:  # in_conv: the level's first block's
+                key = f"body.{int(level) * blocks}.{rest}"
+        tensors[key] = value.contiguous()
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    return Path(path)

@@ -14,6 +14,7 @@ import pytest
 import requests
 import torch
 from PIL import Image, ImageDraw
+from safetensors.torch import save_file
 
 from extensions.controlnet import extension as controlnet
 from extensions.inpaint import Inpaint
@@ -22,7 +23,12 @@ from models.infotext import parse_infotext
 from models.manager import PipelineManager
 from models.samplers import make_scheduler
 from service.studio import StudioService
-from testing.adapter_files import save_image_encoder, save_ip_adapter, save_t2i_adapter
+from testing.adapter_files import (
+    save_image_encoder,
+    save_ip_adapter,
+    save_original_t2i_adapter,
+    save_t2i_adapter,
+)
 
 SIZE = 64
 IP = "ip-adapter_tiny"
@@ -41,6 +47,8 @@ def studio(manager: PipelineManager, tmp_path_factory, **options) -> StudioServi
     save_ip_adapter(unet, folder / f"{IP}.safetensors")
     save_ip_adapter(unet, folder / "ip-adapter_other.safetensors", seed=5)
     save_t2i_adapter(unet, folder / "t2i_tiny", vae_scale_factor=scale)
+    save_original_t2i_adapter(folder / "t2i_tiny", folder / "t2iadapter_tiny_original.safetensors")
+    save_file({"body.0.block1.weight": torch.zeros(4, 4, 3, 3)}, str(folder / "t2iadapter_style.safetensors"))
     return StudioService(manager, tmp_path_factory.mktemp("outputs"),
                          [Inpaint(), controlnet.ControlNet(folder, annotator_dir=annotators),
                           Upscale(tmp_path_factory.mktemp("upscale_models"))], **options)
@@ -196,6 +204,10 @@ def test_a_t2i_adapter_unit_equals_diffusers_adapter_pipeline(service4, txt2img_
                   width=SIZE, height=SIZE, adapter_conditioning_scale=0.8,
                   generator=[torch.Generator().manual_seed(4)]).images[0]
     assert np.abs(mine - np.asarray(theirs, int)).max() <= 1
+    # the same adapter as one file in TencentARC's original layout (sd-webui-controlnet's t2iadapter_* files)
+    original = run(service4, units=[t2i(module="none", image=control, weight=0.8,
+                                        model="t2iadapter_tiny_original")], sampler="Euler")[0]
+    assert np.array_equal(original, mine)
 
 
 @pytest.mark.parametrize(("unit", "message"), [
@@ -203,6 +215,7 @@ def test_a_t2i_adapter_unit_equals_diffusers_adapter_pipeline(service4, txt2img_
     ({"module": "ip-adapter_clip_h", "model": "t2i_tiny"}, "takes an IP-Adapter model; 't2i_tiny' is a T2I-Adapter"),
     ({"module": "ip-adapter_clip_g", "model": IP}, "ip-adapter_clip_g"),
     ({"weight": 3}, "weight"),
+    ({"module": "canny", "model": "t2iadapter_style"}, "t2iadapter_style.safetensors: not a full adapter"),
 ])
 def test_bad_units_are_refused_clearly_and_the_next_request_works(service, unit, message):
     base = run(service)[0]

@@ -134,17 +134,21 @@ class ControlNetCache:
 
     def _load_t2i_adapter(self, entry: ControlNetEntry, dtype):
         from diffusers import T2IAdapter
+        from safetensors.torch import load_file
 
-        if entry.kind == "single_file":
-            raise ValueError(f"T2I-Adapter file {_file_name(entry)}: a T2I-Adapter loads from a diffusers folder "
-                             f"(config.json + {WEIGHTS_NAME}), as TencentARC publishes them on the Hub; put that "
-                             "folder in the ControlNet folder instead")
+        from extensions.controlnet.t2i_adapters import from_original
+
         try:
-            model = T2IAdapter.from_pretrained(entry.location, use_safetensors=True, dtype=dtype,
-                                               local_files_only=entry.kind != "hub" or hub_unreachable())
+            if entry.kind == "single_file":  # TencentARC's original layout, as sd-webui-controlnet's files have it
+                tensors = load_file(entry.location)
+            else:
+                model = T2IAdapter.from_pretrained(entry.location, use_safetensors=True, dtype=dtype,
+                                                   local_files_only=entry.kind != "hub" or hub_unreachable())
         except Exception as error:  # OSError, ValueError, SafetensorError, ...
             raise ValueError(f"T2I-Adapter {entry.name!r}: cannot be loaded ({type(error).__name__}: "
                              f"{_first_line(error)})") from None
+        if entry.kind == "single_file":
+            model = from_original(tensors, _file_name(entry)).to(dtype=dtype)
         return model.to(self.device).eval().requires_grad_(False)
 
     def _check_single_file_config(self, entry: ControlNetEntry) -> None:

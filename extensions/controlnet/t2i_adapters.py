@@ -7,9 +7,15 @@ through a forward pre-hook that the configurer puts on the shared U-Net for the 
 
 Control modes as for a ControlNet unit: "My prompt is more important" scales the features from 0.1 at the shallowest
 level to 1 at the deepest (the soft injection's scales); "ControlNet is more important" also gives the guidance
-batch's negative half none of them."""
+batch's negative half none of them.
+
+A T2I-Adapter is a diffusers folder, or one `.safetensors` in TencentARC's original layout (sd-webui-controlnet's
+`t2iadapter_canny_sd15v2`: `conv_in.*`, `body.N.{in_conv,block1,block2}.*`), whose config is read off its shapes.
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from diffusers.pipelines.t2i_adapter.pipeline_stable_diffusion_adapter import _preprocess_adapter_image
@@ -20,6 +26,49 @@ from models.request import GenerationRequest
 from models.step_conditioning import STEP_WINDOWS
 
 CONTROL_FIRST = "ControlNet is more important"
+
+
+def from_original(tensors: dict[str, torch.Tensor], name: str):
+    """A T2IAdapter from TencentARC's original full-adapter keys: level i's block j is `body.{i * blocks + j}`
+    (diffusers' `adapter.body.i.resnets.j`), a level whose width changes opens with `in_conv`."""
+    from diffusers import T2IAdapter
+
+    tensors = {key.removeprefix("adapter."): value for key, value in tensors.items()}
+    numbers = sorted({int(key.split(".")[1]) for key in tensors if key.startswith("body.")})
+    if "conv_in.weight" not in tensors or not numbers or any(".skep." in key for key in tensors):
+        raise ValueError(f"T2I-Adapter file {name}: not a full adapter in TencentARC's layout (conv_in, "
+                         "body.N.block1/block2/in_conv); light, style and skip-connection adapters are not supported")
+    widened = [number for number in numbers if f"body.{number}.in_conv.weight" in tensors]
+    blocks = widened[0] if widened else 2  # the blocks of a level: where the second level opens (TencentARC: 2)
+    if len(numbers) % blocks:
+        raise ValueError(f"T2I-Adapter file {name}: {len(numbers)} blocks do not make levels of {blocks}")
+    channels = [tensors[f"body.{level * blocks}.block1.weight"].shape[0] for level in range(len(numbers) // blocks)]
+    in_channels, factor = _unshuffled(tensors["conv_in.weight"].shape[1])
+    adapter = T2IAdapter(in_channels=in_channels, channels=channels, num_res_blocks=blocks,
+                         downscale_factor=factor, adapter_type="full_adapter")
+    renamed = {}
+    for key, value in tensors.items():
+        if key.startswith("body."):
+            _, number, rest = key.split(".", 2)
+            level, block = divmod(int(number), blocks)
+            key = f"body.{level}.{rest}" if rest.startswith("in_conv.") else f"body.{level}.resnets.{block}.{rest}"
+        renamed[f"adapter.{key}"] = value
+    try:
+        adapter.load_state_dict(renamed, strict=True)
+    except RuntimeError as error:
+        raise ValueError(f"T2I-Adapter file {name}: its tensors do not fit a full adapter of channels {channels} "
+                         f"({str(error).splitlines()[0][:200]})") from None
+    return adapter
+
+
+def _unshuffled(width: int) -> tuple[int, int]:
+    """(the picture's channels, the unshuffle factor) of a conv_in taking `width` values a position: an RGB picture
+    (3 x factor^2; SD's adapters: 3 x 64) or a grey one (a sketch adapter's factor^2)."""
+    for channels in (3, 1):
+        factor = math.isqrt(width // channels)
+        if width % channels == 0 and factor * factor * channels == width:
+            return channels, factor
+    raise ValueError(f"a T2I-Adapter's conv_in takes {width} channels: neither 3 nor 1 times a square")
 
 
 def acting(units: tuple[ControlInput, ...], kinds) -> list[ControlInput]:
