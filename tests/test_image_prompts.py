@@ -284,3 +284,12 @@ def test_sdxls_inpainting_model_takes_ip_adapters_with_the_bigg_encoder(family_f
             assert np.array_equal(run(xl, mode)[0], base)
         with pytest.raises(ValueError, match="ip-adapter_clip_h"):  # ViT-H's files are not there
             run(xl, units=[ip("ip-adapter_xl")])
+
+
+def test_an_ip_adapter_unit_through_gradio_client(client):
+    gallery, infotext, warnings = client.predict(
+        prompt="a cat", seed=1, steps=2, width=SIZE, height=SIZE, api_name="/txt2img",
+        controlnet_units=[{"module": "none", "model": "ip-adapter_demo", "image": encoded(picture()), "weight": 0.7}])
+    entry = parse_infotext(infotext)[2]["ControlNet 0"]
+    assert entry.startswith("Module: ip-adapter-auto, Model: ip-adapter_demo [") and "Weight: 0.7" in entry
+    assert "uses ip-adapter-auto" in warnings and len(gallery) == 1
