@@ -106,7 +106,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
     return {"demo": measure("demo model", "demo", False, 256, 20, args.rounds),
-            "sd15": measure("SD 1.5 architecture", str(cached(inpainting=True)), True, 256, 4, args.rounds)}
+            "sd15": measure("SD 1.5 architecture", str(cached(inpainting=True)), True, 128, 4, args.rounds)}
 
 
 if __name__ == "__main__":
