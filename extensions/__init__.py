@@ -11,6 +11,7 @@ from extensions.base import Extension, Settings
 REGISTERED = (
     "extensions.styles:Styles",  # first: the styles' text is the prompt every other extension reads
     "extensions.inpaint:Inpaint",
+    "extensions.segment:Segment",  # click to mask: under the inpaint tab's editor
     "extensions.outpaint:Outpaint",
     "extensions.lora:Lora",
     "extensions.prompts:Prompts",

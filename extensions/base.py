@@ -259,8 +259,8 @@ class InterfacePart:
     """What an extension adds to the tabs, the gradio_client API and the REST API."""
 
     script: str | None = None  # its name in /sdapi/v1/scripts (webuiapi looks for "controlnet")
-    placement: str = "settings"  # where its panel goes in a tab: under the settings, "prompt" (beside it) or "size"
-    # (under the width and height)
+    placement: str = "settings"  # where its panel goes in a tab: under the settings, "prompt" (beside it), "image"
+    # (under the tab's picture) or "size" (under the width and height)
     tab_name: str | None = None  # the id of a tab of its own (see `tab`), e.g. "extras"
     tab_takes_pictures: bool = True  # results have a "Send to" button for its tab
 

@@ -6,6 +6,8 @@ nothing can be downloaded on the machines that test this project.
 - openmmlab/upernet-convnext-tiny: the same three, with the ADE20K labels;
 - lllyasviel/Annotators: body_pose_model.pth, hand_pose_model.pth, facenet.pth, in the upstream key layout (OpenPose's
   body and hand files name each layer without its stage prefix; controlnet-aux's `transfer` adds it back).
+- facebook/sam-vit-base: config.json, model.safetensors, preprocessor_config.json (a tiny SAM whose masks follow the
+  clicks: testing/sam_files.py).
 
 `full=False` gives tiny transformers models (tests: well under a second to build and run); `full=True` the real
 architectures (benchmarks: compute time does not depend on the weights' values). OpenPose's networks are fixed, so
@@ -97,15 +99,17 @@ MEDIAPIPE = Path(__file__).resolve().parent / "mediapipe"  # the real models, as
 
 
 def save_annotators(folder: Path, full: bool = False) -> Path:
-    """Depth Anything V2, UperNet ADE20K, OpenPose (body, hand, face), LaMa and MediaPipe's face detectors under
-    `folder`; returns `folder`."""
+    """Depth Anything V2, UperNet ADE20K, OpenPose (body, hand, face), LaMa, MediaPipe's face detectors and a tiny SAM
+    under `folder`; returns `folder`."""
     from testing.lama_files import make_lama
+    from testing.sam_files import save_sam
 
     save_depth_anything(folder, full)
     save_upernet(folder, full)
     save_openpose(folder)
     make_lama(Path(folder) / "lama" / "big-lama.safetensors")
     save_mediapipe(Path(folder))
+    save_sam(folder, follows_clicks=True)
     return Path(folder)
 
 

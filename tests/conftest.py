@@ -121,8 +121,9 @@ def txt2img_manager(txt2img_folder):
 
 @pytest.fixture(scope="session")
 def annotator_weights(tmp_path_factory) -> Path:
-    """An annotator folder (--annotator-dir) holding tiny random Depth Anything V2 and UperNet ADE20K models and
-    OpenPose's real-shaped random body, hand and face networks, each in its Hub repository's file layout."""
+    """An annotator folder (--annotator-dir) holding tiny random Depth Anything V2, UperNet ADE20K and SAM (clicks
+    followed) models, OpenPose's real-shaped random body, hand and face networks, each in its Hub repository's file
+    layout, LaMa's and MediaPipe's files."""
     from testing.annotator_weights import save_annotators
 
     return save_annotators(tmp_path_factory.mktemp("annotators"))
@@ -131,8 +132,9 @@ def annotator_weights(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def app_server(tmp_path_factory, annotator_weights):
     """The real app on the demo model, launched on a free local port, with one LoRA ("ink"), one ControlNet
-    ("edges") and one IP-Adapter ("ip-adapter_demo", its image encoder in the annotator folder), one upscaler ("tiny-x2"), one VAE ("changed": the demo's, its decoder moved) and one embedding
-    ("shiny-style", and a pickled "evil") in its folders, two prompt styles ("inked": `{prompt}` placed, "moody": a
+    ("edges") and one IP-Adapter ("ip-adapter_demo", its image encoder in the annotator folder), one upscaler
+    ("tiny-x2"), one VAE ("changed": the demo's, its decoder moved) and one embedding ("shiny-style", and a pickled
+    "evil") in its folders, two prompt styles ("inked": `{prompt}` placed, "moody": a
     negative prompt too) and the preprocessor weights of `annotator_weights`; yields (url, service)."""
     from diffusers import StableDiffusionInpaintPipeline
 

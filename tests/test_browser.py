@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 
@@ -168,6 +169,62 @@ def test_inpaint_error_then_painted_mask_generates(page, tmp_path):
     expect(first).to_have_js_property("naturalWidth", 128 + 64, timeout=30_000)
     expect(first).to_have_js_property("naturalHeight", 128)
     screenshot(page, "outpaint")
+
+
+# The colour of one pixel of a picture on the page, as the browser decoded it
+PIXEL = """([selector, x, y]) => {
+  const image = document.querySelector(selector), canvas = document.createElement("canvas");
+  canvas.width = image.naturalWidth; canvas.height = image.naturalHeight;
+  canvas.getContext("2d").drawImage(image, 0, 0);
+  return Array.from(canvas.getContext("2d").getImageData(x, y, 1, 1).data.slice(0, 3));
+}"""
+
+
+def test_inpaint_click_to_mask_paints_sams_mask_into_the_editor(page, tmp_path):
+    """The app's tiny SAM selects a disc around each include click (testing/sam_files.py): a click paints its mask
+    into the editor, which the generation takes as a painted mask, with the picture as it was (lossless: the
+    pixels far from the mask come back unchanged); Shift+click adds an exclude point."""
+    import numpy as np
+
+    page.get_by_role("tab", name="inpaint").click()
+    page.locator("#inpaint-prompt textarea").fill("a cat")
+    set_number(page, "Sampling steps", 4, in_tab=True)
+    picture = np.random.default_rng(5).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    Image.fromarray(picture).save(tmp_path / "noise.png")
+    upload_to_editor(page, tmp_path / "noise.png")
+    page.locator("#inpaint-segment").get_by_text("Click to mask (SAM)").click()  # opening it loads the picture
+    shown = "#inpaint-segment-image img"
+    expect(page.locator(shown)).to_have_js_property("naturalWidth", 96 * 5)  # a small picture, enlarged 5x
+    page.locator(shown).scroll_into_view_if_needed()
+    box = page.locator(shown).bounding_box()  # the picture is centred in it at its own size
+
+    def click(x: int, y: int, modifiers=()) -> None:
+        page.mouse.move(box["x"] + (box["width"] - 480) / 2 + x * 5 + 2,
+                        box["y"] + (box["height"] - 320) / 2 + y * 5 + 2)
+        for key in modifiers:
+            page.keyboard.down(key)
+        page.mouse.down()
+        page.mouse.up()
+        for key in modifiers:
+            page.keyboard.up(key)
+
+    def dot(x: int, y: int, colour: str) -> None:
+        """Wait for a dot of that colour on the picture's pixel (x, y) (the page's colours are within a few levels)."""
+        test = {"green": "g > 150 && r < 100", "red": "r > 200 && g < 100"}[colour]
+        page.wait_for_function(f"(arg) => {{ const [r, g, b] = ({PIXEL})(arg); return {test}; }}",
+                               arg=[shown, x * 5 + 2, y * 5 + 2])
+
+    click(20, 40)
+    dot(20, 40, "green")
+    click(80, 10, ["Shift"])
+    dot(80, 10, "red")
+    page.locator("#inpaint-generate").click()  # the mask is in the editor: an empty one would be refused
+    expect(page.locator("#inpaint-infotext textarea")).to_have_value(re.compile("Steps: 4,"), timeout=30_000)
+    expect(page.locator("#inpaint-notes textarea")).to_have_value("")
+    result = page.request.get(page.locator("#inpaint-gallery img").first.get_attribute("src")).body()
+    result = np.asarray(Image.open(io.BytesIO(result)).convert("RGB"))
+    assert np.array_equal(result[:, 60:], picture[:, 60:]), "beyond the click's disc, the picture's own pixels"
+    assert not np.array_equal(result[30:50, 10:30], picture[30:50, 10:30]), "around the click, repainted"
 
 
 def test_lora_picker_writes_tags_and_weights_into_the_prompt(page):

@@ -369,6 +369,7 @@ def server_files(tmp_path):
 @pytest.mark.parametrize("api_name, inputs", [
     ("upscale", lambda image: [file_data(image), "None", 1]),
     ("controlnet_detect", lambda image: [file_data(image), "none", 64, None, None, True]),
+    ("segment", lambda image: [file_data(image), [[1, 1]], None]),
 ])
 def test_a_server_file_named_as_an_input_image_is_refused(app_server, server_files, api_name, inputs):
     """Gradio accepts as an input only what a client uploaded; named by its server path, a file is refused (it

@@ -48,11 +48,13 @@ RESULTS_HEIGHT = "max(300px, calc(100vh - 390px))"
 # mush): the grid of results fills the box's height, and each fits its cell (Gradio's cells are square and as wide
 # as the box: a single result would be taller than the box, and cropped). The results column stays in view while the
 # settings scroll. A failed job's status and notes say what went wrong; Gradio's "Error" badge over the results
-# would hide the last images. Toasts (of the other tabs' actions) go to the bottom right, off Generate.
+# would hide the last images. Toasts (of the other tabs' actions) go to the bottom right, off Generate. A picture to
+# click on shows a crosshair, and a quick second click does not select it as text.
 CSS = """
 [id$="-gallery"] img { image-rendering: pixelated; }
 [id$="-gallery"] .wrap:has(> .error) { display: none; }
 .studio-input img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
+.studio-clickable img { cursor: crosshair; user-select: none; }
 [id$="-gallery"] .grid-container { height: 100%; box-sizing: border-box; grid-auto-rows: minmax(0, 1fr);
                                    grid-template-rows: repeat(var(--grid-rows), minmax(0, 1fr)); }
 [id$="-gallery"] .thumbnail-item { aspect-ratio: auto; }
@@ -106,6 +108,7 @@ def _tab(handlers: Handlers, mode: str, event: dict) -> dict:
             negative = control(NEGATIVE_PROMPT, lines=2, elem_id=f"{mode}-negative")
             prompt_row = gr.Column()  # the extensions' prompt-side panels (LoRA's picker) go here
             images = _image_inputs(mode)
+            image_row = gr.Column()  # the extensions' panels about the picture (click to mask) go here
             sampler = control(SAMPLER)
             steps = control(STEPS)
             with gr.Row():
@@ -121,7 +124,7 @@ def _tab(handlers: Handlers, mode: str, event: dict) -> dict:
                                  lambda editor: editor_image_and_mask(editor)[0],
                                  handlers.service.requests.encoder_text,
                                  lambda editor: editor_image_and_mask(editor)[1])
-            panels = _panels(handlers, context, {"prompt": prompt_row, "size": size_row})
+            panels = _panels(handlers, context, {"prompt": prompt_row, "image": image_row, "size": size_row})
         with gr.Column(scale=2, elem_classes=["studio-results"]):
             with gr.Row():
                 generate = gr.Button("Generate", variant="primary", elem_id=f"{mode}-generate", scale=3)

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from PIL import Image
 
 from extensions.controlnet import detectors
@@ -26,6 +26,9 @@ from extensions.controlnet.detectors import Weights
 from models.files import shown_path
 from models.images import image_digest
 from models.lru import LRU
+
+if TYPE_CHECKING:
+    import torch
 
 REPOSITORY = "h94/IP-Adapter"
 FOLDERS = {"h": "models/image_encoder", "g": "sdxl_models/image_encoder"}  # inside the repository
@@ -46,6 +49,8 @@ class ImageEncoders:
     """The encoders, loaded on first use on `device` in `dtype` and kept; the last `cap` embeddings."""
 
     def __init__(self, device="cpu", dtype=None, cap: int = 32):
+        import torch  # on first use: the preprocessors' table imports this module
+
         self.device, self.dtype = device, dtype or torch.float32
         self._lock = threading.Lock()
         self._loaded: dict[str, tuple] = {}  # encoder -> (its folder, its files' stamp, processor, model)
@@ -63,6 +68,8 @@ class ImageEncoders:
         found = self._embeddings.get(key)
         if found is not None:
             return found
+        import torch
+
         processor, model = self._model(encoder)
         pixels = processor(picture.convert("RGB"), return_tensors="pt").pixel_values.to(self.device, self.dtype)
         with torch.no_grad():
