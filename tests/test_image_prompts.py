@@ -104,6 +104,7 @@ def test_weight_zero_is_exactly_the_base_a_unit_matters_repeats_and_the_unet_is_
     assert np.array_equal(run(service)[0], base)
 
 
+@pytest.mark.slow
 def test_the_embedding_is_cached_per_picture(service):
     encoders = service.extension("controlnet").image_prompts.encoders
     run(service, units=[ip(image=picture("green"))])
@@ -112,6 +113,7 @@ def test_the_embedding_is_cached_per_picture(service):
     assert encoders.encodes == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["txt2img", "img2img", "inpaint"])
 def test_every_mode_over_both_unets(service, service4, mode):
     for studio_service in (service, service4):
@@ -120,6 +122,7 @@ def test_every_mode_over_both_unets(service, service4, mode):
         assert np.abs(run(studio_service, mode, [t2i()])[0] - base).max() > 10, (mode, "t2i")
 
 
+@pytest.mark.slow
 def test_windows_control_modes_and_two_units_each_change_the_result(service):
     base, full = run(service)[0], run(service, units=[ip()])[0]
     later = run(service, units=[ip(guidance_start=0.5)])[0]
@@ -140,6 +143,7 @@ def test_windows_control_modes_and_two_units_each_change_the_result(service):
     assert np.array_equal(run(service)[0], base)
 
 
+@pytest.mark.slow
 def test_hires_fix_runs_both_passes_with_the_adapters(service):
     hires = {"enable_hr": True, "hr_scale": 1.5, "hr_upscaler": "Latent", "hr_denoising_strength": 0.5}
     base = run(service, **hires)[0]
@@ -168,6 +172,7 @@ def test_requests_with_the_same_adapters_share_a_call_each_with_its_picture(tmp_
     assert np.abs(images[0] - images[1]).max() > 10
 
 
+@pytest.mark.slow
 def test_an_ip_adapter_unit_equals_diffusers_load_ip_adapter(service4, txt2img_folder, tmp_path):
     from diffusers import StableDiffusionPipeline
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
@@ -188,6 +193,7 @@ def test_an_ip_adapter_unit_equals_diffusers_load_ip_adapter(service4, txt2img_f
     assert np.abs(mine - np.asarray(theirs, int)).max() <= 1
 
 
+@pytest.mark.slow
 def test_a_t2i_adapter_unit_equals_diffusers_adapter_pipeline(service4, txt2img_folder):
     from diffusers import StableDiffusionAdapterPipeline, StableDiffusionPipeline, T2IAdapter
 
@@ -224,6 +230,7 @@ def test_bad_units_are_refused_clearly_and_the_next_request_works(service, unit,
     assert np.array_equal(run(service)[0], base)
 
 
+@pytest.mark.slow
 def test_module_none_with_an_ip_adapter_uses_auto_and_the_infotext_reads_back(service):
     from service.pnginfo import fields_from_infotext
 
