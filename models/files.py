@@ -120,3 +120,12 @@ def content_file(data: bytes, name: str) -> Path:
         part.write_bytes(data)
         os.replace(part, path)
     return path
+
+
+def failure(check, *args) -> str | None:
+    """The message of the ValueError `check(*args)` raises (what to put where), or None when it passes."""
+    try:
+        check(*args)
+    except ValueError as error:
+        return str(error)
+    return None

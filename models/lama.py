@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from models.files import PICKLE_SUFFIXES, shown_path
+from models.files import PICKLE_SUFFIXES, failure, shown_path
 
 FOLDER = "lama"  # inside the annotator folder
 WORKING_SIDE = 512  # px: the longest side LaMa sees
@@ -47,11 +47,7 @@ def find(annotator_dir: Path | None) -> Path:
 
 def missing(annotator_dir: Path | None) -> str | None:
     """Why LaMa cannot run here (what to put where), or None."""
-    try:
-        find(annotator_dir)
-    except ValueError as error:
-        return str(error)
-    return None
+    return failure(find, annotator_dir)
 
 
 def fill(picture: Image.Image, mask: Image.Image, annotator_dir: Path | None) -> Image.Image:

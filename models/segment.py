@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from models.files import PICKLE_SUFFIXES, shown_path
+from models.files import PICKLE_SUFFIXES, failure, shown_path
 from models.images import image_digest
 from models.limits import check_image
 from models.validate import brief
@@ -47,11 +47,7 @@ def find(annotator_dir: Path | None) -> Path:
 
 def missing(annotator_dir: Path | None) -> str | None:
     """Why SAM cannot run here (what to put where), or None."""
-    try:
-        find(annotator_dir)
-    except ValueError as error:
-        return str(error)
-    return None
+    return failure(find, annotator_dir)
 
 
 def check_points(points, labels, size: tuple[int, int]) -> tuple[list[tuple[float, float]], list[int]]:

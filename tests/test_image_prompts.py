@@ -16,6 +16,7 @@ import torch
 from PIL import Image, ImageDraw
 from safetensors.torch import save_file
 
+from extensions.controlnet import detectors
 from extensions.controlnet import extension as controlnet
 from extensions.inpaint import Inpaint
 from extensions.upscale import Upscale
@@ -40,10 +41,12 @@ def picture(colour="blue") -> Image.Image:
     return image
 
 
-def studio(manager: PipelineManager, tmp_path_factory, **options) -> StudioService:
-    folder, annotators = tmp_path_factory.mktemp("ControlNet"), tmp_path_factory.mktemp("annotators")
+def studio(manager: PipelineManager, tmp_path_factory, annotators, **options) -> StudioService:
+    """`annotators`: the session's annotator folder (the app_server's too: the folder is one for the process), where
+    the tiny encoder goes."""
+    folder = tmp_path_factory.mktemp("ControlNet")
     unet, scale = manager.pipelines["txt2img"].unet, manager.pipelines["txt2img"].vae_scale_factor
-    save_image_encoder(annotators)
+    save_image_encoder(annotators)  # the same seed and shape as the app_server's
     save_ip_adapter(unet, folder / f"{IP}.safetensors")
     save_ip_adapter(unet, folder / "ip-adapter_other.safetensors", seed=5)
     save_t2i_adapter(unet, folder / "t2i_tiny", vae_scale_factor=scale)
@@ -55,13 +58,13 @@ def studio(manager: PipelineManager, tmp_path_factory, **options) -> StudioServi
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    return studio(PipelineManager.load("demo", device="cpu"), tmp_path_factory)
+def service(tmp_path_factory, annotator_weights):
+    return studio(PipelineManager.load("demo", device="cpu"), tmp_path_factory, annotator_weights)
 
 
 @pytest.fixture(scope="module")
-def service4(txt2img_folder, tmp_path_factory):
-    return studio(PipelineManager.load(str(txt2img_folder), device="cpu"), tmp_path_factory)
+def service4(txt2img_folder, tmp_path_factory, annotator_weights):
+    return studio(PipelineManager.load(str(txt2img_folder), device="cpu"), tmp_path_factory, annotator_weights)
 
 
 def inputs(mode="txt2img", units=(), **settings) -> dict:
@@ -154,8 +157,9 @@ def test_hires_fix_runs_both_passes_with_the_adapters(service):
 
 
 @pytest.mark.slow
-def test_requests_with_the_same_adapters_share_a_call_each_with_its_picture(tmp_path_factory):
-    batching = studio(PipelineManager.load("demo", device="cpu"), tmp_path_factory, max_batch=3, batch_wait=2)
+def test_requests_with_the_same_adapters_share_a_call_each_with_its_picture(tmp_path_factory, annotator_weights):
+    batching = studio(PipelineManager.load("demo", device="cpu"), tmp_path_factory, annotator_weights, max_batch=3,
+                      batch_wait=2)
     built = [batching.build("txt2img", inputs(units=[ip(image=picture(colour))], seed=seed))
              for colour, seed in (("blue", 4), ("yellow", 9), ("green", 2))]
     other = batching.build("txt2img", inputs(units=[ip(weight=0.5)], seed=4))[0]  # another weight: another call
@@ -275,6 +279,14 @@ def test_rest_lists_the_ip_adapter_and_its_modules_and_runs_a_unit(app_server):
 
 @pytest.mark.slow
 def test_sdxls_inpainting_model_takes_ip_adapters_with_the_bigg_encoder(family_folder, tmp_path_factory):
+    before = detectors.annotator_dir()  # the process's annotator folder, which this test's ControlNet changes
+    try:
+        run_sdxl_ip_adapters(family_folder, tmp_path_factory)
+    finally:
+        detectors.set_annotator_dir(before)
+
+
+def run_sdxl_ip_adapters(family_folder, tmp_path_factory):
     for family in ("sdxl-inpainting",):  # the 9-channel SDXL; the 4-channel one runs the same code
         manager = PipelineManager.load(str(family_folder(family)), device="cpu")
         folder, annotators = tmp_path_factory.mktemp("ControlNetXL"), tmp_path_factory.mktemp("annotatorsXL")

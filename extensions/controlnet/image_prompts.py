@@ -25,18 +25,12 @@ from diffusers.models.embeddings import ImageProjection, MultiIPAdapterImageProj
 
 from extensions.controlnet.image_encoders import MODULE_ENCODERS, ImageEncoders
 from extensions.controlnet.library import IP_ADAPTER
-from extensions.controlnet.units import ControlInput
+from extensions.controlnet.units import AdapterUnits, ControlInput
 from models.lru import LRU
 from models.request import GenerationRequest
 from models.step_conditioning import STEP_WINDOWS
 
 PROMPT_FIRST, CONTROL_FIRST = "My prompt is more important", "ControlNet is more important"
-
-
-def acting(units: tuple[ControlInput, ...], kinds) -> list[ControlInput]:
-    """The IP-Adapter units that act on some step with some weight (`kinds(model)` says what a model is)."""
-    return [unit for unit in units if kinds(unit.model) == IP_ADAPTER and unit.weight > 0
-            and unit.guidance_end > unit.guidance_start]
 
 
 class PerImageProjection(MultiIPAdapterImageProjection):
@@ -85,21 +79,19 @@ class Installed:
             processor.scale = scales
 
 
-class ImagePrompts:
+class ImagePrompts(AdapterUnits):
     """The configurer, hook and restorer of IP-Adapter units; `cache` loads the adapters' weights (h94's state
-    dicts), `kinds(model)` tells IP-Adapters from ControlNets."""
+    dicts)."""
+
+    kind = IP_ADAPTER
 
     def __init__(self, cache, kinds, part: str, device="cpu", dtype=None, sets: int = 2):
-        self.cache, self.kinds, self.part = cache, kinds, part
+        super().__init__(cache, kinds, part)
         self.encoders = ImageEncoders(device, dtype)
         self._converted: LRU[tuple, tuple[dict, list]] = LRU(sets)  # models -> (processors by layer, projections)
         self._saved: tuple | None = None  # the U-Net's own processors, projection and its config's type
         self._unet = None
         self.installed: Installed | None = None
-
-    def units(self, request: GenerationRequest) -> list[ControlInput]:
-        part = request.part(self.part)
-        return acting(part.maps, self.kinds) if part is not None else []
 
     # -- the call ------------------------------------------------------------------------------------------------
 
@@ -109,7 +101,7 @@ class ImagePrompts:
             return {}
         unet = shared.unet
         processors, projections = self._processors(unet, tuple(unit.model for unit in units))
-        guided = request.guidance_scale > 1 and unet.config.time_cond_proj_dim is None
+        guided = self.guided(request, unet)
         layers = [ZeroedNegatives(layer) if unit.control_mode == CONTROL_FIRST and guided else layer
                   for unit, layer in zip(units, projections)]
         self._saved = (unet.attn_processors, unet.encoder_hid_proj, unet.config.encoder_hid_dim_type)

@@ -21,7 +21,7 @@ import torch
 from diffusers.pipelines.t2i_adapter.pipeline_stable_diffusion_adapter import _preprocess_adapter_image
 
 from extensions.controlnet.library import T2I_ADAPTER
-from extensions.controlnet.units import ControlInput
+from extensions.controlnet.units import AdapterUnits, ControlInput
 from models.request import GenerationRequest
 from models.step_conditioning import STEP_WINDOWS
 
@@ -69,11 +69,6 @@ def _unshuffled(width: int) -> tuple[int, int]:
         if width % channels == 0 and factor * factor * channels == width:
             return channels, factor
     raise ValueError(f"a T2I-Adapter's conv_in takes {width} channels: neither 3 nor 1 times a square")
-
-
-def acting(units: tuple[ControlInput, ...], kinds) -> list[ControlInput]:
-    return [unit for unit in units if kinds(unit.model) == T2I_ADAPTER and unit.weight > 0
-            and unit.guidance_end > unit.guidance_start]
 
 
 class Residuals:
@@ -126,17 +121,15 @@ class Residuals:
         return self._features[key]
 
 
-class T2IAdapters:
+class T2IAdapters(AdapterUnits):
     """The configurer, hook and restorer of T2I-Adapter units; `cache` loads the adapters."""
 
+    kind = T2I_ADAPTER
+
     def __init__(self, cache, kinds, part: str):
-        self.cache, self.kinds, self.part = cache, kinds, part
+        super().__init__(cache, kinds, part)
         self.residuals: Residuals | None = None
         self._handle = None
-
-    def units(self, request: GenerationRequest) -> list[ControlInput]:
-        part = request.part(self.part)
-        return acting(part.maps, self.kinds) if part is not None else []
 
     def configure(self, shared, request: GenerationRequest) -> dict:
         units = self.units(request)
@@ -151,8 +144,7 @@ class T2IAdapters:
                 raise ValueError(f"T2I-Adapter {unit.model!r}: made for another base model: its channels are "
                                  f"{channels} at 1/{factor} of the picture's size, the U-Net's blocks {blocks} at "
                                  f"1/{shared.vae_scale_factor}")
-        guided = request.guidance_scale > 1 and unet.config.time_cond_proj_dim is None
-        self.residuals = Residuals(units, adapters, shared.vae_scale_factor, guided)
+        self.residuals = Residuals(units, adapters, shared.vae_scale_factor, self.guided(request, unet))
         self._handle = unet.register_forward_pre_hook(self.residuals.inject, with_kwargs=True)
         return {}
 

@@ -77,6 +77,26 @@ class ControlInput:
         check_model_settings(self.weight, self.guidance_start, self.guidance_end, self.control_mode)
 
 
+class AdapterUnits:
+    """What the IP-Adapter and T2I-Adapter hooks share: a request's units of their `kind` that act (some weight,
+    some steps), `kinds(model)` telling the kinds apart; `cache` loads the models; `part`: the request's part."""
+
+    kind = ""
+
+    def __init__(self, cache, kinds, part: str):
+        self.cache, self.kinds, self.part = cache, kinds, part
+
+    def units(self, request) -> list[ControlInput]:
+        part = request.part(self.part)
+        return [unit for unit in part.maps if self.kinds(unit.model) == self.kind and unit.weight > 0
+                and unit.guidance_end > unit.guidance_start] if part is not None else []
+
+    @staticmethod
+    def guided(request, unet) -> bool:
+        """The call runs classifier-free guidance: its batch is the negative half, then the positive one."""
+        return request.guidance_scale > 1 and unet.config.time_cond_proj_dim is None
+
+
 def check_model_settings(weight, guidance_start, guidance_end, control_mode) -> None:
     """The model-side ranges of a unit: weight 0 to 2, a guidance window within the steps, a control mode."""
     for field, value in ((WEIGHT, weight), (GUIDANCE_START, guidance_start), (GUIDANCE_END, guidance_end)):
