@@ -39,9 +39,9 @@ class StepWindow(Protocol):
 
 def scheduled(arguments: dict, callback: StepEndCallback | None) -> tuple[dict, StepEndCallback | None]:
     """The call's arguments without the schedule and the step windows, and `callback` made to apply them."""
-    schedule, windows = arguments.get(SCHEDULE), arguments.get(STEP_WINDOWS)
-    if schedule is None and not windows:
+    if SCHEDULE not in arguments and STEP_WINDOWS not in arguments:
         return arguments, callback
+    schedule, windows = arguments.get(SCHEDULE), arguments.get(STEP_WINDOWS)
     if schedule is not None:
         callback = applying(schedule, callback)
     if windows:
