@@ -200,6 +200,7 @@ def test_the_batch_key_parts_lora_sets_and_keeps_controlnet_requests_alone(app_s
     assert key() is not None
 
 
+@pytest.mark.slow  # four requests batched, then each alone
 def test_prompts_encoded_differently_share_a_batch_key_but_run_in_separate_calls(tmp_path, caplog):
     from extensions.prompts import Prompts
     from models.manager import PipelineManager

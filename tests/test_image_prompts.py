@@ -92,6 +92,7 @@ def t2i(**settings) -> dict:
     return {"enabled": True, "module": "canny", "model": "t2i_tiny", "image": picture(), **settings}
 
 
+@pytest.mark.slow
 def test_weight_zero_is_exactly_the_base_a_unit_matters_repeats_and_the_unet_is_restored(service):
     unet = service.manager.pipelines["txt2img"].unet
     processors = dict(unet.attn_processors)

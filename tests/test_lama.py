@@ -37,6 +37,7 @@ def ellipse(size: tuple[int, int], box) -> Image.Image:
     return mask
 
 
+@pytest.mark.slow  # big-lama's real size
 def test_the_fill_changes_only_the_hole(annotators):
     picture, mask = noise(300, 200), ellipse((300, 200), (80, 40, 220, 160))
     filled = np.asarray(lama.fill(picture, mask, annotators)).astype(int)

@@ -138,7 +138,7 @@ def _plain(pipeline_class, folder, sampler, seed, **kwargs) -> Image.Image:
     return pipe(generator=generator, num_inference_steps=4, guidance_scale=7.0, **kwargs).images[0]
 
 
-@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ 2M Karras"])
+@pytest.mark.parametrize("sampler", ["Euler a", pytest.param("DPM++ 2M Karras", marks=pytest.mark.slow)])
 def test_output_equals_plain_diffusers_on_the_inpainting_base(demo_manager, sampler):
     full = Image.new("L", (64, 64), 255)
     cases = [
