@@ -52,6 +52,8 @@ def studio(manager: PipelineManager, tmp_path_factory, annotators, **options) ->
     save_t2i_adapter(unet, folder / "t2i_tiny", vae_scale_factor=scale)
     save_original_t2i_adapter(folder / "t2i_tiny", folder / "t2iadapter_tiny_original.safetensors")
     save_file({"body.0.block1.weight": torch.zeros(4, 4, 3, 3)}, str(folder / "t2iadapter_style.safetensors"))
+    save_file({"image_proj.proj.weight": torch.zeros(4 * 48, 32), "ip_adapter.1.to_k_ip.weight": torch.zeros(32, 48)},
+              str(folder / "ip-adapter_wide.safetensors"))  # made for a text width of 48
     return StudioService(manager, tmp_path_factory.mktemp("outputs"),
                          [Inpaint(), controlnet.ControlNet(folder, annotator_dir=annotators),
                           Upscale(tmp_path_factory.mktemp("upscale_models"))], **options)
@@ -227,6 +229,8 @@ def test_a_t2i_adapter_unit_equals_diffusers_adapter_pipeline(service4, txt2img_
     ({"module": "ip-adapter_clip_g", "model": IP}, "ip-adapter_clip_g"),
     ({"weight": 3}, "weight"),
     ({"module": "canny", "model": "t2iadapter_style"}, "t2iadapter_style.safetensors: not a full adapter"),
+    ({"model": "ip-adapter_wide"}, r"IP-Adapter file ip-adapter_wide.safetensors: made for another base model: its "
+                                   r"cross-attention width is 48 \(unknown base\), the base model's is \d+ \(SD 1.x\)"),
 ])
 def test_bad_units_are_refused_clearly_and_the_next_request_works(service, unit, message):
     base = run(service)[0]

@@ -50,14 +50,15 @@ class ControlNetCache:
         with self._models.lock:  # held while loading: one load at a time, and no second load of the same file
             entry = self.library.resolve(name)
             key = _cache_key(entry)
+            kind = self.library.model_kind(name)
             model = self._models.peek(key)
             if model is not None:
-                _check_width(entry, _width(model), cross_attention_dim, family)
+                _check_width(entry, _width(model), cross_attention_dim, family, kind)
                 return self._models.get(key)  # now the most recently used
             if cross_attention_dim is not None:
-                _check_width(entry, self.library.cross_attention_dim(entry), cross_attention_dim, family)
+                _check_width(entry, self.library.cross_attention_dim(entry), cross_attention_dim, family, kind)
             model = self._load(entry)
-            _check_width(entry, _width(model), cross_attention_dim, family)
+            _check_width(entry, _width(model), cross_attention_dim, family, kind)
             for stale in [k for k in self._models.keys() if k[0] == key[0]]:  # the same file, changed since
                 self._models.pop(stale)
             self._models.put(key, model)  # evicts the least recently used beyond the cap, freeing each
@@ -179,11 +180,12 @@ def _width(model) -> int | None:
     return getattr(model.config, "cross_attention_dim", None)
 
 
-def _check_width(entry: ControlNetEntry, width: int | None, expected: int | None, family: str = "") -> None:
+def _check_width(entry: ControlNetEntry, width: int | None, expected: int | None, family: str = "",
+                 kind: str = "ControlNet") -> None:
     if expected is None or width is None or width == expected:
         return
     raise ValueError(
-        f"ControlNet file {_file_name(entry)}: made for another base model: its cross-attention width is {width} "
+        f"{kind} file {_file_name(entry)}: made for another base model: its cross-attention width is {width} "
         f"({BASE_NAMES.get(width, 'unknown base')}), the base model's is {expected} "
         f"({family or BASE_NAMES.get(expected, 'unknown base')})"
     )

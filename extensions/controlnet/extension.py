@@ -88,7 +88,8 @@ class ControlNet(Extension):
         cache = ControlNetCache(self.library, cap=self.cap, device=manager.runtime.device, dtype=manager.runtime.dtype)
         self.nets = ControlNets(self.library, cache, self.max_units, manager.family.name)
         kinds = self.library.model_kind
-        self.image_prompts = ImagePrompts(cache, kinds, self.name, manager.runtime.device, manager.runtime.dtype)
+        self.image_prompts = ImagePrompts(cache, kinds, self.name, manager.runtime.device, manager.runtime.dtype,
+                                          family=manager.family.name)
         adapters = T2IAdapters(cache, kinds, self.name)
         manager.configurers += [self.image_prompts.configure, adapters.configure]
         # the ControlNet pipeline first: the adapters' hooks only add arguments to whichever pipeline it is

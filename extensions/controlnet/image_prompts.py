@@ -85,8 +85,9 @@ class ImagePrompts(AdapterUnits):
 
     kind = IP_ADAPTER
 
-    def __init__(self, cache, kinds, part: str, device="cpu", dtype=None, sets: int = 2):
+    def __init__(self, cache, kinds, part: str, device="cpu", dtype=None, sets: int = 2, family: str = ""):
         super().__init__(cache, kinds, part)
+        self.family = family  # the base model's, named when an adapter made for another is refused
         self.encoders = ImageEncoders(device, dtype)
         self._converted: LRU[tuple, tuple[dict, list]] = LRU(sets)  # models -> (processors by layer, projections)
         self._saved: tuple | None = None  # the U-Net's own processors, projection and its config's type
@@ -179,7 +180,7 @@ class ImagePrompts(AdapterUnits):
         if found is not None:
             return found
         width = unet.config.cross_attention_dim
-        weights = [self.cache.get(model, cross_attention_dim=width) for model in models]
+        weights = [self.cache.get(model, cross_attention_dim=width, family=self.family) for model in models]
         for model, state in zip(models, weights):
             if any("lora" in key for key in state["ip_adapter"]):
                 raise ValueError(f"IP-Adapter {model!r} is a FaceID model (it carries a LoRA): not supported yet")
