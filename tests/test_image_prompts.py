@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 
 from extensions.controlnet import detectors
 from extensions.controlnet import extension as controlnet
+from extensions.controlnet.image_encoders import FOLDERS, REPOSITORY
 from extensions.inpaint import Inpaint
 from extensions.upscale import Upscale
 from models.infotext import parse_infotext
@@ -180,7 +181,7 @@ def test_requests_with_the_same_adapters_share_a_call_each_with_its_picture(tmp_
 
 
 @pytest.mark.slow
-def test_an_ip_adapter_unit_equals_diffusers_load_ip_adapter(service4, txt2img_folder, tmp_path):
+def test_an_ip_adapter_unit_equals_diffusers_load_ip_adapter(service4, txt2img_folder, annotator_weights, tmp_path):
     from diffusers import StableDiffusionPipeline
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
@@ -189,7 +190,7 @@ def test_an_ip_adapter_unit_equals_diffusers_load_ip_adapter(service4, txt2img_f
     pipe = StableDiffusionPipeline.from_pretrained(str(txt2img_folder), safety_checker=None)
     weights = extension.library.resolve(IP).location
     pipe.load_ip_adapter(str(tmp_path), subfolder="", weight_name=weights, image_encoder_folder=None)
-    encoder = extension.image_prompts.encoders._folder("h")
+    encoder = annotator_weights / REPOSITORY / FOLDERS["h"]  # where studio() saved the tiny ViT-H
     pipe.image_encoder = CLIPVisionModelWithProjection.from_pretrained(encoder)
     pipe.feature_extractor = CLIPImageProcessor(size=32, crop_size=32)
     pipe.set_ip_adapter_scale(0.7)

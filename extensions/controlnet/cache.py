@@ -57,7 +57,7 @@ class ControlNetCache:
                 return self._models.get(key)  # now the most recently used
             if cross_attention_dim is not None:
                 _check_width(entry, self.library.cross_attention_dim(entry), cross_attention_dim, family, kind)
-            model = self._load(entry)
+            model = self._load(entry, kind)
             _check_width(entry, _width(model), cross_attention_dim, family, kind)
             for stale in [k for k in self._models.keys() if k[0] == key[0]]:  # the same file, changed since
                 self._models.pop(stale)
@@ -73,12 +73,11 @@ class ControlNetCache:
             self._models.clear()
             self._free()
 
-    def _load(self, entry: ControlNetEntry) -> ControlNetModel:
+    def _load(self, entry: ControlNetEntry, kind: str) -> ControlNetModel:
         import torch
         from diffusers import ControlNetModel
 
         dtype = self.dtype or torch.float32
-        kind = self.library.model_kind(entry.name)
         if kind == IP_ADAPTER:
             return self._load_ip_adapter(entry, dtype)
         if kind == T2I_ADAPTER:

@@ -53,24 +53,24 @@ class ImageEncoders:
 
         self.device, self.dtype = device, dtype or torch.float32
         self._lock = threading.Lock()
-        self._loaded: dict[str, tuple] = {}  # encoder -> (its folder, its files' stamp, processor, model)
+        self._loaded: dict[str, tuple] = {}  # encoder -> (its folder and weights' stamp, processor, model)
         self._embeddings: LRU[tuple, tuple[torch.Tensor, torch.Tensor]] = LRU(cap)
         self.encodes = 0  # pictures encoded (the cache's misses)
 
     def width(self, encoder: str, hidden: bool) -> int:
         """The width of what the encoder gives: its projection's, or its hidden states' (`hidden`)."""
-        config = self._model(encoder)[1].config
+        config = self._model(encoder)[2].config
         return config.hidden_size if hidden else config.projection_dim
 
     def embedding(self, picture: Image.Image, encoder: str, hidden: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """(the picture's embedding, the negative's), each [1, 1, ...] on the device, as IP-Adapter takes them."""
-        key = (image_digest(picture), encoder, hidden, self._stamp(encoder))
+        import torch
+
+        stamp, processor, model = self._model(encoder)
+        key = (image_digest(picture), encoder, hidden, stamp)
         found = self._embeddings.get(key)
         if found is not None:
             return found
-        import torch
-
-        processor, model = self._model(encoder)
         pixels = processor(picture.convert("RGB"), return_tensors="pt").pixel_values.to(self.device, self.dtype)
         with torch.no_grad():
             if hidden:
@@ -84,27 +84,20 @@ class ImageEncoders:
         self._embeddings.put(key, found)
         return found
 
-    def _model(self, encoder: str):
-        with self._lock:
-            folder = self._folder(encoder)
-            stamp = self._stamp(encoder)
-            loaded = self._loaded.get(encoder)
-            if loaded is None or loaded[:2] != (folder, stamp):
-                self._loaded[encoder] = (folder, stamp, *self._load(folder))
-            return self._loaded[encoder][2:]
-
-    def _folder(self, encoder: str) -> Path:
+    def _model(self, encoder: str) -> tuple:
+        """(its files' stamp, processor, model): loaded again when the folder or its weights file changed."""
         where = detectors.folder(WEIGHTS[encoder])  # the repository's (annotator folder) or the subfolder's (cache)
-        inside = where / FOLDERS[encoder]
-        return inside if (inside / "config.json").is_file() else where
-
-    def _stamp(self, encoder: str) -> tuple:
-        """The weights file's size and time, so a replaced encoder is loaded again."""
+        folder = where / FOLDERS[encoder] if (where / FOLDERS[encoder] / "config.json").is_file() else where
         try:
-            stat = (self._folder(encoder) / "model.safetensors").stat()
-        except (OSError, ValueError):
-            return ()
-        return (stat.st_size, stat.st_mtime_ns)
+            stat = (folder / "model.safetensors").stat()
+            stamp = (str(folder), stat.st_size, stat.st_mtime_ns)
+        except OSError:
+            stamp = (str(folder),)  # loading then says what is wrong
+        with self._lock:
+            loaded = self._loaded.get(encoder)
+            if loaded is None or loaded[0] != stamp:
+                self._loaded[encoder] = loaded = (stamp, *self._load(folder))
+            return loaded
 
     def _load(self, folder: Path):
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection

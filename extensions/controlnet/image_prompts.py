@@ -23,14 +23,13 @@ from dataclasses import dataclass
 import torch
 from diffusers.models.embeddings import ImageProjection, MultiIPAdapterImageProjection
 
-from extensions.controlnet.image_encoders import MODULE_ENCODERS, ImageEncoders
+from extensions.controlnet import preprocessors
+from extensions.controlnet.image_encoders import MODULE_ENCODERS, ImageEncoders, missing
 from extensions.controlnet.library import IP_ADAPTER
-from extensions.controlnet.units import AdapterUnits, ControlInput
+from extensions.controlnet.units import CONTROL_FIRST, PROMPT_FIRST, AdapterUnits, ControlInput
 from models.lru import LRU
 from models.request import GenerationRequest
 from models.step_conditioning import STEP_WINDOWS
-
-PROMPT_FIRST, CONTROL_FIRST = "My prompt is more important", "ControlNet is more important"
 
 
 class PerImageProjection(MultiIPAdapterImageProjection):
@@ -159,12 +158,10 @@ class ImagePrompts(AdapterUnits):
     def _encoder(self, unit: ControlInput, layer, hidden: bool) -> str:
         """The unit's module's encoder, checked against the width the adapter takes (ip-adapter-auto: the one of
         that width)."""
-        from extensions.controlnet import preprocessors
-
         module = unit.module
         wanted = _input_width(layer)
         named = MODULE_ENCODERS.get(preprocessors.ALIASES.get(module, module))
-        candidates = [named] if named else [name for name in ("h", "g") if _available(name)]
+        candidates = [named] if named else [name for name in ("h", "g") if missing(name) is None]
         for encoder in candidates:
             if wanted is None or self.encoders.width(encoder, hidden) == wanted:
                 return encoder
@@ -200,9 +197,3 @@ def _input_width(layer) -> int | None:
         if isinstance(module, torch.nn.Linear):
             return module.in_features
     return None
-
-
-def _available(encoder: str) -> bool:
-    from extensions.controlnet.image_encoders import missing
-
-    return missing(encoder) is None

@@ -31,9 +31,9 @@ from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 from extensions.controlnet.cache import ControlNetCache
 from extensions.controlnet.inpaint_maps import control_tensor
 from extensions.controlnet.library import CONTROLNET, ControlNetLibrary
+from extensions.controlnet.units import CONTROL_FIRST, PROMPT_FIRST
 from models.request import GenerationRequest
 
-PROMPT_FIRST, CONTROL_FIRST = "My prompt is more important", "ControlNet is more important"
 CONTROL_PIPELINES = {  # the pipeline a request runs on -> its ControlNet counterpart
     StableDiffusionPipeline: StableDiffusionControlNetPipeline,
     StableDiffusionImg2ImgPipeline: StableDiffusionControlNetImg2ImgPipeline,

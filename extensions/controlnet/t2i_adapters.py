@@ -21,11 +21,9 @@ import torch
 from diffusers.pipelines.t2i_adapter.pipeline_stable_diffusion_adapter import _preprocess_adapter_image
 
 from extensions.controlnet.library import T2I_ADAPTER
-from extensions.controlnet.units import AdapterUnits, ControlInput
+from extensions.controlnet.units import BALANCED, CONTROL_FIRST, AdapterUnits, ControlInput
 from models.request import GenerationRequest
 from models.step_conditioning import STEP_WINDOWS
-
-CONTROL_FIRST = "ControlNet is more important"
 
 
 def from_original(tensors: dict[str, torch.Tensor], name: str):
@@ -77,7 +75,8 @@ class Residuals:
 
     def __init__(self, units: list[ControlInput], adapters: list, scale_factor: int, guided: bool):
         self.units, self.adapters, self.scale_factor, self.guided = units, adapters, scale_factor, guided
-        self._features: dict[tuple, list[torch.Tensor]] = {}
+        self._features: dict[tuple, tuple] = {}  # (latent size, acting units) -> (both halves', positive half's)
+        self._unit_levels: dict[tuple, list[torch.Tensor]] = {}  # (unit, latent size) -> its features
         self.acting = [True] * len(units)
 
     def at(self, fraction: float) -> None:
@@ -99,18 +98,11 @@ class Residuals:
         guidance batch, and those for its positive half only (CONTROL_FIRST's)."""
         key = (tuple(latent_size), tuple(self.acting))
         if key not in self._features:
-            height, width = (side * self.scale_factor for side in latent_size)
             both, alone = None, None
-            for unit, adapter, acting in zip(self.units, self.adapters, self.acting):
+            for index, (unit, acting) in enumerate(zip(self.units, self.acting)):
                 if not acting:
                     continue
-                picture = unit.image.convert("L" if adapter.config.in_channels == 1 else "RGB")
-                pixels = _preprocess_adapter_image(picture, height, width).to(adapter.device, adapter.dtype)
-                with torch.no_grad():
-                    levels = adapter(pixels)
-                scales = torch.logspace(-1, 0, len(levels)).tolist() if unit.control_mode != "Balanced" else \
-                    [1.0] * len(levels)
-                levels = [level * float(unit.weight) * scale for level, scale in zip(levels, scales)]
+                levels = self._levels(index, tuple(latent_size))
                 if unit.control_mode == CONTROL_FIRST and self.guided:
                     alone = levels if alone is None else [a + b for a, b in zip(alone, levels)]
                 else:
@@ -119,6 +111,22 @@ class Residuals:
             self._features[key] = ([level.to(device, dtype) for level in both or zeros],
                                    [level.to(device, dtype) for level in alone or zeros])
         return self._features[key]
+
+    def _levels(self, index: int, latent_size: tuple[int, int]) -> list[torch.Tensor]:
+        """Unit `index`'s adapter features at this latent size, weighted (and scaled by level but in Balanced):
+        the adapter runs once per unit and size, whichever units act with it."""
+        key = (index, latent_size)
+        if key not in self._unit_levels:
+            unit, adapter = self.units[index], self.adapters[index]
+            height, width = (side * self.scale_factor for side in latent_size)
+            picture = unit.image.convert("L" if adapter.config.in_channels == 1 else "RGB")
+            pixels = _preprocess_adapter_image(picture, height, width).to(adapter.device, adapter.dtype)
+            with torch.no_grad():
+                levels = adapter(pixels)
+            scales = torch.logspace(-1, 0, len(levels)).tolist() if unit.control_mode != BALANCED else \
+                [1.0] * len(levels)
+            self._unit_levels[key] = [level * float(unit.weight) * scale for level, scale in zip(levels, scales)]
+        return self._unit_levels[key]
 
 
 class T2IAdapters(AdapterUnits):

@@ -15,7 +15,8 @@ from models.images import decode_image, fit
 from models.limits import TooLarge
 from models.validate import boolean, choice, in_range
 
-CONTROL_MODES = ("Balanced", "My prompt is more important", "ControlNet is more important")
+BALANCED, PROMPT_FIRST, CONTROL_FIRST = "Balanced", "My prompt is more important", "ControlNet is more important"
+CONTROL_MODES = (BALANCED, PROMPT_FIRST, CONTROL_FIRST)
 RESIZE_MODES = ("Just Resize", "Crop and Resize", "Resize and Fill")
 # sd-webui-controlnet's API also takes the modes by index, and by the names of its internal enums.
 _RESIZE_ALIASES = {"Inner Fit (Scale to Fit)": "Crop and Resize", "Outer Fit (Shrink to Fit)": "Resize and Fill",
