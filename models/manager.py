@@ -322,11 +322,16 @@ class PipelineManager:
 
     def call_for(self, request: GenerationRequest) -> tuple[DiffusionPipeline, dict]:
         """The pipeline (a view with its own scheduler, after the extensions' hooks) and the call arguments of
-        `request`, for a pass an extension runs inside the current call (the detailer's inpaint passes): the call's
-        configuration of the shared model (its LoRA set) stays as it is. Call under the lock."""
+        `request`, for a pass an extension runs inside the current call (the detailer's inpaint passes), with the
+        shared model set for it: what the call's configurers set is undone (its IP-Adapters would want their
+        pictures) and `request`'s own state set (its LoRAs). Call under the lock."""
         request = request.replace(seed=_first_seed(request))
         seeds = [request.seed + index for index in range(request.batch_size)]
         shared = self.pipelines[request.mode]
+        for restore in self.restorers:
+            restore()
+        for configure in self.configurers:
+            configure(shared, request)
         view = pipeline_view(type(shared), shared, make_scheduler(request.sampler, shared.scheduler.config, seeds))
         pipe, arguments, _ = self._hooked(view, request, seeds, {})
         return pipe, arguments
