@@ -76,6 +76,9 @@ class Services:
     model: Callable[[], Any]  # the PipelineManager in use, for its facts (size, layers); the device via run_task
     models_here: bool = True  # generations run on this process's model (not on Ray Serve replicas)
     scripts: Callable[[], list] = list  # every extension's scripts (`RequestPart.scripts`)
+    # The parts the prompt-reading extensions make of a prompt (`RequestPart.prompt_part`), by name, None included;
+    # raises ValueError naming what is wrong (an unknown LoRA)
+    prompt_parts: Callable[[str], dict] = lambda prompt: {}
 
 
 @dataclass
@@ -207,6 +210,13 @@ class RequestPart:
     def encoder_text(self, prompt: str) -> str:
         """What of the prompt reaches the text encoder (LoRA takes its tags out)."""
         return prompt
+
+    reads_prompt = False  # its part comes from the prompt's own syntax (LoRA's tags): see `prompt_part`
+
+    def prompt_part(self, prompt: str) -> Any:
+        """With `reads_prompt`: its checked part made of `prompt` alone (None: the prompt asks for nothing), as a
+        pass with a prompt of its own (the detailer's) takes it instead of the job's."""
+        return None
 
     def batch_key(self, request) -> Hashable:
         """What of its part must be equal for requests to share one diffusers call (SOLO: this request runs

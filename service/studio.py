@@ -138,7 +138,9 @@ class StudioService:
         self._scripts: set[ScriptRun] = set()  # the scripts running now
         services = Services(run_task=self.run_task, interrupt=self.interrupt, model=lambda: self.manager,
                             models_here=isinstance(self.backend, LocalBackend),
-                            scripts=lambda: [script for extension in self.extensions for script in extension.scripts()])
+                            scripts=lambda: [script for extension in self.extensions for script in extension.scripts()],
+                            prompt_parts=lambda prompt: {extension.name: extension.prompt_part(prompt)
+                                                         for extension in self.extensions if extension.reads_prompt})
         for extension in self.extensions:
             extension.attach(services)
 

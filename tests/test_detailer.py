@@ -14,13 +14,18 @@ import requests
 from PIL import Image
 from skimage import data
 
+from extensions.controlnet import detectors
+from extensions.controlnet.extension import ControlNet
 from extensions.detailer import Detailer, detection
 from extensions.detailer.fields import DetailerUnit
+from extensions.lora import Lora
 from extensions.upscale import Upscale
 from models.images import png_base64
 from models.manager import PipelineManager
 from service.pnginfo import fields_from_infotext
 from service.studio import StudioService
+from testing.adapter_files import save_image_encoder, save_ip_adapter, save_t2i_adapter
+from testing.lora_files import make_lora
 
 FACE = (88, 33, 136, 81)  # the astronaut's face at 256 x 256 (left, top, right, bottom), as the cascade finds it
 
@@ -216,3 +221,64 @@ def test_a_crowd_is_bounded_and_the_cost_counts_a_pass_per_unit(service, photo, 
     request, _ = service.build("txt2img", dict(prompt="x", steps=10, width=64, height=64, batch_size=2,
                                                detailer_units=[{"ad_denoising_strength": 0.5}]))
     assert [(p.width, p.height, p.steps) for p in service.extension("detailer").passes(request)] == [(64, 64, 5)] * 2
+
+
+@pytest.fixture(scope="module")
+def lora_service(tmp_path_factory):
+    """With a LoRA library: on a model of its own (a service installs its hooks on its model)."""
+    manager = PipelineManager.load("demo", device="cpu")
+    folder = tmp_path_factory.mktemp("loras")
+    make_lora(manager.pipelines["txt2img"], folder / "face.safetensors", seed=5)
+    return StudioService(manager, tmp_path_factory.mktemp("outputs"), [Lora(folder), Detailer()])
+
+
+@pytest.mark.slow
+def test_a_lora_in_the_units_prompt_acts_in_its_pass_as_adetailers_does(lora_service, photo):
+    unit = {"ad_model": "face_haar", "ad_denoising_strength": 0.75}
+    plain, _, _ = run(lora_service, photo, [{**unit, "ad_prompt": "a face"}])
+    own, _, _ = run(lora_service, photo, [{**unit, "ad_prompt": "a face <lora:face:1>"}])
+    assert np.abs(own - plain).mean() > 1, "the unit's LoRA changed the face"
+    jobs, _, _ = run(lora_service, photo, [unit], prompt="a face <lora:face:1>")
+    assert np.array_equal(own, jobs), "the unit's tag acts as the job's (and is not read as text)"
+    # ADetailer's pass takes the networks of its own prompt: the job's LoRA is not in it unless [PROMPT] brings it
+    dropped, _, _ = run(lora_service, photo, [{**unit, "ad_prompt": "a face"}], prompt="a face <lora:face:1>")
+    assert np.array_equal(dropped, plain)
+    brought, _, _ = run(lora_service, photo, [{**unit, "ad_prompt": "[PROMPT]"}], prompt="a face <lora:face:1>")
+    assert np.array_equal(brought, own)
+
+
+def test_an_unknown_lora_in_a_units_prompt_is_named_before_the_job_runs(lora_service, photo):
+    units = [{"ad_model": "face_haar", "ad_prompt": "a face [SEP] <lora:nowhere:1> a hand"}]
+    with pytest.raises(ValueError, match=r"ADetailer unit 0: ad_prompt: .*'nowhere'"):
+        lora_service.build("img2img", dict(prompt="a face", image=photo, detailer_units=units))
+
+
+@pytest.mark.slow
+def test_the_jobs_adapter_units_act_on_its_own_pass_and_not_on_the_detail_passes(photo, tmp_path_factory,
+                                                                                   annotator_weights):
+    """As ControlNet units: an IP-Adapter's processors (which want its picture) and a T2I-Adapter's residuals are off
+    while the faces are detailed."""
+    before = detectors.annotator_dir()  # the process's annotator folder, which this test's ControlNet changes
+    try:
+        detail_with_adapters(photo, tmp_path_factory, annotator_weights)
+    finally:
+        detectors.set_annotator_dir(before)
+
+
+def detail_with_adapters(photo, tmp_path_factory, annotators):
+    manager = PipelineManager.load("demo", device="cpu")
+    pipe, folder = manager.pipelines["txt2img"], tmp_path_factory.mktemp("ControlNet")
+    save_image_encoder(annotators)  # the same seed and shape as the app_server's
+    save_ip_adapter(pipe.unet, folder / "ip-adapter_tiny.safetensors")
+    save_t2i_adapter(pipe.unet, folder / "t2i_tiny", vae_scale_factor=pipe.vae_scale_factor)
+    service = StudioService(manager, tmp_path_factory.mktemp("outputs"),
+                            [ControlNet(folder, annotator_dir=annotators), Detailer()])
+    unit = {"ad_model": "face_haar", "ad_denoising_strength": 0.75}
+    adapters = [{"enabled": True, "module": "ip-adapter_clip_h", "model": "ip-adapter_tiny", "image": photo},
+                {"enabled": True, "module": "canny", "model": "t2i_tiny", "image": photo}]
+    alone, _, _ = run(service, photo, [unit])
+    detailed, _, _ = run(service, photo, [unit], controlnet_units=adapters)  # the input picture itself, detailed
+    assert np.array_equal(detailed, alone)
+    plain, _, _ = run(service, photo, [unit], ad_skip_img2img=False, strength=0.5)
+    adapted, _, _ = run(service, photo, [unit], ad_skip_img2img=False, strength=0.5, controlnet_units=adapters)
+    assert np.abs(adapted - plain).mean() > 1, "the adapters acted on the img2img pass"

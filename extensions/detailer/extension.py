@@ -30,6 +30,7 @@ from extensions.detailer.fields import (
     UNIT_FIELDS,
     DetailerPart,
     DetailerUnit,
+    detail_prompts,
 )
 from models.fields import KINDS, Field
 from models.infotext import read_value
@@ -75,6 +76,12 @@ class Detailer(Extension):
             if unit.active and unit.ad_model not in self.detectors():
                 raise ValueError(f"ADetailer unit {index}: ad_model {unit.ad_model!r} is not a detector here; "
                                  f"choose one of None, {', '.join(self.detectors())}")
+            if unit.active and self.services is not None:  # a LoRA its prompt names: checked now, not mid-run
+                for prompt in detail_prompts(unit.ad_prompt, fields.get("prompt") or ""):
+                    try:
+                        self.services.prompt_parts(prompt)
+                    except ValueError as error:
+                        raise ValueError(f"ADetailer unit {index}: ad_prompt: {error}") from None
         active = tuple(unit for unit in units if unit.active)
         skip = mode == "img2img" and SKIP_IMG2IMG.check(fields.get(SKIP_IMG2IMG.name, False))
         return DetailerPart(active, skip) if active else None
@@ -106,7 +113,8 @@ class Detailer(Extension):
             return pipe, arguments
         from extensions.detailer.pipeline import Detailing  # diffusers: on the model's side
 
-        return Detailing(pipe, part, request, self.manager, self.annotator_dir), arguments
+        prompt_parts = self.services.prompt_parts if self.services is not None else (lambda prompt: {})
+        return Detailing(pipe, part, request, self.manager, self.annotator_dir, prompt_parts), arguments
 
     # -- infotext and REST -----------------------------------------------------------------------------------
 

@@ -157,6 +157,19 @@ class DetailerUnit:
         return entries
 
 
+def detail_prompt(own: str, job: str, detection: int) -> str:
+    """ADetailer's prompt: the detection's part of `own` ([SEP] between them; the last one for the rest), with
+    [PROMPT] replaced by the job's prompt; the job's prompt where it is empty."""
+    parts = [part.strip() for part in own.split("[SEP]")]
+    chosen = parts[min(detection, len(parts) - 1)]
+    return chosen.replace("[PROMPT]", job) if chosen else job
+
+
+def detail_prompts(own: str, job: str) -> set[str]:
+    """Every prompt `own` gives a detection."""
+    return {detail_prompt(own, job, detection) for detection in range(own.count("[SEP]") + 1)}
+
+
 @dataclass(frozen=True)
 class DetailerPart:
     """The request's "detailer" part: its active units, whether the img2img pass is skipped (the input picture is

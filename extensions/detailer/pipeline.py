@@ -11,7 +11,7 @@ from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
 from PIL import Image
 
 from extensions.detailer.detection import masks
-from extensions.detailer.fields import DetailerPart, DetailerUnit
+from extensions.detailer.fields import DetailerPart, DetailerUnit, detail_prompt
 from extensions.inpaint import InpaintOptions, InpaintPlan
 from models.manager import Interrupted
 from models.passes import Passes
@@ -19,15 +19,19 @@ from models.request import GenerationRequest
 from models.step_conditioning import scheduled
 
 # The parts a detail pass keeps: those that shape the model and the text encoding. The others shape the job itself
-# (its passes, maps, geometry, noise), which a detail pass does not repeat.
+# (its passes, maps, geometry, noise), which a detail pass does not repeat. Those its prompt makes (LoRA's tags)
+# come from its own prompt, as ADetailer's pass takes them: a face LoRA in the unit's prompt acts on the face only.
 KEPT_PARTS = ("lora", "prompts", "vae", "tiling")
 
 
 class Detailing(Passes):
-    def __init__(self, first, part: DetailerPart, request: GenerationRequest, manager, annotator_dir=None):
+    def __init__(self, first, part: DetailerPart, request: GenerationRequest, manager, annotator_dir=None,
+                 prompt_parts=lambda prompt: {}):
+        """`prompt_parts`: the parts a prompt's own syntax makes (Services.prompt_parts)."""
         super().__init__(first)
         self.part, self.request, self.manager = part, request, manager
         self.annotator_dir = annotator_dir  # where the detectors' files are
+        self.prompt_parts = prompt_parts
 
     def __call__(self, callback_on_step_end=None, **arguments):
         steps = {"done": 0}  # the steps of the job so far: where each pass's count starts
@@ -68,13 +72,15 @@ class Detailing(Passes):
         options = InpaintOptions(mask_blur=unit.ad_mask_blur, padding=unit.ad_inpaint_only_masked_padding,
                                  inpaint_area="Only masked" if unit.ad_inpaint_only_masked else "Whole picture")
         plan = InpaintPlan.make(picture, mask, options, width, height)
+        prompt = detail_prompt(unit.ad_prompt, request.prompt, detection)
+        parts = {**{name: part for name, part in request.parts.items() if name in KEPT_PARTS},
+                 **self.prompt_parts(prompt)}
         detail = GenerationRequest(
-            "inpaint", _prompt(unit.ad_prompt, request.prompt, detection),
-            _prompt(unit.ad_negative_prompt, request.negative_prompt, detection),
+            "inpaint", prompt, detail_prompt(unit.ad_negative_prompt, request.negative_prompt, detection),
             steps=unit.steps(request), guidance_scale=unit.cfg_scale(request),
             width=plan.size[0], height=plan.size[1], sampler=request.sampler, seed=seed,
             strength=unit.ad_denoising_strength, image=plan.image, mask=plan.mask,
-            parts={name: part for name, part in request.parts.items() if name in KEPT_PARTS})
+            parts={name: part for name, part in parts.items() if part is not None})
         pipe, arguments = self.manager.call_for(detail)
         pipe.progress = (steps["done"], remaining)
         arguments, callback = scheduled(arguments, counting)
@@ -82,11 +88,3 @@ class Detailing(Passes):
         if self.manager.stopping:  # the pass ended early (a compiled U-Net stops between steps): not pasted
             raise Interrupted
         return plan.paste(done)
-
-
-def _prompt(own: str, job: str, detection: int) -> str:
-    """ADetailer's prompt: the detection's part of `own` ([SEP] between them; the last one for the rest), with
-    [PROMPT] replaced by the job's prompt; the job's prompt where it is empty."""
-    parts = [part.strip() for part in own.split("[SEP]")]
-    chosen = parts[min(detection, len(parts) - 1)]
-    return chosen.replace("[PROMPT]", job) if chosen else job

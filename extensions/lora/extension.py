@@ -19,6 +19,7 @@ from extensions.lora.tags import LoraTag, parse_tags
 class Lora(Extension):
     name = "lora"
     placement = "prompt"
+    reads_prompt = True
 
     def __init__(self, folder: str | Path, cap: int = DEFAULT_CAP, fuse: bool = False,
                  compiled_rank: int | None = None):
@@ -45,8 +46,11 @@ class Lora(Extension):
         manager.pipeline_hooks.append(_prompts_without_tags)
 
     def parse(self, mode: str, fields: Mapping, warnings: list[str]) -> tuple[LoraTag, ...] | None:
+        return self.prompt_part(fields.get("prompt") or "")
+
+    def prompt_part(self, prompt: str) -> tuple[LoraTag, ...] | None:
         """The prompt's tags; an unknown LoRA is an error now, not mid-run."""
-        _, tags = parse_tags(fields.get("prompt") or "")
+        _, tags = parse_tags(prompt)
         for tag in tags:
             if not WEIGHT.minimum <= tag.weight <= WEIGHT.maximum:
                 raise ValueError(f"LoRA {tag.name!r} weight must be a number from {WEIGHT.minimum:g} to "
