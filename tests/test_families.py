@@ -19,6 +19,7 @@ from safetensors import safe_open
 
 from extensions.inpaint import Inpaint, prepare_mask
 from extensions.prompts import Prompts
+from extensions.prompts.composable import ComposedUNet
 from extensions.prompts.encoder import XLPromptEncoder
 from models import families, loading
 from models.manager import PipelineManager
@@ -286,9 +287,38 @@ def test_sdxl_prompt_editing_switches_both_encoders_and_the_pooled_vector(manage
     assert max_diff(ours, theirs) <= 2 and max_diff(ours, Image.open(unswitched.files[0])) > 4
 
 
-def test_sdxl_refuses_and_by_name(sdxl_service):
-    with pytest.raises(ValueError, match=r"prompt: AND \(composable prompts\) is not available for SDXL models yet"):
-        sdxl_service.build("txt2img", {"prompt": "a cat AND a dog"})
+def test_sdxl_and_conditions_each_part_on_its_own_pooled_vector(managers):
+    """A1111 stacks each part's "vector" with its cross-attention: each part's prediction sees its own pooled
+    vector, the negative its own."""
+    unet = managers("sdxl").pipelines["txt2img"].unet
+    generator = torch.Generator().manual_seed(0)
+    width = unet.add_embedding.linear_1.in_features - 6 * unet.config.addition_time_embed_dim
+    states = [torch.randn(1, 77, unet.config.cross_attention_dim, generator=generator) for _ in range(3)]
+    pooled = [torch.randn(1, width, generator=generator) for _ in range(3)]  # negative, first part, second part
+    time_ids = torch.tensor([[64.0, 64.0, 0.0, 0.0, 64.0, 64.0]]).repeat(2, 1)
+    sample, timestep = torch.randn(1, 4, 8, 8, generator=generator).repeat(2, 1, 1, 1), torch.tensor(500)
+    packed = {"text_embeds": torch.cat([pooled[0].repeat(1, 2), torch.cat(pooled[1:], dim=1)]), "time_ids": time_ids}
+    with torch.no_grad():
+        output = ComposedUNet(unet, [1.0, 0.5], guided=True)(
+            sample, timestep, torch.cat([states[0].repeat(1, 2, 1), torch.cat(states[1:], dim=1)]),
+            added_cond_kwargs=packed, return_dict=False)[0]
+        alone = [unet(sample[:1], timestep, state, added_cond_kwargs={"text_embeds": vector, "time_ids": time_ids[:1]})
+                 .sample for state, vector in zip(states, pooled)]
+    assert torch.allclose(output[:1], alone[0], atol=1e-5)
+    assert torch.allclose(output[1:], alone[0] + (alone[1] - alone[0]) + 0.5 * (alone[2] - alone[0]), atol=1e-4)
+
+
+def test_sdxl_and_draws_its_parts_and_halves_of_one_prompt_draw_it(sdxl_service):
+    def picture(prompt: str) -> np.ndarray:
+        generation = sdxl_service.run("txt2img", dict(prompt=prompt, seed=3, steps=4, width=64, height=64,
+                                                      sampler="Euler", guidance_scale=15.0))
+        return np.asarray(Image.open(generation.files[0]), dtype=np.int16)
+
+    whole = picture("[a red circle:a red circle:4]")  # through the same encoding, one part
+    halves = picture("a red circle :0.5 AND a red circle:0.5")  # 0.5 x (c - u) twice is (c - u)
+    assert np.abs(halves - whole).max() <= 2
+    both = picture("a red circle AND dogs in the snow")
+    assert np.abs(both - whole).mean() > 1
 
 
 # -- single files -------------------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ holding the sub-prompts side by side along the token axis (editing.py packs them
 sum of weight_i x (sub-prompt i's - negative's): the pipeline's guidance then gives A1111's
 negative + scale x sum of weight_i x (sub-prompt i - negative). Without guidance (CFG 1) the sub-prompts' predictions
 are averaged by their weights. Whatever else comes per image (a ControlNet's residuals, an inpainting model's
-channels) is repeated for each sub-prompt."""
+channels) is repeated for each sub-prompt. SDXL's pooled vectors (`added_cond_kwargs["text_embeds"]`) are packed as
+the embeddings are, side by side, so each part is conditioned on its own, as A1111 stacks each part's "vector"."""
 
 from __future__ import annotations
 
@@ -45,6 +46,15 @@ class ComposedUNet(torch.nn.Module):
                 return {key: repeated(each) for key, each in value.items()}
             return value
 
+        added = kwargs.pop("added_cond_kwargs", None)
+        if added is not None:  # SDXL's: its pooled vectors come side by side as the embeddings do, one per part
+            pooled = added.get("text_embeds")
+            added = repeated(added)
+            if pooled is not None:
+                width = pooled.shape[1] // parts
+                added["text_embeds"] = torch.cat([*([pooled[:images, :width]] if self.guided else []),
+                                                  *pooled[-images:].split(width, dim=1)])
+            kwargs["added_cond_kwargs"] = added
         output = self.unet(repeated(sample), repeated(timestep), torch.cat([*negative, *prompts]), *repeated(args),
                            return_dict=False, **repeated(kwargs))[0]
         predictions = output[-images * parts:].split(images)

@@ -67,8 +67,9 @@ class EditedPrompts:
             cond, uncond = torch.cat(padded[:-1], dim=1), torch.cat([padded[-1]] * (len(padded) - 1), dim=1)
             arguments = {"prompt_embeds": cond.expand(self.batch, -1, -1),
                          "negative_prompt_embeds": uncond.expand(self.batch, -1, -1)}
-            pooled, negative_pooled = self.encoded[texts[0]][2], self.encoded[texts[-1]][2]
-            if pooled is not None:  # SDXL (one sub-prompt: AND is not composed on it)
+            if self.encoded[texts[0]][2] is not None:  # SDXL: the parts' pooled vectors side by side (composable.py)
+                pooled = torch.cat([self.encoded[text][2] for text in texts[:-1]], dim=1)
+                negative_pooled = torch.cat([self.encoded[texts[-1]][2]] * (len(texts) - 1), dim=1)
                 arguments.update(pooled_prompt_embeds=pooled.expand(self.batch, -1),
                                  negative_pooled_prompt_embeds=negative_pooled.expand(self.batch, -1))
             self._steps[texts] = arguments

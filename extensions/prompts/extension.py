@@ -65,18 +65,12 @@ class Prompts(Extension):
         self.width = sum(encoder.get_input_embeddings().weight.shape[1] for encoder in encoders if encoder is not None)
         manager.pipeline_hooks.append(self._hook)
 
-    @property
-    def _xl(self) -> bool:
-        return isinstance(self.encoder, XLPromptEncoder)
-
     # -- the request ------------------------------------------------------------------------------------------
 
     def parse(self, mode: str, fields: Mapping, warnings: list[str]) -> PromptsPart | None:
-        parts, _ = composed(fields.get("prompt") or "")  # too many AND parts: an error now, not mid-run
+        composed(fields.get("prompt") or "")  # too many AND parts: an error now, not mid-run
         for name in ("prompt", "negative_prompt"):
             parse(fields.get(name) or "")  # a weight that is not a number is an error now, not mid-run
-            if self._xl and name == "prompt" and len(parts) > 1:
-                raise ValueError("prompt: AND (composable prompts) is not available for SDXL models yet")
             # every chunk is a text encoder pass and widens the U-Net's cross-attention at every step: bounded, as
             # the characters are (BREAK makes a chunk of each word; some characters are several tokens)
             chunks = len(self.encoder.tokenize(fields.get(name) or "").chunks) if self.encoder is not None else 0
