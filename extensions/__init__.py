@@ -20,8 +20,8 @@ REGISTERED = (
     "extensions.tiling:Tiling",  # after the VAE's and ControlNet's hooks: it pads the modules they add too
     "extensions.seeds:Seeds",  # after ControlNet, whose pipeline draws the noise; before hires fix, which draws again
     "extensions.soft_inpainting:SoftInpaint",  # around whichever inpaint pipeline the hooks before it chose
-    "extensions.refiner:Refiner",  # after every hook that shapes the model's pipeline, which it takes over from
     "extensions.upscale:Upscale",
+    "extensions.refiner:Refiner",  # after every hook that shapes the model's pipeline (hires fix's second pass too)
     "extensions.detailer:Detailer",  # after hires fix, whose pictures it details
     "extensions.train:Train",
     "extensions.scripts:Scripts",  # its Script dropdown goes under every other panel, as A1111's does

@@ -432,9 +432,21 @@ def test_a_lora_of_another_family_is_refused_naming_both(managers, demo_manager,
 
 # -- ControlNet on SDXL --------------------------------------------------------------------------------------------
 
+def _xl_controlnet(unet):
+    """A tiny SDXL ControlNet for `unet`, whose outputs show (from_unet zeroes its output convolutions)."""
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(5)
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))
+    with torch.no_grad():
+        for module in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
+            module.weight.normal_(0, 0.05)
+    return controlnet
+
+
 @pytest.mark.slow
 def test_an_sdxl_controlnet_unit_equals_diffusers_and_one_of_another_family_is_refused(managers, tmp_path):
-    from diffusers import ControlNetModel, StableDiffusionXLControlNetPipeline
+    from diffusers import StableDiffusionXLControlNetPipeline
     from safetensors.torch import save_file
 
     from extensions.controlnet.extension import ControlNet
@@ -442,11 +454,7 @@ def test_an_sdxl_controlnet_unit_equals_diffusers_and_one_of_another_family_is_r
 
     manager = managers("sdxl")
     pipe = manager.pipelines["txt2img"]
-    torch.manual_seed(5)
-    controlnet = ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=(16, 32))
-    with torch.no_grad():  # from_unet zeroes the output convolutions: give them weights, so the unit shows
-        for module in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
-            module.weight.normal_(0, 0.05)
+    controlnet = _xl_controlnet(pipe.unet)
     folder = tmp_path / "ControlNet"
     controlnet.save_pretrained(folder / "xl-edges", safe_serialization=True)
     save_file(controlnet.state_dict(), str(folder / "xl-edges-file.safetensors"))  # diffusers' keys in one file
@@ -554,7 +562,6 @@ def test_the_refiner_takes_over_at_the_switch_as_diffusers_ensemble_of_experts(r
     ({"refiner_checkpoint": "tiny-sd2"}, "refiner_checkpoint: 'tiny-sd2' is SD 2.x v-prediction; a refiner must be"),
     ({"refiner_checkpoint": "demo"}, "refiner_checkpoint: the demo model is SD 1.x"),
     ({"refiner_checkpoint": "tiny-refiner", "refiner_switch_at": 0}, "refiner_switch_at must be"),
-    ({"refiner_checkpoint": "tiny-refiner", "enable_hr": True}, "the refiner and hires fix do not combine yet"),
 ])
 def test_a_bad_refiner_is_refused_by_name(refiner_service, options, message):
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -586,6 +593,121 @@ def test_an_xyz_plot_over_the_refiners_switch(refiner_service):
     assert [max_diff(cell, solo) for cell, solo in zip(cells, alone)] == [0, 0]
     assert max_diff(cells[1], without) == 0 and max_diff(cells[0], without) > 8
     assert "Refiner switch at: 0.5" in plot.infotexts[1]
+
+
+def _reference_refiner(family_folder, base):
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+
+    refiner = StableDiffusionXLImg2ImgPipeline.from_pretrained(family_folder("sdxl-refiner"), vae=base.vae,
+                                                               add_watermarker=False)
+    refiner.set_progress_bar_config(disable=True)
+    return refiner
+
+
+def _euler(pipe, seed: int):
+    pipe.scheduler = make_scheduler("Euler", pipe.scheduler.config, [seed])
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+class UNetCalls:
+    """How many times each U-Net runs (a step is one call: the guidance halves go together)."""
+
+    def __init__(self, **unets):
+        self.counts = dict.fromkeys(unets, 0)
+        self.handles = [unet.register_forward_pre_hook(lambda *_, name=name: self._count(name))
+                        for name, unet in unets.items()]
+
+    def _count(self, name: str) -> None:
+        self.counts[name] += 1
+
+    def remove(self) -> dict:
+        for handle in self.handles:
+            handle.remove()
+        return self.counts
+
+
+@pytest.mark.slow
+def test_the_refiner_takes_over_hires_fixs_second_pass_as_a1111s_default(refiner_service, family_folder):
+    """A1111's "Hires refiner: second pass": the first pass is the model's alone; the second runs the model until
+    the switch (a fraction of its own steps) and the refiner after it. Against plain diffusers: the base's 4 steps at
+    64 px, its latents made 1.5x larger (Latent: bilinear), its img2img at strength 0.5 over a schedule of 8 steps,
+    stopped at 1 - 0.5 x (1 - 0.5) of it, then the refiner's img2img from there."""
+    import torch.nn.functional as F
+    from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+
+    fields = dict(prompt="a red circle", negative_prompt="blurry", sampler="Euler", seed=5, **SMALL,
+                  enable_hr=True, hr_upscaler="Latent", hr_scale=1.5, hr_denoising_strength=0.5,
+                  refiner_checkpoint="tiny-refiner", refiner_switch_at=0.5)
+    refiner_service.run("txt2img", dict(fields, enable_hr=False))  # the refiner loaded, to count its calls
+    refiner_unet = refiner_service.extension("refiner")._loaded.parts["unet"]
+    calls = UNetCalls(base=refiner_service.manager.pipelines["txt2img"].unet, refiner=refiner_unet)
+    steps = []
+    generation = refiner_service.generate(*refiner_service.build("txt2img", fields),  # each step as it ends
+                                          on_step=lambda done, total: steps.append((done, total)))
+    assert calls.remove() == {"base": 4 + 2, "refiner": 2}, "4 first steps; the 4 hires steps split at 0.5"
+    assert steps[-1] == (8, 8)
+    base = StableDiffusionXLPipeline.from_pretrained(family_folder("sdxl"), add_watermarker=False)
+    texts = dict(prompt="a red circle", negative_prompt="blurry", guidance_scale=7.0)
+    latents = _euler(base, 5)(**texts, num_inference_steps=4, width=64, height=64, output_type="latent",
+                              generator=torch.Generator("cpu").manual_seed(5)).images
+    larger = F.interpolate(latents, size=(latents.shape[-2] * 3 // 2,) * 2, mode="bilinear", antialias=False)
+    second = _euler(StableDiffusionXLImg2ImgPipeline(**base.components), 5)
+    switched = second(**texts, image=larger, strength=0.5, num_inference_steps=8, denoising_end=0.75,
+                      output_type="latent", generator=torch.Generator("cpu").manual_seed(5)).images
+    theirs = _euler(_reference_refiner(family_folder, base), 5)(
+        **texts, image=switched, num_inference_steps=8, denoising_start=0.75,
+        generator=torch.Generator("cpu").manual_seed(5)).images[0]
+    ours = Image.open(generation.files[0])
+    assert ours.size == (96, 96) and max_diff(ours, theirs) <= 2
+    without = refiner_service.run("txt2img", dict(fields, refiner_checkpoint=""))
+    assert max_diff(ours, Image.open(without.files[0])) > 8
+    assert "Hires upscale: 1.5" in generation.infotexts[0] and "Refiner switch at: 0.5" in generation.infotexts[0]
+
+
+@pytest.mark.slow
+def test_in_img2img_the_switch_is_a_fraction_of_the_steps_the_strength_leaves(refiner_service):
+    """A1111 counts the switch in the steps that run: 8 steps at strength 0.5 run 4, the model 2 and the refiner 2
+    (diffusers' own switch, a fraction of the whole schedule, left the model none of them)."""
+    fields = dict(prompt="a red circle", sampler="Euler", seed=5, width=64, height=64, steps=8, strength=0.5,
+                  image=gradient_image(), refiner_checkpoint="tiny-refiner", refiner_switch_at=0.5)
+    refiner_service.run("img2img", fields)  # the refiner loaded
+    calls = UNetCalls(base=refiner_service.manager.pipelines["img2img"].unet,
+                      refiner=refiner_service.extension("refiner")._loaded.parts["unet"])
+    refiner_service.run("img2img", fields)
+    assert calls.remove() == {"base": 2, "refiner": 2}
+
+
+@pytest.mark.slow
+def test_controlnet_units_act_on_the_models_steps_before_the_refiner(refiner_service, family_folder, tmp_path):
+    """txt2img: equal to diffusers' SDXL ControlNet pipeline stopped at the switch, then the refiner. In img2img
+    (diffusers' SDXL ControlNet img2img pipeline stops at no switch) they are refused by name, and the service goes
+    on."""
+    from diffusers import StableDiffusionXLControlNetPipeline
+
+    base_pipe = refiner_service.manager.pipelines["txt2img"]
+    controlnet = _xl_controlnet(base_pipe.unet)
+    controlnet.save_pretrained(refiner_service.extension("controlnet").library.folder / "xl-edges",
+                               safe_serialization=True)
+    control = Image.new("RGB", (64, 64))
+    control.paste((255, 255, 255), (20, 20, 44, 44))
+    unit = {"enabled": True, "module": "none", "model": "xl-edges", "image": control, "weight": 0.9}
+    fields = dict(prompt="a red circle", negative_prompt="blurry", sampler="Euler", seed=2, **SMALL,
+                  controlnet_units=[unit], refiner_checkpoint="tiny-refiner", refiner_switch_at=0.5)
+    ours = Image.open(refiner_service.run("txt2img", fields).files[0])
+    plain = _euler(StableDiffusionXLControlNetPipeline(**{**base_pipe.components, "controlnet": controlnet},
+                                                       add_watermarker=False), 2)
+    texts = dict(prompt="a red circle", negative_prompt="blurry", num_inference_steps=4, guidance_scale=7.0)
+    latents = plain(**texts, image=control, controlnet_conditioning_scale=0.9, width=64, height=64,
+                    denoising_end=0.5, output_type="latent", generator=torch.Generator("cpu").manual_seed(2)).images
+    theirs = _euler(_reference_refiner(family_folder, plain), 2)(
+        **texts, image=latents, denoising_start=0.5, generator=torch.Generator("cpu").manual_seed(2)).images[0]
+    assert max_diff(ours, theirs) <= 2
+    with pytest.raises(ValueError, match=r"refiner_checkpoint: the refiner cannot take over from "
+                                         r"StableDiffusionXLControlNetImg2ImgPipeline: it stops at no switch"):
+        refiner_service.run("img2img", dict(fields, image=gradient_image(), strength=0.5))
+    assert refiner_service.run("img2img", dict(fields, image=gradient_image(), strength=0.5,
+                                               refiner_checkpoint="")).files
 
 
 @pytest.mark.slow

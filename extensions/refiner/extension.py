@@ -8,8 +8,13 @@ shared one, or the request's chosen one) and a fresh scheduler of the request's 
 own text encoder(s), emphasis and chunks included, the LoRA tags taken out; the refiner's aesthetic score is
 diffusers' and A1111's default (6 and 2.5). One refiner stays loaded (its VAE is dropped), next to the model.
 
-A refiner needs an SDXL model (its pipelines take `denoising_end`); hires fix and ControlNet units do not combine
-with it yet and are refused by name.
+The switch is a fraction of the steps a pass runs, as A1111 counts it: with a denoising strength below 1 (img2img,
+inpaint) the base model runs that fraction of the steps its strength leaves. With hires fix the refiner takes over
+hires fix's second pass at the switch, the first pass the model's alone (A1111's default "Hires refiner: second
+pass"). ControlNet units act on the model's steps, not the refiner's.
+
+A refiner needs an SDXL model (its pipelines take `denoising_end`). diffusers' SDXL ControlNet img2img pipeline takes
+none, so ControlNet units in img2img, or with hires fix, do not combine with the refiner and are refused by name.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from pathlib import Path
 
 import torch
 from diffusers import (
+    StableDiffusionXLControlNetInpaintPipeline,
+    StableDiffusionXLControlNetPipeline,
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLInpaintPipeline,
     StableDiffusionXLPipeline,
@@ -31,6 +38,7 @@ from diffusers import (
 from extensions.base import SOLO, Extension, Settings
 from extensions.prompts.encoder import XLPromptEncoder, text_arguments
 from extensions.refiner.fields import REFINER_CHECKPOINT, REFINER_SWITCH_AT
+from extensions.upscale.hires import SECOND_PASS, HiresFix
 from models import families, loading
 from models.checkpoints import checkpoint_names, resolve_checkpoint
 from models.fields import read_entries
@@ -41,7 +49,9 @@ from models.samplers import make_scheduler
 
 log = logging.getLogger(__name__)
 
-BASES = (StableDiffusionXLPipeline, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLInpaintPipeline)
+# The pipelines that stop at a switch (`denoising_end`), which the refiner takes over from
+BASES = (StableDiffusionXLPipeline, StableDiffusionXLImg2ImgPipeline, StableDiffusionXLInpaintPipeline,
+         StableDiffusionXLControlNetPipeline, StableDiffusionXLControlNetInpaintPipeline)
 EXTRA_NETWORKS = re.compile(r"<[^<>:]+:[^<>]*>")  # <lora:name:weight> and the like: not for a text encoder
 
 
@@ -96,10 +106,6 @@ class Refiner(Extension):
         if not self.family.is_xl:
             raise ValueError(f"refiner_checkpoint: a refiner takes over from an SDXL model; this model is "
                              f"{self.family.name}")
-        if fields.get("enable_hr") is True:
-            raise ValueError("refiner_checkpoint: the refiner and hires fix do not combine yet; use one of them")
-        if any(unit.get("enabled", True) for unit in fields.get("controlnet_units") or () if isinstance(unit, dict)):
-            raise ValueError("refiner_checkpoint: the refiner and ControlNet units do not combine yet")
         if self.folder is None:
             raise ValueError("refiner_checkpoint: this app has no checkpoint folder to take a refiner from")
         try:
@@ -136,13 +142,24 @@ class Refiner(Extension):
         part = request.part(self.name)
         if part is None or part.switch_at >= 1:  # the model runs every step: nothing for a refiner to do
             return pipe, arguments
-        if type(pipe) not in BASES:
-            raise ValueError(f"refiner_checkpoint: cannot take over from {type(pipe).__name__} (hires fix and "
-                             "ControlNet do not combine with the refiner yet)")
+        hires = pipe if isinstance(pipe, HiresFix) else None
+        taken = SECOND_PASS.get(type(hires.first)) if hires is not None else type(pipe)  # the pass it ends
+        if taken not in BASES:
+            where = " (hires fix's second pass)" if hires is not None else ""
+            raise ValueError(f"refiner_checkpoint: the refiner cannot take over from {taken.__name__}{where}: it "
+                             "stops at no switch (ControlNet units in img2img or with hires fix do not combine with "
+                             "a refiner)")
         model = self._load(part)
         parameters[REFINER_CHECKPOINT.infotext] = f"{model.name} [{model.hash}]" if model.hash else model.name
         parameters[REFINER_SWITCH_AT.infotext] = f"{part.switch_at:g}"
-        return RefinedPipeline(pipe, model, part.switch_at, request), arguments
+        if hires is None:
+            return RefinedPipeline(pipe, model, part.switch_at, request), arguments
+        # the second pass conditions on hires fix's own prompts, where it has them
+        own = request.replace(prompt=hires.plan.prompt or request.prompt,
+                              negative_prompt=hires.plan.negative_prompt or request.negative_prompt)
+        hires.finish = lambda second, pass_arguments, callback: RefinedPipeline(second, model, part.switch_at, own)(
+            callback_on_step_end=callback, **pass_arguments)
+        return hires, arguments
 
     def _load(self, part: RefinerPart) -> RefinerModel:
         with self._lock:
@@ -187,16 +204,22 @@ class RefinedPipeline(Passes):
 
     def __call__(self, callback_on_step_end=None, **arguments):
         first, steps = self.first, arguments["num_inference_steps"]
-        first.progress = (0, steps - round(steps * self.switch_at))
-        latents = first(**arguments, denoising_end=self.switch_at, output_type="latent",
+        # A1111 switches after that fraction of the steps the pass runs; diffusers' switch is a fraction of the whole
+        # schedule, of which a strength below 1 runs only the end
+        strength = float(arguments.get("strength", 1.0))
+        switch = 1 - strength * (1 - self.switch_at)
+        runs = int(steps * strength)
+        before, _ = getattr(first, "progress", (0, 0))  # hires fix's second pass: after its first
+        first.progress = (before, runs - round(runs * self.switch_at))
+        latents = first(**arguments, denoising_end=switch, output_type="latent",
                         callback_on_step_end=callback_on_step_end).images
         if first.interrupt:  # stopped before the switch: its picture
             from diffusers.pipelines.stable_diffusion_xl import StableDiffusionXLPipelineOutput
 
             return StableDiffusionXLPipelineOutput(self.decode(latents))
         second = self._refiner(arguments)
-        second.progress = (first.num_timesteps, 0)
-        return second(image=latents, num_inference_steps=steps, denoising_start=self.switch_at,
+        second.progress = (before + first.num_timesteps, 0)
+        return second(image=latents, num_inference_steps=steps, denoising_start=switch,
                       guidance_scale=arguments["guidance_scale"],
                       generator=[again(generator) for generator in arguments["generator"]],
                       callback_on_step_end=callback_on_step_end, **self._conditioning(len(arguments["generator"])))
