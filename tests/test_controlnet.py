@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 from gradio_client import handle_file
 from PIL import Image, ImageDraw
 
@@ -124,6 +125,84 @@ def test_only_masked_crops_the_control_map_like_the_image(service):
     whole = np.asarray(fitted.resize((SIZE, SIZE), Image.Resampling.BILINEAR))
     assert np.array_equal(control, expected), "the map is cropped exactly as the image is"
     assert np.abs(control - whole).mean() > 20, "(and not the whole picture)"
+
+
+def halves(size: int = SIZE) -> tuple[Image.Image, Image.Image]:
+    """Regions: the left half white, and the right half."""
+    left = Image.new("L", (size, size), 0)
+    left.paste(255, (0, 0, size // 2, size))
+    return left, Image.eval(left, lambda value: 255 - value)
+
+
+def test_an_effective_region_limits_the_unit_to_it(service):
+    """sd-webui-controlnet's effective region mask: white everywhere is no region, black everywhere no unit; the left
+    half moves the picture's left half the most."""
+    base, whole = run(service), run(service, units=[unit()])
+    white, black = Image.new("L", (SIZE, SIZE), 255), Image.new("L", (32, 32), 0)  # any size: stretched over
+    assert np.array_equal(run(service, units=[unit(effective_region_mask=white)]), whole)
+    assert np.array_equal(run(service, units=[unit(effective_region_mask=black)]), base)
+    left, _ = halves()
+    assert np.abs(run(service, units=[unit(effective_region_mask=left)]) - whole).max() > 10
+
+
+def test_the_region_weights_each_units_residuals_at_their_sizes(service4):
+    from extensions.controlnet.pipeline import UnitControlNets
+    from extensions.controlnet.regions import weights
+
+    unet = service4.manager.pipelines["txt2img"].unet
+    nets = [controlnet_for(unet, seed=1), controlnet_for(unet, seed=2)]
+    generator = torch.Generator().manual_seed(0)
+    inputs = dict(sample=torch.randn(1, 4, 8, 8, generator=generator), timestep=torch.tensor(500),
+                  encoder_hidden_states=torch.randn(1, 77, unet.config.cross_attention_dim, generator=generator),
+                  controlnet_cond=[torch.rand(1, 3, SIZE, SIZE, generator=generator)] * 2, conditioning_scale=[1.0] * 2)
+    left, right = halves()
+    with torch.no_grad():
+        alone = [UnitControlNets([net], [False])(**{**inputs, "controlnet_cond": inputs["controlnet_cond"][:1],
+                                                    "conditioning_scale": [1.0]}) for net in nets]
+        down, mid = UnitControlNets(nets, [False, False], [left, right])(**inputs)
+    for level, (total, first, second) in enumerate(zip([*down, mid], [*alone[0][0], alone[0][1]],
+                                                       [*alone[1][0], alone[1][1]])):
+        height, width = total.shape[-2:]
+        expected = first * weights(left, height, width) + second * weights(right, height, width)
+        assert torch.allclose(total, expected, atol=1e-5), level
+        if width >= 4:  # the first unit's residuals are the left half's, the second's the right half's
+            assert torch.equal(total[..., : width // 2 - 1], first[..., : width // 2 - 1])
+
+
+def test_the_panel_sends_each_units_region_with_it(service):
+    """The panel's components, unit after unit, become the units the API takes; a region drawn in one stays its."""
+    import gradio as gr
+
+    from extensions.base import TabContext
+    from extensions.controlnet.panel import UNIT_FIELDS, controlnet_panel
+
+    with gr.Blocks():
+        tab = TabContext("txt2img", gr.Textbox(), gr.Textbox(), None, [gr.Slider(), gr.Slider()],
+                         image_file=lambda image, name: name, editor_image=lambda editor: None, encoder_text=str)
+        panel = controlnet_panel(service.extension("controlnet"), tab)
+    regions = [component for component in panel.inputs if (component.elem_id or "").endswith("-region")]
+    assert len(regions) == service.extension("controlnet").max_units == len(panel.inputs) // len(UNIT_FIELDS)
+    left, _ = halves()
+    values = [None] * len(panel.inputs)
+    for index, name in enumerate(UNIT_FIELDS):
+        values[len(UNIT_FIELDS) + index] = {"enabled": True, "model": "cn_a", "effective_region_mask": left}.get(name)
+    assert panel.collect(values) == {"controlnet_units": [{**dict.fromkeys(UNIT_FIELDS), "enabled": True,
+                                                          "model": "cn_a", "effective_region_mask": left}]}
+    assert panel.inputs.index(regions[1]) == len(UNIT_FIELDS) + UNIT_FIELDS.index("effective_region_mask")
+
+
+def test_only_masked_crops_the_effective_region_like_the_image():
+    from extensions.controlnet.units import ControlUnit
+
+    region = Image.new("L", (200, 150), 0)
+    region.paste(255, (120, 30, 160, 70))
+    unit_ = ControlUnit(module="none", model="cn_a", effective_region_mask=region)
+    box = (110, 20, 170, 80)
+    control = unit_.control_input(circle(), (SIZE, SIZE), 0, crop=((200, 150), box))
+    expected = region.crop(box).resize((SIZE, SIZE), Image.Resampling.BILINEAR)
+    assert np.array_equal(np.asarray(control.region), np.asarray(expected))
+    stretched = unit_.control_input(circle(), (SIZE, 48), 0).region
+    assert stretched.size == (SIZE, 48)
 
 
 class Captured(Exception):

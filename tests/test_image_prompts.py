@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -199,6 +200,27 @@ def test_an_ip_adapter_unit_equals_diffusers_load_ip_adapter(service4, txt2img_f
                   guidance_scale=7.0, width=SIZE, height=SIZE,
                   generator=[torch.Generator().manual_seed(4)]).images[0]
     assert np.abs(mine - np.asarray(theirs, int)).max() <= 1
+    # an effective region: diffusers' own ip_adapter_masks
+    from diffusers.image_processor import IPAdapterMaskProcessor
+
+    left = Image.new("L", (SIZE, SIZE), 0)
+    left.paste(255, (0, 0, SIZE // 2, SIZE))
+    mine_left = run(service4, units=[ip(weight=0.7, effective_region_mask=left)], sampler="Euler")[0]
+    pipe.scheduler = make_scheduler("Euler", pipe.scheduler.config, [4])
+    masks = IPAdapterMaskProcessor().preprocess([left], height=SIZE, width=SIZE)
+    theirs_left = pipe(prompt=["a cat"], negative_prompt=[""], ip_adapter_image=picture(), num_inference_steps=3,
+                       guidance_scale=7.0, width=SIZE, height=SIZE, generator=[torch.Generator().manual_seed(4)],
+                       cross_attention_kwargs={"ip_adapter_masks": [masks]}).images[0]
+    assert np.abs(mine_left - np.asarray(theirs_left, int)).max() <= 1 and np.abs(mine_left - mine).max() > 4
+
+
+def test_an_effective_region_of_black_is_no_unit_and_of_white_is_no_region(service):
+    base = run(service)[0]
+    white, black = Image.new("L", (SIZE, SIZE), 255), Image.new("L", (16, 16), 0)
+    for unit in (ip(), t2i()):
+        whole = run(service, units=[unit])[0]
+        assert np.array_equal(run(service, units=[{**unit, "effective_region_mask": black}])[0], base), unit["model"]
+        assert np.array_equal(run(service, units=[{**unit, "effective_region_mask": white}])[0], whole), unit["model"]
 
 
 @pytest.mark.slow
@@ -281,6 +303,16 @@ def test_rest_lists_the_ip_adapter_and_its_modules_and_runs_a_unit(app_server):
     refused = requests.post(f"{url}/sdapi/v1/txt2img", json={
         **body, "alwayson_scripts": {"ControlNet": {"args": [{**unit, "module": "canny"}]}}}, timeout=120)
     assert refused.status_code == 422 and "alwayson_scripts.controlnet.args[0]" in refused.text
+    # sd-webui-controlnet's effective region (black: the unit acts nowhere): the base picture, nothing ignored
+    nowhere = requests.post(f"{url}/sdapi/v1/txt2img", json={**body, "alwayson_scripts": {"ControlNet": {"args": [
+        {**unit, "effective_region_mask": encoded(Image.new("L", (SIZE, SIZE), 0))}]}}}, timeout=120)
+    assert nowhere.status_code == 200, nowhere.text
+    assert np.array_equal(*(np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["images"][0]))))
+                            for answer in (nowhere.json(), base)))
+    assert json.loads(nowhere.json()["info"])["warnings"] == [], "the region is read, not an ignored field"
+    bad = requests.post(f"{url}/sdapi/v1/txt2img", json={**body, "alwayson_scripts": {"ControlNet": {"args": [
+        {**unit, "effective_region_mask": "not base64"}]}}}, timeout=120)
+    assert bad.status_code == 422 and "effective_region_mask" in bad.text, bad.text
 
 
 @pytest.mark.slow

@@ -169,12 +169,13 @@ class ControlNet(Extension):
 
     def batch_key(self, request):
         """A request with ControlNet or T2I-Adapter units runs alone (its hook builds a pipeline around its own
-        maps); requests whose units are all IP-Adapters share a call when their adapters and settings agree (each
-        keeps its pictures)."""
+        maps), and one with an effective region (its masks are the call's); requests whose units are all
+        IP-Adapters share a call when their adapters and settings agree (each keeps its pictures)."""
         part = request.part(self.name)
         if part is None:
             return None
-        if any(self.library.model_kind(unit.model) != IP_ADAPTER for _, unit in part.units):
+        if any(self.library.model_kind(unit.model) != IP_ADAPTER or unit.effective_region_mask is not None
+               for _, unit in part.units):
             return SOLO
         return tuple((unit.model, unit.module, float(unit.weight), float(unit.guidance_start),
                       float(unit.guidance_end), unit.control_mode) for _, unit in part.units)

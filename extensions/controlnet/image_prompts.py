@@ -26,6 +26,7 @@ from diffusers.models.embeddings import ImageProjection, MultiIPAdapterImageProj
 from extensions.controlnet import preprocessors
 from extensions.controlnet.image_encoders import MODULE_ENCODERS, ImageEncoders, missing
 from extensions.controlnet.library import IP_ADAPTER
+from extensions.controlnet.regions import weights
 from extensions.controlnet.units import CONTROL_FIRST, PROMPT_FIRST, AdapterUnits, ControlInput
 from models.lru import LRU
 from models.request import GenerationRequest
@@ -144,6 +145,11 @@ class ImagePrompts(AdapterUnits):
             embeddings.append(torch.cat(halves))
         arguments = {**arguments, "ip_adapter_image_embeds": embeddings,
                      STEP_WINDOWS: [*arguments.get(STEP_WINDOWS, ()), installed]}
+        if any(unit.region is not None for unit in units):  # each adapter's attention output, weighted by it
+            masks = [weights(unit.region, request.height, request.width) if unit.region is not None else None
+                     for unit in units]  # [1, the adapter's one picture, height, width]
+            arguments["cross_attention_kwargs"] = {**(arguments.get("cross_attention_kwargs") or {}),
+                                                   "ip_adapter_masks": masks}
         return pipe, arguments
 
     # -- the pieces ----------------------------------------------------------------------------------------------

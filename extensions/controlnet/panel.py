@@ -19,6 +19,7 @@ from extensions.controlnet.units import (
     MODULE,
     PIXEL_PERFECT,
     PROCESSOR_RES,
+    REGION,
     RESIZE_MODE,
     THRESHOLD_A,
     THRESHOLD_B,
@@ -28,9 +29,10 @@ from extensions.panel import api_input, control, gradio_errors
 from models.files import shown_path
 
 # The order of each unit's components, as the event passes their values.
-UNIT_FIELDS = tuple(field.name for field in (ENABLED, IMAGE, MASK, MODULE, MODEL, WEIGHT, GUIDANCE_START,
+UNIT_FIELDS = tuple(field.name for field in (ENABLED, IMAGE, MASK, REGION, MODULE, MODEL, WEIGHT, GUIDANCE_START,
                                              GUIDANCE_END, CONTROL_MODE, RESIZE_MODE, PROCESSOR_RES, THRESHOLD_A,
                                              THRESHOLD_B, PIXEL_PERFECT))
+PICTURES = (IMAGE.name, MASK.name, REGION.name)  # what sending an infotext to the panel leaves as it is
 SLIDER_WIDTH = 240  # px: a slider's label, number box and reset button on one line
 
 
@@ -67,7 +69,7 @@ def _send(fields: dict, unit_count: int) -> list:
     units, updates = fields.get("controlnet_units", []), []
     for index in range(unit_count):
         unit = units[index] if index < len(units) else {"enabled": False}
-        updates += [gr.update() if name in ("image", "mask") or name not in unit else unit[name]
+        updates += [gr.update() if name in PICTURES or name not in unit else unit[name]
                     for name in UNIT_FIELDS]
     return updates
 
@@ -100,6 +102,9 @@ def _unit(extension, tab: TabContext, index: int, modules: list[str], names: lis
         threshold_a, threshold_b = (_slider(preprocessors.get("canny"), ab) for ab in "ab")
     control_mode = control(CONTROL_MODE, widget="radio")
     resize_mode = control(RESIZE_MODE, widget="radio")
+    with gr.Accordion(REGION.label, open=False, elem_id=f"{prefix}-region-settings"):
+        region = gr.Image(type="pil", image_mode="L", label=f"{REGION.label} (white = the unit acts; empty: "
+                          "everywhere)", elem_id=f"{prefix}-region", height=180, elem_classes=["studio-input"])
 
     # a control image is meant to be used: its unit switches on (it can be switched off again)
     image.upload(lambda: True, None, enabled, queue=False, api_visibility="private")
@@ -114,7 +119,7 @@ def _unit(extension, tab: TabContext, index: int, modules: list[str], names: lis
     show.click(make_preview(extension, tab.image_file, tab.editor_image, tab.editor_mask),
                [image, module, resolution, threshold_a, threshold_b, pixel_perfect, resize_mode, *tab.size, tab_image,
                 mask], detected, api_visibility="private")
-    return [enabled, image, mask, module, model, weight, start, end, control_mode, resize_mode, resolution,
+    return [enabled, image, mask, region, module, model, weight, start, end, control_mode, resize_mode, resolution,
             threshold_a, threshold_b, pixel_perfect]
 
 

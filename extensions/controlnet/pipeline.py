@@ -11,6 +11,7 @@ shallow layers (sd-webui-controlnet's soft injection; diffusers computes the sam
 
 from __future__ import annotations
 
+import torch
 from diffusers import (
     DiffusionPipeline,
     StableDiffusionControlNetImg2ImgPipeline,
@@ -31,6 +32,7 @@ from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 from extensions.controlnet.cache import ControlNetCache
 from extensions.controlnet.inpaint_maps import control_tensor
 from extensions.controlnet.library import CONTROLNET, ControlNetLibrary
+from extensions.controlnet.regions import weights
 from extensions.controlnet.units import CONTROL_FIRST, PROMPT_FIRST
 from models.request import GenerationRequest
 
@@ -47,26 +49,39 @@ TAKES_IMAGE = (StableDiffusionControlNetPipeline, StableDiffusionXLControlNetPip
 
 
 class UnitControlNets(MultiControlNetModel):
-    """MultiControlNet whose units may each use soft injection (`soft[i]`: the guess-mode layer scales)."""
+    """MultiControlNet whose units may each use soft injection (`soft[i]`: the guess-mode layer scales) and act only
+    within an effective region (`regions[i]`, None: everywhere)."""
 
-    def __init__(self, controlnets: list, soft: list[bool]):
+    def __init__(self, controlnets: list, soft: list[bool], regions: list | None = None):
         super().__init__(controlnets)
         self.soft = list(soft)
+        self.regions = list(regions) if regions is not None else [None] * len(controlnets)
+        self._weights: dict[tuple, torch.Tensor] = {}  # (unit, height, width) -> its region's weights
 
     def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale,
                 guess_mode: bool = False, return_dict: bool = True, **kwargs):
         down, mid = None, None
-        for image, scale, soft, controlnet in zip(controlnet_cond, conditioning_scale, self.soft, self.nets):
+        for index, (image, scale, soft, controlnet) in enumerate(zip(controlnet_cond, conditioning_scale, self.soft,
+                                                                     self.nets)):
             unit_down, unit_mid = controlnet(
                 sample=sample, timestep=timestep, encoder_hidden_states=encoder_hidden_states, controlnet_cond=image,
                 conditioning_scale=scale, guess_mode=guess_mode or soft, return_dict=False, **kwargs,
             )
+            if self.regions[index] is not None:
+                unit_down = [self._in_region(index, residual) for residual in unit_down]
+                unit_mid = self._in_region(index, unit_mid)
             if down is None:
                 down, mid = list(unit_down), unit_mid
             else:
                 down = [total + part for total, part in zip(down, unit_down)]
                 mid = mid + unit_mid
         return down, mid
+
+    def _in_region(self, index: int, residual: torch.Tensor) -> torch.Tensor:
+        key = (index, *residual.shape[-2:])
+        if key not in self._weights:
+            self._weights[key] = weights(self.regions[index], *residual.shape[-2:]).to(residual.device, residual.dtype)
+        return residual * self._weights[key]
 
 
 class ControlNets:
@@ -99,7 +114,8 @@ class ControlNets:
             raise ValueError("ControlNet cannot be combined with masked content 'latent noise' or 'latent nothing' yet")
         width = pipe.unet.config.cross_attention_dim
         nets = [self.cache.get(unit.model, cross_attention_dim=width, family=self.family) for unit in units]
-        controlnet = UnitControlNets(nets, [unit.control_mode == PROMPT_FIRST for unit in units])
+        controlnet = UnitControlNets(nets, [unit.control_mode == PROMPT_FIRST for unit in units],
+                                     [unit.region for unit in units])
         control_class = CONTROL_PIPELINES[type(pipe)]
         control_pipe = control_class.from_pipe(pipe, controlnet=controlnet)
         # an inpaint map (its hole transparent) goes in as a tensor: -1 in the hole, as the ControlNet was trained

@@ -28,6 +28,9 @@ IMAGE = Field("image", "image", label="Control image", help="base64; none: the t
 MASK = Field("mask", "image", label="Mask",
              help="base64, white = repaint, the image's size: the hole of an inpaint preprocessor (none: the inpaint "
                   "tab's mask, or the image's transparent pixels)")
+REGION = Field("effective_region_mask", "image", label="Effective region",
+               help="base64, white = where the unit acts (its ControlNet's or T2I-Adapter's residuals, its "
+                    "IP-Adapter's picture), over the generated picture (resized to it); none: everywhere")
 MODULE = Field("module", "choice", "none", label="Preprocessor", infotext="Module",
                help="the map's preprocessor (GET /controlnet/module_list); none: the image is the map")
 MODEL = Field("model", "text", "", label="Model", infotext="Model",
@@ -52,8 +55,8 @@ THRESHOLD_B = Field("threshold_b", "number", None, label="Threshold B", infotext
                     help="the preprocessor's second setting (-1 or none: its default)")
 PIXEL_PERFECT = Field("pixel_perfect", "switch", True, label="Pixel Perfect", infotext="Pixel Perfect",
                       help="the map at the generation's resolution")
-UNIT_FIELDS = (ENABLED, MODULE, MODEL, IMAGE, MASK, WEIGHT, GUIDANCE_START, GUIDANCE_END, CONTROL_MODE, RESIZE_MODE,
-               PROCESSOR_RES, THRESHOLD_A, THRESHOLD_B, PIXEL_PERFECT)
+UNIT_FIELDS = (ENABLED, MODULE, MODEL, IMAGE, MASK, REGION, WEIGHT, GUIDANCE_START, GUIDANCE_END, CONTROL_MODE,
+               RESIZE_MODE, PROCESSOR_RES, THRESHOLD_A, THRESHOLD_B, PIXEL_PERFECT)
 FIELDS = tuple(field.name for field in UNIT_FIELDS)
 
 
@@ -69,6 +72,7 @@ class ControlInput:
     guidance_end: float = 1.0
     control_mode: str = "Balanced"
     module: str = "none"  # the preprocessor that made the map (an IP-Adapter's: its image encoder)
+    region: Image.Image | None = None  # where it acts (white), at the generation size; None: everywhere
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -123,6 +127,7 @@ class ControlUnit:
     model: str = ""
     image: Image.Image | None = None  # None: the tab's own input image
     mask: Image.Image | None = None  # an inpaint preprocessor's hole (white); None: the tab's mask, or the alpha
+    effective_region_mask: Image.Image | None = None  # where the unit acts (white); None: everywhere
     weight: float = 1.0
     guidance_start: float = 0.0
     guidance_end: float = 1.0
@@ -151,8 +156,9 @@ class ControlUnit:
                 values["image"] = decode_image(values["image"])
             if "mask" not in values and raw.get("mask_image"):  # sd-webui-controlnet's newer name
                 values["mask"] = raw["mask_image"]
-            if "mask" in values:
-                values["mask"] = decode_image(values["mask"], "mask").convert("L")
+            for name in ("mask", REGION.name):
+                if name in values:
+                    values[name] = decode_image(values[name], name).convert("L")
             if "model" in values:
                 values["model"] = str(values["model"]).split(" [")[0].strip()  # "name [hash]" as the UI shows it
             if "control_mode" in values:
@@ -194,15 +200,26 @@ class ControlUnit:
         source = self.source(fallback, fallback_mask)
         if source is None:
             raise ValueError(f"controlnet unit {index}: give it an image (txt2img has no input image to use)")
+        region = self.region(target, crop)
         if preprocessors.get(self.module).image_prompt:  # the whole picture is the prompt, whatever the crop
             return ControlInput(self.model, source.convert("RGB"), float(self.weight), float(self.guidance_start),
-                                float(self.guidance_end), self.control_mode, self.module)
+                                float(self.guidance_end), self.control_mode, self.module, region)
         size = crop[0] if crop is not None else target
         fitted = self.control_map(source, size)
         if crop is not None:
             fitted = fitted.crop(crop[1]).resize(target, self.resample)
         return ControlInput(self.model, fitted, float(self.weight), float(self.guidance_start),
-                            float(self.guidance_end), self.control_mode, self.module)
+                            float(self.guidance_end), self.control_mode, self.module, region)
+
+    def region(self, target: tuple[int, int], crop=None) -> Image.Image | None:
+        """The effective region at the generation size: stretched over the picture (in inpaint's "only masked",
+        the whole picture's, then cropped as the image is)."""
+        region = self.effective_region_mask
+        if region is None:
+            return None
+        if crop is None:
+            return region.resize(target, Image.Resampling.BILINEAR)
+        return region.resize(crop[0], Image.Resampling.BILINEAR).crop(crop[1]).resize(target, Image.Resampling.BILINEAR)
 
     def source(self, fallback: Image.Image | None, fallback_mask: Image.Image | None = None) -> Image.Image | None:
         """The picture its map is detected from: its image (else the tab's), with the hole of its mask (else the
