@@ -8,6 +8,8 @@ t2iadapter_canny_sd15v2's shape), interleaved in one run.
 - IP-Adapter: a txt2img job with one unit (its embedding cached, as from the second request with the picture on) vs
   without: the image tokens' keys and values in each cross-attention layer, and the processors put on and taken off;
 - T2I-Adapter: the same with one unit: the adapter runs once per call, its features are added at each step;
+- an effective region (the left half) on the IP-Adapter unit vs the unit without: the mask resized in each
+  cross-attention layer at each step;
 - the embedding: the first request with a new picture encodes it once (ViT-H/14 at 224 px), against the seconds of
   the job without a unit.
 """
@@ -81,10 +83,14 @@ def measure(name: str, model: str, full: bool, size: int, steps: int, rounds: in
             parts = {"controlnet": ControlNetPart(tuple(enumerate(units)), maps)} if units else {}
             return GenerationRequest("txt2img", "a cat", width=size, height=size, steps=steps, seed=1, parts=parts)
 
+        left = Image.new("L", (size, size), 0)
+        left.paste(255, (0, 0, size // 2, size))
         ip = job([ControlUnit("ip-adapter_clip_h", "ip", image=picture())])
+        ip_region = job([ControlUnit("ip-adapter_clip_h", "ip", image=picture(), effective_region_mask=left)])
         t2i = job([ControlUnit("none", "t2i", image=picture())])
         plain = job()
         times = interleaved({"none": lambda: manager.generate(plain), "ip": lambda: manager.generate(ip),
+                             "ip_region": lambda: manager.generate(ip_region),
                              "t2i": lambda: manager.generate(t2i)}, rounds)
         encoders = extension.image_prompts.encoders
         encode_times = []
@@ -94,9 +100,11 @@ def measure(name: str, model: str, full: bool, size: int, steps: int, rounds: in
             encode_times.append(time.perf_counter() - started)
     base = statistics.median(times["none"])
     result = {"ip": median_ratio(times["ip"], times["none"]), "t2i": median_ratio(times["t2i"], times["none"]),
+              "ip_region": median_ratio(times["ip_region"], times["ip"]),
               "embedding_s": statistics.median(encode_times), "base_s": base}
     print(f"{name}, {size} px, {steps} steps: IP-Adapter unit {result['ip']:.3f}x, T2I-Adapter unit "
-          f"{result['t2i']:.3f}x the job without ({base:.2f} s); a new picture's embedding "
+          f"{result['t2i']:.3f}x the job without ({base:.2f} s); an effective region on the IP-Adapter unit "
+          f"{result['ip_region']:.3f}x the unit without; a new picture's embedding "
           f"{result['embedding_s']:.3f} s ({result['embedding_s'] / base:.2f}x the job)")
     return result
 
