@@ -663,6 +663,65 @@ def test_the_refiner_takes_over_hires_fixs_second_pass_as_a1111s_default(refiner
     without = refiner_service.run("txt2img", dict(fields, refiner_checkpoint=""))
     assert max_diff(ours, Image.open(without.files[0])) > 8
     assert "Hires upscale: 1.5" in generation.infotexts[0] and "Refiner switch at: 0.5" in generation.infotexts[0]
+    # prompt editing over both passes: the model's schedule on its steps, the refiner's encoding on its own
+    edited = refiner_service.run("txt2img", dict(fields, prompt="[a red circle:dogs in the snow:3]"))
+    assert Image.open(edited.files[0]).size == (96, 96)
+
+
+def _recording_texts(unet, seen: list):
+    """Each call's text conditioning, appended to `seen` (the hook's handle, to remove)."""
+    def record(module, args, kwargs):
+        seen.append(args[2] if len(args) > 2 else kwargs["encoder_hidden_states"])
+
+    return unet.register_forward_pre_hook(record, with_kwargs=True)
+
+
+@pytest.mark.slow
+def test_the_refiners_steps_follow_the_prompts_edits_and_and(refiner_service, family_folder):
+    """`[a red circle:dogs in the snow:2]` over 8 steps switched at 0.25: the model runs steps 0 and 1, the refiner
+    step 2 with the first text and steps 3 to 7 with the second (its own encoder's), as plain diffusers' refiner
+    switched by a step callback; AND composes on the refiner too (halves of one prompt draw that prompt)."""
+    from diffusers import StableDiffusionXLPipeline
+
+    fields = dict(prompt="[a red circle:dogs in the snow:2]", negative_prompt="blurry", sampler="Euler", seed=5,
+                  guidance_scale=15.0, refiner_checkpoint="tiny-refiner", refiner_switch_at=0.25, width=64, height=64,
+                  steps=8)
+    refiner_service.run("txt2img", dict(fields, steps=1))  # the refiner loaded
+    seen = []  # the text conditioning of each of the refiner's steps
+    handle = _recording_texts(refiner_service.extension("refiner")._loaded.parts["unet"], seen)
+    try:
+        ours = Image.open(refiner_service.run("txt2img", fields).files[0])
+    finally:
+        handle.remove()
+    base = _euler(StableDiffusionXLPipeline.from_pretrained(family_folder("sdxl"), add_watermarker=False), 5)
+    refiner = _euler(_reference_refiner(family_folder, base), 5)
+    texts = dict(negative_prompt="blurry", num_inference_steps=8, guidance_scale=15.0)
+    latents = base(prompt="a red circle", **texts, width=64, height=64, denoising_end=0.25, output_type="latent",
+                   generator=torch.Generator("cpu").manual_seed(5)).images
+    red, negative, _, negative_pooled = refiner.encode_prompt("a red circle", negative_prompt="blurry")
+    dogs, _, dogs_pooled, _ = refiner.encode_prompt("dogs in the snow", negative_prompt="blurry")
+
+    def switch(pipe, step, timestep, tensors):
+        if step == 0:  # the refiner's first step is the schedule's step 2: the next one sees the second text
+            tensors["prompt_embeds"] = torch.cat([negative, dogs])
+            tensors["add_text_embeds"] = torch.cat([negative_pooled, dogs_pooled])
+        return tensors
+
+    theirs = refiner(prompt="a red circle", **texts, image=latents, denoising_start=0.25, callback_on_step_end=switch,
+                     callback_on_step_end_tensor_inputs=["prompt_embeds", "add_text_embeds"],
+                     generator=torch.Generator("cpu").manual_seed(5)).images[0]
+    assert max_diff(ours, theirs) <= 2
+    assert len(seen) == 6 and torch.allclose(seen[0], torch.cat([negative, red]), atol=1e-4)
+    assert all(torch.allclose(states, torch.cat([negative, dogs]), atol=1e-4) for states in seen[1:])
+    unedited = refiner_service.run("txt2img", dict(fields, prompt="a red circle"))
+    seen.clear()
+    handle = _recording_texts(refiner_service.extension("refiner")._loaded.parts["unet"], seen)
+    try:
+        halves = refiner_service.run("txt2img", dict(fields, prompt="a red circle :0.5 AND a red circle:0.5"))
+    finally:
+        handle.remove()
+    assert {states.shape[0] for states in seen} == {3}, "the negative and each part, composed"
+    assert max_diff(Image.open(halves.files[0]), Image.open(unedited.files[0])) <= 2
 
 
 @pytest.mark.slow

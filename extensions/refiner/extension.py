@@ -5,8 +5,9 @@ As diffusers' "ensemble of expert denoisers": the request's own pipeline denoise
 its latents go to an SDXL img2img pipeline built over the refiner's U-Net and text encoder(s), the same VAE (the
 shared one, or the request's chosen one) and a fresh scheduler of the request's sampler, which denoises the rest
 (`denoising_start`) with noise from the same seeds. The refiner conditions on the prompt as A1111 does for it: its
-own text encoder(s), emphasis and chunks included, the LoRA tags taken out; the refiner's aesthetic score is
-diffusers' and A1111's default (6 and 2.5). One refiner stays loaded (its VAE is dropped), next to the model.
+own text encoder(s), emphasis, chunks, prompt editing (its steps are the schedule's last) and AND included, the LoRA
+tags taken out; the refiner's aesthetic score is diffusers' and A1111's default (6 and 2.5). One refiner stays loaded
+(its VAE is dropped), next to the model.
 
 The switch is a fraction of the steps a pass runs, as A1111 counts it: with a denoising strength below 1 (img2img,
 inpaint) the base model runs that fraction of the steps its strength leaves. With hires fix the refiner takes over
@@ -36,7 +37,10 @@ from diffusers import (
 )
 
 from extensions.base import SOLO, Extension, Settings
+from extensions.prompts.composable import ComposedUNet
+from extensions.prompts.editing import EditedPrompts, composed
 from extensions.prompts.encoder import XLPromptEncoder, text_arguments
+from extensions.prompts.schedule import edits
 from extensions.refiner.fields import REFINER_CHECKPOINT, REFINER_SWITCH_AT
 from extensions.upscale.hires import SECOND_PASS, HiresFix
 from models import families, loading
@@ -46,6 +50,7 @@ from models.files import own_memory
 from models.noise import again
 from models.passes import Passes
 from models.samplers import make_scheduler
+from models.step_conditioning import SCHEDULE, STEP_WINDOWS, scheduled
 
 log = logging.getLogger(__name__)
 
@@ -152,13 +157,16 @@ class Refiner(Extension):
         model = self._load(part)
         parameters[REFINER_CHECKPOINT.infotext] = f"{model.name} [{model.hash}]" if model.hash else model.name
         parameters[REFINER_SWITCH_AT.infotext] = f"{part.switch_at:g}"
-        if hires is None:
-            return RefinedPipeline(pipe, model, part.switch_at, request), arguments
+        if hires is None:  # its prompt schedule and step windows act on the model's steps only: it applies them
+            held = {key: arguments[key] for key in (SCHEDULE, STEP_WINDOWS) if key in arguments}
+            arguments = {key: value for key, value in arguments.items() if key not in held}
+            return RefinedPipeline(pipe, model, part.switch_at, request, held=held), arguments
         # the second pass conditions on hires fix's own prompts, where it has them
         own = request.replace(prompt=hires.plan.prompt or request.prompt,
                               negative_prompt=hires.plan.negative_prompt or request.negative_prompt)
-        hires.finish = lambda second, pass_arguments, callback: RefinedPipeline(second, model, part.switch_at, own)(
-            callback_on_step_end=callback, **pass_arguments)
+        hires_steps, _ = hires.plan.schedule_steps(request.steps)
+        hires.finish = lambda second, pass_arguments, callback: RefinedPipeline(
+            second, model, part.switch_at, own, hires_steps)(callback_on_step_end=callback, **pass_arguments)
         return hires, arguments
 
     def _load(self, part: RefinerPart) -> RefinerModel:
@@ -198,11 +206,17 @@ class RefinedPipeline(Passes):
     """The request's pipeline until the switch, then the refiner's, as one pipeline to the manager. Each pass tells
     the step callback where it stands (`progress`: the steps before it and after it)."""
 
-    def __init__(self, first, model: RefinerModel, switch_at: float, request):
+    def __init__(self, first, model: RefinerModel, switch_at: float, request, hires_steps: int | None = None,
+                 held: dict | None = None):
+        """`hires_steps`: the pass is hires fix's second, of that many steps (its prompt editing's schedule); `held`:
+        the call's prompt schedule and step windows, which act on the model's steps (the refiner's have their
+        own)."""
         super().__init__(first)
-        self.model, self.switch_at, self.request = model, switch_at, request
+        self.model, self.switch_at, self.request, self.hires_steps = model, switch_at, request, hires_steps
+        self.held = held or {}
 
     def __call__(self, callback_on_step_end=None, **arguments):
+        arguments, first_callback = scheduled({**arguments, **self.held}, callback_on_step_end)
         first, steps = self.first, arguments["num_inference_steps"]
         # A1111 switches after that fraction of the steps the pass runs; diffusers' switch is a fraction of the whole
         # schedule, of which a strength below 1 runs only the end
@@ -212,32 +226,53 @@ class RefinedPipeline(Passes):
         before, _ = getattr(first, "progress", (0, 0))  # hires fix's second pass: after its first
         first.progress = (before, runs - round(runs * self.switch_at))
         latents = first(**arguments, denoising_end=switch, output_type="latent",
-                        callback_on_step_end=callback_on_step_end).images
+                        callback_on_step_end=first_callback).images
         if first.interrupt:  # stopped before the switch: its picture
             from diffusers.pipelines.stable_diffusion_xl import StableDiffusionXLPipelineOutput
 
             return StableDiffusionXLPipelineOutput(self.decode(latents))
-        second = self._refiner(arguments)
+        conditioning, weights = self._conditioning(len(arguments["generator"]), first.num_timesteps)
+        second = self._refiner(arguments, weights)
         second.progress = (before + first.num_timesteps, 0)
+        conditioning, callback = scheduled(conditioning, callback_on_step_end)
         return second(image=latents, num_inference_steps=steps, denoising_start=switch,
                       guidance_scale=arguments["guidance_scale"],
                       generator=[again(generator) for generator in arguments["generator"]],
-                      callback_on_step_end=callback_on_step_end, **self._conditioning(len(arguments["generator"])))
+                      callback_on_step_end=callback, **conditioning)
 
-    def _refiner(self, arguments: dict):
+    def _refiner(self, arguments: dict, weights: list[float]):
+        """Its img2img pipeline; AND's parts composed by its U-Net as by the model's (extensions/prompts)."""
         model, request = self.model, self.request
         seeds = [generator.initial_seed() for generator in arguments["generator"]]
         scheduler = make_scheduler(request.sampler, model.scheduler_config, seeds)
+        parts = dict(model.parts)
+        if len(weights) > 1:
+            parts["unet"] = ComposedUNet(parts["unet"], weights, request.guidance_scale > 1)
         pipe = StableDiffusionXLImg2ImgPipeline(
             vae=self.first.vae, scheduler=scheduler, requires_aesthetics_score=model.is_refiner,
-            force_zeros_for_empty_prompt=False, add_watermarker=False, **model.parts)
+            force_zeros_for_empty_prompt=False, add_watermarker=False, **parts)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    def _conditioning(self, batch: int) -> dict:
-        """The prompts as the refiner's text encoder(s) take them, A1111's way, for the call's batch."""
+    def _conditioning(self, batch: int, done: int) -> tuple[dict, list[float]]:
+        """The prompts as the refiner's text encoder(s) take them, A1111's way, for the call's batch, and AND's
+        weights: prompt editing's texts from step `done` of the pass on (the steps the model ran), AND's parts."""
         encoder, request = self.model.encoder, self.request
-        texts = [EXTRA_NETWORKS.sub("", text) for text in (request.prompt, request.negative_prompt)]
-        prompt, negative = (encoder.tokenize(text) for text in texts)
+        prompt, negative = (EXTRA_NETWORKS.sub("", text) for text in (request.prompt, request.negative_prompt))
         clip_skip = request.part("prompts").clip_skip if request.part("prompts") else 1
-        return text_arguments(encoder, prompt, negative, clip_skip, batch)
+        parts, weights = composed(prompt)
+        if len(parts) == 1 and not edits(prompt) and not edits(negative):
+            tokens = (encoder.tokenize(text) for text in (prompt, negative))
+            return text_arguments(encoder, *tokens, clip_skip, batch), weights
+        later = Later(EditedPrompts(encoder, parts, negative, request.steps, clip_skip, batch, self.hires_steps), done)
+        return {**later.at(0), SCHEDULE: later}, weights
+
+
+class Later:
+    """A pass's prompt schedule from step `start` on: the refiner's steps are the last of the pass."""
+
+    def __init__(self, schedule, start: int):
+        self.schedule, self.start = schedule, start
+
+    def at(self, step: int) -> dict:
+        return self.schedule.at(self.start + step)

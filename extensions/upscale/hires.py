@@ -151,7 +151,7 @@ class HiresFix(Passes):
         self.scheduler_config, self.upscale_pixels, self.texts = scheduler_config, upscale_pixels, texts
         self.schedule = schedule
         # what runs the second pass in its place (the refiner, which takes over at its switch, as A1111's default
-        # "second pass"): finish(pipe, arguments, callback); None: the pass runs alone
+        # "second pass"): finish(pipe, arguments with their schedule, callback); None: the pass runs alone
         self.finish: Callable | None = None
 
     def __call__(self, callback_on_step_end=None, **arguments) -> StableDiffusionPipelineOutput:
@@ -166,9 +166,9 @@ class HiresFix(Passes):
             return StableDiffusionPipelineOutput(self.upscaled(latents), None)
         second, second_arguments = self.second_pass(arguments, latents)
         second.progress = (first.num_timesteps, 0)
+        if self.finish is not None:  # it applies the pass's schedule to the steps it gives the model
+            return self.finish(second, second_arguments, callback_on_step_end)
         second_arguments, second_callback = scheduled(second_arguments, callback_on_step_end)
-        if self.finish is not None:
-            return self.finish(second, second_arguments, second_callback)
         return second(**second_arguments, callback_on_step_end=second_callback)
 
     def upscaled(self, latents: torch.Tensor) -> list[Image.Image]:
