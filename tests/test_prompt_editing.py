@@ -230,10 +230,15 @@ def test_a_composed_prompt_draws_its_parts_and_halves_of_one_prompt_draw_it(serv
         assert generation.infotexts[0].startswith(prompt + "\n")
         return np.asarray(Image.open(generation.files[0]), dtype=np.int16)
 
+    halves_draw_the_whole(picture, "a blue square")
+
+
+def halves_draw_the_whole(picture, other: str) -> None:
+    """`picture(prompt)` (its pixels): halves of one prompt draw that prompt; that prompt AND `other` does not."""
     whole = picture("[a red circle:a red circle:4]")  # through the same encoding, one part
     halves = picture("a red circle :0.5 AND a red circle:0.5")  # 0.5 x (c - u) twice is (c - u)
     assert np.abs(halves - whole).max() <= 2
-    both = picture("a red circle AND a blue square")
+    both = picture(f"a red circle AND {other}")
     assert np.abs(both - whole).mean() > 1
 
 
