@@ -8,6 +8,10 @@ from models.latents import pictures
 
 
 class Passes:
+    # Whether its call runs its first pipeline with the call's arguments (it may stop at a switch, `denoising_end`,
+    # and hand back latents), wrapped around it: a refiner can take over from it as from that pipeline
+    passes_through = False
+
     def __init__(self, first):
         self.first = first  # the pipeline the other hooks chose, which runs the first pass
 
@@ -33,3 +37,10 @@ class Passes:
     def decode(self, latents) -> list:
         """Latents of a pass as pictures, through the first pass's VAE."""
         return pictures(self.first, latents)
+
+
+def innermost(pipe):
+    """The pipeline that pass-through wrappers (soft inpainting's) run: its progress, interrupt and steps."""
+    while getattr(pipe, "passes_through", False):
+        pipe = pipe.first
+    return pipe

@@ -722,6 +722,20 @@ def test_the_refiners_steps_follow_the_prompts_edits_and_and(refiner_service, fa
 
 
 @pytest.mark.slow
+def test_the_refiner_takes_over_from_soft_inpainting(refiner_service):
+    """Soft inpainting blends the model's steps, the refiner denoises the rest from the blended latents, and every
+    pixel outside the mask is still the input's."""
+    fields = dict(prompt="a red circle", sampler="Euler", seed=5, image=gradient_image(), mask=square_mask(),
+                  soft_inpainting=True, strength=1.0, mask_blur=0, refiner_checkpoint="tiny-refiner",
+                  refiner_switch_at=0.5, **SMALL)
+    refined = Image.open(refiner_service.run("inpaint", fields).files[0])
+    alone = Image.open(refiner_service.run("inpaint", dict(fields, refiner_checkpoint="")).files[0])
+    outside = np.asarray(square_mask()) == 0
+    assert np.array_equal(np.asarray(refined)[outside], np.asarray(gradient_image())[outside])
+    assert max_diff(refined, alone) > 4
+
+
+@pytest.mark.slow
 def test_in_img2img_the_switch_is_a_fraction_of_the_steps_the_strength_leaves(refiner_service):
     """A1111 counts the switch in the steps that run: 8 steps at strength 0.5 run 4, the model 2 and the refiner 2
     (diffusers' own switch, a fraction of the whole schedule, left the model none of them)."""

@@ -48,7 +48,7 @@ from models.checkpoints import checkpoint_names, resolve_checkpoint
 from models.fields import read_entries
 from models.files import own_memory
 from models.noise import again
-from models.passes import Passes
+from models.passes import Passes, innermost
 from models.samplers import make_scheduler
 from models.step_conditioning import SCHEDULE, STEP_WINDOWS, scheduled
 
@@ -148,7 +148,8 @@ class Refiner(Extension):
         if part is None or part.switch_at >= 1:  # the model runs every step: nothing for a refiner to do
             return pipe, arguments
         hires = pipe if isinstance(pipe, HiresFix) else None
-        taken = SECOND_PASS.get(type(hires.first)) if hires is not None else type(pipe)  # the pass it ends
+        # the pass it ends (inside soft inpainting's blending, the inpaint pipeline)
+        taken = SECOND_PASS.get(type(hires.first)) if hires is not None else type(innermost(pipe))
         if taken not in BASES:
             where = " (hires fix's second pass)" if hires is not None else ""
             raise ValueError(f"refiner_checkpoint: the refiner cannot take over from {taken.__name__}{where}: it "
@@ -223,17 +224,18 @@ class RefinedPipeline(Passes):
         strength = float(arguments.get("strength", 1.0))
         switch = 1 - strength * (1 - self.switch_at)
         runs = int(steps * strength)
-        before, _ = getattr(first, "progress", (0, 0))  # hires fix's second pass: after its first
-        first.progress = (before, runs - round(runs * self.switch_at))
+        inner = innermost(first)  # the pipeline that runs the model's steps
+        before, _ = getattr(inner, "progress", (0, 0))  # hires fix's second pass: after its first
+        inner.progress = (before, runs - round(runs * self.switch_at))
         latents = first(**arguments, denoising_end=switch, output_type="latent",
                         callback_on_step_end=first_callback).images
-        if first.interrupt:  # stopped before the switch: its picture
+        if inner.interrupt:  # stopped before the switch: its picture
             from diffusers.pipelines.stable_diffusion_xl import StableDiffusionXLPipelineOutput
 
             return StableDiffusionXLPipelineOutput(self.decode(latents))
-        conditioning, weights = self._conditioning(len(arguments["generator"]), first.num_timesteps)
+        conditioning, weights = self._conditioning(len(arguments["generator"]), inner.num_timesteps)
         second = self._refiner(arguments, weights)
-        second.progress = (before + first.num_timesteps, 0)
+        second.progress = (before + inner.num_timesteps, 0)
         conditioning, callback = scheduled(conditioning, callback_on_step_end)
         return second(image=latents, num_inference_steps=steps, denoising_start=switch,
                       guidance_scale=arguments["guidance_scale"],

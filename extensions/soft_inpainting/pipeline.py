@@ -17,6 +17,8 @@ from models.passes import Passes
 
 
 class SoftInpainting(Passes):
+    passes_through = True  # its call is its first pipeline's, `denoising_end` included (the refiner takes over)
+
     def __init__(self, first, settings: SoftSettings):
         super().__init__(first)
         self.settings = settings
