@@ -247,6 +247,7 @@ def test_a_lora_in_the_units_prompt_acts_in_its_pass_as_adetailers_does(lora_ser
     assert np.array_equal(brought, own)
 
 
+@pytest.mark.slow  # its fixture loads a model of its own
 def test_an_unknown_lora_in_a_units_prompt_is_named_before_the_job_runs(lora_service, photo):
     units = [{"ad_model": "face_haar", "ad_prompt": "a face [SEP] <lora:nowhere:1> a hand"}]
     with pytest.raises(ValueError, match=r"ADetailer unit 0: ad_prompt: .*'nowhere'"):
