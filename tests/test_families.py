@@ -592,6 +592,31 @@ def test_an_xyz_plot_over_the_refiners_switch(refiner_service):
     assert "Refiner switch at: 0.5" in plot.infotexts[1]
 
 
+def _xl_edges(service) -> tuple:
+    """An SDXL ControlNet "xl-edges" in `service`'s ControlNet folder (saved once), and a unit of it."""
+    controlnet = _xl_controlnet(service.manager.pipelines["txt2img"].unet)
+    folder = service.extension("controlnet").library.folder / "xl-edges"
+    if not folder.exists():
+        controlnet.save_pretrained(folder, safe_serialization=True)
+    control = Image.new("RGB", (64, 64))
+    control.paste((255, 255, 255), (20, 20, 44, 44))
+    return controlnet, {"enabled": True, "module": "none", "model": "xl-edges", "image": control, "weight": 0.9}
+
+
+@pytest.mark.slow
+def test_and_with_an_sdxl_controlnet_unit(refiner_service):
+    """The ControlNet sees every part's tokens and the mean of their pooled vectors (SDXL's, side by side with
+    AND): halves of one prompt draw what that prompt draws with the unit."""
+    _, unit = _xl_edges(refiner_service)
+
+    def picture(prompt: str) -> np.ndarray:
+        generation = refiner_service.run("txt2img", dict(prompt=prompt, seed=3, sampler="Euler", guidance_scale=15.0,
+                                                         controlnet_units=[unit], **SMALL))
+        return np.asarray(Image.open(generation.files[0]), dtype=np.int16)
+
+    halves_draw_the_whole(picture, "dogs in the snow")
+
+
 def _reference_refiner(family_folder, base):
     from diffusers import StableDiffusionXLImg2ImgPipeline
 
@@ -756,12 +781,8 @@ def test_controlnet_units_act_on_the_models_steps_before_the_refiner(refiner_ser
     from diffusers import StableDiffusionXLControlNetPipeline
 
     base_pipe = refiner_service.manager.pipelines["txt2img"]
-    controlnet = _xl_controlnet(base_pipe.unet)
-    controlnet.save_pretrained(refiner_service.extension("controlnet").library.folder / "xl-edges",
-                               safe_serialization=True)
-    control = Image.new("RGB", (64, 64))
-    control.paste((255, 255, 255), (20, 20, 44, 44))
-    unit = {"enabled": True, "module": "none", "model": "xl-edges", "image": control, "weight": 0.9}
+    controlnet, unit = _xl_edges(refiner_service)
+    control = unit["image"]
     fields = dict(prompt="a red circle", negative_prompt="blurry", sampler="Euler", seed=2, **SMALL,
                   controlnet_units=[unit], refiner_checkpoint="tiny-refiner", refiner_switch_at=0.5)
     ours = Image.open(refiner_service.run("txt2img", fields).files[0])

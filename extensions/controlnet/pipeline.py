@@ -60,6 +60,8 @@ class UnitControlNets(MultiControlNetModel):
 
     def forward(self, sample, timestep, encoder_hidden_states, controlnet_cond, conditioning_scale,
                 guess_mode: bool = False, return_dict: bool = True, **kwargs):
+        if kwargs.get("added_cond_kwargs"):
+            kwargs["added_cond_kwargs"] = self._one_pooled_vector(kwargs["added_cond_kwargs"])
         down, mid = None, None
         for index, (image, scale, soft, controlnet) in enumerate(zip(controlnet_cond, conditioning_scale, self.soft,
                                                                      self.nets)):
@@ -76,6 +78,19 @@ class UnitControlNets(MultiControlNetModel):
                 down = [total + part for total, part in zip(down, unit_down)]
                 mid = mid + unit_mid
         return down, mid
+
+    def _one_pooled_vector(self, added: dict) -> dict:
+        """SDXL's pooled vectors as a ControlNet takes them. With AND they come side by side, one per part
+        (extensions/prompts/composable.py): the ControlNet, which sees every part's tokens at once, gets their
+        mean."""
+        pooled, config = added.get("text_embeds"), self.nets[0].config
+        if pooled is None or "time_ids" not in added or not config.projection_class_embeddings_input_dim:
+            return added
+        width = config.projection_class_embeddings_input_dim - added["time_ids"].shape[1] * \
+            config.addition_time_embed_dim
+        if pooled.shape[1] <= width:
+            return added
+        return {**added, "text_embeds": pooled.reshape(pooled.shape[0], -1, width).mean(dim=1)}
 
     def _in_region(self, index: int, residual: torch.Tensor) -> torch.Tensor:
         key = (index, *residual.shape[-2:])
