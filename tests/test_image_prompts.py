@@ -214,6 +214,7 @@ def test_an_ip_adapter_unit_equals_diffusers_load_ip_adapter(service4, txt2img_f
     assert np.abs(mine_left - np.asarray(theirs_left, int)).max() <= 1 and np.abs(mine_left - mine).max() > 4
 
 
+@pytest.mark.slow  # five generations
 def test_an_effective_region_of_black_is_no_unit_and_of_white_is_no_region(service):
     base = run(service)[0]
     white, black = Image.new("L", (SIZE, SIZE), 255), Image.new("L", (16, 16), 0)
