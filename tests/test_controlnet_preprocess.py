@@ -412,6 +412,7 @@ def test_the_ade20k_palette():
         ade20k.colorize(np.array([[0, 150]]))
 
 
+@pytest.mark.slow
 def test_openpose_full_loads_the_three_networks_from_the_upstream_files(annotators):
     pose = get("openpose_full").run(photo(), resolution=64)
     assert pose.size == (64, 128) and pose.mode == "RGB"

@@ -82,6 +82,7 @@ def test_plan_sizes_and_pixel_exact_paste(area, size, ellipse, width, height):
     assert_paste_keeps_outside(plan, image, hard)
 
 
+@pytest.mark.slow
 def test_large_image_only_masked():
     size = (3000, 2000)
     image, mask = picture(*size), ellipse_mask(size, (1400, 900, 1500, 960))

@@ -111,7 +111,7 @@ def test_same_inputs_and_seed_give_the_same_pixels(demo_manager, sampler):
     assert max_diff(first.images[0], other.images[0]) > 0
 
 
-@pytest.mark.parametrize("sampler", ["Euler a", "DPM++ SDE Karras"])
+@pytest.mark.parametrize("sampler", ["Euler a", pytest.param("DPM++ SDE Karras", marks=pytest.mark.slow)])
 def test_batch_image_i_uses_seed_plus_i(demo_manager, sampler):
     batch = demo_manager.generate(GenerationRequest("txt2img", "x", sampler=sampler, seed=100, batch_size=3, **SMALL))
     assert batch.seeds == [100, 101, 102]
@@ -158,6 +158,7 @@ def test_output_equals_plain_diffusers_on_the_inpainting_base(demo_manager, samp
         assert max_diff(ours, plain) <= 1, request.mode
 
 
+@pytest.mark.slow  # the inpainting base's equality stays in make test-fast
 def test_output_equals_plain_diffusers_on_a_four_channel_base(txt2img_manager, txt2img_folder):
     ours = txt2img_manager.generate(GenerationRequest("txt2img", "a dog", sampler="Euler", seed=5, **SMALL))
     plain = _plain(StableDiffusionPipeline, txt2img_folder, "Euler", 5, prompt="a dog", negative_prompt="",

@@ -85,6 +85,7 @@ def test_rest_answers_413_with_the_message_and_serves_the_next_request(app_serve
     assert requests.post(f"{app_server[0]}/sdapi/v1/txt2img", json=body, timeout=60).status_code == 200
 
 
+@pytest.mark.slow
 def test_out_of_memory_while_training_says_what_to_lower_and_leaves_the_model_as_it_was(monkeypatch, tmp_path):
     from PIL import Image
 

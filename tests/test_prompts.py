@@ -116,7 +116,7 @@ def vectors_by_name(folder, width) -> dict:
 
 
 # SD 1.5's shape at clip skip 2 only (it is slow on 2 cores): that passes through every piece clip skip 1 does
-@pytest.mark.parametrize("encoder, clip_skip", [("demo", 1), ("demo", 2),
+@pytest.mark.parametrize("encoder, clip_skip", [("demo", 1), pytest.param("demo", 2, marks=pytest.mark.slow),
                                                 pytest.param("sd15", 2, marks=pytest.mark.slow)])
 def test_conditioning_equals_a1111s(encoder, clip_skip, tmp_path):
     tokenizer, model = text_encoder(encoder)
