@@ -32,7 +32,7 @@ from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 from extensions.controlnet.cache import ControlNetCache
 from extensions.controlnet.inpaint_maps import control_tensor
 from extensions.controlnet.library import CONTROLNET, ControlNetLibrary
-from extensions.controlnet.regions import weights
+from extensions.controlnet.regions import weights_like
 from extensions.controlnet.units import CONTROL_FIRST, PROMPT_FIRST
 from models.request import GenerationRequest
 
@@ -95,7 +95,7 @@ class UnitControlNets(MultiControlNetModel):
     def _in_region(self, index: int, residual: torch.Tensor) -> torch.Tensor:
         key = (index, *residual.shape[-2:])
         if key not in self._weights:
-            self._weights[key] = weights(self.regions[index], *residual.shape[-2:]).to(residual.device, residual.dtype)
+            self._weights[key] = weights_like(self.regions[index], residual)
         return residual * self._weights[key]
 
 

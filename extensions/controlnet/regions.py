@@ -14,3 +14,7 @@ def weights(region: Image.Image, height: int, width: int) -> torch.Tensor:
     pixels = np.asarray(region.convert("L").resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
     return torch.from_numpy(pixels / 255.0)[None, None]
 
+
+def weights_like(region: Image.Image, tensor: torch.Tensor) -> torch.Tensor:
+    """The region's weights at a residual's own size, on its device and in its dtype (to multiply it by)."""
+    return weights(region, *tensor.shape[-2:]).to(tensor.device, tensor.dtype)

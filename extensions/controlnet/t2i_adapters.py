@@ -21,7 +21,7 @@ import torch
 from diffusers.pipelines.t2i_adapter.pipeline_stable_diffusion_adapter import _preprocess_adapter_image
 
 from extensions.controlnet.library import T2I_ADAPTER
-from extensions.controlnet.regions import weights
+from extensions.controlnet.regions import weights_like
 from extensions.controlnet.units import BALANCED, CONTROL_FIRST, AdapterUnits, ControlInput
 from models.request import GenerationRequest
 from models.step_conditioning import STEP_WINDOWS
@@ -126,8 +126,10 @@ class Residuals:
                 levels = adapter(pixels)
             scales = torch.logspace(-1, 0, len(levels)).tolist() if unit.control_mode != BALANCED else \
                 [1.0] * len(levels)
-            self._unit_levels[key] = [level * float(unit.weight) * scale * _region(unit, level)
-                                      for level, scale in zip(levels, scales)]
+            levels = [level * float(unit.weight) * scale for level, scale in zip(levels, scales)]
+            if unit.region is not None:  # its effective region, at each level's size
+                levels = [level * weights_like(unit.region, level) for level in levels]
+            self._unit_levels[key] = levels
         return self._unit_levels[key]
 
 
@@ -169,10 +171,3 @@ class T2IAdapters(AdapterUnits):
         if self.residuals is None:
             raise ValueError("T2I-Adapter units: this pass's adapters differ from its call's; run it on its own")
         return pipe, {**arguments, STEP_WINDOWS: [*arguments.get(STEP_WINDOWS, ()), self.residuals]}
-
-
-def _region(unit: ControlInput, level: torch.Tensor) -> torch.Tensor | float:
-    """The unit's effective region at a level's size (1: everywhere)."""
-    if unit.region is None:
-        return 1.0
-    return weights(unit.region, *level.shape[-2:]).to(level.device, level.dtype)
