@@ -76,7 +76,7 @@ class Detailer(Extension):
             if unit.active and unit.ad_model not in self.detectors():
                 raise ValueError(f"ADetailer unit {index}: ad_model {unit.ad_model!r} is not a detector here; "
                                  f"choose one of None, {', '.join(self.detectors())}")
-            if unit.active and self.services is not None:  # a LoRA its prompt names: checked now, not mid-run
+            if unit.active:  # a LoRA its prompt names: checked now, not mid-run
                 for prompt in detail_prompts(unit.ad_prompt, fields.get("prompt") or ""):
                     try:
                         self.services.prompt_parts(prompt)
@@ -113,8 +113,7 @@ class Detailer(Extension):
             return pipe, arguments
         from extensions.detailer.pipeline import Detailing  # diffusers: on the model's side
 
-        prompt_parts = self.services.prompt_parts if self.services is not None else (lambda prompt: {})
-        return Detailing(pipe, part, request, self.manager, self.annotator_dir, prompt_parts), arguments
+        return Detailing(pipe, part, request, self.manager, self.services.prompt_parts, self.annotator_dir), arguments
 
     # -- infotext and REST -----------------------------------------------------------------------------------
 

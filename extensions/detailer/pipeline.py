@@ -19,14 +19,14 @@ from models.request import GenerationRequest
 from models.step_conditioning import scheduled
 
 # The parts a detail pass keeps: those that shape the model and the text encoding. The others shape the job itself
-# (its passes, maps, geometry, noise), which a detail pass does not repeat. Those its prompt makes (LoRA's tags)
-# come from its own prompt, as ADetailer's pass takes them: a face LoRA in the unit's prompt acts on the face only.
-KEPT_PARTS = ("lora", "prompts", "vae", "tiling")
+# (its passes, maps, geometry, noise), which a detail pass does not repeat. Those a prompt makes (LoRA's tags) come
+# from the pass's own prompt, as ADetailer's pass takes them: a face LoRA in the unit's prompt acts on the face only.
+KEPT_PARTS = ("prompts", "vae", "tiling")
 
 
 class Detailing(Passes):
-    def __init__(self, first, part: DetailerPart, request: GenerationRequest, manager, annotator_dir=None,
-                 prompt_parts=lambda prompt: {}):
+    def __init__(self, first, part: DetailerPart, request: GenerationRequest, manager, prompt_parts,
+                 annotator_dir=None):
         """`prompt_parts`: the parts a prompt's own syntax makes (Services.prompt_parts)."""
         super().__init__(first)
         self.part, self.request, self.manager = part, request, manager
@@ -73,14 +73,14 @@ class Detailing(Passes):
                                  inpaint_area="Only masked" if unit.ad_inpaint_only_masked else "Whole picture")
         plan = InpaintPlan.make(picture, mask, options, width, height)
         prompt = detail_prompt(unit.ad_prompt, request.prompt, detection)
-        parts = {**{name: part for name, part in request.parts.items() if name in KEPT_PARTS},
-                 **self.prompt_parts(prompt)}
+        parts = {name: part for name, part in request.parts.items() if name in KEPT_PARTS}
+        parts.update((name, part) for name, part in self.prompt_parts(prompt).items() if part is not None)
         detail = GenerationRequest(
             "inpaint", prompt, detail_prompt(unit.ad_negative_prompt, request.negative_prompt, detection),
             steps=unit.steps(request), guidance_scale=unit.cfg_scale(request),
             width=plan.size[0], height=plan.size[1], sampler=request.sampler, seed=seed,
             strength=unit.ad_denoising_strength, image=plan.image, mask=plan.mask,
-            parts={name: part for name, part in parts.items() if part is not None})
+            parts=parts)
         pipe, arguments = self.manager.call_for(detail)
         pipe.progress = (steps["done"], remaining)
         arguments, callback = scheduled(arguments, counting)
