@@ -633,20 +633,21 @@ def _euler(pipe, seed: int):
 
 
 class UNetCalls:
-    """How many times each U-Net runs (a step is one call: the guidance halves go together)."""
+    """Each U-Net's calls (a step is one call: the guidance halves go together) and their text conditioning."""
 
     def __init__(self, **unets):
-        self.counts = dict.fromkeys(unets, 0)
-        self.handles = [unet.register_forward_pre_hook(lambda *_, name=name: self._count(name))
+        self.texts: dict[str, list] = {name: [] for name in unets}
+        self.handles = [unet.register_forward_pre_hook(functools.partial(self._record, name), with_kwargs=True)
                         for name, unet in unets.items()]
 
-    def _count(self, name: str) -> None:
-        self.counts[name] += 1
+    def _record(self, name: str, module, args, kwargs) -> None:
+        self.texts[name].append(args[2] if len(args) > 2 else kwargs.get("encoder_hidden_states"))
 
     def remove(self) -> dict:
+        """How many times each U-Net ran."""
         for handle in self.handles:
             handle.remove()
-        return self.counts
+        return {name: len(texts) for name, texts in self.texts.items()}
 
 
 @pytest.mark.slow
@@ -690,14 +691,6 @@ def test_the_refiner_takes_over_hires_fixs_second_pass_as_a1111s_default(refiner
     assert Image.open(edited.files[0]).size == (96, 96)
 
 
-def _recording_texts(unet, seen: list):
-    """Each call's text conditioning, appended to `seen` (the hook's handle, to remove)."""
-    def record(module, args, kwargs):
-        seen.append(args[2] if len(args) > 2 else kwargs["encoder_hidden_states"])
-
-    return unet.register_forward_pre_hook(record, with_kwargs=True)
-
-
 @pytest.mark.slow
 def test_the_refiners_steps_follow_the_prompts_edits_and_and(refiner_service, family_folder):
     """`[a red circle:dogs in the snow:2]` over 8 steps switched at 0.25: the model runs steps 0 and 1, the refiner
@@ -709,12 +702,13 @@ def test_the_refiners_steps_follow_the_prompts_edits_and_and(refiner_service, fa
                   guidance_scale=15.0, refiner_checkpoint="tiny-refiner", refiner_switch_at=0.25, width=64, height=64,
                   steps=8)
     refiner_service.run("txt2img", dict(fields, steps=1))  # the refiner loaded
-    seen = []  # the text conditioning of each of the refiner's steps
-    handle = _recording_texts(refiner_service.extension("refiner")._loaded.parts["unet"], seen)
+    refiner_unet = refiner_service.extension("refiner")._loaded.parts["unet"]
+    calls = UNetCalls(refiner=refiner_unet)
     try:
         ours = Image.open(refiner_service.run("txt2img", fields).files[0])
     finally:
-        handle.remove()
+        calls.remove()
+    seen = calls.texts["refiner"]  # the text conditioning of each of the refiner's steps
     base = _euler(StableDiffusionXLPipeline.from_pretrained(family_folder("sdxl"), add_watermarker=False), 5)
     refiner = _euler(_reference_refiner(family_folder, base), 5)
     texts = dict(negative_prompt="blurry", num_inference_steps=8, guidance_scale=15.0)
@@ -736,13 +730,12 @@ def test_the_refiners_steps_follow_the_prompts_edits_and_and(refiner_service, fa
     assert len(seen) == 6 and torch.allclose(seen[0], torch.cat([negative, red]), atol=1e-4)
     assert all(torch.allclose(states, torch.cat([negative, dogs]), atol=1e-4) for states in seen[1:])
     unedited = refiner_service.run("txt2img", dict(fields, prompt="a red circle"))
-    seen.clear()
-    handle = _recording_texts(refiner_service.extension("refiner")._loaded.parts["unet"], seen)
+    calls = UNetCalls(refiner=refiner_unet)
     try:
         halves = refiner_service.run("txt2img", dict(fields, prompt="a red circle :0.5 AND a red circle:0.5"))
     finally:
-        handle.remove()
-    assert {states.shape[0] for states in seen} == {3}, "the negative and each part, composed"
+        calls.remove()
+    assert {states.shape[0] for states in calls.texts["refiner"]} == {3}, "the negative and each part, composed"
     assert max_diff(Image.open(halves.files[0]), Image.open(unedited.files[0])) <= 2
 
 
